@@ -1,0 +1,58 @@
+# ctxstore — set-up, checks, tests and benchmarks. Every target creates .venv if needed.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST := $(BIN)/python -m pytest
+
+.PHONY: install demo test lint typecheck test-fast test-persistence test-batch-workflows \
+        test-persistence-performance test-persistence-integration test-reliability test-all \
+        bench bench-quick clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,torch,service]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ctxstore demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict app
+
+test: lint typecheck
+	$(PYTEST) -q -m "not slow" -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(PYTEST) -q -m "not slow and not integration" -x
+
+test-persistence: $(STAMP)
+	$(PYTEST) -q tests/test_store.py tests/test_records.py tests/test_filters.py tests/test_durability.py
+
+test-batch-workflows: $(STAMP)
+	$(PYTEST) -q -k "workflow or buffer"
+
+test-persistence-integration: $(STAMP)
+	$(PYTEST) -q -m integration
+
+test-reliability: $(STAMP)
+	$(PYTEST) -q tests/reliability
+
+test-persistence-performance: $(STAMP)
+	$(BIN)/python -m bench --quick
+
+test-all: $(STAMP)
+	$(PYTEST) -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

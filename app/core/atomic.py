@@ -1,0 +1,60 @@
+"""Durable file helpers: whole-file atomic replace and directory fsync."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+from app.core.errors import io_error
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so that a rename or create inside it is durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[IO[bytes]]:
+    """Yield a temp file beside ``path``; on success flush, fsync, rename over it, fsync dir.
+
+    On any failure the temp file is removed and ``path`` keeps its old content.
+    ``OSError`` is wrapped in ``StorageError`` keeping the errno.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise io_error("writing", path, exc) from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably."""
+    with atomic_file(path) as fh:
+        fh.write(data)
+
+
+def write_atomic_with(path: Path, writer: Callable[[IO[bytes]], None]) -> None:
+    """Replace ``path`` with what ``writer`` writes to the given file object."""
+    with atomic_file(path) as fh:
+        writer(fh)

@@ -1,0 +1,231 @@
+"""The ``where`` filter language: validation, compilation to SQL, and a reference evaluator.
+
+Pure functions, no I/O. Semantics (shared by the SQL compiler and ``matches``):
+
+- ``{"f": v}`` / ``{"f": {"$eq": v}}`` with a scalar ``v``: ``None`` matches a missing or null
+  field; a bool matches that bool; a number matches an equal number (never a bool); a string
+  matches an equal string.
+- ``$ne`` is the negation of ``$eq`` (so it also matches a missing field).
+- ``$gt/$gte/$lt/$lte`` take a number or a string and match only fields of the same kind.
+- ``$in`` matches when ``$eq`` matches one of the listed scalars; ``$nin`` is its negation.
+- ``$and`` / ``$or`` take non-empty lists of filters; several keys in one dict are ANDed.
+- Field names are dotted paths of segments ``[A-Za-z0-9_-]+``; they are validated and quoted,
+  values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from app.core.errors import InvalidInput
+
+SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+MAX_FILTER_DEPTH = 32
+COMPARE_OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+FIELD_OPS = {"$eq", "$ne", "$in", "$nin", *COMPARE_OPS}
+Scalar = str | int | float | bool | None
+
+
+def field_path(field: object, argument: str = "where") -> tuple[str, ...]:
+    """Validate a dotted field path and return its segments."""
+    if not isinstance(field, str) or not field:
+        raise InvalidInput(f"{argument}: field names must be non-empty strings")
+    parts = tuple(field.split("."))
+    if len(parts) > 16 or not all(SEGMENT.fullmatch(p) for p in parts):
+        raise InvalidInput(f"{argument}: invalid field path {field[:80]!r}")
+    return parts
+
+
+def json_path(parts: Sequence[str]) -> str:
+    """SQLite JSON path literal for validated segments (safe to splice: pattern-checked)."""
+    return "$" + "".join(f'."{p}"' for p in parts)
+
+
+def field_expr(parts: Sequence[str]) -> str:
+    """The SQL expression of a field; identical text is used for expression indexes."""
+    return f"json_extract(data, '{json_path(parts)}')"
+
+
+def _type_expr(parts: Sequence[str]) -> str:
+    return f"json_type(data, '{json_path(parts)}')"
+
+
+def _scalar(value: object, argument: str) -> Scalar:
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InvalidInput(f"{argument}: filter values must be finite numbers")
+        return value
+    raise InvalidInput(f"{argument}: filter values must be strings, numbers, booleans or null")
+
+
+def _eq_sql(parts: Sequence[str], value: Scalar, params: list[Any]) -> str:
+    expr = field_expr(parts)
+    if value is None:
+        return f"({expr} IS NULL)"
+    if isinstance(value, bool):
+        return f"({_type_expr(parts)} = '{'true' if value else 'false'}')"
+    if isinstance(value, str):
+        params.append(value)
+        if tuple(parts) == ("id",):
+            return "(id = ?)"
+        return f"({expr} = ? AND {_type_expr(parts)} = 'text')"
+    params.append(value)
+    return f"({expr} = ? AND {_type_expr(parts)} IN ('integer', 'real'))"
+
+
+def _field_sql(field: str, cond: object, params: list[Any], argument: str) -> str:
+    parts = field_path(field, argument)
+    if not isinstance(cond, Mapping):
+        return _eq_sql(parts, _scalar(cond, argument), params)
+    if not cond:
+        raise InvalidInput(f"{argument}: empty operator object for field {field[:80]!r}")
+    clauses = []
+    for op, value in cond.items():
+        if op not in FIELD_OPS:
+            raise InvalidInput(f"{argument}: unknown operator {str(op)[:40]!r}")
+        if op == "$eq":
+            clauses.append(_eq_sql(parts, _scalar(value, argument), params))
+        elif op == "$ne":
+            clauses.append(f"({_eq_sql(parts, _scalar(value, argument), params)} IS NOT 1)")
+        elif op in ("$in", "$nin"):
+            if not isinstance(value, list | tuple):
+                raise InvalidInput(f"{argument}: {op} takes a list")
+            alts = [_eq_sql(parts, _scalar(v, argument), params) for v in value]
+            any_sql = "(" + " OR ".join(alts) + ")" if alts else "(0)"
+            clauses.append(any_sql if op == "$in" else f"({any_sql} IS NOT 1)")
+        else:
+            scalar = _scalar(value, argument)
+            if scalar is None or isinstance(scalar, bool):
+                raise InvalidInput(f"{argument}: {op} takes a number or a string")
+            kind = "= 'text'" if isinstance(scalar, str) else "IN ('integer', 'real')"
+            params.append(scalar)
+            clauses.append(
+                f"({field_expr(parts)} {COMPARE_OPS[op]} ? AND {_type_expr(parts)} {kind})"
+            )
+    return "(" + " AND ".join(clauses) + ")"
+
+
+def _where_sql(where: object, params: list[Any], argument: str, depth: int) -> str:
+    if depth > MAX_FILTER_DEPTH:
+        raise InvalidInput(f"{argument}: filter nested too deeply")
+    if not isinstance(where, Mapping):
+        raise InvalidInput(f"{argument}: a filter must be an object")
+    clauses = []
+    for key, cond in where.items():
+        if key in ("$and", "$or"):
+            if not isinstance(cond, list | tuple) or not cond:
+                raise InvalidInput(f"{argument}: {key} takes a non-empty list of filters")
+            subs = [_where_sql(c, params, argument, depth + 1) for c in cond]
+            joiner = " AND " if key == "$and" else " OR "
+            clauses.append("(" + joiner.join(subs) + ")")
+        elif isinstance(key, str) and key.startswith("$"):
+            raise InvalidInput(f"{argument}: unknown operator {key[:40]!r}")
+        else:
+            clauses.append(_field_sql(key, cond, params, argument))
+    return "(" + " AND ".join(clauses) + ")" if clauses else "(1)"
+
+
+def compile_where(where: Mapping[str, Any] | None, argument: str = "where") -> tuple[str, list[Any]]:
+    """Compile a filter to an SQL boolean expression over column ``data`` and its parameters."""
+    params: list[Any] = []
+    if where is None:
+        return "(1)", params
+    return _where_sql(where, params, argument, 0), params
+
+
+def compile_order(order_by: str | Sequence[str] | None, argument: str = "order_by") -> str:
+    """Compile ``order_by`` to an SQL ORDER BY list; commit order (``pos``) breaks ties."""
+    if order_by is None:
+        return "pos"
+    keys = [order_by] if isinstance(order_by, str) else list(order_by)
+    if not all(isinstance(k, str) for k in keys):
+        raise InvalidInput(f"{argument}: expected a field name or a list of field names")
+    terms = []
+    for key in keys:
+        desc = key.startswith("-")
+        parts = field_path(key[1:] if desc else key, argument)
+        terms.append(f"{field_expr(parts)} {'DESC' if desc else 'ASC'}")
+    return ", ".join([*terms, "pos"])
+
+
+# --- reference evaluator (used by tests, the buffer and in-memory checks) -----------------
+
+_MISSING = object()
+
+
+def _get(record: Mapping[str, Any], parts: Sequence[str]) -> Any:
+    cur: Any = record
+    for p in parts:
+        if not isinstance(cur, Mapping) or p not in cur:
+            return _MISSING
+        cur = cur[p]
+    return cur
+
+
+def _eq(actual: Any, value: Scalar) -> bool:
+    if value is None:
+        return actual is _MISSING or actual is None
+    if isinstance(value, bool):
+        return isinstance(actual, bool) and actual is value
+    if isinstance(value, str):
+        return isinstance(actual, str) and actual == value
+    return isinstance(actual, int | float) and not isinstance(actual, bool) and actual == value
+
+
+def _cmp(actual: Any, op: str, value: str | int | float) -> bool:
+    if isinstance(value, str):
+        if not isinstance(actual, str):
+            return False
+    elif not isinstance(actual, int | float) or isinstance(actual, bool):
+        return False
+    if op == "$gt":
+        return bool(actual > value)
+    if op == "$gte":
+        return bool(actual >= value)
+    if op == "$lt":
+        return bool(actual < value)
+    return bool(actual <= value)
+
+
+def matches(record: Mapping[str, Any], where: Mapping[str, Any] | None) -> bool:
+    """Evaluate a (valid) filter against one record in Python, with the SQL semantics."""
+    compile_where(where)  # validates; raises InvalidInput exactly like queries do
+    return _matches(record, where)
+
+
+def _matches(record: Mapping[str, Any], where: Mapping[str, Any] | None) -> bool:
+    if where is None:
+        return True
+    for key, cond in where.items():
+        if key == "$and":
+            if not all(_matches(record, c) for c in cond):
+                return False
+        elif key == "$or":
+            if not any(_matches(record, c) for c in cond):
+                return False
+        elif not _field_matches(_get(record, key.split(".")), cond):
+            return False
+    return True
+
+
+def _field_matches(actual: Any, cond: Any) -> bool:
+    if not isinstance(cond, Mapping):
+        return _eq(actual, cond)
+    for op, value in cond.items():
+        if op == "$eq":
+            ok = _eq(actual, value)
+        elif op == "$ne":
+            ok = not _eq(actual, value)
+        elif op == "$in":
+            ok = any(_eq(actual, v) for v in value)
+        elif op == "$nin":
+            ok = not any(_eq(actual, v) for v in value)
+        else:
+            ok = _cmp(actual, op, value)
+        if not ok:
+            return False
+    return True

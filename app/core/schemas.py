@@ -1,0 +1,86 @@
+"""Pydantic models for data crossing the public boundary, and the built-in record schemas."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BatchReceipt(_Frozen):
+    """What ``Context.append`` / ``delete`` committed (or had committed, if ``duplicate``)."""
+
+    batch_id: str
+    collection: str
+    count: int
+    duplicate: bool = False
+    committed_at: str
+    sha256: str
+
+
+class RecordVersion(_Frozen):
+    """One entry of a record's history: a version or a deletion (tombstone)."""
+
+    id: str
+    collection: str
+    batch_id: str
+    committed_at: str
+    sha256: str
+    deleted: bool
+    data: dict[str, object] | None
+    position: int
+
+
+class CompactionReport(_Frozen):
+    collection: str
+    records_before: int
+    records_after: int
+    bytes_before: int
+    bytes_after: int
+
+
+class IntegrityReport(_Frozen):
+    ok: bool
+    problems: list[str] = Field(default_factory=list)
+    checked: list[str] = Field(default_factory=list)
+
+
+# --- built-in record schemas (extra fields allowed; validated in strict mode) -------------
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+
+class Analogy(_Record):
+    source_domain: str
+    target_domain: str
+    quality_score: float = Field(ge=0.0, le=1.0)
+
+
+class Frame(_Record):
+    name: str
+
+
+class Concept(_Record):
+    name: str
+
+
+BUILTIN_SCHEMAS: dict[str, type[BaseModel]] = {
+    "analogies": Analogy,
+    "frames": Frame,
+    "concepts": Concept,
+}
+
+# Indexed field paths of the built-in collections: each entry is one (composite) index.
+BUILTIN_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "analogies": (
+        ("source_domain", "quality_score"),
+        ("target_domain", "quality_score"),
+        ("quality_score",),
+    ),
+    "frames": (("name",),),
+    "concepts": (("name",),),
+}

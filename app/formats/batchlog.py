@@ -1,0 +1,351 @@
+"""The JSONL batch log: an append-only file of checksummed, all-or-nothing batches.
+
+Layout (one JSON object per line, written by this module only)::
+
+    {"log":{"format":1,"generation":"<hex>"}}          header, first line
+    {"put":{...record, sorted keys...}}                a record version
+    {"del":"<id>"}                                     a tombstone
+    {"commit":{"batch":B,"kind":K,"at":T,"n":N,"sha256":S}}
+
+A batch is its entry lines followed by one commit line. ``S`` is the SHA-256 of the batch's
+entry-line bytes followed by the canonical JSON of ``[B, K, T, N]``, so a flipped bit anywhere
+in a batch, its commit line included, is detected. After the last valid commit, bytes that
+contain no further valid commit are a torn tail (the writer died): ``scan`` reports where the
+tail starts and the owner truncates it under its writer lock. Damage followed by a valid commit
+is corruption and raises ``IntegrityError``; it is never skipped.
+
+This module knows one file format and nothing of contexts, indexes or locks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mmap
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from app.core.atomic import write_atomic
+from app.core.errors import IntegrityError, SchemaVersionError, io_error
+
+LOG_FORMAT = 1
+PUT = b'{"put":'
+DEL = b'{"del":'
+COMMIT = b'{"commit":'
+WRITE_CHUNK = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One entry line: a record version (``data`` = its canonical JSON) or a tombstone."""
+
+    pos: int
+    record_id: str
+    data: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A committed batch as found in (or written to) the log."""
+
+    batch_id: str
+    kind: str
+    committed_at: str
+    sha256: str
+    start: int
+    end: int
+    entries: list[Entry]
+    receipt_count: int
+    receipt_sha256: str
+
+
+@dataclass(slots=True)
+class ScanState:
+    """Where a scan stopped: ``valid_end`` is the end of the last valid commit."""
+
+    valid_end: int
+    size: int
+    tail: bool = False
+    batches: int = 0
+    entries: int = 0
+
+
+def _meta_bytes(batch_id: str, kind: str, at: str, n: int, receipt: tuple[int, str] | None) -> bytes:
+    return orjson.dumps([batch_id, kind, at, n] + ([] if receipt is None else list(receipt)))
+
+
+def _commit_digest(
+    lines: bytes | memoryview, batch_id: str, kind: str, at: str, n: int,
+    receipt: tuple[int, str] | None,
+) -> str:
+    h = hashlib.sha256(lines)
+    h.update(_meta_bytes(batch_id, kind, at, n, receipt))
+    return h.hexdigest()
+
+
+def commit_line(
+    lines: Sequence[bytes], batch_id: str, kind: str, at: str,
+    receipt: tuple[int, str] | None = None,
+) -> tuple[bytes, str]:
+    """The commit line closing ``lines`` and the batch digest it carries.
+
+    ``receipt`` keeps the original ``(count, sha256)`` of a batch rewritten by compaction.
+    """
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(line)
+    h.update(_meta_bytes(batch_id, kind, at, len(lines), receipt))
+    digest = h.hexdigest()
+    meta: dict[str, object] = {
+        "batch": batch_id, "kind": kind, "at": at, "n": len(lines), "sha256": digest,
+    }
+    if receipt is not None:
+        meta["rc"], meta["rs"] = receipt
+    return COMMIT + orjson.dumps(meta) + b"}\n", digest
+
+
+def header_line(generation: str) -> bytes:
+    return orjson.dumps({"log": {"format": LOG_FORMAT, "generation": generation}}) + b"\n"
+
+
+def put_line(encoded: bytes) -> bytes:
+    return PUT + encoded + b"}\n"
+
+
+def del_line(record_id: str) -> bytes:
+    return DEL + orjson.dumps(record_id) + b"}\n"
+
+
+class BatchLog:
+    """One collection's log file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    # -- creation and header ------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def create(self, generation: str) -> int:
+        """Atomically create (or replace) the log holding only its header; returns its size."""
+        header = header_line(generation)
+        write_atomic(self.path, header)
+        return len(header)
+
+    def header(self) -> tuple[str, int]:
+        """``(generation, header length)``; ``IntegrityError`` if the header is damaged."""
+        try:
+            with open(self.path, "rb") as fh:
+                line = fh.readline(4096)
+        except OSError as exc:
+            raise io_error("reading", self.path, exc) from exc
+        try:
+            meta = orjson.loads(line)["log"]
+            fmt, generation = meta["format"], meta["generation"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise IntegrityError(f"{self.path}: damaged log header") from None
+        if not isinstance(fmt, int) or not isinstance(generation, str) or not line.endswith(b"\n"):
+            raise IntegrityError(f"{self.path}: damaged log header")
+        if fmt > LOG_FORMAT:
+            raise SchemaVersionError(f"{self.path}: log format {fmt} is newer than {LOG_FORMAT}")
+        return generation, len(line)
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise io_error("reading", self.path, exc) from exc
+
+    # -- writing ------------------------------------------------------------------------
+
+    def write_batch(
+        self,
+        lines: Sequence[bytes],
+        *,
+        batch_id: str,
+        kind: str,
+        committed_at: str,
+        offset: int,
+    ) -> tuple[str, int]:
+        """Write ``lines`` + a commit line at ``offset`` and fsync; returns ``(sha256, end)``.
+
+        On any failure the file is truncated back to ``offset`` before the error is raised,
+        so a failed write never leaves bytes that a later append would bury.
+        """
+        commit, digest = commit_line(lines, batch_id, kind, committed_at)
+        try:
+            fd = os.open(self.path, os.O_WRONLY)
+        except OSError as exc:
+            raise io_error("opening", self.path, exc) from exc
+        pos = offset
+        try:
+            for chunk in _chunks([*lines, commit]):
+                view = memoryview(chunk)
+                while view:
+                    written = os.pwrite(fd, view, pos)
+                    pos += written
+                    view = view[written:]
+            os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, offset)
+                os.fsync(fd)
+            raise io_error("appending to", self.path, exc) from exc
+        finally:
+            os.close(fd)
+        return digest, pos
+
+    def truncate(self, offset: int) -> None:
+        """Cut the file back to ``offset`` (a torn tail) durably."""
+        try:
+            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, offset)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise io_error("truncating", self.path, exc) from exc
+
+    # -- reading ------------------------------------------------------------------------
+
+    def scan(self, start: int, state: ScanState | None = None) -> Iterator[Batch]:
+        """Yield every committed batch from ``start`` (a batch boundary) in order.
+
+        ``IntegrityError`` on damage followed by a valid commit. A torn tail sets
+        ``state.tail`` and ``state.valid_end`` to where it starts.
+        """
+        st = state if state is not None else ScanState(valid_end=start, size=0)
+        st.valid_end = start
+        try:
+            fh = open(self.path, "rb")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise io_error("reading", self.path, exc) from exc
+        with fh:
+            size = os.fstat(fh.fileno()).st_size
+            st.size = size
+            if size <= start:
+                return
+            with mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ) as mm:
+                yield from self._scan_mapped(mm, start, size, st)
+
+    def _scan_mapped(self, mm: mmap.mmap, start: int, size: int, st: ScanState) -> Iterator[Batch]:
+        pos = batch_start = start
+        entries: list[Entry] = []
+        while pos < size:
+            nl = mm.find(b"\n", pos)
+            if nl < 0:
+                break  # partial last line: part of a torn tail
+            line = mm[pos : nl + 1]
+            if line.startswith(PUT) or line.startswith(DEL):
+                entry = _parse_entry(line, pos)
+                if entry is None:
+                    self._damage_or_tail(mm, pos, nl, size, st)
+                    return
+                entries.append(entry)
+            elif line.startswith(COMMIT):
+                meta = _parse_commit(line)
+                if meta is None:
+                    self._damage_or_tail(mm, pos, nl, size, st)
+                    return
+                batch_id, kind, at, n, digest, receipt = meta
+                body = memoryview(mm)[batch_start:pos]
+                ok = n == len(entries) and (
+                    _commit_digest(body, batch_id, kind, at, n, receipt) == digest
+                )
+                body.release()
+                if not ok:
+                    raise IntegrityError(
+                        f"{self.path}: checksum mismatch in batch {batch_id!r} "
+                        f"(bytes {batch_start}-{nl + 1})"
+                    )
+                end = nl + 1
+                rc, rs = receipt if receipt is not None else (n, digest)
+                yield Batch(batch_id, kind, at, digest, batch_start, end, entries, rc, rs)
+                st.valid_end = end
+                st.batches += 1
+                st.entries += len(entries)
+                batch_start = end
+                entries = []
+            else:
+                self._damage_or_tail(mm, pos, nl, size, st)
+                return
+            pos = nl + 1
+        if batch_start < size:
+            st.tail = True
+            st.valid_end = batch_start
+
+    def _damage_or_tail(self, mm: mmap.mmap, pos: int, nl: int, size: int, st: ScanState) -> None:
+        """A bad line: corruption if a valid commit follows it, else the torn tail."""
+        search = nl
+        while True:
+            at = mm.find(b"\n" + COMMIT, search)
+            if at < 0:
+                break
+            end = mm.find(b"\n", at + 1)
+            if end >= 0 and _parse_commit(mm[at + 1 : end + 1]) is not None:
+                raise IntegrityError(f"{self.path}: damaged data at byte {pos}")
+            search = at + 1
+        st.tail = True
+
+
+def _chunks(lines: Sequence[bytes]) -> Iterator[bytes]:
+    buf: list[bytes] = []
+    size = 0
+    for line in lines:
+        buf.append(line)
+        size += len(line)
+        if size >= WRITE_CHUNK:
+            yield b"".join(buf)
+            buf, size = [], 0
+    if buf:
+        yield b"".join(buf)
+
+
+def _parse_entry(line: bytes, pos: int) -> Entry | None:
+    if not line.endswith(b"}\n"):
+        return None
+    body = line[len(PUT) : -2]  # PUT and DEL prefixes have the same length
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if line.startswith(PUT):
+        if not isinstance(value, dict) or not isinstance(value.get("id"), str):
+            return None
+        return Entry(pos, value["id"], body)
+    if not isinstance(value, str):
+        return None
+    return Entry(pos, value, None)
+
+
+CommitMeta = tuple[str, str, str, int, str, tuple[int, str] | None]
+
+
+def _parse_commit(line: bytes) -> CommitMeta | None:
+    if not line.endswith(b"}\n"):
+        return None
+    try:
+        meta = orjson.loads(line[len(COMMIT) : -2])
+        batch_id, kind, at, n, digest = (
+            meta["batch"], meta["kind"], meta["at"], meta["n"], meta["sha256"]
+        )
+        receipt = (meta["rc"], meta["rs"]) if "rc" in meta else None
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if not all(isinstance(v, str) for v in (batch_id, kind, at, digest)):
+        return None
+    if not isinstance(n, int) or (
+        receipt is not None and not (isinstance(receipt[0], int) and isinstance(receipt[1], str))
+    ):
+        return None
+    return batch_id, kind, at, n, digest, receipt

@@ -1,0 +1,358 @@
+"""The SQLite query index: latest version of every record, per-collection tables, batch ids.
+
+Derived data: everything here can be rebuilt from the batch logs. Each collection table holds
+the current version of each record (``pos`` = offset of its line in the log, which is also the
+commit order), its canonical JSON and a CRC-32 checked on every read, because SQLite does not
+detect changed row content. ``collections.log_end`` records how far into each log the index has
+applied. Writes happen in ``BEGIN IMMEDIATE`` transactions in WAL mode; durability comes from the
+log (the index may lag after a power loss and is caught up on open), so ``synchronous=NORMAL``.
+
+This module knows SQLite and nothing of contexts, logs or locks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from app.core.errors import IntegrityError, SchemaVersionError, StorageError
+from app.core.filters import field_expr, field_path
+
+INDEX_VERSION = 1
+FETCH = 2000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS collections(
+    name TEXT PRIMARY KEY, generation TEXT NOT NULL, log_end INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS batches(
+    batch_id TEXT PRIMARY KEY, collection TEXT NOT NULL, kind TEXT NOT NULL,
+    start INTEGER NOT NULL, end INTEGER NOT NULL, count INTEGER NOT NULL,
+    sha256 TEXT NOT NULL, committed_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS batches_by_pos ON batches(collection, start);
+"""
+
+BatchRow = tuple[str, str, str, int, int, int, str, str]
+"""(batch_id, collection, kind, start, end, count, sha256, committed_at)"""
+
+
+def table(collection: str) -> str:
+    """Quoted table name of a (validated) collection name."""
+    return f'"c_{collection}"'
+
+
+def _damaged(path: Path, exc: sqlite3.DatabaseError) -> StorageError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return StorageError(f"{path}: {text}")
+    return IntegrityError(f"{path}: index damaged ({text}); repair it with rebuild_index()")
+
+
+class SqliteIndex:
+    """One context's index file. Reader connections are per thread; the writer one is shared
+    by the writer-lock holder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._epoch = 0
+        self._known: set[str] = set()
+
+    # -- connections --------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=60.0, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA busy_timeout=60000")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, INDEX_VERSION):
+                conn.close()
+                raise SchemaVersionError(
+                    f"{self.path}: index version {version} is unknown (this is {INDEX_VERSION})"
+                )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise _damaged(self.path, exc) from exc
+        return conn
+
+    def conn(self) -> sqlite3.Connection:
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        if conn is None or getattr(local, "epoch", -1) != self._epoch:
+            if conn is not None:
+                conn.close()
+            conn = self._connect()
+            local.conn, local.epoch = conn, self._epoch
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection and invalidate the others (they reconnect)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+        self._epoch += 1
+        self._known.clear()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise _damaged(self.path, exc) from exc
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction (caller holds the context's writer lock)."""
+        conn = self.conn()
+        with self._errors():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def initialise(self) -> None:
+        with self.write() as conn:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={INDEX_VERSION}")
+
+    # -- collections and their state ----------------------------------------------------
+
+    def is_initialised(self) -> bool:
+        with self._errors():
+            row = self.conn().execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='collections'"
+            ).fetchone()
+        return row is not None
+
+    def collection_state(self, collection: str) -> tuple[str, int] | None:
+        with self._errors():
+            row = self.conn().execute(
+                "SELECT generation, log_end FROM collections WHERE name=?", (collection,)
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def has_table(self, collection: str) -> bool:
+        if collection in self._known:
+            return True
+        with self._errors():
+            row = self.conn().execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (f"c_{collection}",)
+            ).fetchone()
+        if row is not None:
+            self._known.add(collection)
+        return row is not None
+
+    def reset_collection(
+        self, collection: str, generation: str, log_end: int, indexes: Sequence[Sequence[str]]
+    ) -> None:
+        """(Re)create an empty table for ``collection`` at log offset ``log_end``."""
+        t = table(collection)
+        with self.write() as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {t}")
+            conn.execute(
+                f"CREATE TABLE {t}(pos INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
+                "data TEXT NOT NULL, crc INTEGER NOT NULL)"
+            )
+            for spec in indexes:
+                conn.execute(self._index_sql(collection, spec))
+            conn.execute("DELETE FROM batches WHERE collection=?", (collection,))
+            conn.execute(
+                "INSERT OR REPLACE INTO collections(name, generation, log_end) VALUES (?,?,?)",
+                (collection, generation, log_end),
+            )
+        self._known.discard(collection)
+
+    def ensure_indexes(self, collection: str, indexes: Sequence[Sequence[str]]) -> None:
+        with self.write() as conn:
+            for spec in indexes:
+                conn.execute(self._index_sql(collection, spec))
+
+    @staticmethod
+    def _index_sql(collection: str, spec: Sequence[str]) -> str:
+        exprs = [field_expr(field_path(f, "indexes")) for f in spec]
+        tag = hashlib.sha1("\x00".join(spec).encode()).hexdigest()[:12]
+        return f'CREATE INDEX IF NOT EXISTS "i_{collection}_{tag}" ON {table(collection)}(' + (
+            ", ".join(exprs) + ")"
+        )
+
+    def drop_collection(self, collection: str) -> None:
+        with self.write() as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table(collection)}")
+            conn.execute("DELETE FROM batches WHERE collection=?", (collection,))
+            conn.execute("DELETE FROM collections WHERE name=?", (collection,))
+        self._known.discard(collection)
+
+    # -- applying batches ---------------------------------------------------------------
+
+    def apply(
+        self,
+        conn: sqlite3.Connection,
+        collection: str,
+        batch: BatchRow,
+        puts: Iterable[tuple[int, str, bytes]],
+        deletes: Sequence[str],
+    ) -> None:
+        """Apply one batch inside an open ``write()`` transaction."""
+        t = table(collection)
+        conn.executemany(
+            f"INSERT OR REPLACE INTO {t}(pos, id, data, crc) VALUES (?,?,?,?)",
+            [(pos, rid, data.decode(), zlib.crc32(data)) for pos, rid, data in puts],
+        )
+        if deletes:
+            conn.executemany(f"DELETE FROM {t} WHERE id=?", [(d,) for d in deletes])
+        conn.execute("INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?,?,?,?)", batch)
+
+    @staticmethod
+    def set_log_end(conn: sqlite3.Connection, collection: str, log_end: int) -> None:
+        conn.execute("UPDATE collections SET log_end=? WHERE name=?", (log_end, collection))
+
+    # -- batches ------------------------------------------------------------------------
+
+    def batch(self, batch_id: str) -> BatchRow | None:
+        with self._errors():
+            row = self.conn().execute(
+                "SELECT * FROM batches WHERE batch_id=?", (batch_id,)
+            ).fetchone()
+        return None if row is None else tuple(row)  # type: ignore[return-value]
+
+    def batches(self, collection: str) -> Iterator[BatchRow]:
+        with self._errors():
+            cur = self.conn().execute(
+                "SELECT * FROM batches WHERE collection=? ORDER BY start", (collection,)
+            )
+            yield from cur
+
+    def batch_at(self, collection: str, pos: int) -> BatchRow | None:
+        """The batch whose byte range contains ``pos``."""
+        with self._errors():
+            row = self.conn().execute(
+                "SELECT * FROM batches WHERE collection=? AND start<=? ORDER BY start DESC "
+                "LIMIT 1",
+                (collection, pos),
+            ).fetchone()
+        if row is None or not row[3] <= pos < row[4]:
+            return None
+        return tuple(row)  # type: ignore[return-value]
+
+    # -- reading records ----------------------------------------------------------------
+
+    def _check(self, collection: str, data: str, crc: int) -> str:
+        if zlib.crc32(data.encode()) != crc:
+            raise IntegrityError(
+                f"{self.path}: damaged row in collection {collection!r}; "
+                "repair it with rebuild_index()"
+            )
+        return data
+
+    def get(self, collection: str, record_id: str) -> str | None:
+        if not self.has_table(collection):
+            return None
+        with self._errors():
+            row = self.conn().execute(
+                f"SELECT data, crc FROM {table(collection)} WHERE id=?", (record_id,)
+            ).fetchone()
+        return None if row is None else self._check(collection, row[0], row[1])
+
+    def select(
+        self,
+        collection: str,
+        where_sql: str,
+        params: Sequence[Any],
+        order_sql: str = "pos",
+        limit: int | None = None,
+        offset: int = 0,
+        columns: str = "data, crc",
+    ) -> Iterator[str]:
+        """Stream the JSON text of matching records (CRC-checked)."""
+        if not self.has_table(collection):
+            return
+        sql = f"SELECT {columns} FROM {table(collection)} WHERE {where_sql} ORDER BY {order_sql}"
+        args = list(params)
+        if limit is not None or offset:
+            sql += " LIMIT ? OFFSET ?"
+            args += [-1 if limit is None else limit, offset]
+        check = self._check
+        with self._errors():
+            cur = self.conn().execute(sql, args)
+            while rows := cur.fetchmany(FETCH):
+                for data, crc in rows:
+                    yield check(collection, data, crc)
+
+    def select_ids(self, collection: str, where_sql: str, params: Sequence[Any]) -> list[str]:
+        if not self.has_table(collection):
+            return []
+        with self._errors():
+            cur = self.conn().execute(
+                f"SELECT id FROM {table(collection)} WHERE {where_sql} ORDER BY pos", list(params)
+            )
+            return [r[0] for r in cur]
+
+    def existing(self, collection: str, ids: Sequence[str]) -> list[str]:
+        """Those of ``ids`` that have a current version, in the given order."""
+        if not self.has_table(collection) or not ids:
+            return []
+        found: set[str] = set()
+        conn = self.conn()
+        with self._errors():
+            for i in range(0, len(ids), 500):
+                part = list(ids[i : i + 500])
+                marks = ",".join("?" * len(part))
+                found.update(
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT id FROM {table(collection)} WHERE id IN ({marks})", part
+                    )
+                )
+        return [i for i in ids if i in found]
+
+    def count(self, collection: str, where_sql: str = "(1)", params: Sequence[Any] = ()) -> int:
+        if not self.has_table(collection):
+            return 0
+        with self._errors():
+            row = self.conn().execute(
+                f"SELECT count(*) FROM {table(collection)} WHERE {where_sql}", list(params)
+            ).fetchone()
+        return int(row[0])
+
+    def rows(self, collection: str) -> Iterator[tuple[int, str, str, int]]:
+        """Every ``(pos, id, data, crc)`` in commit order, unchecked (for ``verify``)."""
+        if not self.has_table(collection):
+            return
+        with self._errors():
+            cur = self.conn().execute(f"SELECT pos, id, data, crc FROM {table(collection)} "
+                                      "ORDER BY pos")
+            while rows := cur.fetchmany(FETCH):
+                yield from rows
+
+    def current_positions(self, collection: str) -> Iterator[int]:
+        if not self.has_table(collection):
+            return
+        with self._errors():
+            cur = self.conn().execute(f"SELECT pos FROM {table(collection)} ORDER BY pos")
+            while rows := cur.fetchmany(FETCH * 5):
+                for (pos,) in rows:
+                    yield pos
+
+    def collection_names(self) -> list[str]:
+        with self._errors():
+            return [r[0] for r in self.conn().execute("SELECT name FROM collections ORDER BY name")]
+
+    def integrity_check(self) -> list[str]:
+        with self._errors():
+            rows = self.conn().execute("PRAGMA integrity_check").fetchall()
+        return [] if rows == [("ok",)] else [str(r[0]) for r in rows]

@@ -1,0 +1,385 @@
+"""``Context``: the record-store API of one named context (SPEC section 4), with its contracts.
+
+Append path: validate and encode the batch (no lock) -> take the context's writer lock ->
+idempotency check -> ``CollectionLog.commit`` (log write + fsync, then one index transaction).
+Reads go straight to the SQLite index (CRC-checked rows) and never take the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import icontract
+from pydantic import BaseModel
+
+from app.core.codec import decode, new_id, prepare_batch
+from app.core.contracts import ensure, is_non_negative_int, require, valid_name
+from app.core.errors import ConflictError, InvalidInput, NotFoundError
+from app.core.filters import compile_order, compile_where
+from app.core.locks import WriterLock
+from app.core.names import child, is_valid_name
+from app.core.schemas import BatchReceipt, CompactionReport, IntegrityReport, RecordVersion
+from app.formats.batchlog import del_line, put_line
+from app.formats.sqlindex import BatchRow, SqliteIndex
+from app.managers.catalog import Catalog, normalise_indexes
+from app.managers.collection import CollectionLog
+
+if TYPE_CHECKING:
+    from app.managers.buffer import AppendBuffer
+    from app.managers.embeddings import EmbeddingStore
+    from app.managers.models import ModelStore
+
+Where = Mapping[str, Any] | None
+OrderBy = str | Sequence[str] | None
+
+
+def _batch_id_ok(batch_id: object) -> bool:
+    return batch_id is None or (isinstance(batch_id, str) and 0 < len(batch_id) <= 256)
+
+
+def _receipt(row: BatchRow, duplicate: bool) -> BatchReceipt:
+    batch_id, collection, _kind, _start, _end, count, sha256, committed_at = row
+    return BatchReceipt(
+        batch_id=batch_id, collection=collection, count=count, duplicate=duplicate,
+        committed_at=committed_at, sha256=sha256,
+    )
+
+
+@icontract.invariant(lambda self: is_valid_name(self.name), "context name stays valid")
+class Context(icontract.DBC):
+    """A named context: record collections, an index, embedding sets and models."""
+
+    def __init__(self, name: str, path: Path, trust_dir: Path) -> None:
+        self.name = name
+        self.path = path
+        self._trust_dir = trust_dir
+        self._lock = WriterLock(path / ".lock")
+        self._index = SqliteIndex(path / f"{name}.sqlite")
+        self._catalog = Catalog(path / "context.json", name)
+        self._logs: dict[str, CollectionLog] = {}
+        self._ready = False
+        self._ready_guard = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Context({self.name!r}, path={str(self.path)!r})"
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _log(self, collection: str) -> CollectionLog:
+        log = self._logs.get(collection)
+        if log is None:
+            path = child(self.path, collection, "collection", ".jsonl")
+            log = CollectionLog(collection, path, self._index, self._catalog)
+            self._logs[collection] = log
+        return log
+
+    def _recover_all(self) -> None:
+        """Catch the index up with every log and cut torn tails (caller holds the lock)."""
+        if not self._index.is_initialised():
+            self._index.initialise()
+        for name in self._log_names():
+            self._log(name).recover(create=False)
+
+    def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        with self._ready_guard:
+            if not self._ready:
+                with self._lock.hold():
+                    self._recover_all()
+                self._ready = True
+
+    def _log_names(self) -> list[str]:
+        return sorted(
+            p.name[: -len(".jsonl")]
+            for p in self.path.glob("*.jsonl")
+            if is_valid_name(p.name[: -len(".jsonl")])
+        )
+
+    def _duplicate(self, batch_id: str, collection: str) -> BatchReceipt | None:
+        row = self._index.batch(batch_id)
+        if row is None:
+            return None
+        if row[1] != collection:
+            raise ConflictError(
+                f"batch_id: {batch_id[:80]!r} was already committed to collection {row[1]!r}"
+            )
+        return _receipt(row, duplicate=True)
+
+    # -- writing ------------------------------------------------------------------------
+
+    @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
+    @require(lambda batch_id: _batch_id_ok(batch_id), "batch_id", "must be None or 1-256 chars")
+    @ensure(
+        lambda result: result.count >= 0 and len(result.sha256) == 64,
+        "a receipt names a checksummed batch",
+    )
+    def append(
+        self, collection: str, records: Iterable[Any], *, batch_id: str | None = None
+    ) -> BatchReceipt:
+        """Append a batch of records all-or-nothing and durably; see SPEC 4."""
+        self._ensure_ready()
+        ids, encoded = prepare_batch(records, self._catalog.schema(collection))
+        bid = batch_id if batch_id is not None else new_id()
+        lines = [put_line(e) for e in encoded]
+        with self._lock.hold():
+            duplicate = self._duplicate(bid, collection)
+            if duplicate is not None:
+                return duplicate
+            row = self._log(collection).commit("append", bid, ids, lines)
+        return _receipt(row, duplicate=False)
+
+    @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
+    @require(lambda batch_id: _batch_id_ok(batch_id), "batch_id", "must be None or 1-256 chars")
+    @require(
+        lambda ids, where: ids is not None or where is not None,
+        "ids",
+        "give ids, where, or both (delete never removes everything implicitly)",
+    )
+    @ensure(lambda result: result >= 0, "a deletion count is never negative")
+    def delete(
+        self,
+        collection: str,
+        ids: Iterable[str] | None = None,
+        *,
+        where: Where = None,
+        batch_id: str | None = None,
+    ) -> int:
+        """Soft-delete (tombstone) records by id and/or filter; returns how many existed."""
+        self._ensure_ready()
+        id_list = self._id_list(ids)
+        where_sql, params = compile_where(where)
+        bid = batch_id if batch_id is not None else new_id()
+        with self._lock.hold():
+            duplicate = self._duplicate(bid, collection)
+            if duplicate is not None:
+                return duplicate.count
+            log = self._log(collection)
+            if log.recover(create=False) is None:
+                return 0
+            if id_list is None:
+                targets = self._index.select_ids(collection, where_sql, params)
+            else:
+                targets = self._index.existing(collection, list(dict.fromkeys(id_list)))
+                if where is not None:
+                    keep = set(self._index.select_ids(collection, where_sql, params))
+                    targets = [t for t in targets if t in keep]
+            if not targets and batch_id is None:
+                return 0
+            log.commit("delete", bid, targets, [del_line(t) for t in targets])
+        return len(targets)
+
+    @staticmethod
+    def _id_list(ids: Iterable[str] | None) -> list[str] | None:
+        if ids is None:
+            return None
+        if isinstance(ids, str):
+            raise InvalidInput("ids: expected an iterable of ids, not a single string")
+        out = list(ids)
+        if not all(isinstance(i, str) and i for i in out):
+            raise InvalidInput("ids: every id must be a non-empty string")
+        return out
+
+    @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
+    def compact(self, collection: str) -> CompactionReport:
+        """Rewrite the log without superseded versions and tombstones, atomically."""
+        self._ensure_ready()
+        with self._lock.hold():
+            return self._log(collection).compact()
+
+    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @require(
+        lambda schema: schema is None or (isinstance(schema, type) and issubclass(schema, BaseModel)),
+        "schema",
+        "must be None or a pydantic model class",
+    )
+    def define_collection(
+        self,
+        name: str,
+        *,
+        schema: type[BaseModel] | None = None,
+        indexes: Sequence[str | Sequence[str]] = (),
+    ) -> None:
+        """Create a collection (if needed) with a schema and indexed fields."""
+        from app.core.schemas import BUILTIN_SCHEMAS
+
+        if schema is not None and name in BUILTIN_SCHEMAS:
+            raise InvalidInput(f"schema: {name!r} is a built-in collection with a fixed schema")
+        specs = normalise_indexes(indexes)
+        self._ensure_ready()
+        with self._lock.hold():
+            all_indexes = self._catalog.define(name, schema, specs)
+            self._log(name).recover(create=True)
+            self._index.ensure_indexes(name, all_indexes)
+
+    # -- reading ------------------------------------------------------------------------
+
+    @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
+    @require(
+        lambda record_id: isinstance(record_id, str) and 0 < len(record_id) <= 256,
+        "record_id",
+        "must be a non-empty string of at most 256 characters",
+    )
+    def get(self, collection: str, record_id: str) -> dict[str, Any]:
+        """The latest version of a record; ``NotFoundError`` if absent or deleted."""
+        self._ensure_ready()
+        data = self._index.get(collection, record_id)
+        if data is None:
+            raise NotFoundError(f"record {record_id[:80]!r} not found in {collection!r}")
+        return decode(data)
+
+    @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
+    @require(
+        lambda limit: limit is None or is_non_negative_int(limit), "limit", "must be an int >= 0"
+    )
+    @require(lambda offset: is_non_negative_int(offset), "offset", "must be an int >= 0")
+    @ensure(
+        lambda limit, result: limit is None or len(result) <= limit,
+        "a query never returns more than its limit",
+    )
+    def query(
+        self,
+        collection: str,
+        where: Where = None,
+        *,
+        order_by: OrderBy = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Records matching ``where``, in ``order_by`` (default: commit) order."""
+        where_sql, params = compile_where(where)
+        order_sql = compile_order(order_by)
+        self._ensure_ready()
+        return [
+            decode(d)
+            for d in self._index.select(collection, where_sql, params, order_sql, limit, offset)
+        ]
+
+    @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
+    def iter(
+        self, collection: str, where: Where = None, *, order_by: OrderBy = None
+    ) -> Iterator[dict[str, Any]]:
+        """Stream matching records with flat memory."""
+        where_sql, params = compile_where(where)
+        order_sql = compile_order(order_by)
+        self._ensure_ready()
+        return (decode(d) for d in self._index.select(collection, where_sql, params, order_sql))
+
+    @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
+    @ensure(lambda result: result >= 0, "a count is never negative")
+    def count(self, collection: str, where: Where = None) -> int:
+        where_sql, params = compile_where(where)
+        self._ensure_ready()
+        return self._index.count(collection, where_sql, params)
+
+    @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
+    def existing(self, collection: str, ids: Iterable[str]) -> list[str]:
+        """Those of ``ids`` that currently exist (not deleted), in the given order."""
+        id_list = self._id_list(ids) or []
+        self._ensure_ready()
+        return self._index.existing(collection, id_list)
+
+    @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
+    @require(
+        lambda record_id: isinstance(record_id, str) and 0 < len(record_id) <= 256,
+        "record_id",
+        "must be a non-empty string of at most 256 characters",
+    )
+    @ensure(
+        lambda result: all(a.position < b.position for a, b in zip(result, result[1:])),
+        "history is oldest first",
+    )
+    def history(self, collection: str, record_id: str) -> list[RecordVersion]:
+        """Every version and deletion of a record still in the log, oldest first."""
+        self._ensure_ready()
+        return self._log(collection).versions([record_id])[record_id]
+
+    @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
+    def history_many(
+        self, collection: str, record_ids: Iterable[str]
+    ) -> dict[str, list[RecordVersion]]:
+        """``history`` of many records in one pass over the log."""
+        id_list = self._id_list(record_ids) or []
+        self._ensure_ready()
+        return self._log(collection).versions(id_list)
+
+    @ensure(lambda result: result == sorted(result), "collections are sorted")
+    def collections(self) -> list[str]:
+        self._ensure_ready()
+        return self._log_names()
+
+    # -- maintenance --------------------------------------------------------------------
+
+    def verify(self) -> IntegrityReport:
+        """Check every file of the context; reports damage, never raises for it."""
+        problems: list[str] = []
+        checked: list[str] = []
+        try:
+            self._ensure_ready()
+        except Exception as exc:  # damage found while recovering is reported, not raised
+            problems.append(str(exc))
+        with self._lock.hold():
+            for name in self._log_names():
+                checked.append(str(self._log(name).log.path))
+                problems += self._log(name).verify()
+            try:
+                problems += [f"{self._index.path}: {p}" for p in self._index.integrity_check()]
+            except Exception as exc:
+                problems.append(str(exc))
+            checked.append(str(self._index.path))
+            for part in (self.embeddings, self.models):
+                checked.append(str(part.root))
+                problems += part.verify()
+        return IntegrityReport(ok=not problems, problems=problems, checked=checked)
+
+    def rebuild_index(self) -> None:
+        """Rebuild the SQLite index from the logs (repairs any damage to the index)."""
+        from app.managers.rebuild import rebuild_index
+
+        with self._lock.hold():
+            rebuild_index(self._index, lambda: self._recover_all())
+            self._ready = True
+
+    # -- other parts --------------------------------------------------------------------
+
+    @cached_property
+    def embeddings(self) -> EmbeddingStore:
+        from app.managers.embeddings import EmbeddingStore
+
+        return EmbeddingStore(self.path / "embeddings", self._lock, self.name)
+
+    @cached_property
+    def models(self) -> ModelStore:
+        from app.managers.models import ModelStore
+
+        return ModelStore(self.path / "models", self._lock, self.name, self._trust_dir)
+
+    @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
+    @require(lambda max_pending: max_pending > 0, "max_pending", "must be > 0")
+    @require(lambda flush_every: flush_every > 0, "flush_every", "must be > 0")
+    @require(lambda flush_interval: flush_interval > 0, "flush_interval", "must be > 0")
+    def buffer(
+        self,
+        collection: str,
+        *,
+        max_pending: int = 100_000,
+        flush_every: int = 1000,
+        flush_interval: float = 1.0,
+    ) -> AppendBuffer:
+        """A non-blocking, thread-safe append buffer flushing through ``append``."""
+        from app.managers.buffer import AppendBuffer
+
+        return AppendBuffer(
+            self, collection, max_pending=max_pending, flush_every=flush_every,
+            flush_interval=flush_interval,
+        )
+
+    def close(self) -> None:
+        """Release this process's index connections."""
+        self._index.close()
+
+

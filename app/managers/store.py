@@ -1,0 +1,259 @@
+"""``Store`` and ``open_store``: the store directory, its format version and its contexts."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shutil
+import threading
+from functools import cached_property
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import icontract
+import orjson
+
+from app.core.atomic import fsync_dir, write_atomic
+from app.core.contracts import ensure, require, valid_name
+from app.core.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidInput,
+    NotFoundError,
+    SchemaVersionError,
+    io_error,
+)
+from app.core.locks import WriterLock
+from app.core.names import child, is_valid_name
+from app.core.schemas import IntegrityReport
+from app.managers.catalog import Catalog
+from app.managers.context import Context
+
+if TYPE_CHECKING:
+    from app.managers.workflows import WorkflowManager
+
+FORMAT_VERSION = 1
+MARKER = "ctxstore.json"
+
+
+def _version() -> str:
+    from app import __version__
+
+    return __version__
+
+
+def resolve_root(root: str | os.PathLike[str] | None) -> Path:
+    if root is None:
+        root = os.environ.get("CTXSTORE_ROOT") or "storage"
+    return Path(root).expanduser().absolute()
+
+
+def _check_marker(path: Path) -> None:
+    try:
+        meta = orjson.loads(path.read_bytes())
+        version = meta["format_version"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise IntegrityError(f"{path}: damaged store description") from None
+    except OSError as exc:
+        raise io_error("reading", path, exc) from exc
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise IntegrityError(f"{path}: format_version must be an integer")
+    if version > FORMAT_VERSION or version < 1:
+        raise SchemaVersionError(
+            f"{path}: store format {version} is unknown (this ctxstore reads {FORMAT_VERSION})"
+        )
+
+
+@icontract.invariant(lambda self: self.root.is_absolute(), "the root is an absolute path")
+class Store(icontract.DBC):
+    """A store directory holding named contexts and a workflow tracker."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._contexts_dir = root / "contexts"
+        self._trust_dir = root / "trust"
+        self._lock = WriterLock(root / ".store.lock")
+        self._open: dict[str, Context] = {}
+        self._guard = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release index connections and the workflow tracker."""
+        with self._guard:
+            for ctx in self._open.values():
+                ctx.close()
+            self._open.clear()
+        wf = self.__dict__.get("workflows")
+        if wf is not None:
+            wf.close()
+        self._closed = True
+
+    # -- contexts -----------------------------------------------------------------------
+
+    @ensure(lambda result: result == sorted(result), "contexts are sorted")
+    def contexts(self) -> list[str]:
+        """Names of the store's contexts, sorted."""
+        if not self._contexts_dir.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self._contexts_dir.iterdir()
+            if is_valid_name(p.name) and (p / "context.json").is_file()
+        )
+
+    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @ensure(lambda name, result: result.name == name, "the context asked for")
+    def context(self, name: str = "default", *, create: bool = True) -> Context:
+        """Open (and by default create) a context."""
+        with self._guard:
+            ctx = self._open.get(name)
+            if ctx is not None and (ctx.path / "context.json").is_file():
+                return ctx
+            path = child(self._contexts_dir, name, "name")
+            if not (path / "context.json").is_file():
+                if not create:
+                    raise NotFoundError(f"context {name!r} not found in {self.root}")
+                self._create_context(name, path)
+            ctx = Context(name, path, self._trust_dir)
+            self._open[name] = ctx
+            return ctx
+
+    def _create_context(self, name: str, path: Path) -> None:
+        with self._lock.hold():
+            if (path / "context.json").is_file():
+                return
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                fsync_dir(self._contexts_dir)
+            except OSError as exc:
+                raise io_error("creating", path, exc) from exc
+            write_atomic(path / "context.json", Catalog.initial(name))
+
+    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @ensure(lambda self, name: name not in self.contexts(), "the context is gone")
+    def drop_context(self, name: str) -> None:
+        """Delete a context and everything in it."""
+        path = child(self._contexts_dir, name, "name")
+        with self._lock.hold():
+            if not (path / "context.json").is_file():
+                raise NotFoundError(f"context {name!r} not found in {self.root}")
+            ctx = self.context(name, create=False)
+            with ctx._lock.hold():
+                ctx.close()
+                trash = self._contexts_dir / f".dropped-{name}-{os.urandom(4).hex()}"
+                try:
+                    os.replace(path, trash)
+                    fsync_dir(self._contexts_dir)
+                except OSError as exc:
+                    raise io_error("dropping", path, exc) from exc
+            with self._guard:
+                self._open.pop(name, None)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    # -- whole-store operations -----------------------------------------------------------
+
+    @cached_property
+    def workflows(self) -> WorkflowManager:
+        from app.managers.workflows import WorkflowManager
+
+        return WorkflowManager(self.root / "workflows", self)
+
+    def verify(self) -> IntegrityReport:
+        """Verify every context and the workflow tracker."""
+        problems: list[str] = []
+        checked: list[str] = []
+        for name in self.contexts():
+            report = self.context(name, create=False).verify()
+            problems += report.problems
+            checked += report.checked
+        wf_problems = self.workflows.verify()
+        problems += wf_problems
+        checked.append(str(self.root / "workflows"))
+        return IntegrityReport(ok=not problems, problems=problems, checked=checked)
+
+    # -- whole contexts (implemented in app.managers.transfer) ---------------------------
+
+    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    def save_context(self, name: str, state: Any) -> Any:
+        """Replace a context's content by ``state`` (an ``app.ContextState``)."""
+        from app.managers.transfer import save_context
+
+        return save_context(self, name, state)
+
+    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    def load_context(self, name: str) -> Any:
+        """The whole content of a context as an ``app.ContextState``."""
+        from app.managers.transfer import load_context
+
+        return load_context(self, name)
+
+    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    def export_context(self, name: str, dest: str | os.PathLike[str]) -> Any:
+        """Write a consistent snapshot of a context to a ``.tar.gz`` with a manifest."""
+        from app.managers.transfer import export_context
+
+        return export_context(self, name, Path(dest))
+
+    @require(lambda name: name is None or valid_name(name, "name"), "name", "invalid")
+    @require(
+        lambda on_conflict: on_conflict in ("fail", "overwrite", "merge", "skip"),
+        "on_conflict",
+        "must be one of fail, overwrite, merge, skip",
+    )
+    def import_context(
+        self, src: str | os.PathLike[str], *, name: str | None = None, on_conflict: str = "fail"
+    ) -> Any:
+        """Import an archive written by ``export_context`` after checking all of it."""
+        from app.managers.transfer import import_context
+
+        return import_context(self, Path(src), name=name, on_conflict=on_conflict)
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes and counts per context and part."""
+        from app.managers.stats import store_stats
+
+        return store_stats(self)
+
+
+@require(lambda create: isinstance(create, bool), "create", "must be a bool")
+def open_store(root: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
+    """Open the store at ``root`` (default ``$CTXSTORE_ROOT`` or ``./storage``)."""
+    path = resolve_root(root)
+    marker = path / MARKER
+    if not marker.is_file():
+        if path.exists() and not path.is_dir():
+            raise InvalidInput(f"root: {path} exists and is not a directory")
+        if not create:
+            raise NotFoundError(f"no store at {path}")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            with WriterLock(path / ".store.lock").hold():
+                if not marker.is_file():
+                    meta = {
+                        "format_version": FORMAT_VERSION,
+                        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+                        "created_by": f"ctxstore {_version()}",
+                    }
+                    write_atomic(marker, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+        except OSError as exc:
+            raise io_error("creating store", path, exc) from exc
+    _check_marker(marker)
+    with contextlib.suppress(OSError):
+        (path / "contexts").mkdir(exist_ok=True)
+    return Store(path)
+
+
+__all__ = ["FORMAT_VERSION", "ConflictError", "Store", "open_store"]

@@ -1,0 +1,1 @@
+"""ctxstore benchmarks: ``python -m bench [--quick] [--only SECTION]`` prints one table."""
