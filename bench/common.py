@@ -51,8 +51,10 @@ def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
 
 
 def format_table(rows: list[Row]) -> str:
-    head = f"{'section':<10} {'figure':<58} {'value':>12} {'unit':<10} {'baseline':>12} " \
-           f"{'ratio':>7} {'goal':>8} {'':>4}"
+    head = (
+        f"{'section':<10} {'figure':<58} {'value':>12} {'unit':<10} {'baseline':>12} "
+        f"{'ratio':>7} {'goal':>8} {'':>4}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         base = f"{r.baseline:12.4g}" if r.baseline is not None else " " * 12

@@ -63,18 +63,67 @@ def _scalar(value: object, argument: str) -> Scalar:
 
 
 def _eq_sql(parts: Sequence[str], value: Scalar, params: list[Any]) -> str:
+    """SQL for ``field == value`` with the evaluator's type rules.
+
+    ``json_extract`` returns objects and arrays as JSON text and booleans as 1/0, so a type
+    guard (``json_type``, which re-parses the row) is added only where such a value could
+    compare equal: strings that look like JSON containers, and the numbers 0 and 1.
+    """
     expr = field_expr(parts)
     if value is None:
         return f"({expr} IS NULL)"
     if isinstance(value, bool):
         return f"({_type_expr(parts)} = '{'true' if value else 'false'}')"
+    params.append(value)
     if isinstance(value, str):
-        params.append(value)
         if tuple(parts) == ("id",):
             return "(id = ?)"
-        return f"({expr} = ? AND {_type_expr(parts)} = 'text')"
-    params.append(value)
-    return f"({expr} = ? AND {_type_expr(parts)} IN ('integer', 'real'))"
+        if value[:1] in ("{", "["):
+            return f"({expr} = ? AND {_type_expr(parts)} = 'text')"
+        return f"({expr} = ?)"
+    if value in (0, 1):
+        return f"({expr} = ? AND {_type_expr(parts)} IN ('integer', 'real'))"
+    return f"({expr} = ?)"
+
+
+def _satisfies(candidate: str | int, ranges: list[tuple[str, Any]]) -> bool:
+    return all(_cmp(candidate, op, v) for op, v in ranges)
+
+
+def _string_range_may_hold_container(ranges: list[tuple[str, Any]]) -> bool:
+    """Could a JSON text starting with ``[`` or ``{`` satisfy every string bound?"""
+    for first in ("[", "{"):
+        upper_ok = all(
+            (first < v if op == "$lt" else first <= v) for op, v in ranges if op in ("$lt", "$lte")
+        )
+        after = chr(ord(first) + 1)
+        lower_ok = all(v < after for op, v in ranges if op in ("$gt", "$gte"))
+        if upper_ok and lower_ok:
+            return True
+    return False
+
+
+def _range_sql(parts: Sequence[str], ranges: list[tuple[str, Any]], params: list[Any]) -> str:
+    """SQL for the comparison operators of one field (all of one kind: numbers or strings).
+
+    ``typeof`` of the indexed expression is read from the index (cheap); the ``json_type``
+    guard that tells booleans and containers apart re-parses the row, so it is added only when
+    a boolean (1/0) or a container's JSON text could satisfy every bound.
+    """
+    expr = field_expr(parts)
+    clauses = []
+    for op, value in ranges:
+        params.append(value)
+        clauses.append(f"{expr} {COMPARE_OPS[op]} ?")
+    if isinstance(ranges[0][1], str):
+        clauses.append(f"typeof({expr}) = 'text'")
+        if _string_range_may_hold_container(ranges):
+            clauses.append(f"{_type_expr(parts)} = 'text'")
+    else:
+        clauses.append(f"typeof({expr}) IN ('integer', 'real')")
+        if _satisfies(0, ranges) or _satisfies(1, ranges):
+            clauses.append(f"{_type_expr(parts)} IN ('integer', 'real')")
+    return "(" + " AND ".join(clauses) + ")"
 
 
 def _field_sql(field: str, cond: object, params: list[Any], argument: str) -> str:
@@ -84,6 +133,8 @@ def _field_sql(field: str, cond: object, params: list[Any], argument: str) -> st
     if not cond:
         raise InvalidInput(f"{argument}: empty operator object for field {field[:80]!r}")
     clauses = []
+    numbers: list[tuple[str, Any]] = []
+    strings: list[tuple[str, Any]] = []
     for op, value in cond.items():
         if op not in FIELD_OPS:
             raise InvalidInput(f"{argument}: unknown operator {str(op)[:40]!r}")
@@ -101,11 +152,11 @@ def _field_sql(field: str, cond: object, params: list[Any], argument: str) -> st
             scalar = _scalar(value, argument)
             if scalar is None or isinstance(scalar, bool):
                 raise InvalidInput(f"{argument}: {op} takes a number or a string")
-            kind = "= 'text'" if isinstance(scalar, str) else "IN ('integer', 'real')"
-            params.append(scalar)
-            clauses.append(
-                f"({field_expr(parts)} {COMPARE_OPS[op]} ? AND {_type_expr(parts)} {kind})"
-            )
+            (strings if isinstance(scalar, str) else numbers).append((op, scalar))
+    if numbers and strings:
+        clauses.append("(0)")  # no value is both a number and a string
+    elif numbers or strings:
+        clauses.append(_range_sql(parts, numbers or strings, params))
     return "(" + " AND ".join(clauses) + ")"
 
 
@@ -129,7 +180,9 @@ def _where_sql(where: object, params: list[Any], argument: str, depth: int) -> s
     return "(" + " AND ".join(clauses) + ")" if clauses else "(1)"
 
 
-def compile_where(where: Mapping[str, Any] | None, argument: str = "where") -> tuple[str, list[Any]]:
+def compile_where(
+    where: Mapping[str, Any] | None, argument: str = "where"
+) -> tuple[str, list[Any]]:
     """Compile a filter to an SQL boolean expression over column ``data`` and its parameters."""
     params: list[Any] = []
     if where is None:
@@ -138,18 +191,26 @@ def compile_where(where: Mapping[str, Any] | None, argument: str = "where") -> t
 
 
 def compile_order(order_by: str | Sequence[str] | None, argument: str = "order_by") -> str:
-    """Compile ``order_by`` to an SQL ORDER BY list; commit order (``pos``) breaks ties."""
+    """Compile ``order_by`` to an SQL ORDER BY list.
+
+    Ties are broken by commit order (``pos``) in the direction of the last key, so sorting by
+    ``"-f"`` gives exactly the reverse of sorting by ``"f"``, and an index on the sort keys
+    (whose entries end with the row's ``pos``) delivers the order without a sort step.
+    """
     if order_by is None:
         return "pos"
     keys = [order_by] if isinstance(order_by, str) else list(order_by)
     if not all(isinstance(k, str) for k in keys):
         raise InvalidInput(f"{argument}: expected a field name or a list of field names")
+    if not keys:
+        raise InvalidInput(f"{argument}: expected at least one field name")
     terms = []
+    desc = False
     for key in keys:
         desc = key.startswith("-")
         parts = field_path(key[1:] if desc else key, argument)
         terms.append(f"{field_expr(parts)} {'DESC' if desc else 'ASC'}")
-    return ", ".join([*terms, "pos"])
+    return ", ".join([*terms, "pos DESC" if desc else "pos ASC"])
 
 
 # --- reference evaluator (used by tests, the buffer and in-memory checks) -----------------

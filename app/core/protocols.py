@@ -6,6 +6,7 @@ They describe the public surface only; the concrete classes are ``icontract.DBC`
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -69,15 +70,20 @@ class EmbeddingStoreProtocol(Protocol):
     """Embedding sets of one context (met by ``ctx.embeddings``)."""
 
     def save(
-        self, name: str, ids: Sequence[str], vectors: Any, *,
-        metadata: Mapping[str, Any] | None = None, mode: str = "overwrite",
+        self,
+        name: str,
+        ids: Sequence[str],
+        vectors: Any,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        mode: str = "overwrite",
     ) -> Any: ...
 
     def load(self, name: str, *, mmap: bool = True) -> Any: ...
 
     def search(self, name: str, query: Any, *, k: int = 10, metric: str = "cosine") -> Any: ...
 
-    def list(self) -> list[Any]: ...
+    def list(self) -> builtins.list[Any]: ...
 
     def info(self, name: str) -> Any: ...
 
@@ -94,9 +100,9 @@ class ModelStoreProtocol(Protocol):
         self, name: str, *, version: int | None = None, into: Any = None, trusted: bool = False
     ) -> Any: ...
 
-    def list(self) -> list[Any]: ...
+    def list(self) -> builtins.list[Any]: ...
 
-    def versions(self, name: str) -> list[Any]: ...
+    def versions(self, name: str) -> builtins.list[Any]: ...
 
     def delete(self, name: str, *, version: int | None = None) -> None: ...
 
@@ -106,27 +112,37 @@ class BatchPersistenceProtocol(Protocol):
     """The batch workflow tracker (met by ``store.workflows``)."""
 
     def submit(
-        self, workflow_type: str, *, context: str, items: Iterable[Any] | None = None,
-        params: Mapping[str, Any] | None = None, workflow_id: str | None = None,
+        self,
+        workflow_type: str,
+        *,
+        context: str,
+        items: Iterable[Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        workflow_id: str | None = None,
         chunk_size: int = 1000,
     ) -> Any: ...
 
     def process(self, workflow_id: str) -> Any: ...
 
-    def process_pending(self, *, limit: int | None = None) -> list[Any]: ...
+    def process_pending(self, *, limit: int | None = None) -> builtins.list[Any]: ...
 
     def get(self, workflow_id: str) -> Any: ...
 
     def list(
-        self, *, status: Any = None, workflow_type: str | None = None,
-        context: str | None = None, limit: int = 100, offset: int = 0,
-    ) -> list[Any]: ...
+        self,
+        *,
+        status: Any = None,
+        workflow_type: str | None = None,
+        context: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> builtins.list[Any]: ...
 
     def cancel(self, workflow_id: str) -> Any: ...
 
     def rollback(self, workflow_id: str) -> Any: ...
 
-    def recover(self, *, stale_after: float = 60.0) -> list[Any]: ...
+    def recover(self, *, stale_after: float = 60.0) -> builtins.list[Any]: ...
 
     def metrics(self) -> dict[str, Any]: ...
 

@@ -74,12 +74,18 @@ class ScanState:
     entries: int = 0
 
 
-def _meta_bytes(batch_id: str, kind: str, at: str, n: int, receipt: tuple[int, str] | None) -> bytes:
+def _meta_bytes(
+    batch_id: str, kind: str, at: str, n: int, receipt: tuple[int, str] | None
+) -> bytes:
     return orjson.dumps([batch_id, kind, at, n] + ([] if receipt is None else list(receipt)))
 
 
 def _commit_digest(
-    lines: bytes | memoryview, batch_id: str, kind: str, at: str, n: int,
+    lines: bytes | memoryview,
+    batch_id: str,
+    kind: str,
+    at: str,
+    n: int,
     receipt: tuple[int, str] | None,
 ) -> str:
     h = hashlib.sha256(lines)
@@ -88,7 +94,10 @@ def _commit_digest(
 
 
 def commit_line(
-    lines: Sequence[bytes], batch_id: str, kind: str, at: str,
+    lines: Sequence[bytes],
+    batch_id: str,
+    kind: str,
+    at: str,
     receipt: tuple[int, str] | None = None,
 ) -> tuple[bytes, str]:
     """The commit line closing ``lines`` and the batch digest it carries.
@@ -101,7 +110,11 @@ def commit_line(
     h.update(_meta_bytes(batch_id, kind, at, len(lines), receipt))
     digest = h.hexdigest()
     meta: dict[str, object] = {
-        "batch": batch_id, "kind": kind, "at": at, "n": len(lines), "sha256": digest,
+        "batch": batch_id,
+        "kind": kind,
+        "at": at,
+        "n": len(lines),
+        "sha256": digest,
     }
     if receipt is not None:
         meta["rc"], meta["rs"] = receipt
@@ -225,7 +238,7 @@ class BatchLog:
         st = state if state is not None else ScanState(valid_end=start, size=0)
         st.valid_end = start
         try:
-            fh = open(self.path, "rb")
+            fh = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
         except FileNotFoundError:
             return
         except OSError as exc:
@@ -337,7 +350,11 @@ def _parse_commit(line: bytes) -> CommitMeta | None:
     try:
         meta = orjson.loads(line[len(COMMIT) : -2])
         batch_id, kind, at, n, digest = (
-            meta["batch"], meta["kind"], meta["at"], meta["n"], meta["sha256"]
+            meta["batch"],
+            meta["kind"],
+            meta["at"],
+            meta["n"],
+            meta["sha256"],
         )
         receipt = (meta["rc"], meta["rs"]) if "rc" in meta else None
     except (orjson.JSONDecodeError, KeyError, TypeError):

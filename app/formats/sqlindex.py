@@ -16,7 +16,7 @@ import hashlib
 import sqlite3
 import threading
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -134,25 +134,34 @@ class SqliteIndex:
 
     def is_initialised(self) -> bool:
         with self._errors():
-            row = self.conn().execute(
-                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='collections'"
-            ).fetchone()
+            row = (
+                self.conn()
+                .execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='collections'")
+                .fetchone()
+            )
         return row is not None
 
     def collection_state(self, collection: str) -> tuple[str, int] | None:
         with self._errors():
-            row = self.conn().execute(
-                "SELECT generation, log_end FROM collections WHERE name=?", (collection,)
-            ).fetchone()
+            row = (
+                self.conn()
+                .execute("SELECT generation, log_end FROM collections WHERE name=?", (collection,))
+                .fetchone()
+            )
         return None if row is None else (row[0], row[1])
 
     def has_table(self, collection: str) -> bool:
         if collection in self._known:
             return True
         with self._errors():
-            row = self.conn().execute(
-                "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (f"c_{collection}",)
-            ).fetchone()
+            row = (
+                self.conn()
+                .execute(
+                    "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                    (f"c_{collection}",),
+                )
+                .fetchone()
+            )
         if row is not None:
             self._known.add(collection)
         return row is not None
@@ -225,10 +234,16 @@ class SqliteIndex:
 
     def batch(self, batch_id: str) -> BatchRow | None:
         with self._errors():
-            row = self.conn().execute(
-                "SELECT * FROM batches WHERE batch_id=?", (batch_id,)
-            ).fetchone()
-        return None if row is None else tuple(row)  # type: ignore[return-value]
+            row = (
+                self.conn()
+                .execute("SELECT * FROM batches WHERE batch_id=?", (batch_id,))
+                .fetchone()
+            )
+        return (
+            None
+            if row is None
+            else (row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+        )
 
     def batches(self, collection: str) -> Iterator[BatchRow]:
         with self._errors():
@@ -240,14 +255,18 @@ class SqliteIndex:
     def batch_at(self, collection: str, pos: int) -> BatchRow | None:
         """The batch whose byte range contains ``pos``."""
         with self._errors():
-            row = self.conn().execute(
-                "SELECT * FROM batches WHERE collection=? AND start<=? ORDER BY start DESC "
-                "LIMIT 1",
-                (collection, pos),
-            ).fetchone()
+            row = (
+                self.conn()
+                .execute(
+                    "SELECT * FROM batches WHERE collection=? AND start<=? ORDER BY start DESC "
+                    "LIMIT 1",
+                    (collection, pos),
+                )
+                .fetchone()
+            )
         if row is None or not row[3] <= pos < row[4]:
             return None
-        return tuple(row)  # type: ignore[return-value]
+        return (row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
 
     # -- reading records ----------------------------------------------------------------
 
@@ -263,9 +282,11 @@ class SqliteIndex:
         if not self.has_table(collection):
             return None
         with self._errors():
-            row = self.conn().execute(
-                f"SELECT data, crc FROM {table(collection)} WHERE id=?", (record_id,)
-            ).fetchone()
+            row = (
+                self.conn()
+                .execute(f"SELECT data, crc FROM {table(collection)} WHERE id=?", (record_id,))
+                .fetchone()
+            )
         return None if row is None else self._check(collection, row[0], row[1])
 
     def select(
@@ -324,9 +345,13 @@ class SqliteIndex:
         if not self.has_table(collection):
             return 0
         with self._errors():
-            row = self.conn().execute(
-                f"SELECT count(*) FROM {table(collection)} WHERE {where_sql}", list(params)
-            ).fetchone()
+            row = (
+                self.conn()
+                .execute(
+                    f"SELECT count(*) FROM {table(collection)} WHERE {where_sql}", list(params)
+                )
+                .fetchone()
+            )
         return int(row[0])
 
     def rows(self, collection: str) -> Iterator[tuple[int, str, str, int]]:
@@ -334,12 +359,13 @@ class SqliteIndex:
         if not self.has_table(collection):
             return
         with self._errors():
-            cur = self.conn().execute(f"SELECT pos, id, data, crc FROM {table(collection)} "
-                                      "ORDER BY pos")
+            cur = self.conn().execute(
+                f"SELECT pos, id, data, crc FROM {table(collection)} ORDER BY pos"
+            )
             while rows := cur.fetchmany(FETCH):
                 yield from rows
 
-    def current_positions(self, collection: str) -> Iterator[int]:
+    def current_positions(self, collection: str) -> Generator[int, None, None]:
         if not self.has_table(collection):
             return
         with self._errors():

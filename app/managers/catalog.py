@@ -120,9 +120,7 @@ class Catalog:
         self._local_schemas[collection] = schema
         return schema
 
-    def define(
-        self, collection: str, schema: type[BaseModel] | None, indexes: Indexes
-    ) -> Indexes:
+    def define(self, collection: str, schema: type[BaseModel] | None, indexes: Indexes) -> Indexes:
         """Record a definition (caller holds the writer lock); returns all its indexes."""
         data = dict(self._load())
         collections = dict(data["collections"])

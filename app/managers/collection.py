@@ -14,6 +14,7 @@ import os
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 from app.core.atomic import atomic_file
 from app.core.codec import decode
@@ -103,8 +104,14 @@ class CollectionLog:
         with self.index.write() as conn:
             for b in batches:
                 row: BatchRow = (
-                    b.batch_id, self.name, b.kind, b.start, b.end,
-                    b.receipt_count, b.receipt_sha256, b.committed_at,
+                    b.batch_id,
+                    self.name,
+                    b.kind,
+                    b.start,
+                    b.end,
+                    b.receipt_count,
+                    b.receipt_sha256,
+                    b.committed_at,
                 )
                 puts = [(e.pos, e.record_id, e.data) for e in b.entries if e.data is not None]
                 dels = [e.record_id for e in b.entries if e.data is None]
@@ -147,47 +154,64 @@ class CollectionLog:
     # -- compaction ---------------------------------------------------------------------
 
     def compact(self) -> CompactionReport:
+        """Rewrite the log without superseded versions and tombstones (atomic replace)."""
         end = self.recover(create=False)
         if end is None:
             return CompactionReport(
-                collection=self.name, records_before=0, records_after=0,
-                bytes_before=0, bytes_after=0,
+                collection=self.name,
+                records_before=0,
+                records_after=0,
+                bytes_before=0,
+                bytes_after=0,
             )
         bytes_before = self.log.size()
-        _, header_len = self.log.header()
         generation = new_generation()
-        before = after = 0
-        current = self.index.current_positions(self.name)
-        nxt = next(current, None)
-        try:
-            with atomic_file(self.log.path) as fh:
-                fh.write(header_line(generation))
-                for batch in self.log.scan(header_len):
-                    lines = []
-                    for e in batch.entries:
-                        before += 1
-                        while nxt is not None and nxt < e.pos:
-                            nxt = next(current, None)
-                        if e.data is not None and nxt == e.pos:
-                            lines.append(put_line(e.data))
-                    after += len(lines)
-                    commit, _ = commit_line(
-                        lines, batch.batch_id, batch.kind, batch.committed_at,
-                        receipt=(batch.receipt_count, batch.receipt_sha256),
-                    )
-                    fh.write(b"".join(lines))
-                    fh.write(commit)
-        finally:
-            close = getattr(current, "close", None)
-            if close is not None:
-                close()
+        with atomic_file(self.log.path) as fh:
+            before, after = self.write_compacted(fh, generation)
         header = len(header_line(generation))
         self.index.reset_collection(self.name, generation, header, self.catalog.indexes(self.name))
         self._catch_up(header)
         return CompactionReport(
-            collection=self.name, records_before=before, records_after=after,
-            bytes_before=bytes_before, bytes_after=self.log.size(),
+            collection=self.name,
+            records_before=before,
+            records_after=after,
+            bytes_before=bytes_before,
+            bytes_after=self.log.size(),
         )
+
+    def write_compacted(self, fh: IO[bytes], generation: str) -> tuple[int, int]:
+        """Write a compacted copy of the (recovered) log to ``fh``: ``(entries before, after)``.
+
+        Every batch keeps its id, time and original receipt (an empty batch is kept as its
+        commit line, so batch ids stay idempotent); only current versions survive.
+        """
+        _, header_len = self.log.header()
+        before = after = 0
+        current = self.index.current_positions(self.name)
+        nxt = next(current, None)
+        fh.write(header_line(generation))
+        try:
+            for batch in self.log.scan(header_len):
+                lines = []
+                for e in batch.entries:
+                    before += 1
+                    while nxt is not None and nxt < e.pos:
+                        nxt = next(current, None)
+                    if e.data is not None and nxt == e.pos:
+                        lines.append(put_line(e.data))
+                after += len(lines)
+                commit, _ = commit_line(
+                    lines,
+                    batch.batch_id,
+                    batch.kind,
+                    batch.committed_at,
+                    receipt=(batch.receipt_count, batch.receipt_sha256),
+                )
+                fh.write(b"".join(lines))
+                fh.write(commit)
+        finally:
+            current.close()
+        return before, after
 
     # -- reading the log ----------------------------------------------------------------
 
@@ -236,7 +260,9 @@ class CollectionLog:
                     expected[e.record_id] = (e.pos, zlib.crc32(e.data))
         state = self.index.collection_state(self.name)
         if st.tail:
-            where = "inside the indexed range" if state and st.valid_end < state[1] else "uncommitted"
+            where = (
+                "inside the indexed range" if state and st.valid_end < state[1] else "uncommitted"
+            )
             problems.append(
                 f"{path}: {st.size - st.valid_end} damaged or torn bytes after byte "
                 f"{st.valid_end} ({where})"

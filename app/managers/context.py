@@ -7,11 +7,13 @@ Reads go straight to the SQLite index (CRC-checked rows) and never take the lock
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import icontract
 from pydantic import BaseModel
@@ -44,8 +46,12 @@ def _batch_id_ok(batch_id: object) -> bool:
 def _receipt(row: BatchRow, duplicate: bool) -> BatchReceipt:
     batch_id, collection, _kind, _start, _end, count, sha256, committed_at = row
     return BatchReceipt(
-        batch_id=batch_id, collection=collection, count=count, duplicate=duplicate,
-        committed_at=committed_at, sha256=sha256,
+        batch_id=batch_id,
+        collection=collection,
+        count=count,
+        duplicate=duplicate,
+        committed_at=committed_at,
+        sha256=sha256,
     )
 
 
@@ -193,7 +199,9 @@ class Context(icontract.DBC):
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
     @require(
-        lambda schema: schema is None or (isinstance(schema, type) and issubclass(schema, BaseModel)),
+        lambda schema: (
+            schema is None or (isinstance(schema, type) and issubclass(schema, BaseModel))
+        ),
         "schema",
         "must be None or a pydantic model class",
     )
@@ -290,7 +298,7 @@ class Context(icontract.DBC):
         "must be a non-empty string of at most 256 characters",
     )
     @ensure(
-        lambda result: all(a.position < b.position for a, b in zip(result, result[1:])),
+        lambda result: all(a.position < b.position for a, b in itertools.pairwise(result)),
         "history is oldest first",
     )
     def history(self, collection: str, record_id: str) -> list[RecordVersion]:
@@ -374,12 +382,31 @@ class Context(icontract.DBC):
         from app.managers.buffer import AppendBuffer
 
         return AppendBuffer(
-            self, collection, max_pending=max_pending, flush_every=flush_every,
+            self,
+            collection,
+            max_pending=max_pending,
+            flush_every=flush_every,
             flush_interval=flush_interval,
         )
+
+    # -- for other managers of this package (transfer, workflows) -------------------------
+
+    @property
+    def writer_lock(self) -> WriterLock:
+        """The context's writer lock (re-entrant); hold it for a consistent snapshot."""
+        return self._lock
+
+    @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
+    def write_compacted_log(self, collection: str, fh: IO[bytes]) -> int:
+        """Write a compacted copy of a collection's log to ``fh`` (the live log is untouched);
+        returns the number of records written. Takes the writer lock."""
+        self._ensure_ready()
+        with self._lock.hold():
+            log = self._log(collection)
+            if log.recover(create=False) is None:
+                raise NotFoundError(f"collection {collection!r} not found in {self.name!r}")
+            return log.write_compacted(fh, os.urandom(8).hex())[1]
 
     def close(self) -> None:
         """Release this process's index connections."""
         self._index.close()
-
-
