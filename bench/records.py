@@ -22,7 +22,6 @@ INDEX_SQL = [
     "json_extract(data, '$.\"quality_score\"'))",
     "CREATE INDEX i2 ON t(json_extract(data, '$.\"target_domain\"'), "
     "json_extract(data, '$.\"quality_score\"'))",
-    "CREATE INDEX i3 ON t(json_extract(data, '$.\"quality_score\"'))",
 ]
 QUERY_SQL = (
     "SELECT data FROM t WHERE json_extract(data, '$.\"source_domain\"') = ? "
