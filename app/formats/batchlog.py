@@ -310,6 +310,28 @@ class BatchLog:
             search = at + 1
         st.tail = True
 
+    def find_id_lines(self, record_id: str) -> list[int]:
+        """Offsets of the entry lines that may concern ``record_id`` (a byte search; callers
+        parse and verify the batches found)."""
+        key = orjson.dumps(record_id)
+        needles = (b'"id":' + key, DEL + key + b"}\n")
+        found: set[int] = set()
+        try:
+            fh = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:
+            raise io_error("reading", self.path, exc) from exc
+        with fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                return []
+            with mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ) as mm:
+                for needle in needles:
+                    at = mm.find(needle)
+                    while at >= 0:
+                        found.add(mm.rfind(b"\n", 0, at) + 1)
+                        at = mm.find(needle, at + len(needle))
+        return sorted(found)
+
 
 def _chunks(lines: Sequence[bytes]) -> Iterator[bytes]:
     buf: list[bytes] = []

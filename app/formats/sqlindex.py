@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from app.core.errors import IntegrityError, SchemaVersionError, StorageError
 from app.core.filters import field_expr, field_path
 
@@ -297,22 +299,53 @@ class SqliteIndex:
         order_sql: str = "pos",
         limit: int | None = None,
         offset: int = 0,
-        columns: str = "data, crc",
-    ) -> Iterator[str]:
-        """Stream the JSON text of matching records (CRC-checked)."""
+    ) -> list[str]:
+        """The JSON text of matching records (CRC-checked)."""
+        if not self.has_table(collection):
+            return []
+        sql, args = self._select_sql(collection, where_sql, params, order_sql, limit, offset)
+        check = self._check
+        with self._errors():
+            rows = self.conn().execute(sql, args).fetchall()
+        return [check(collection, data, crc) for data, crc in rows]
+
+    def stream(
+        self, collection: str, where_sql: str, params: Sequence[Any], order_sql: str = "pos"
+    ) -> Iterator[dict[str, Any]]:
+        """Decoded matching records, streamed from a private connection holding one snapshot
+        (writes made while iterating, even by this thread, are not seen half-way)."""
         if not self.has_table(collection):
             return
-        sql = f"SELECT {columns} FROM {table(collection)} WHERE {where_sql} ORDER BY {order_sql}"
+        sql, args = self._select_sql(collection, where_sql, params, order_sql, None, 0)
+        crc32, loads = zlib.crc32, orjson.loads
+        conn = self._connect()
+        try:
+            with self._errors():
+                conn.execute("BEGIN")
+                cur = conn.execute(sql, args)
+                while rows := cur.fetchmany(FETCH):
+                    for data, crc in rows:
+                        if crc32(data.encode()) != crc:
+                            self._check(collection, data, crc)
+                    yield from map(loads, [row[0] for row in rows])
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _select_sql(
+        collection: str,
+        where_sql: str,
+        params: Sequence[Any],
+        order_sql: str,
+        limit: int | None,
+        offset: int,
+    ) -> tuple[str, list[Any]]:
+        sql = f"SELECT data, crc FROM {table(collection)} WHERE {where_sql} ORDER BY {order_sql}"
         args = list(params)
         if limit is not None or offset:
             sql += " LIMIT ? OFFSET ?"
             args += [-1 if limit is None else limit, offset]
-        check = self._check
-        with self._errors():
-            cur = self.conn().execute(sql, args)
-            while rows := cur.fetchmany(FETCH):
-                for data, crc in rows:
-                    yield check(collection, data, crc)
+        return sql, args
 
     def select_ids(self, collection: str, where_sql: str, params: Sequence[Any]) -> list[str]:
         if not self.has_table(collection):

@@ -33,6 +33,8 @@ from app.formats.sqlindex import BatchRow, SqliteIndex
 from app.managers.catalog import Catalog
 
 APPLY_EVERY = 50_000
+FEW_IDS = 4
+FULL_SCAN_BELOW = 1 << 20
 MAX_REPORTED = 10
 
 
@@ -216,12 +218,38 @@ class CollectionLog:
     # -- reading the log ----------------------------------------------------------------
 
     def versions(self, ids: Iterable[str]) -> dict[str, list[RecordVersion]]:
-        """Every version and deletion of ``ids`` still in the log, oldest first (one scan)."""
+        """Every version and deletion of ``ids`` still in the log, oldest first.
+
+        A few ids in a large log are looked up by searching the log's bytes for them and
+        reading (and checksum-verifying) only the batches that hold them; otherwise one
+        verified pass over the whole log.
+        """
         out: dict[str, list[RecordVersion]] = {rid: [] for rid in ids}
         if not self.log.exists() or not out:
             return out
+        if len(out) <= FEW_IDS and self.log.size() > FULL_SCAN_BELOW:
+            return self._versions_by_search(out)
         _, header_len = self.log.header()
         for batch in self.log.scan(header_len):
+            for e in batch.entries:
+                found = out.get(e.record_id)
+                if found is not None:
+                    found.append(_version(self.name, batch, e.pos, e.record_id, e.data))
+        return out
+
+    def _versions_by_search(
+        self, out: dict[str, list[RecordVersion]]
+    ) -> dict[str, list[RecordVersion]]:
+        starts: set[int] = set()
+        for rid in out:
+            for pos in self.log.find_id_lines(rid):
+                row = self.index.batch_at(self.name, pos)
+                if row is not None:  # else: beyond what is committed and indexed
+                    starts.add(row[3])
+        for start in sorted(starts):
+            batch = next(self.log.scan(start), None)
+            if batch is None:
+                raise IntegrityError(f"{self.log.path}: no committed batch at byte {start}")
             for e in batch.entries:
                 found = out.get(e.record_id)
                 if found is not None:

@@ -275,7 +275,7 @@ class Context(icontract.DBC):
         where_sql, params = compile_where(where)
         order_sql = compile_order(order_by)
         self._ensure_ready()
-        return (decode(d) for d in self._index.select(collection, where_sql, params, order_sql))
+        return self._index.stream(collection, where_sql, params, order_sql)
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
     @ensure(lambda result: result >= 0, "a count is never negative")
