@@ -29,17 +29,21 @@ class WriterLock:
         self._depth = 0
 
     @contextmanager
-    def hold(self) -> Iterator[None]:
-        """Hold the lock for the duration of the ``with`` block (re-entrant)."""
-        if not self._thread_lock.acquire(timeout=self.timeout):
+    def hold(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold the lock for the duration of the ``with`` block (re-entrant).
+
+        ``ConflictError`` if it cannot be had within ``timeout`` seconds (default: the lock's).
+        """
+        wait = self.timeout if timeout is None else timeout
+        if not self._thread_lock.acquire(timeout=wait):
             raise ConflictError(f"timed out waiting for the writer lock {self.path}")
         try:
             if self._depth == 0:
                 try:
-                    self._file_lock.acquire(timeout=self.timeout)
+                    self._file_lock.acquire(timeout=wait)
                 except Timeout:
                     raise ConflictError(
-                        f"timed out after {self.timeout}s waiting for the writer lock {self.path}"
+                        f"timed out after {wait}s waiting for the writer lock {self.path}"
                     ) from None
             self._depth += 1
             try:

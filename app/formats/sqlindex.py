@@ -48,6 +48,27 @@ def table(collection: str) -> str:
     return f'"c_{collection}"'
 
 
+def check_index_version(path: Path) -> None:
+    """``SchemaVersionError`` if the index at ``path`` was written by an unknown version.
+
+    Reads only the header (read-only connection); a missing or unreadable file passes here
+    and is dealt with on use (``rebuild_index`` repairs it)."""
+    if not path.is_file():
+        return
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60.0)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return
+    if version not in (0, INDEX_VERSION):
+        raise SchemaVersionError(
+            f"{path}: index version {version} is unknown (this is {INDEX_VERSION})"
+        )
+
+
 def _damaged(path: Path, exc: sqlite3.DatabaseError) -> StorageError:
     text = str(exc)
     if "locked" in text or "busy" in text:

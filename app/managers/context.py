@@ -99,6 +99,19 @@ class Context(icontract.DBC):
                     self._recover_all()
                 self._ready = True
 
+    def recover_if_idle(self) -> bool:
+        """Recover now if no other writer holds the lock (used when a store is opened); a busy
+        context is recovered later, on first use. Returns whether it is recovered."""
+        if self._ready:
+            return True
+        try:
+            with self._ready_guard, self._lock.hold(timeout=0):
+                self._recover_all()
+                self._ready = True
+        except ConflictError:
+            return False
+        return True
+
     def _log_names(self) -> list[str]:
         return sorted(
             p.name[: -len(".jsonl")]

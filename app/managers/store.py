@@ -28,6 +28,7 @@ from app.core.errors import (
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.schemas import IntegrityReport
+from app.formats.sqlindex import check_index_version
 from app.managers.catalog import Catalog
 from app.managers.context import Context
 
@@ -100,6 +101,15 @@ class Store(icontract.DBC):
         if wf is not None:
             wf.close()
         self._closed = True
+
+    def recover(self) -> None:
+        """Check every context's index version and recover those no writer is busy with
+        (torn log tails cut, indexes caught up). Busy ones recover on first use."""
+        for name in self.contexts():
+            ctx = self.context(name, create=False)
+            check_index_version(ctx.path / f"{name}.sqlite")
+            with contextlib.suppress(IntegrityError):  # damage is reported on use / verify
+                ctx.recover_if_idle()
 
     # -- contexts -----------------------------------------------------------------------
 
@@ -253,7 +263,9 @@ def open_store(root: str | os.PathLike[str] | None = None, *, create: bool = Tru
     _check_marker(marker)
     with contextlib.suppress(OSError):
         (path / "contexts").mkdir(exist_ok=True)
-    return Store(path)
+    store = Store(path)
+    store.recover()
+    return store
 
 
 __all__ = ["FORMAT_VERSION", "ConflictError", "Store", "open_store"]
