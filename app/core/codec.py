@@ -1,12 +1,12 @@
 """Record codec: strict-JSON checks, id assignment and canonical encoding of a batch.
 
-Pure functions (no I/O). The fast path lets orjson do the type checks while encoding (keys must
-be strings, integers fit in 64 bits, nesting is bounded, unsupported types go to ``_default``
-which converts datetimes to ISO-8601 UTC, enums and pydantic models, and rejects the rest).
-orjson writes NaN and Infinity as ``null``, so a record whose encoding contains ``null`` is
-walked once more in Python to tell a real ``None`` from a non-finite float. Schema validation
-runs once per batch. The stored form is canonical (sorted keys, compact), and what is returned
-later is decoded from it, so callers never share mutable state with the store.
+Pure functions (no I/O). A record made only of exact JSON types (``_plain``: one tight type
+walk) is encoded by orjson as it is; anything else goes through ``_norm``, which converts
+datetimes to ISO-8601 UTC strings, enums to their values and pydantic models to dicts, and
+rejects every other type (UUIDs, dataclasses, dates, sets...), non-finite floats, integers
+beyond 64 bits and nesting deeper than ``MAX_DEPTH``. Schema validation runs once per batch.
+The stored form is canonical (sorted keys, compact), and what is returned later is decoded
+from it, so callers never share mutable state with the store.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from app.core.errors import InvalidInput
 from app.core.schemas import FAST_VALIDATORS
 
 MAX_ID_LENGTH = 256
-ENCODE_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
-_NULL = b"null"
+MAX_DEPTH = 64
+ENCODE_OPTIONS = orjson.OPT_SORT_KEYS
 
 
 def _datetime(value: dt.datetime) -> str:
@@ -35,32 +35,68 @@ def _datetime(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat()
 
 
-def _default(value: Any) -> Any:
-    """orjson's hook for types it does not encode itself."""
+def _plain(value: dict[str, Any] | list[Any], depth: int = 0) -> bool:
+    """True when ``value`` holds only exact JSON types (str keys, finite floats) within
+    ``MAX_DEPTH``: such records are encoded as they are (the fast path)."""
+    if depth >= MAX_DEPTH:
+        return False
+    if type(value) is dict:
+        if not all(type(k) is str for k in value):
+            return False
+        items: Any = value.values()
+    else:
+        items = value
+    for v in items:
+        t = type(v)
+        if t is str or t is int or t is bool or v is None:
+            continue
+        if t is float:
+            if v - v != 0.0:  # NaN or +-Infinity
+                return False
+        elif t is dict or t is list:
+            if not _plain(v, depth + 1):
+                return False
+        else:
+            return False
+    return True
+
+
+class _Bad(Exception):
+    pass
+
+
+def _norm(value: Any, depth: int) -> Any:
+    """Normalised private copy of a value with non-plain parts (the slow path)."""
+    if value is None or isinstance(value, bool):
+        return value if value is None else bool(value)
+    if isinstance(value, enum.Enum):
+        return _norm(value.value, depth)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**64:
+            raise _Bad("integers must fit in 64 bits")
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Bad("NaN and Infinity are not JSON")
+        return float(value)
     if isinstance(value, dt.datetime):
         return _datetime(value)
+    if depth >= MAX_DEPTH:
+        raise _Bad(f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, BaseModel):
-        return value.model_dump()
+        return _norm(value.model_dump(), depth)
     if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"values of type {type(value).__name__} are not JSON")
-
-
-def _non_finite(value: Any, depth: int = 0) -> bool:
-    """True if a non-finite float hides in ``value`` (only walked when ``null`` was written)."""
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if depth > 300:
-        return False
-    if isinstance(value, Mapping):
-        return any(_non_finite(v, depth + 1) for v in value.values())
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _Bad("object keys must be strings")
+            out[str.__str__(k)] = _norm(v, depth + 1)
+        return out
     if isinstance(value, list | tuple):
-        return any(_non_finite(v, depth + 1) for v in value)
-    if isinstance(value, BaseModel):
-        return _non_finite(value.model_dump(), depth + 1)
-    if isinstance(value, enum.Enum):
-        return _non_finite(value.value, depth + 1)
-    return False
+        return [_norm(v, depth + 1) for v in value]
+    raise _Bad(f"values of type {type(value).__name__} are not JSON")
 
 
 def as_dict(record: object, where: str) -> dict[str, Any]:
@@ -88,18 +124,19 @@ def new_id() -> str:
     return os.urandom(16).hex()
 
 
-def encode(record: Mapping[str, Any], where: str = "record") -> bytes:
+def encode(record: dict[str, Any], where: str = "record") -> bytes:
     """Canonical bytes of one record, or ``InvalidInput`` naming ``where``."""
+    if not _plain(record):
+        try:
+            record = _norm(record, 0)
+        except _Bad as bad:
+            raise InvalidInput(f"{where}: {bad}") from None
+        except RecursionError:
+            raise InvalidInput(f"{where}: nested too deeply") from None
     try:
-        data = orjson.dumps(record, default=_default, option=ENCODE_OPTIONS)
+        return orjson.dumps(record, option=ENCODE_OPTIONS)
     except orjson.JSONEncodeError as exc:
-        cause = exc.__cause__ or exc
-        raise InvalidInput(f"{where}: {cause}") from None
-    except RecursionError:
-        raise InvalidInput(f"{where}: nested too deeply") from None
-    if _NULL in data and _non_finite(record):
-        raise InvalidInput(f"{where}: NaN and Infinity are not JSON")
-    return data
+        raise InvalidInput(f"{where}: {exc.__cause__ or exc}") from None
 
 
 _ADAPTERS: dict[type, TypeAdapter[list[Any]]] = {}

@@ -199,6 +199,8 @@ def compile_order(order_by: str | Sequence[str] | None, argument: str = "order_b
     """
     if order_by is None:
         return "pos"
+    if not isinstance(order_by, str | list | tuple):
+        raise InvalidInput(f"{argument}: expected a field name or a list of field names")
     keys = [order_by] if isinstance(order_by, str) else list(order_by)
     if not all(isinstance(k, str) for k in keys):
         raise InvalidInput(f"{argument}: expected a field name or a list of field names")
