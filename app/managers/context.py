@@ -335,6 +335,7 @@ class Context(icontract.DBC):
 
     # -- maintenance --------------------------------------------------------------------
 
+    @ensure(lambda result: result.ok == (not result.problems), "ok means no problem was found")
     def verify(self) -> IntegrityReport:
         """Check every file of the context; reports damage, never raises for it."""
         problems: list[str] = []
@@ -357,6 +358,7 @@ class Context(icontract.DBC):
                 problems += part.verify()
         return IntegrityReport(ok=not problems, problems=problems, checked=checked)
 
+    @ensure(lambda self: self._ready, "the new index is caught up with every log")
     def rebuild_index(self) -> None:
         """Rebuild the SQLite index from the logs (repairs any damage to the index)."""
         from app.managers.rebuild import rebuild_index
@@ -420,6 +422,8 @@ class Context(icontract.DBC):
                 raise NotFoundError(f"collection {collection!r} not found in {self.name!r}")
             return log.write_compacted(fh, os.urandom(8).hex())[1]
 
+    @ensure(lambda self: not self._ready, "a closed context recovers again on next use")
     def close(self) -> None:
         """Release this process's index connections."""
         self._index.close()
+        self._ready = False

@@ -91,6 +91,7 @@ class Store(icontract.DBC):
     ) -> None:
         self.close()
 
+    @ensure(lambda self: not self._open, "no context stays open")
     def close(self) -> None:
         """Release index connections and the workflow tracker."""
         with self._guard:
@@ -181,6 +182,7 @@ class Store(icontract.DBC):
 
         return WorkflowManager(self.root / "workflows", self)
 
+    @ensure(lambda result: result.ok == (not result.problems), "ok means no problem was found")
     def verify(self) -> IntegrityReport:
         """Verify every context and the workflow tracker."""
         problems: list[str] = []
@@ -231,6 +233,7 @@ class Store(icontract.DBC):
 
         return import_context(self, Path(src), name=name, on_conflict=on_conflict)
 
+    @ensure(lambda result: "contexts" in result and "bytes" in result, "stats cover contexts")
     def stats(self) -> dict[str, Any]:
         """Sizes and counts per context and part."""
         from app.managers.stats import store_stats
