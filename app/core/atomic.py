@@ -28,8 +28,11 @@ def atomic_file(path: Path) -> Iterator[IO[bytes]]:
     On any failure the temp file is removed and ``path`` keeps its old content.
     ``OSError`` is wrapped in ``StorageError`` keeping the errno.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise io_error("writing", path, exc) from exc
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:

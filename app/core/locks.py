@@ -13,7 +13,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from app.core.errors import ConflictError
+from app.core.errors import ConflictError, io_error
 
 DEFAULT_TIMEOUT = 120.0
 
@@ -45,6 +45,8 @@ class WriterLock:
                     raise ConflictError(
                         f"timed out after {wait}s waiting for the writer lock {self.path}"
                     ) from None
+                except OSError as exc:
+                    raise io_error("locking", self.path, exc) from exc
             self._depth += 1
             try:
                 yield
