@@ -260,6 +260,11 @@ def matches(record: Mapping[str, Any], where: Mapping[str, Any] | None) -> bool:
     return _matches(record, where)
 
 
+def matches_compiled(record: Mapping[str, Any], where: Mapping[str, Any] | None) -> bool:
+    """``matches`` for a filter already validated by ``compile_where`` (no re-validation)."""
+    return _matches(record, where)
+
+
 def _matches(record: Mapping[str, Any], where: Mapping[str, Any] | None) -> bool:
     if where is None:
         return True

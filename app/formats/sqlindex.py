@@ -102,6 +102,7 @@ class SqliteIndex:
                 )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA cell_size_check=ON")
         except sqlite3.DatabaseError as exc:
             raise _damaged(self.path, exc) from exc
         return conn
@@ -115,6 +116,14 @@ class SqliteIndex:
             conn = self._connect()
             local.conn, local.epoch = conn, self._epoch
         return conn
+
+    def checkpoint_and_close(self) -> None:
+        """Fold the WAL into the main file and close, leaving one self-contained file."""
+        with self._errors():
+            conn = self.conn()
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("PRAGMA journal_mode=DELETE")
+        self.close()
 
     def close(self) -> None:
         """Close this thread's connection and invalidate the others (they reconnect)."""

@@ -85,7 +85,32 @@ class CollectionLog:
             )
         return self._catch_up(start)
 
-    def _catch_up(self, start: int) -> int:
+    def committed(self, start: int) -> Iterator[Batch]:
+        """The log's batches from ``start``, verified; ``IntegrityError`` if the log ends (in a
+        tail) before the end the index records as committed: a damaged final commit line
+        is never mistaken for a torn tail."""
+        st = ScanState(valid_end=start, size=0)
+        yield from self.log.scan(start, st)
+        if st.tail:
+            state = self.index.collection_state(self.name)
+            if state is not None and st.valid_end < state[1]:
+                raise IntegrityError(
+                    f"{self.log.path}: damaged committed data at byte {st.valid_end}"
+                )
+
+    def rebuild_into(self, index: SqliteIndex, witness_end: int | None) -> None:
+        """Index this log from scratch into ``index`` (a new file) without changing the log.
+
+        ``witness_end``: how far the old index said the log was committed, if it could still
+        be read; a tail starting before it is damage, not a torn write."""
+        generation, header_len = self.log.header()
+        index.reset_collection(self.name, generation, header_len, self.catalog.indexes(self.name))
+        builder = CollectionLog(self.name, self.log.path, index, self.catalog)
+        st = builder._apply_scan(header_len)
+        if st.tail and witness_end is not None and st.valid_end < witness_end:
+            raise IntegrityError(f"{self.log.path}: damaged committed data at byte {st.valid_end}")
+
+    def _apply_scan(self, start: int) -> ScanState:
         st = ScanState(valid_end=start, size=0)
         pending: list[Batch] = []
         entries = 0
@@ -96,6 +121,10 @@ class CollectionLog:
                 self._apply(pending)
                 pending, entries = [], 0
         self._apply(pending)
+        return st
+
+    def _catch_up(self, start: int) -> int:
+        st = self._apply_scan(start)
         if st.tail:
             self.log.truncate(st.valid_end)
         return st.valid_end
@@ -193,7 +222,7 @@ class CollectionLog:
         nxt = next(current, None)
         fh.write(header_line(generation))
         try:
-            for batch in self.log.scan(header_len):
+            for batch in self.committed(header_len):
                 lines = []
                 for e in batch.entries:
                     before += 1
@@ -230,7 +259,7 @@ class CollectionLog:
         if len(out) <= FEW_IDS and self.log.size() > FULL_SCAN_BELOW:
             return self._versions_by_search(out)
         _, header_len = self.log.header()
-        for batch in self.log.scan(header_len):
+        for batch in self.committed(header_len):
             for e in batch.entries:
                 found = out.get(e.record_id)
                 if found is not None:
@@ -260,7 +289,7 @@ class CollectionLog:
         if not self.log.exists():
             return
         _, header_len = self.log.header()
-        yield from self.log.scan(header_len)
+        yield from self.committed(header_len)
 
     # -- verification -------------------------------------------------------------------
 

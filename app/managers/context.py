@@ -20,8 +20,8 @@ from pydantic import BaseModel
 
 from app.core.codec import decode, new_id, prepare_batch
 from app.core.contracts import ensure, is_non_negative_int, require, valid_name
-from app.core.errors import ConflictError, InvalidInput, NotFoundError
-from app.core.filters import compile_order, compile_where
+from app.core.errors import ConflictError, IntegrityError, InvalidInput, NotFoundError
+from app.core.filters import compile_order, compile_where, matches_compiled
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.schemas import BatchReceipt, CompactionReport, IntegrityReport, RecordVersion
@@ -251,7 +251,26 @@ class Context(icontract.DBC):
         data = self._index.get(collection, record_id)
         if data is None:
             raise NotFoundError(f"record {record_id[:80]!r} not found in {collection!r}")
-        return decode(data)
+        record = decode(data)
+        if record.get("id") != record_id:
+            raise self._damaged_index(collection)
+        return record
+
+    def _damaged_index(self, collection: str) -> IntegrityError:
+        return IntegrityError(
+            f"{self._index.path}: the index of {collection!r} is damaged (a row does not match "
+            "its lookup); repair it with rebuild_index()"
+        )
+
+    def _rechecked(
+        self, collection: str, records: Iterable[dict[str, Any]], where: Where
+    ) -> Iterator[dict[str, Any]]:
+        """Records as they come, after checking each really matches ``where``: a damaged
+        expression index could otherwise hand back rows that do not match."""
+        for record in records:
+            if not matches_compiled(record, where):
+                raise self._damaged_index(collection)
+            yield record
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
     @require(
@@ -275,10 +294,11 @@ class Context(icontract.DBC):
         where_sql, params = compile_where(where)
         order_sql = compile_order(order_by)
         self._ensure_ready()
-        return [
-            decode(d)
-            for d in self._index.select(collection, where_sql, params, order_sql, limit, offset)
-        ]
+        rows = self._index.select(collection, where_sql, params, order_sql, limit, offset)
+        records = [decode(d) for d in rows]
+        if where:
+            records = list(self._rechecked(collection, records, where))
+        return records
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
     def iter(
@@ -288,7 +308,8 @@ class Context(icontract.DBC):
         where_sql, params = compile_where(where)
         order_sql = compile_order(order_by)
         self._ensure_ready()
-        return self._index.stream(collection, where_sql, params, order_sql)
+        records = self._index.stream(collection, where_sql, params, order_sql)
+        return self._rechecked(collection, records, where) if where else records
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
     @ensure(lambda result: result >= 0, "a count is never negative")
@@ -364,7 +385,8 @@ class Context(icontract.DBC):
         from app.managers.rebuild import rebuild_index
 
         with self._lock.hold():
-            rebuild_index(self._index, lambda: self._recover_all())
+            rebuild_index(self._index, [self._log(n) for n in self._log_names()])
+            self._recover_all()
             self._ready = True
 
     # -- other parts --------------------------------------------------------------------
