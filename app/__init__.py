@@ -1,6 +1,7 @@
 """ctxstore: design-by-contract storage for research records, embeddings, models and batch
-workflows. See SPEC.md (shared) and README.md; ``open_store`` is the entry point."""
+workflows. ``open_store`` is the entry point; see README.md and SPEC.md (shared)."""
 
+from app.core.artifacts import EmbeddingInfo, EmbeddingSet, Hit, ModelInfo
 from app.core.errors import (
     ConflictError,
     IntegrityError,
@@ -10,26 +11,52 @@ from app.core.errors import (
     StorageError,
     UntrustedArtifactError,
 )
-from app.core.schemas import BatchReceipt, CompactionReport, IntegrityReport, RecordVersion
+from app.core.schemas import (
+    Analogy,
+    BatchReceipt,
+    CompactionReport,
+    Concept,
+    Frame,
+    IntegrityReport,
+    RecordVersion,
+)
+from app.core.transfer_types import ContextState, Manifest, ManifestFile
+from app.core.workflow_types import BatchWorkflow, WorkflowStatus
+from app.managers.buffer import AppendBuffer
 from app.managers.context import Context
 from app.managers.store import Store, open_store
+from app.managers.workflows import WorkflowManager
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Analogy",
+    "AppendBuffer",
     "BatchReceipt",
+    "BatchWorkflow",
     "CompactionReport",
+    "Concept",
     "ConflictError",
     "Context",
+    "ContextState",
+    "EmbeddingInfo",
+    "EmbeddingSet",
+    "Frame",
+    "Hit",
     "IntegrityError",
     "IntegrityReport",
     "InvalidInput",
+    "Manifest",
+    "ManifestFile",
+    "ModelInfo",
     "NotFoundError",
     "RecordVersion",
     "SchemaVersionError",
     "StorageError",
     "Store",
     "UntrustedArtifactError",
+    "WorkflowManager",
+    "WorkflowStatus",
     "__version__",
     "open_store",
 ]

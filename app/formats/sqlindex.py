@@ -12,6 +12,7 @@ This module knows SQLite and nothing of contexts, logs or locks.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sqlite3
 import threading
@@ -39,6 +40,8 @@ CREATE TABLE IF NOT EXISTS batches(
 CREATE INDEX IF NOT EXISTS batches_by_pos ON batches(collection, start);
 """
 
+ROWS_PER_INSERT = 500  # rows per multi-row INSERT (4 parameters each; SQLite allows 32766)
+
 BatchRow = tuple[str, str, str, int, int, int, str, str]
 """(batch_id, collection, kind, start, end, count, sha256, committed_at)"""
 
@@ -46,6 +49,15 @@ BatchRow = tuple[str, str, str, int, int, int, str, str]
 def table(collection: str) -> str:
     """Quoted table name of a (validated) collection name."""
     return f'"c_{collection}"'
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(quoted_table: str, rows: int) -> str:
+    """One multi-row INSERT: a single step for SQLite, so the GIL is handed over once per
+    statement instead of once per row as ``executemany`` does (with busy threads each
+    hand-over can wait a whole switch interval)."""
+    values = ",".join(["(?,?,?,?)"] * rows)
+    return f"INSERT OR REPLACE INTO {quoted_table}(pos, id, data, crc) VALUES {values}"
 
 
 def check_index_version(path: Path) -> None:
@@ -250,10 +262,12 @@ class SqliteIndex:
     ) -> None:
         """Apply one batch inside an open ``write()`` transaction."""
         t = table(collection)
-        conn.executemany(
-            f"INSERT OR REPLACE INTO {t}(pos, id, data, crc) VALUES (?,?,?,?)",
-            [(pos, rid, data.decode(), zlib.crc32(data)) for pos, rid, data in puts],
-        )
+        crc32 = zlib.crc32
+        values = [v for pos, rid, data in puts for v in (pos, rid, data.decode(), crc32(data))]
+        step = ROWS_PER_INSERT * 4
+        for i in range(0, len(values), step):
+            part = values[i : i + step]
+            conn.execute(_insert_sql(t, len(part) // 4), part)
         if deletes:
             conn.executemany(f"DELETE FROM {t} WHERE id=?", [(d,) for d in deletes])
         conn.execute("INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?,?,?,?)", batch)
@@ -276,6 +290,24 @@ class SqliteIndex:
             if row is None
             else (row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
         )
+
+    def holds_only_current(self, collection: str) -> bool:
+        """True when the log has neither tombstones nor superseded versions: no delete batch
+        and as many current records as versions ever appended (receipt counts)."""
+        if not self.has_table(collection):
+            return False
+        with self._errors():
+            appended, deleted = (
+                self.conn()
+                .execute(
+                    "SELECT coalesce(sum(CASE WHEN kind='append' THEN count END), 0), "
+                    "coalesce(sum(CASE WHEN kind!='append' THEN count END), 0) "
+                    "FROM batches WHERE collection=?",
+                    (collection,),
+                )
+                .fetchone()
+            )
+        return bool(deleted == 0 and appended == self.count(collection))
 
     def batches(self, collection: str) -> Iterator[BatchRow]:
         with self._errors():

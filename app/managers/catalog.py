@@ -8,8 +8,8 @@ an importable ``module:QualName`` path so other processes apply it too.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,16 @@ def _schema_path(schema: type[BaseModel]) -> str:
 
 
 def _import_schema(path: str) -> type[BaseModel] | None:
+    """The schema class named ``module:QualName`` if its module is already imported.
+
+    Never imports a module itself: ``context.json`` may come from an imported archive, and
+    importing an arbitrary installed module runs its code."""
     module, _, qualname = path.partition(":")
     try:
-        obj: Any = importlib.import_module(module)
+        obj: Any = sys.modules[module]
         for part in qualname.split("."):
             obj = getattr(obj, part)
-    except (ImportError, AttributeError):
+    except (KeyError, AttributeError):
         return None
     return obj if isinstance(obj, type) and issubclass(obj, BaseModel) else None
 
@@ -114,8 +118,8 @@ class Catalog:
         schema = _import_schema(path)
         if schema is None:
             raise InvalidInput(
-                f"collection: the schema {path!r} of {collection!r} cannot be imported here; "
-                "call define_collection() with the schema class first"
+                f"collection: the schema {path!r} of {collection!r} is not loaded in this "
+                "process; import its module or call define_collection() with the class first"
             )
         self._local_schemas[collection] = schema
         return schema

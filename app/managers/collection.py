@@ -217,6 +217,11 @@ class CollectionLog:
         commit line, so batch ids stay idempotent); only current versions survive.
         """
         _, header_len = self.log.header()
+        state = self.index.collection_state(self.name)
+        if state is not None and self.index.holds_only_current(self.name):
+            fh.write(header_line(generation))
+            copied = self.log.copy_verified(header_len, state[1], fh)
+            return copied, copied
         before = after = 0
         current = self.index.current_positions(self.name)
         nxt = next(current, None)

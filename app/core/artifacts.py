@@ -1,0 +1,177 @@
+"""Pydantic models for embedding sets and models crossing the public boundary (SPEC 5, 6)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, overload
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ShardInfo(_Frozen):
+    """One ``.npz`` file of an embedding set (sets grow by appending shards)."""
+
+    file: str
+    count: int
+    sha256: str
+    size_bytes: int
+    created_at: str
+
+
+class EmbeddingInfo(_Frozen):
+    """What the store records about an embedding set.
+
+    ``sha256`` is the SHA-256 of the set's only shard file; for a set of several shards it is
+    the SHA-256 of the shards' hex digests joined by newlines, in order.
+    """
+
+    name: str
+    count: int
+    dim: int
+    dtype: str
+    sha256: str
+    created_at: str
+    updated_at: str
+    size_bytes: int
+    shards: list[ShardInfo] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Hit(_Frozen):
+    """One search result. For ``cosine``/``dot`` higher scores are better; for ``l2`` the
+    score is the Euclidean distance (lower is better). Hits always come best first."""
+
+    id: str
+    score: float
+
+
+class IdList(Sequence[str]):
+    """The ids of an embedding set: a read-only sequence of ``str`` over a numpy string array
+    (memory-mapped when the set was loaded with ``mmap=True``), so nothing is copied.
+
+    Compares equal to any sequence of the same strings (``es.ids == ["a", "b"]`` is a bool).
+    ``.array`` is the underlying numpy array.
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray[Any, Any]) -> None:
+        self.array = array
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> IdList: ...
+
+    def __getitem__(self, index: int | slice) -> str | IdList:
+        if isinstance(index, slice):
+            return IdList(self.array[index])
+        return str(self.array[index])
+
+    def __iter__(self) -> Iterator[str]:
+        step = 65536
+        for start in range(0, len(self), step):
+            yield from self.array[start : start + step].tolist()
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, str) and bool((self.array == value).any())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, IdList):
+            other_array = other.array
+        elif isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            if len(other) != len(self):
+                return False
+            if not all(isinstance(x, str) for x in other):
+                return False
+            other_array = np.asarray(list(other), dtype=str)
+        elif isinstance(other, np.ndarray):
+            other_array = other
+        else:
+            return NotImplemented
+        return bool(self.array.shape == other_array.shape and (self.array == other_array).all())
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def tolist(self) -> list[str]:
+        out: list[str] = self.array.tolist()
+        return out
+
+    def __repr__(self) -> str:
+        head = ", ".join(repr(x) for x in self.array[:5].tolist())
+        more = ", ..." if len(self) > 5 else ""
+        return f"IdList([{head}{more}], len={len(self)})"
+
+
+class EmbeddingSet(BaseModel):
+    """An embedding set as loaded: ``ids`` (one per row), ``vectors`` (rows x dim),
+    the user ``metadata`` and the store's ``info``. ``vectors`` is a read-only
+    ``numpy.memmap`` when loaded with ``mmap=True`` from a one-shard set.
+
+    Equality compares content (ids, vectors, metadata), not ``info``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    ids: IdList
+    vectors: np.ndarray[Any, Any]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    info: EmbeddingInfo | None = None
+
+    @field_validator("ids", mode="before")
+    @classmethod
+    def _wrap_ids(cls, value: Any) -> IdList:
+        if isinstance(value, IdList):
+            return value
+        if isinstance(value, np.ndarray):
+            return IdList(value)
+        return IdList(np.asarray(list(value), dtype=str))
+
+    @field_validator("vectors", mode="before")
+    @classmethod
+    def _as_array(cls, value: Any) -> np.ndarray[Any, Any]:
+        return value if isinstance(value, np.ndarray) else np.asarray(value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EmbeddingSet):
+            return NotImplemented
+        return (
+            self.ids == other.ids
+            and self.vectors.shape == other.vectors.shape
+            and bool(np.array_equal(self.vectors, other.vectors))
+            and self.metadata == other.metadata
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shape = "x".join(str(s) for s in self.vectors.shape)
+        return f"EmbeddingSet(ids={len(self.ids)}, vectors={shape} {self.vectors.dtype})"
+
+
+ModelFormat = Literal["pth", "joblib"]
+
+
+class ModelInfo(_Frozen):
+    """One saved version of a model."""
+
+    name: str
+    version: int
+    format: ModelFormat
+    file: str
+    sha256: str
+    size_bytes: int
+    created_at: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    class_path: str = ""
+    parameter_count: int | None = None
+    library_versions: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,224 @@
+"""Hashing I/O helpers shared by the artefact formats: a writer that computes the SHA-256 of
+everything written (on a second thread, so hashing overlaps the write), a fast file digest, and
+JSON documents carrying their own checksum."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import mmap
+import os
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+from typing_extensions import Buffer
+
+from app.core.errors import IntegrityError, InvalidInput, io_error
+
+PARALLEL_MIN = 1 << 20  # buffers at least this large are hashed on the worker thread
+
+
+class HashingWriter(io.RawIOBase):
+    """Write-only, non-seekable stream over ``raw`` that hashes what passes through.
+
+    Large buffers are hashed on a worker thread while this thread writes them (hashlib and
+    file writes both release the GIL). With ``immutable=True`` the caller promises that every
+    buffer stays alive and unchanged until ``hexdigest()``: writes then return without waiting
+    for the hash. Otherwise each write waits, because the caller may reuse its buffer.
+    """
+
+    def __init__(self, raw: IO[bytes], *, immutable: bool = False) -> None:
+        super().__init__()
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self._pos = 0
+        self._immutable = immutable
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future[None]] = []
+        self._keep: list[Buffer] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._pos
+
+    def write(self, b: Buffer) -> int:
+        view = memoryview(b).cast("B")
+        n = view.nbytes
+        if n < PARALLEL_MIN:
+            data = bytes(view)
+            self._drain()
+            self._hash.update(data)
+            self._raw.write(data)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="ctxstore-sha")
+            future = self._pool.submit(self._hash.update, view)
+            self._pending.append(future)
+            if self._immutable:
+                self._keep.append(view)
+                self._raw.write(view)
+            else:
+                try:
+                    self._raw.write(view)
+                finally:
+                    self._drain()
+        self._pos += n
+        return n
+
+    def _drain(self) -> None:
+        for future in self._pending:
+            future.result()
+        self._pending.clear()
+
+    def hexdigest(self) -> str:
+        self._drain()
+        self._keep.clear()
+        return self._hash.hexdigest()
+
+    def flush(self) -> None:
+        if not self._raw.closed:
+            self._raw.flush()
+
+    def close(self) -> None:
+        try:
+            self._drain()
+        finally:
+            self._keep.clear()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+            super().close()
+
+
+def _read_fd(fd: int) -> bytes:
+    with open(os.dup(fd), "rb") as fh:
+        fh.seek(0)
+        return fh.read()
+
+
+def _digests(fd: int, chunk: int | None, workers: int = 2) -> list[str]:
+    """SHA-256 of the file at ``fd`` (``chunk=None``) or of each ``chunk``-byte piece, the
+    pieces hashed on ``workers`` threads. The file is mapped, not copied, when possible."""
+    size = os.fstat(fd).st_size
+    step = chunk or max(size, 1)
+    if size == 0:
+        return [hashlib.sha256(b"").hexdigest()]
+    populate = getattr(mmap, "MAP_POPULATE", 0)
+    try:
+        mapped: mmap.mmap | None = mmap.mmap(
+            fd, size, flags=mmap.MAP_SHARED | populate, prot=mmap.PROT_READ
+        )
+    except (OSError, ValueError, AttributeError):
+        mapped = None
+    view = memoryview(mapped if mapped is not None else _read_fd(fd))
+    try:
+        pieces = [view[start : start + step] for start in range(0, size, step)]
+        try:
+            if len(pieces) == 1 or workers < 2:
+                return [hashlib.sha256(p).hexdigest() for p in pieces]
+            with ThreadPoolExecutor(workers, thread_name_prefix="ctxstore-sha") as pool:
+                return list(pool.map(lambda b: hashlib.sha256(b).hexdigest(), pieces))
+        finally:
+            for piece in pieces:
+                piece.release()
+    finally:
+        view.release()
+        if mapped is not None:
+            mapped.close()
+
+
+def sha256_fd(fd: int) -> str:
+    """SHA-256 of the whole file open at ``fd``."""
+    return _digests(fd, None)[0]
+
+
+def chunk_digests_fd(fd: int, chunk: int, workers: int = 2) -> list[str]:
+    """SHA-256 of each ``chunk``-byte piece of the file at ``fd``, on ``workers`` threads:
+    checking them all checks every byte in about half the time of one SHA-256 pass."""
+    return _digests(fd, chunk, workers)
+
+
+def chunk_digests(data: bytes, chunk: int) -> list[str]:
+    view = memoryview(data)
+    return [hashlib.sha256(view[i : i + chunk]).hexdigest() for i in range(0, len(data), chunk)]
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file; ``OSError`` wrapped in ``StorageError``."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise io_error("reading", path, exc) from exc
+    try:
+        return sha256_fd(fd)
+    finally:
+        os.close(fd)
+
+
+# -- JSON documents with an embedded checksum ------------------------------------------------
+
+
+def _reject_constant(value: str) -> Any:
+    raise ValueError(f"non-finite number {value}")
+
+
+def canonical_json(value: object) -> bytes:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def plain_json(value: object, argument: str) -> dict[str, Any]:
+    """A deep copy of ``value`` as plain JSON data; ``InvalidInput`` naming ``argument``
+    unless it is a mapping with string keys holding strict JSON (no NaN/Infinity)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise InvalidInput(f"{argument}: must be a mapping with string keys")
+    try:
+        out: dict[str, Any] = json.loads(
+            json.dumps(dict(value), allow_nan=False), parse_constant=_reject_constant
+        )
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInput(f"{argument}: not strict JSON ({str(exc)[:120]})") from None
+    return out
+
+
+def dump_checked(doc: Mapping[str, Any]) -> bytes:
+    """``doc`` as readable JSON with a ``checksum`` member over its canonical form."""
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    body["checksum"] = hashlib.sha256(canonical_json(body)).hexdigest()
+    return json.dumps(body, indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False).encode(
+        "utf-8"
+    )
+
+
+def parse_checked(data: bytes, path: Path) -> dict[str, Any]:
+    """Parse a document written by ``dump_checked``; ``IntegrityError`` naming ``path`` if it
+    is not valid JSON or its checksum does not match."""
+    try:
+        doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise IntegrityError(f"{path}: damaged JSON ({str(exc)[:120]})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("checksum"), str):
+        raise IntegrityError(f"{path}: damaged metadata (no checksum)")
+    stored = doc.pop("checksum")
+    if hashlib.sha256(canonical_json(doc)).hexdigest() != stored:
+        raise IntegrityError(f"{path}: checksum mismatch (the file is damaged)")
+    return doc
+
+
+def read_checked(path: Path) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise io_error("reading", path, exc) from exc
+    return parse_checked(data, path)

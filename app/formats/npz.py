@@ -1,0 +1,208 @@
+"""One NPZ shard of an embedding set: arrays ``ids`` (unicode), ``vectors`` (rows x dim float)
+and ``norms`` (the rows' Euclidean norms, cached for cosine and l2 search).
+
+Written uncompressed (``ZIP_STORED``) through ``atomic_file``, so that
+
+* any ``numpy.load(path, allow_pickle=False)`` opens it;
+* the data of each member is contiguous in the file: ``open_shard(mmap=True)`` maps it in
+  place at its offset instead of reading it;
+* the SHA-256 of the file is computed while it is written (on a second thread).
+
+The zip is written by ``zipstream`` (stored members, data descriptors, aligned data, fixed
+timestamps: equal arrays give byte-identical files). This module knows NPZ, nothing of
+contexts.
+"""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from app.core.atomic import atomic_file
+from app.core.errors import IntegrityError, io_error
+from app.formats.hashio import HashingWriter
+from app.formats.zipstream import ZipStream
+
+MEMBERS = ("ids", "vectors", "norms")
+ALIGN = 64  # array data starts at a multiple of this in the file
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+_LOCAL_MAGIC = b"PK\x03\x04"
+
+Array = np.ndarray[Any, Any]
+
+
+@dataclass(frozen=True)
+class ShardArrays:
+    ids: Array
+    vectors: Array
+    norms: Array
+
+
+def _npy_header(arr: Array) -> bytes:
+    buf = BytesIO()
+    header = np.lib.format.header_data_from_array_1_0(arr)
+    try:
+        np.lib.format.write_array_header_1_0(buf, header)
+    except ValueError:  # header too long for format 1.0
+        buf = BytesIO()
+        np.lib.format.write_array_header_2_0(buf, header)
+    return buf.getvalue()
+
+
+def write_shard(path: Path, ids: Array, vectors: Array, norms: Array) -> tuple[str, int]:
+    """Write a shard atomically and durably; returns ``(sha256 hex, size in bytes)``.
+
+    ``ids`` must be a 1-D unicode array, ``vectors`` a C-contiguous 2-D float array and
+    ``norms`` a 1-D float array, all with the same number of rows (the caller validates).
+    Three passes over the data run at once: the write (this thread), its CRC-32 and its
+    SHA-256 (worker threads); the SHA-256 finishes while ``atomic_file`` fsyncs.
+    """
+    arrays = {"ids": np.ascontiguousarray(ids), "vectors": vectors, "norms": norms}
+    writer: HashingWriter | None = None
+    stream: ZipStream | None = None
+    try:
+        with atomic_file(path) as fh:
+            writer = HashingWriter(fh, immutable=True)
+            stream = ZipStream(writer, align=ALIGN)
+            for name in MEMBERS:
+                arr = arrays[name]
+                header = _npy_header(arr)
+                flat = arr.reshape(-1).view(np.uint8).data if arr.size else memoryview(b"")
+                stream.add(f"{name}.npy", [memoryview(header), flat], data_offset=len(header))
+            stream.close()
+        return writer.hexdigest(), writer.tell()
+    finally:
+        if stream is not None:
+            stream.abort()
+        if writer is not None:
+            writer.close()
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    offset: int  # of the array data in the file
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+
+
+def _member(fh: IO[bytes], info: zipfile.ZipInfo, path: Path) -> Member:
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise IntegrityError(f"{path}: member {info.filename} is compressed (not a ctxstore shard)")
+    fh.seek(info.header_offset)
+    raw = fh.read(_LOCAL_HEADER.size)
+    if len(raw) != _LOCAL_HEADER.size:
+        raise IntegrityError(f"{path}: truncated zip header of {info.filename}")
+    fields = _LOCAL_HEADER.unpack(raw)
+    if fields[0] != _LOCAL_MAGIC:
+        raise IntegrityError(f"{path}: bad zip header of {info.filename}")
+    name_len, extra_len = fields[9], fields[10]
+    if fh.read(name_len) != info.filename.encode("utf-8"):
+        raise IntegrityError(f"{path}: zip header of {info.filename} names another member")
+    start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+    fh.seek(start)
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise IntegrityError(f"{path}: {info.filename} has unsupported npy version {version}")
+    offset = fh.tell()
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if fortran or dtype.hasobject or offset - start + nbytes != info.file_size:
+        raise IntegrityError(f"{path}: {info.filename} header does not match its data")
+    return Member(offset, dtype, tuple(int(s) for s in shape))
+
+
+def layout(path: Path) -> dict[str, Member]:
+    """Offsets, dtypes and shapes of the shard's members, read from the zip and npy headers
+    only (a few hundred bytes); damage to the structure raises ``IntegrityError``."""
+    try:
+        with open(path, "rb") as fh:
+            with zipfile.ZipFile(fh) as zf:
+                infos = {i.filename: i for i in zf.infolist()}
+            missing = [m for m in MEMBERS if f"{m}.npy" not in infos]
+            if missing:
+                raise IntegrityError(f"{path}: missing arrays {missing}")
+            return {m: _member(fh, infos[f"{m}.npy"], path) for m in MEMBERS}
+    except FileNotFoundError as exc:
+        raise IntegrityError(f"{path}: shard file is missing") from exc
+    except OSError as exc:
+        raise io_error("reading", path, exc) from exc
+    except (zipfile.BadZipFile, ValueError, EOFError, struct.error) as exc:
+        raise IntegrityError(f"{path}: damaged shard ({str(exc)[:120]})") from None
+
+
+def _map(path: Path, member: Member) -> Array:
+    if 0 in member.shape:
+        return np.empty(member.shape, dtype=member.dtype)
+    return np.memmap(path, dtype=member.dtype, mode="r", offset=member.offset, shape=member.shape)
+
+
+def _check(arrays: ShardArrays, path: Path, count: int, dim: int, dtype: str) -> ShardArrays:
+    ids, vectors, norms = arrays.ids, arrays.vectors, arrays.norms
+    if (
+        ids.ndim != 1
+        or ids.dtype.kind != "U"
+        or vectors.shape != (count, dim)
+        or vectors.dtype != np.dtype(dtype)
+        or ids.shape[0] != count
+        or norms.shape != (count,)
+        or norms.dtype.kind != "f"
+    ):
+        raise IntegrityError(
+            f"{path}: arrays do not match the set's metadata "
+            f"(expected {count}x{dim} {dtype}, found {vectors.shape} {vectors.dtype})"
+        )
+    return arrays
+
+
+def open_shard(path: Path, *, count: int, dim: int, dtype: str, mmap: bool) -> ShardArrays:
+    """The shard's arrays, checked against the expected shape and dtype.
+
+    ``mmap=True`` maps every member read-only in place (nothing of the data is read; only the
+    headers are checked). ``mmap=False`` reads through ``numpy.load``, whose zip layer checks
+    each member's CRC-32: a flipped bit raises ``IntegrityError``.
+    """
+    if mmap:
+        members = layout(path)
+        try:
+            arrays = ShardArrays(*(_map(path, members[m]) for m in MEMBERS))
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"{path}: shard file is missing") from exc
+        except (OSError, ValueError) as exc:  # e.g. truncated below a member's end
+            raise IntegrityError(f"{path}: cannot map ({str(exc)[:120]})") from None
+        return _check(arrays, path, count, dim, dtype)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = ShardArrays(*(npz[m] for m in MEMBERS))
+    except FileNotFoundError as exc:
+        raise IntegrityError(f"{path}: shard file is missing") from exc
+    except KeyError as exc:
+        raise IntegrityError(f"{path}: missing array {exc}") from None
+    except OSError as exc:
+        raise io_error("reading", path, exc) from exc
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise IntegrityError(f"{path}: damaged shard ({str(exc)[:120]})") from None
+    return _check(arrays, path, count, dim, dtype)
+
+
+def read_ids(path: Path, count: int) -> Array:
+    """Only the ``ids`` array (used for duplicate checks on append); mapped, not read."""
+    member = layout(path)["ids"]
+    try:
+        ids = _map(path, member)
+    except (OSError, ValueError) as exc:
+        raise IntegrityError(f"{path}: cannot map ids ({str(exc)[:120]})") from None
+    if ids.ndim != 1 or ids.dtype.kind != "U" or ids.shape[0] != count:
+        raise IntegrityError(f"{path}: ids do not match the set's metadata")
+    return ids

@@ -1,0 +1,733 @@
+"""The batch workflow tracker's files: a SQLite database and one staged-items file per workflow.
+
+``tracker.sqlite`` (WAL, ``synchronous=FULL``, ``busy_timeout``; every state change in a
+``BEGIN IMMEDIATE`` transaction) holds one row per workflow and a write journal: one row per
+record-store call a chunk makes (collection, derived batch id, the ids written and which of them
+already existed before), written *before* the call, so rollback knows what a workflow may have
+touched even after a crash. ``items/<workflow>.<token>.jsonl`` holds the staged items, one JSON
+object per line, fsync'd and renamed into place before the row that names it is committed; the
+row keeps each chunk's byte range and CRC-32, checked on every read.
+
+This module knows SQLite and files, nothing of contexts or record stores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import threading
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from app.core.atomic import atomic_file
+from app.core.errors import (
+    ConflictError,
+    IntegrityError,
+    NotFoundError,
+    SchemaVersionError,
+    StorageError,
+    io_error,
+)
+from app.core.workflow_types import WorkflowStatus, check_transition
+
+TRACKER_VERSION = 1
+DB_NAME = "tracker.sqlite"
+ITEMS_DIR = "items"
+BUSY_TIMEOUT_MS = 60_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS workflows(
+    workflow_id TEXT PRIMARY KEY,
+    workflow_type TEXT NOT NULL,
+    context TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    heartbeat_at REAL,
+    items_total INTEGER NOT NULL,
+    items_processed INTEGER NOT NULL DEFAULT 0,
+    chunk_size INTEGER NOT NULL,
+    chunks_total INTEGER NOT NULL,
+    chunks_done INTEGER NOT NULL DEFAULT 0,
+    error_count INTEGER NOT NULL DEFAULT 0,
+    errors TEXT NOT NULL DEFAULT '[]',
+    params TEXT NOT NULL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    owner TEXT,
+    worker TEXT,
+    planned INTEGER NOT NULL DEFAULT 1,
+    items_file TEXT,
+    items_sha256 TEXT,
+    chunk_index BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS workflows_by_status ON workflows(status, created_at);
+CREATE TABLE IF NOT EXISTS journal(
+    workflow_id TEXT NOT NULL,
+    chunk_no INTEGER NOT NULL,
+    call_no INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    ids BLOB NOT NULL,
+    existed BLOB NOT NULL,
+    committed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(workflow_id, chunk_no, call_no));
+"""
+
+# Columns a BatchWorkflow is built from (the chunk index stays in the database).
+SUMMARY_COLUMNS = (
+    "workflow_id, workflow_type, context, status, created_at, started_at, finished_at, "
+    "heartbeat_at, items_total, items_processed, chunk_size, chunks_total, chunks_done, "
+    "error_count, errors, params, cancel_requested, owner, worker, planned, items_file"
+)
+MAX_ERRORS_KEPT = 100
+
+Row = dict[str, Any]
+ChunkIndex = list[tuple[int, int, int]]
+"""Per chunk: (start byte, end byte, CRC-32 of those bytes) in the items file."""
+
+
+@dataclass(frozen=True)
+class StagedItems:
+    """An items file written and fsync'd, not yet referenced by any row."""
+
+    name: str
+    count: int
+    index: ChunkIndex
+    sha256: str
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    chunk_no: int
+    call_no: int
+    kind: str
+    collection: str
+    batch_id: str
+    ids: list[str]
+    existed: list[str]
+    committed: bool
+
+
+def _damaged(path: Path, exc: sqlite3.DatabaseError) -> StorageError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return StorageError(f"{path}: {text}")
+    return IntegrityError(f"{path}: tracker database damaged ({text})")
+
+
+def merge_errors(old_json: str, new: Sequence[str]) -> str:
+    """The errors list after adding ``new`` (the oldest are kept, capped)."""
+    errors: list[str] = orjson.loads(old_json)
+    room = MAX_ERRORS_KEPT - len(errors)
+    if room > 0:
+        errors.extend(new[:room])
+    return orjson.dumps(errors).decode()
+
+
+class TrackerDB:
+    """The tracker database of one store; connections are per thread."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.path = root / DB_NAME
+        self.items_dir = root / ITEMS_DIR
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
+        self._ready = False
+
+    # -- connections --------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.items_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise io_error("creating", self.items_dir, exc) from exc
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._check_version(conn)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as exc:
+            raise _damaged(self.path, exc) from exc
+        return conn
+
+    def _check_version(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, TRACKER_VERSION):
+            conn.close()
+            raise SchemaVersionError(
+                f"{self.path}: tracker version {version} is unknown (this is {TRACKER_VERSION})"
+            )
+
+    def conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._guard:
+                self._all.append(conn)
+            if not self._ready:
+                self._initialise(conn)
+        return conn
+
+    def _initialise(self, conn: sqlite3.Connection) -> None:
+        with self._errors():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._check_version(conn)
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={TRACKER_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        self._ready = True
+
+    def close(self) -> None:
+        """Close every connection this object opened (threads reconnect on next use)."""
+        with self._guard:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise _damaged(self.path, exc) from exc
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction (committed on success, rolled back otherwise)."""
+        conn = self.conn()
+        with self._errors():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._errors():
+            return self.conn().execute(sql, params).fetchall()
+
+    # -- staged items -------------------------------------------------------------------
+
+    def stage_items(self, workflow_id: str, lines: Iterable[bytes], chunk_size: int) -> StagedItems:
+        """Write the items (one encoded JSON object per element) to a new file, durably."""
+        name = f"{workflow_id}.{os.urandom(6).hex()}.jsonl"
+        path = self.items_dir / name
+        index: ChunkIndex = []
+        digest = hashlib.sha256()
+        count = 0
+        pos = 0
+        self.conn()  # creates the directory
+        with atomic_file(path) as fh:
+            chunk: list[bytes] = []
+            for line in lines:
+                chunk.append(line)
+                chunk.append(b"\n")
+                count += 1
+                if len(chunk) >= 2 * chunk_size:
+                    pos = self._write_chunk(fh, chunk, pos, index, digest)
+                    chunk = []
+            if chunk:
+                pos = self._write_chunk(fh, chunk, pos, index, digest)
+        return StagedItems(name=name, count=count, index=index, sha256=digest.hexdigest())
+
+    @staticmethod
+    def _write_chunk(fh: Any, parts: list[bytes], pos: int, index: ChunkIndex, digest: Any) -> int:
+        data = b"".join(parts)
+        fh.write(data)
+        digest.update(data)
+        index.append((pos, pos + len(data), zlib.crc32(data)))
+        return pos + len(data)
+
+    def read_chunk(self, items_file: str, index: ChunkIndex, chunk_no: int) -> list[bytes]:
+        """The encoded items of one chunk, CRC-checked; ``IntegrityError`` names the file."""
+        path = self.items_dir / items_file
+        start, end, crc = index[chunk_no]
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(start)
+                data = fh.read(end - start)
+        except FileNotFoundError:
+            raise IntegrityError(f"{path}: staged items file is missing") from None
+        except OSError as exc:
+            raise io_error("reading", path, exc) from exc
+        if len(data) != end - start or zlib.crc32(data) != crc:
+            raise IntegrityError(f"{path}: chunk {chunk_no} of the staged items is damaged")
+        return data.splitlines()
+
+    def discard_items(self, items_file: str | None) -> None:
+        if not items_file:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            (self.items_dir / items_file).unlink()
+
+    # -- rows ---------------------------------------------------------------------------
+
+    def insert(self, row: Row, index: ChunkIndex) -> None:
+        """Insert a new workflow row; ``ConflictError`` if the id is taken."""
+        cols = [*row.keys(), "chunk_index"]
+        values = [*row.values(), orjson.dumps(index)]
+        sql = (
+            f"INSERT INTO workflows({', '.join(cols)}) "  # column names are ours, not input
+            f"VALUES ({', '.join('?' for _ in cols)})"
+        )
+        with self.write() as conn:
+            taken = conn.execute(
+                "SELECT 1 FROM workflows WHERE workflow_id = ?", (row["workflow_id"],)
+            ).fetchone()
+            if taken is not None:
+                raise ConflictError(f"workflow_id: {row['workflow_id']!r} already exists")
+            conn.execute(sql, values)
+
+    def exists(self, workflow_id: str) -> bool:
+        rows = self._query("SELECT 1 FROM workflows WHERE workflow_id = ?", (workflow_id,))
+        return bool(rows)
+
+    def get(self, workflow_id: str) -> Row:
+        rows = self._query(
+            f"SELECT {SUMMARY_COLUMNS} FROM workflows WHERE workflow_id = ?", (workflow_id,)
+        )
+        if not rows:
+            raise NotFoundError(f"workflow {workflow_id!r} not found")
+        return dict(rows[0])
+
+    def chunk_index(self, workflow_id: str) -> ChunkIndex:
+        rows = self._query(
+            "SELECT chunk_index FROM workflows WHERE workflow_id = ?", (workflow_id,)
+        )
+        if not rows:
+            raise NotFoundError(f"workflow {workflow_id!r} not found")
+        return [(int(a), int(b), int(c)) for a, b, c in orjson.loads(rows[0][0])]
+
+    def list_rows(
+        self,
+        *,
+        status: str | None,
+        workflow_type: str | None,
+        context: str | None,
+        limit: int,
+        offset: int,
+    ) -> list[Row]:
+        clauses, params = [], []
+        for column, value in (
+            ("status", status),
+            ("workflow_type", workflow_type),
+            ("context", context),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = " AND ".join(clauses) or "1"
+        rows = self._query(
+            f"SELECT {SUMMARY_COLUMNS} FROM workflows WHERE {where} "
+            "ORDER BY created_at DESC, workflow_id LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return [dict(r) for r in rows]
+
+    def batch_ids(self, workflow_id: str) -> list[str]:
+        """Batch ids of the record-store calls the workflow committed, in order."""
+        rows = self._query(
+            "SELECT batch_id FROM journal WHERE workflow_id = ? AND committed = 1 "
+            "ORDER BY chunk_no, call_no",
+            (workflow_id,),
+        )
+        return [r[0] for r in rows]
+
+    def move(
+        self,
+        workflow_id: str,
+        new: WorkflowStatus | None,
+        *,
+        if_owner: str | None = None,
+        expect: Iterable[WorkflowStatus] | None = None,
+        errors: Sequence[str] = (),
+        extra_errors: int = 0,
+        **fields: Any,
+    ) -> Row | None:
+        """Change a workflow in one transaction, checking the state machine.
+
+        With ``if_owner``, nothing happens (``None``) unless the row is still ``processing``
+        and owned by ``if_owner``. With ``expect``, a status outside it raises ``ConflictError``.
+        ``errors`` are appended to the row's errors (capped) and counted in ``error_count``
+        with ``extra_errors`` more that were not listed.
+        """
+        with self.write() as conn:
+            row = conn.execute(
+                "SELECT status, owner, errors FROM workflows WHERE workflow_id = ?",
+                (workflow_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"workflow {workflow_id!r} not found")
+            old = WorkflowStatus(row["status"])
+            if if_owner is not None and (
+                row["owner"] != if_owner or old != WorkflowStatus.PROCESSING
+            ):
+                return None
+            if expect is not None and old not in set(expect):
+                raise ConflictError(f"workflow {workflow_id!r} is {old.value}")
+            if new is not None:
+                check_transition(old, new)
+                fields["status"] = new.value
+            if errors:
+                fields["errors"] = merge_errors(row["errors"], errors)
+            assignments = [f"{column} = ?" for column in fields]  # our column names only
+            values = list(fields.values())
+            if errors or extra_errors:
+                assignments.append("error_count = error_count + ?")
+                values.append(len(errors) + extra_errors)
+            if assignments:
+                conn.execute(
+                    f"UPDATE workflows SET {', '.join(assignments)} WHERE workflow_id = ?",
+                    [*values, workflow_id],
+                )
+            out = conn.execute(
+                f"SELECT {SUMMARY_COLUMNS} FROM workflows WHERE workflow_id = ?", (workflow_id,)
+            ).fetchone()
+        return dict(out)
+
+    def claim(
+        self,
+        workflow_id: str | None,
+        owner: str,
+        worker: str,
+        now: float,
+        types: Sequence[str] = (),
+    ) -> Row | None:
+        """Atomically move one pending workflow (the given one, or the oldest of ``types``)
+        to processing.
+
+        Returns the claimed row, or ``None`` when there is nothing pending (``workflow_id``
+        None). A given workflow that is not pending raises ``ConflictError``.
+        """
+        with self.write() as conn:
+            if workflow_id is None:
+                marks = ", ".join("?" for _ in types)
+                found = conn.execute(
+                    "SELECT workflow_id, status FROM workflows WHERE status = ? "
+                    f"AND workflow_type IN ({marks}) ORDER BY created_at, workflow_id LIMIT 1",
+                    (WorkflowStatus.PENDING.value, *types),
+                ).fetchone()
+                if found is None:
+                    return None
+            else:
+                found = conn.execute(
+                    "SELECT workflow_id, status FROM workflows WHERE workflow_id = ?",
+                    (workflow_id,),
+                ).fetchone()
+                if found is None:
+                    raise NotFoundError(f"workflow {workflow_id!r} not found")
+                check_transition(found["status"], WorkflowStatus.PROCESSING)
+            wid = found["workflow_id"]
+            conn.execute(
+                "UPDATE workflows SET status = ?, owner = ?, worker = ?, heartbeat_at = ?, "
+                "started_at = COALESCE(started_at, ?) WHERE workflow_id = ? AND status = ?",
+                (
+                    WorkflowStatus.PROCESSING.value,
+                    owner,
+                    worker,
+                    now,
+                    now,
+                    wid,
+                    WorkflowStatus.PENDING.value,
+                ),
+            )
+            out = conn.execute(
+                f"SELECT {SUMMARY_COLUMNS} FROM workflows WHERE workflow_id = ?", (wid,)
+            ).fetchone()
+        return dict(out)
+
+    def cancel(self, workflow_id: str, now: float) -> Row:
+        """Cancel a pending workflow now, or ask a processing one to stop at its next chunk."""
+        with self.write() as conn:
+            row = conn.execute(
+                "SELECT status FROM workflows WHERE workflow_id = ?", (workflow_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"workflow {workflow_id!r} not found")
+            old = WorkflowStatus(row["status"])
+            check_transition(old, WorkflowStatus.CANCELLED)
+            if old == WorkflowStatus.PROCESSING:
+                conn.execute(
+                    "UPDATE workflows SET cancel_requested = 1 WHERE workflow_id = ?",
+                    (workflow_id,),
+                )
+            else:
+                conn.execute(
+                    "UPDATE workflows SET status = ?, cancel_requested = 1, finished_at = ? "
+                    "WHERE workflow_id = ?",
+                    (WorkflowStatus.CANCELLED.value, now, workflow_id),
+                )
+            out = conn.execute(
+                f"SELECT {SUMMARY_COLUMNS} FROM workflows WHERE workflow_id = ?", (workflow_id,)
+            ).fetchone()
+        return dict(out)
+
+    def recover_stale(self, before: float, now: float) -> list[str]:
+        """Processing workflows whose heartbeat is older than ``before`` go back to pending
+        (or to cancelled, when a cancel was asked for); returns their ids."""
+        with self.write() as conn:
+            rows = conn.execute(
+                "SELECT workflow_id, cancel_requested FROM workflows WHERE status = ? AND "
+                "COALESCE(heartbeat_at, started_at, created_at) < ? ORDER BY created_at",
+                (WorkflowStatus.PROCESSING.value, before),
+            ).fetchall()
+            for wid, cancel in rows:
+                new = WorkflowStatus.CANCELLED if cancel else WorkflowStatus.PENDING
+                check_transition(WorkflowStatus.PROCESSING, new)
+                conn.execute(
+                    "UPDATE workflows SET status = ?, owner = NULL, "
+                    "finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE workflow_id = ?",
+                    (new.value, bool(cancel), now, wid),
+                )
+        return [r[0] for r in rows]
+
+    def heartbeat(self, workflow_id: str, owner: str, now: float) -> bool:
+        """Refresh the heartbeat; False when the workflow is no longer ours."""
+        with self.write() as conn:
+            cur = conn.execute(
+                "UPDATE workflows SET heartbeat_at = ? WHERE workflow_id = ? AND owner = ? "
+                "AND status = ?",
+                (now, workflow_id, owner, WorkflowStatus.PROCESSING.value),
+            )
+            return cur.rowcount == 1
+
+    def plan(
+        self, workflow_id: str, owner: str, staged: StagedItems, chunk_size: int, now: float
+    ) -> bool:
+        """Attach items resolved at the first processing (e.g. a delete's targets)."""
+        with self.write() as conn:
+            cur = conn.execute(
+                "UPDATE workflows SET planned = 1, items_file = ?, items_sha256 = ?, "
+                "items_total = ?, chunks_total = ?, chunk_index = ?, heartbeat_at = ? "
+                "WHERE workflow_id = ? AND owner = ? AND status = ? AND planned = 0",
+                (
+                    staged.name,
+                    staged.sha256,
+                    staged.count,
+                    len(staged.index),
+                    orjson.dumps(staged.index),
+                    now,
+                    workflow_id,
+                    owner,
+                    WorkflowStatus.PROCESSING.value,
+                ),
+            )
+            return cur.rowcount == 1
+
+    def chunk_done(
+        self, workflow_id: str, owner: str, chunk_no: int, items: int, now: float
+    ) -> Row | None:
+        """Record a committed chunk (journal rows committed, progress, heartbeat).
+
+        Returns the row (to see ``cancel_requested``), or ``None`` if no longer ours.
+        """
+        with self.write() as conn:
+            cur = conn.execute(
+                "UPDATE workflows SET chunks_done = ?, items_processed = items_processed + ?, "
+                "heartbeat_at = ? WHERE workflow_id = ? AND owner = ? AND status = ? "
+                "AND chunks_done = ?",
+                (
+                    chunk_no + 1,
+                    items,
+                    now,
+                    workflow_id,
+                    owner,
+                    WorkflowStatus.PROCESSING.value,
+                    chunk_no,
+                ),
+            )
+            if cur.rowcount != 1:
+                return None
+            conn.execute(
+                "UPDATE journal SET committed = 1 WHERE workflow_id = ? AND chunk_no = ?",
+                (workflow_id, chunk_no),
+            )
+            out = conn.execute(
+                f"SELECT {SUMMARY_COLUMNS} FROM workflows WHERE workflow_id = ?", (workflow_id,)
+            ).fetchone()
+        return dict(out)
+
+    # -- the write journal --------------------------------------------------------------
+
+    def journal_add(
+        self,
+        workflow_id: str,
+        chunk_no: int,
+        call_no: int,
+        kind: str,
+        collection: str,
+        batch_id: str,
+        ids: Sequence[str],
+        existed: Sequence[str],
+    ) -> None:
+        """Note a record-store call before it is made (the first note of a call wins).
+
+        Earlier calls of the same chunk returned, so they are marked committed.
+        """
+        with self.write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO journal(workflow_id, chunk_no, call_no, kind, collection, "
+                "batch_id, ids, existed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    workflow_id,
+                    chunk_no,
+                    call_no,
+                    kind,
+                    collection,
+                    batch_id,
+                    orjson.dumps(list(ids)),
+                    orjson.dumps(list(existed)),
+                ),
+            )
+            if call_no > 0:
+                conn.execute(
+                    "UPDATE journal SET committed = 1 WHERE workflow_id = ? AND chunk_no = ? "
+                    "AND call_no < ?",
+                    (workflow_id, chunk_no, call_no),
+                )
+
+    def journal(self, workflow_id: str) -> Iterator[JournalEntry]:
+        """Every noted call of a workflow, in order."""
+        with self._errors():
+            cur = self.conn().execute(
+                "SELECT chunk_no, call_no, kind, collection, batch_id, ids, existed, committed "
+                "FROM journal WHERE workflow_id = ? ORDER BY chunk_no, call_no",
+                (workflow_id,),
+            )
+            for r in cur:
+                yield JournalEntry(
+                    chunk_no=r[0],
+                    call_no=r[1],
+                    kind=r[2],
+                    collection=r[3],
+                    batch_id=r[4],
+                    ids=orjson.loads(r[5]),
+                    existed=orjson.loads(r[6]),
+                    committed=bool(r[7]),
+                )
+
+    # -- maintenance --------------------------------------------------------------------
+
+    def purge(self, statuses: Iterable[WorkflowStatus], before: float) -> list[str | None]:
+        """Delete finished workflows (and their journal) finished before ``before``.
+
+        Returns the items files to remove (after the commit).
+        """
+        values = [s.value for s in statuses]
+        marks = ", ".join("?" for _ in values)
+        with self.write() as conn:
+            rows = conn.execute(
+                f"SELECT workflow_id, items_file FROM workflows WHERE status IN ({marks}) "
+                "AND finished_at IS NOT NULL AND finished_at < ?",
+                [*values, before],
+            ).fetchall()
+            for r in rows:
+                conn.execute("DELETE FROM journal WHERE workflow_id = ?", (r[0],))
+                conn.execute("DELETE FROM workflows WHERE workflow_id = ?", (r[0],))
+        return [r[1] for r in rows]
+
+    def aggregates(self) -> dict[str, Any]:
+        by_status = {
+            r[0]: r[1]
+            for r in self._query("SELECT status, COUNT(*) FROM workflows GROUP BY status")
+        }
+        by_type = {
+            r[0]: r[1]
+            for r in self._query(
+                "SELECT workflow_type, COUNT(*) FROM workflows GROUP BY workflow_type"
+            )
+        }
+        total_items = self._query("SELECT COALESCE(SUM(items_processed), 0) FROM workflows")[0][0]
+        done = self._query(
+            "SELECT COUNT(*), COALESCE(SUM(finished_at - started_at), 0), "
+            "COALESCE(SUM(items_processed), 0) FROM workflows WHERE status = ? "
+            "AND started_at IS NOT NULL AND finished_at IS NOT NULL",
+            (WorkflowStatus.COMPLETED.value,),
+        )[0]
+        return {
+            "by_status": by_status,
+            "by_type": by_type,
+            "items_processed": int(total_items),
+            "completed": int(done[0]),
+            "completed_seconds": float(done[1]),
+            "completed_items": int(done[2]),
+        }
+
+    def check(self) -> list[str]:
+        """Problems in the database and the staged items files; never raises for damage."""
+        problems: list[str] = []
+        try:
+            rows = self._query("PRAGMA integrity_check")
+            problems += [f"{self.path}: {r[0]}" for r in rows if r[0] != "ok"]
+            files = self._query(
+                "SELECT workflow_id, items_file, items_sha256, chunk_index FROM workflows "
+                "WHERE items_file IS NOT NULL"
+            )
+        except StorageError as exc:
+            return [*problems, str(exc)]
+        for wid, name, sha, index_blob in files:
+            problems += self._check_items(wid, name, sha, index_blob)
+        return problems
+
+    def orphans(self, older_than: float) -> list[Path]:
+        """Items files no workflow names, last modified before ``older_than`` (epoch)."""
+        referenced = {r[0] for r in self._query("SELECT items_file FROM workflows")}
+        found: list[Path] = []
+        with contextlib.suppress(OSError):
+            for path in self.items_dir.iterdir():
+                if path.name in referenced or not path.name.endswith(".jsonl"):
+                    continue
+                with contextlib.suppress(OSError):
+                    if path.stat().st_mtime < older_than:
+                        found.append(path)
+        return found
+
+    def _check_items(self, wid: str, name: str, sha: str | None, index_blob: bytes) -> list[str]:
+        path = self.items_dir / name
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        except FileNotFoundError:
+            return [f"{path}: staged items of workflow {wid!r} are missing"]
+        except OSError as exc:
+            return [f"{path}: unreadable ({exc.strerror or exc})"]
+        if sha is not None and digest.hexdigest() != sha:
+            return [f"{path}: staged items of workflow {wid!r} fail their SHA-256 check"]
+        try:
+            orjson.loads(index_blob)
+        except orjson.JSONDecodeError:
+            return [f"{self.path}: chunk index of workflow {wid!r} is damaged"]
+        return []

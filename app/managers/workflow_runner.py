@@ -1,0 +1,207 @@
+"""Running a claimed workflow: the chunk loop, its heartbeat, and tracker rows as models.
+
+The loop, for chunk ``n`` from the first one not yet done:
+
+1. at the chunk boundary: all done -> ``completed``; cancel asked -> ``cancelled``; ``stop``
+   set -> handed back as ``pending``;
+2. read the staged chunk (CRC-checked) and call the handler with a ``ChunkWriter``, whose
+   writes carry batch ids derived from the workflow id and ``n`` (a re-run is a duplicate);
+3. record the chunk as done (progress, heartbeat) - only while still the owner: a workflow
+   recovered or taken over meanwhile is left to its new owner.
+
+A handler exception fails the workflow (status ``failed``, a short error line); chunks
+committed before it stay until ``rollback``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from app.core.codec import encode
+from app.core.errors import StorageError
+from app.core.workflow_types import BatchWorkflow, WorkflowStatus
+from app.formats.tracker import Row, TrackerDB
+from app.managers.workflow_handlers import ChunkWriter, Handler, plan_delete
+
+if TYPE_CHECKING:
+    from app.managers.store import Store
+
+MAX_ERROR_TEXT = 300
+Progress = Callable[[BatchWorkflow], None]
+
+
+def _ts(value: float | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
+
+
+def error_text(chunk_no: int, exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if len(text) > MAX_ERROR_TEXT:
+        text = text[: MAX_ERROR_TEXT - 3] + "..."
+    return f"chunk {chunk_no}: {type(exc).__name__}: {text}"
+
+
+def to_model(row: Row, batch_ids: list[str]) -> BatchWorkflow:
+    return BatchWorkflow(
+        workflow_id=row["workflow_id"],
+        workflow_type=row["workflow_type"],
+        context=row["context"],
+        status=WorkflowStatus(row["status"]),
+        created_at=dt.datetime.fromtimestamp(row["created_at"], dt.UTC),
+        started_at=_ts(row["started_at"]),
+        finished_at=_ts(row["finished_at"]),
+        heartbeat_at=_ts(row["heartbeat_at"]),
+        items_total=row["items_total"],
+        items_processed=row["items_processed"],
+        chunk_size=row["chunk_size"],
+        chunks_total=row["chunks_total"],
+        chunks_done=row["chunks_done"],
+        error_count=row["error_count"],
+        errors=orjson.loads(row["errors"]),
+        params=orjson.loads(row["params"]),
+        batch_ids=batch_ids,
+        cancel_requested=bool(row["cancel_requested"]),
+        worker=row["worker"],
+    )
+
+
+class Heartbeat:
+    """One thread per manager refreshing the heartbeat of the workflows it is processing."""
+
+    def __init__(self, tracker: TrackerDB, interval: float) -> None:
+        self._tracker = tracker
+        self.interval = interval
+        self._active: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, workflow_id: str, owner: str) -> None:
+        with self._lock:
+            self._active[workflow_id] = owner
+            if self._thread is None or not self._thread.is_alive():
+                self._wake.clear()
+                self._thread = threading.Thread(
+                    target=self._run, name="ctxstore-heartbeat", daemon=True
+                )
+                self._thread.start()
+
+    def remove(self, workflow_id: str) -> None:
+        with self._lock:
+            self._active.pop(workflow_id, None)
+
+    def _run(self) -> None:
+        while not self._wake.wait(self.interval):
+            with self._lock:
+                active = list(self._active.items())
+            for wid, owner in active:
+                # busy or closing: the next beat (or the chunk update) refreshes it
+                with contextlib.suppress(StorageError):
+                    self._tracker.heartbeat(wid, owner, time.time())
+
+    def stop(self) -> None:
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        self._thread = None
+
+
+class ChunkRunner:
+    """Runs claimed workflows of one store; shared by all threads of a manager."""
+
+    def __init__(self, tracker: TrackerDB, store: Store, heartbeat_interval: float) -> None:
+        self._tracker = tracker
+        self._store = store
+        self.heartbeat = Heartbeat(tracker, heartbeat_interval)
+
+    def model(self, row: Row) -> BatchWorkflow:
+        return to_model(row, self._tracker.batch_ids(row["workflow_id"]))
+
+    def run(
+        self,
+        row: Row,
+        owner: str,
+        handler: Handler,
+        stop: threading.Event | None,
+        on_progress: Progress | None,
+    ) -> BatchWorkflow:
+        """Run a claimed workflow from its first undone chunk to an end (or a hand-back)."""
+        wid = row["workflow_id"]
+        self.heartbeat.add(wid, owner)
+        try:
+            return self._chunks(row, owner, handler, stop, on_progress)
+        finally:
+            self.heartbeat.remove(wid)
+
+    def _chunks(
+        self,
+        row: Row,
+        owner: str,
+        handler: Handler,
+        stop: threading.Event | None,
+        on_progress: Progress | None,
+    ) -> BatchWorkflow:
+        wid = row["workflow_id"]
+        params: dict[str, Any] = orjson.loads(row["params"])
+        chunk_no = row["chunks_done"]
+        try:
+            ctx = self._store.context(row["context"], create=True)
+            if not row["planned"]:
+                targets = (encode(item) for item in plan_delete(ctx, params))
+                staged = self._tracker.stage_items(wid, targets, row["chunk_size"])
+                if not self._tracker.plan(wid, owner, staged, row["chunk_size"], time.time()):
+                    self._tracker.discard_items(staged.name)
+                    return self.model(self._tracker.get(wid))
+                row = self._tracker.get(wid)
+            index = self._tracker.chunk_index(wid)
+        except Exception as exc:
+            return self._fail(wid, owner, chunk_no, exc)
+        while True:
+            if chunk_no >= len(index):
+                return self._end(wid, owner, WorkflowStatus.COMPLETED)
+            if row["cancel_requested"]:
+                return self._end(wid, owner, WorkflowStatus.CANCELLED)
+            if stop is not None and stop.is_set():
+                return self._end(wid, owner, WorkflowStatus.PENDING)
+            try:
+                items = [
+                    orjson.loads(line)
+                    for line in self._tracker.read_chunk(row["items_file"], index, chunk_no)
+                ]
+                handler(ChunkWriter(ctx, self._tracker, wid, chunk_no), items, params)
+            except Exception as exc:
+                return self._fail(wid, owner, chunk_no, exc)
+            updated = self._tracker.chunk_done(wid, owner, chunk_no, len(items), time.time())
+            if updated is None:  # recovered or taken over meanwhile: no longer ours
+                return self.model(self._tracker.get(wid))
+            row = updated
+            chunk_no += 1
+            if on_progress is not None:
+                on_progress(to_model(row, []))
+
+    def _end(self, wid: str, owner: str, status: WorkflowStatus) -> BatchWorkflow:
+        fields: dict[str, Any] = {}
+        if status != WorkflowStatus.PENDING:
+            fields["finished_at"] = time.time()
+        else:
+            fields["owner"] = None
+        row = self._tracker.move(wid, status, if_owner=owner, **fields)
+        return self.model(row if row is not None else self._tracker.get(wid))
+
+    def _fail(self, wid: str, owner: str, chunk_no: int, exc: BaseException) -> BatchWorkflow:
+        row = self._tracker.move(
+            wid,
+            WorkflowStatus.FAILED,
+            if_owner=owner,
+            errors=[error_text(chunk_no, exc)],
+            finished_at=time.time(),
+        )
+        return self.model(row if row is not None else self._tracker.get(wid))

@@ -1,0 +1,396 @@
+"""``WorkflowManager`` (``store.workflows``): durable, resumable, exactly-once batch workflows.
+
+- ``submit`` stages the items in a fsync'd file, then commits the ``pending`` row.
+- ``process`` claims the workflow (atomic ``pending -> processing`` in one ``BEGIN IMMEDIATE``
+  transaction, with a random owner token), then runs it chunk by chunk. Each chunk's writes go
+  through a ``ChunkWriter`` whose batch ids are derived from the workflow id and chunk number, so
+  a chunk run again after a crash is an idempotent duplicate; progress, the heartbeat and the
+  cancel flag are checked at every chunk boundary, and every update is conditional on still
+  owning the workflow.
+- ``recover`` returns workflows whose heartbeat went stale to ``pending``.
+- ``rollback`` undoes the writes from the journal and the records' history.
+
+The SQL lives in ``app.formats.tracker``; the built-in handlers in ``workflow_handlers``; the
+chunk loop and heartbeat in ``workflow_runner``; the rollback logic in ``workflow_rollback``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import icontract
+
+from app.core.codec import encode
+from app.core.contracts import ensure, is_non_negative_int, is_positive_int, require, valid_name
+from app.core.errors import ConflictError, InvalidInput
+from app.core.names import is_valid_name
+from app.core.workflow_types import (
+    FINISHED,
+    BatchWorkflow,
+    WorkflowStatus,
+    check_transition,
+    parse_status,
+)
+from app.formats.tracker import Row, TrackerDB
+from app.managers.workflow_handlers import (
+    BUILTIN_HANDLERS,
+    BUILTIN_TYPES,
+    DELETE_TYPE,
+    Handler,
+    check_params,
+    prepare_item,
+    stage_encode,
+)
+from app.managers.workflow_rollback import apply_rollback, listed, plan_rollback
+from app.managers.workflow_runner import ChunkRunner, Progress, to_model
+
+if TYPE_CHECKING:
+    from app.managers.store import Store
+
+MAX_CHUNK_SIZE = 1_000_000
+ORPHAN_AGE_S = 3600.0
+
+
+def _workflow_id_ok(value: object) -> bool:
+    return value is None or valid_name(value, "workflow_id")
+
+
+def _status_ok(value: object) -> bool:
+    if value is not None:
+        parse_status(value)
+    return True
+
+
+@icontract.invariant(lambda self: self.root.is_absolute(), "the tracker root is absolute")
+@icontract.invariant(lambda self: self.heartbeat_interval > 0, "the heartbeat interval is > 0")
+class WorkflowManager(icontract.DBC):
+    """The store's batch workflow tracker (SPEC section 7)."""
+
+    def __init__(self, root: Path, store: Store, *, heartbeat_interval: float = 5.0) -> None:
+        self.root = root
+        self._store = store
+        self._tracker = TrackerDB(root)
+        self._handlers: dict[str, Handler] = dict(BUILTIN_HANDLERS)
+        self.heartbeat_interval = heartbeat_interval
+        self._runner = ChunkRunner(self._tracker, store, heartbeat_interval)
+        self._worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __repr__(self) -> str:
+        return f"WorkflowManager({str(self.root)!r})"
+
+    def _model(self, row: Row) -> BatchWorkflow:
+        return to_model(row, self._tracker.batch_ids(row["workflow_id"]))
+
+    # -- submitting ---------------------------------------------------------------------
+
+    @require(
+        lambda workflow_type: isinstance(workflow_type, str) and is_valid_name(workflow_type),
+        "workflow_type",
+        "must be a valid name",
+    )
+    @require(lambda context: valid_name(context, "context"), "context", "invalid")
+    @require(lambda workflow_id: _workflow_id_ok(workflow_id), "workflow_id", "invalid")
+    @require(
+        lambda chunk_size: is_positive_int(chunk_size) and chunk_size <= MAX_CHUNK_SIZE,
+        "chunk_size",
+        f"must be an int in 1..{MAX_CHUNK_SIZE}",
+    )
+    @require(
+        lambda params: params is None or isinstance(params, Mapping),
+        "params",
+        "must be None or a mapping",
+    )
+    @require(
+        lambda items: items is None or not isinstance(items, Mapping | str | bytes),
+        "items",
+        "must be None or an iterable of records",
+    )
+    @ensure(lambda result: result.status == WorkflowStatus.PENDING, "a new workflow is pending")
+    def submit(
+        self,
+        workflow_type: str,
+        *,
+        context: str,
+        items: Iterable[Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        workflow_id: str | None = None,
+        chunk_size: int = 1000,
+    ) -> BatchWorkflow:
+        """Stage ``items`` durably and return a ``pending`` workflow; nothing is written to the
+        context before ``process``."""
+        if workflow_type not in self._handlers:
+            known = ", ".join(sorted(self._handlers))
+            raise InvalidInput(f"workflow_type: {workflow_type!r} is unknown (known: {known})")
+        params_dict = dict(params or {})
+        params_json = encode(params_dict, "params").decode()
+        if workflow_type in BUILTIN_TYPES:
+            check_params(workflow_type, params_dict, items is not None)
+        wid = workflow_id if workflow_id is not None else f"wf-{os.urandom(8).hex()}"
+        if workflow_id is not None and self._tracker.exists(wid):  # rechecked at the insert
+            raise ConflictError(f"workflow_id: {wid!r} already exists")
+        lines = (
+            stage_encode(prepare_item(workflow_type, item, i), f"items[{i}]")
+            for i, item in enumerate(items or ())
+        )
+        staged = self._tracker.stage_items(wid, lines, chunk_size)
+        row: Row = {
+            "workflow_id": wid,
+            "workflow_type": workflow_type,
+            "context": context,
+            "status": WorkflowStatus.PENDING.value,
+            "created_at": time.time(),
+            "items_total": staged.count,
+            "chunk_size": chunk_size,
+            "chunks_total": len(staged.index),
+            "params": params_json,
+            "planned": 0 if workflow_type == DELETE_TYPE and items is None else 1,
+            "items_file": staged.name,
+            "items_sha256": staged.sha256,
+        }
+        try:
+            self._tracker.insert(row, staged.index)
+        except BaseException:
+            self._tracker.discard_items(staged.name)
+            raise
+        return self._model(self._tracker.get(wid))
+
+    # ``register`` overrides ``ABCMeta.register`` (icontract.DBC is an ABC), which has no
+    # preconditions to weaken, so its input checks are in the body; the postcondition holds.
+    @ensure(
+        lambda self, workflow_type, handler: self._handlers.get(workflow_type) is handler,
+        "the handler is registered",
+    )
+    def register(self, workflow_type: str, handler: Callable[..., None]) -> None:
+        """Register ``handler(ctx, chunk, params)`` for a custom workflow type (this process)."""
+        valid_name(workflow_type, "workflow_type")
+        if not callable(handler):
+            raise InvalidInput("handler: must be callable")
+        if workflow_type in BUILTIN_TYPES:
+            raise ConflictError(f"workflow_type: {workflow_type!r} is built in")
+        self._handlers[workflow_type] = handler
+
+    # -- processing ---------------------------------------------------------------------
+
+    @require(lambda workflow_id: valid_name(workflow_id, "workflow_id"), "workflow_id", "invalid")
+    @ensure(lambda workflow_id, result: result.workflow_id == workflow_id, "the workflow asked for")
+    def process(
+        self,
+        workflow_id: str,
+        *,
+        stop: threading.Event | None = None,
+        on_progress: Progress | None = None,
+    ) -> BatchWorkflow:
+        """Claim a pending workflow and run it to its end (``ConflictError`` if not pending).
+
+        With ``stop`` set, the workflow is handed back as ``pending`` at the next chunk boundary.
+        """
+        row = self._tracker.get(workflow_id)
+        if row["workflow_type"] not in self._handlers:
+            raise InvalidInput(
+                f"workflow_type: {row['workflow_type']!r} has no handler in this process "
+                "(register it first)"
+            )
+        owner = os.urandom(8).hex()
+        claimed = self._tracker.claim(workflow_id, owner, self._worker, time.time())
+        assert claimed is not None
+        handler = self._handlers[claimed["workflow_type"]]
+        return self._runner.run(claimed, owner, handler, stop, on_progress)
+
+    @require(
+        lambda limit: limit is None or is_non_negative_int(limit), "limit", "must be an int >= 0"
+    )
+    @ensure(
+        lambda limit, result: limit is None or len(result) <= limit,
+        "never more workflows than the limit",
+    )
+    def process_pending(
+        self,
+        *,
+        limit: int | None = None,
+        stop: threading.Event | None = None,
+        on_progress: Progress | None = None,
+    ) -> list[BatchWorkflow]:
+        """Claim and run pending workflows (oldest first) until none is left, ``limit`` were
+        run, or ``stop`` is set; returns them as they ended. Safe from many processes."""
+        done: list[BatchWorkflow] = []
+        while (limit is None or len(done) < limit) and not (stop is not None and stop.is_set()):
+            owner = os.urandom(8).hex()
+            claimed = self._tracker.claim(
+                None, owner, self._worker, time.time(), types=sorted(self._handlers)
+            )
+            if claimed is None:
+                break
+            handler = self._handlers[claimed["workflow_type"]]
+            done.append(self._runner.run(claimed, owner, handler, stop, on_progress))
+        return done
+
+    # -- reading ------------------------------------------------------------------------
+
+    @require(lambda workflow_id: valid_name(workflow_id, "workflow_id"), "workflow_id", "invalid")
+    @ensure(lambda workflow_id, result: result.workflow_id == workflow_id, "the workflow asked for")
+    def get(self, workflow_id: str) -> BatchWorkflow:
+        """The workflow's current state; ``NotFoundError`` if unknown."""
+        return self._model(self._tracker.get(workflow_id))
+
+    @require(lambda status: _status_ok(status), "status", "invalid")
+    @require(
+        lambda workflow_type: workflow_type is None or isinstance(workflow_type, str),
+        "workflow_type",
+        "must be None or a string",
+    )
+    @require(
+        lambda context: context is None or valid_name(context, "context"), "context", "invalid"
+    )
+    @require(lambda limit: is_non_negative_int(limit), "limit", "must be an int >= 0")
+    @require(lambda offset: is_non_negative_int(offset), "offset", "must be an int >= 0")
+    @ensure(lambda limit, result: len(result) <= limit, "never more than the limit")
+    def list(
+        self,
+        *,
+        status: WorkflowStatus | str | None = None,
+        workflow_type: str | None = None,
+        context: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> builtins.list[BatchWorkflow]:
+        """Workflows matching the filters, newest first (without their batch ids)."""
+        rows = self._tracker.list_rows(
+            status=None if status is None else parse_status(status).value,
+            workflow_type=workflow_type,
+            context=context,
+            limit=limit,
+            offset=offset,
+        )
+        return [to_model(r, []) for r in rows]
+
+    # -- changing -----------------------------------------------------------------------
+
+    @require(lambda workflow_id: valid_name(workflow_id, "workflow_id"), "workflow_id", "invalid")
+    @ensure(
+        lambda result: (
+            result.status == WorkflowStatus.CANCELLED
+            or (result.status == WorkflowStatus.PROCESSING and result.cancel_requested)
+        ),
+        "cancelled, or a processing one asked to stop at its next chunk",
+    )
+    def cancel(self, workflow_id: str) -> BatchWorkflow:
+        """Cancel a pending workflow; a processing one stops at its next chunk boundary."""
+        return self._model(self._tracker.cancel(workflow_id, time.time()))
+
+    @require(lambda workflow_id: valid_name(workflow_id, "workflow_id"), "workflow_id", "invalid")
+    @ensure(lambda result: result.status == WorkflowStatus.ROLLED_BACK, "rolled back")
+    def rollback(self, workflow_id: str) -> BatchWorkflow:
+        """Undo the workflow's writes (see ``workflow_rollback``); ``ConflictError`` if it is
+        not finished or earlier versions it needs were compacted away."""
+        row = self._tracker.get(workflow_id)
+        check_transition(row["status"], WorkflowStatus.ROLLED_BACK)
+        journal = list(self._tracker.journal(workflow_id))
+        finished = {s for s in FINISHED if s != WorkflowStatus.ROLLED_BACK}
+        if not journal:
+            moved = self._tracker.move(
+                workflow_id, WorkflowStatus.ROLLED_BACK, expect=finished, finished_at=time.time()
+            )
+            assert moved is not None
+            return self._model(moved)
+        ctx = self._store.context(row["context"], create=False)
+        with ctx.writer_lock.hold():
+            row = self._tracker.get(workflow_id)
+            check_transition(row["status"], WorkflowStatus.ROLLED_BACK)
+            plan = plan_rollback(ctx, workflow_id, journal)
+            apply_rollback(ctx, workflow_id, plan)
+            errors, extra = listed(plan.left)
+            moved = self._tracker.move(
+                workflow_id,
+                WorkflowStatus.ROLLED_BACK,
+                expect=finished,
+                errors=errors,
+                extra_errors=extra,
+                finished_at=time.time(),
+            )
+        assert moved is not None
+        return self._model(moved)
+
+    @require(
+        lambda stale_after: (
+            isinstance(stale_after, int | float)
+            and not isinstance(stale_after, bool)
+            and stale_after >= 0
+        ),
+        "stale_after",
+        "must be a number of seconds >= 0",
+    )
+    @ensure(
+        lambda result: all(
+            w.status in (WorkflowStatus.PENDING, WorkflowStatus.CANCELLED) for w in result
+        ),
+        "recovered workflows are pending (or cancelled, if asked)",
+    )
+    def recover(self, *, stale_after: float = 60.0) -> builtins.list[BatchWorkflow]:
+        """Hand processing workflows whose heartbeat is older than ``stale_after`` seconds back
+        to ``pending`` (``cancelled`` if a cancel was asked for); returns them."""
+        now = time.time()
+        ids = self._tracker.recover_stale(now - stale_after, now)
+        return [self._model(self._tracker.get(wid)) for wid in ids]
+
+    @require(
+        lambda older_than: isinstance(older_than, dt.timedelta) and older_than >= dt.timedelta(0),
+        "older_than",
+        "must be a non-negative datetime.timedelta",
+    )
+    @ensure(lambda result: result >= 0, "a count is never negative")
+    def purge(self, *, older_than: dt.timedelta) -> int:
+        """Delete finished workflows that finished more than ``older_than`` ago (with their
+        staged items and journal); never touches the records they wrote."""
+        now = time.time()
+        files = self._tracker.purge(FINISHED, now - older_than.total_seconds())
+        for name in files:
+            self._tracker.discard_items(name)
+        for path in self._tracker.orphans(now - max(ORPHAN_AGE_S, older_than.total_seconds())):
+            self._tracker.discard_items(path.name)
+        return len(files)
+
+    @ensure(
+        lambda result: set(result["by_status"]) == {s.value for s in WorkflowStatus},
+        "every status is counted",
+    )
+    def metrics(self) -> dict[str, Any]:
+        """Counts by status and type, items processed, mean duration and items/s of the
+        completed workflows."""
+        agg = self._tracker.aggregates()
+        by_status = {s.value: int(agg["by_status"].get(s.value, 0)) for s in WorkflowStatus}
+        seconds, completed = agg["completed_seconds"], agg["completed"]
+        return {
+            "by_status": by_status,
+            "by_type": dict(sorted(agg["by_type"].items())),
+            "total": sum(by_status.values()),
+            "items_processed": agg["items_processed"],
+            "completed_items": agg["completed_items"],
+            "mean_duration_s": seconds / completed if completed else None,
+            "items_per_s": agg["completed_items"] / seconds if seconds > 0 else None,
+        }
+
+    def handlers(self) -> builtins.list[str]:
+        """Workflow types this process can run, sorted."""
+        return sorted(self._handlers)
+
+    # -- maintenance --------------------------------------------------------------------
+
+    def verify(self) -> builtins.list[str]:
+        """Problems in the tracker database and staged items, naming files; never raises."""
+        try:
+            return self._tracker.check()
+        except Exception as exc:
+            return [f"{self._tracker.path}: {exc}"]
+
+    def close(self) -> None:
+        """Stop the heartbeat thread and close the tracker's connections."""
+        self._runner.heartbeat.stop()
+        self._tracker.close()
