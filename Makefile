@@ -34,7 +34,8 @@ test-fast: $(STAMP)
 	$(PYTEST) -q -m "not slow and not integration" -x
 
 test-persistence: $(STAMP)
-	$(PYTEST) -q tests/test_store.py tests/test_records.py tests/test_filters.py tests/test_durability.py
+	$(PYTEST) -q tests/test_store.py tests/test_records.py tests/test_filters.py \
+		tests/test_durability.py tests/test_concurrency.py
 
 test-batch-workflows: $(STAMP)
 	$(PYTEST) -q -k "workflow or buffer"
