@@ -588,3 +588,15 @@ def test_equal_content_gives_identical_files(ctx: app.Context) -> None:
     a = ctx.embeddings.save("a", names(20), rows(20))
     b = ctx.embeddings.save("b", names(20), rows(20))
     assert a.sha256 == b.sha256
+
+
+def test_empty_set_round_trips_and_searches(ctx: app.Context) -> None:
+    info = ctx.embeddings.save("e", [], np.empty((0, 4), dtype=np.float32))
+    assert (info.count, info.dim) == (0, 4)
+    for mmap in (True, False):
+        es = ctx.embeddings.load("e", mmap=mmap)
+        assert es.ids == [] and es.vectors.shape == (0, 4)
+    assert ctx.embeddings.search("e", np.ones(4)) == []
+    ctx.embeddings.save("e", ["a"], np.ones((1, 4), dtype=np.float32), mode="append")
+    assert [h.id for h in ctx.embeddings.search("e", np.ones(4))] == ["a"]
+    assert ctx.verify().ok

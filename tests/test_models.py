@@ -292,6 +292,10 @@ def plant(ctx: app.Context, name: str, kind: str, payload: bytes) -> Path:
     doc = json.loads(record.read_text())
     doc["sha256"] = hashlib.sha256(payload).hexdigest()
     doc["size_bytes"] = len(payload)
+    if doc.get("chunk_bytes"):  # .pth records also list the SHA-256 of each piece
+        step = doc["chunk_bytes"]
+        pieces = [payload[i : i + step] for i in range(0, len(payload), step)]
+        doc["chunk_sha256"] = [hashlib.sha256(p).hexdigest() for p in pieces]
     record.write_bytes(dump_checked(doc))
     return path
 

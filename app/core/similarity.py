@@ -37,6 +37,20 @@ def row_norms(vectors: Array) -> Array:
     return out
 
 
+def row_term(norms: Array, metric: str, dtype: np.dtype[Any]) -> Array | None:
+    """What ``TopK.add`` needs per row: 1/|x| (0 for a zero row) for ``cosine``, |x|^2 for
+    ``l2``, nothing for ``dot``."""
+    if metric == "dot":
+        return None
+    n: Array = np.asarray(norms, dtype=dtype)
+    out: Array = np.zeros_like(n)
+    if metric == "cosine":
+        np.divide(1.0, n, out=out, where=n > 0)
+    else:
+        np.multiply(n, n, out=out)
+    return out
+
+
 class TopK:
     """Running exact top-``k`` of every query row over the shards ``add``-ed so far."""
 
@@ -52,8 +66,9 @@ class TopK:
         self._vals: list[Array] = []
         self._idx: list[Array] = []
 
-    def add(self, vectors: Array, norms: Array, offset: int) -> None:
-        """Score rows ``vectors`` (global row numbers start at ``offset``)."""
+    def add(self, vectors: Array, term: Array | None, offset: int) -> None:
+        """Score rows ``vectors`` (global row numbers start at ``offset``); ``term`` is
+        ``row_term(norms, metric)`` of these rows (cache it: it depends on the rows only)."""
         n, dim = vectors.shape
         nq = self.queries.shape[0]
         if n == 0 or nq == 0:
@@ -69,13 +84,11 @@ class TopK:
             # nq x b scores; one query is a matrix-vector product
             single = nq == 1
             scores = (block @ self.queries[0]).reshape(1, -1) if single else self.queries @ block.T
-            bnorms = np.asarray(norms[start : start + step], dtype=ct)
-            if self.metric == "cosine":
-                inv = np.divide(1.0, bnorms, out=np.zeros_like(bnorms), where=bnorms > 0)
-                scores *= inv
-            elif self.metric == "l2":
+            if term is not None and self.metric == "cosine":
+                scores *= term[start : start + step]
+            elif term is not None and self.metric == "l2":
                 scores *= 2.0
-                scores -= bnorms * bnorms
+                scores -= term[start : start + step]
             self._keep(scores, offset + start)
 
     def _keep(self, scores: Array, offset: int) -> None:

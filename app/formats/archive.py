@@ -315,11 +315,14 @@ def _extract(tf: tarfile.TarFile, member: tarfile.TarInfo, listed: Listed, dest_
         raise IntegrityError(f"archive: {listed.path!r} has no data")
     target = dest_dir.joinpath(*listed.path.split("/"))
     parent = target.parent
-    parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(target, flags, 0o644)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target, flags, 0o644)
+    except OSError as exc:
+        raise io_error("extracting", target, exc) from exc
     try:
         with os.fdopen(fd, "wb", closefd=True) as out:
             while True:
@@ -333,6 +336,10 @@ def _extract(tf: tarfile.TarFile, member: tarfile.TarInfo, listed: Listed, dest_
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
+    except OSError as exc:  # disk full, I/O error: a typed error keeping the errno
+        with contextlib.suppress(OSError):
+            target.unlink()
+        raise io_error("extracting", target, exc) from exc
     except BaseException:
         with contextlib.suppress(OSError):
             target.unlink()
@@ -367,6 +374,8 @@ def read_archive(src: Path, dest_dir: Path, *, limits: Limits | None = None) -> 
             raise IntegrityError(f"{src}: not a valid tar.gz archive ({exc})") from None
         except UnicodeDecodeError:
             raise IntegrityError(f"{src}: archive member names are not UTF-8") from None
+        except OSError as exc:  # writing the extracted files (disk full, I/O error)
+            raise io_error("extracting", src, exc) from exc
     finally:
         raw.close()
 

@@ -4,12 +4,15 @@ JSON documents carrying their own checksum."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import mmap
 import os
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -104,46 +107,74 @@ def _read_fd(fd: int) -> bytes:
         return fh.read()
 
 
-def _digests(fd: int, chunk: int | None, workers: int = 2) -> list[str]:
-    """SHA-256 of the file at ``fd`` (``chunk=None``) or of each ``chunk``-byte piece, the
-    pieces hashed on ``workers`` threads. The file is mapped, not copied, when possible."""
+@contextlib.contextmanager
+def _view(fd: int) -> Iterator[memoryview]:
+    """The file at ``fd`` as a read-only buffer: mapped (populated) when possible."""
     size = os.fstat(fd).st_size
-    step = chunk or max(size, 1)
-    if size == 0:
-        return [hashlib.sha256(b"").hexdigest()]
-    populate = getattr(mmap, "MAP_POPULATE", 0)
+    mapped: mmap.mmap | None = None
+    if size:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            mapped = mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ)
+    view = memoryview(mapped if mapped is not None else _read_fd(fd) if size else b"")
     try:
-        mapped: mmap.mmap | None = mmap.mmap(
-            fd, size, flags=mmap.MAP_SHARED | populate, prot=mmap.PROT_READ
-        )
-    except (OSError, ValueError, AttributeError):
-        mapped = None
-    view = memoryview(mapped if mapped is not None else _read_fd(fd))
-    try:
-        pieces = [view[start : start + step] for start in range(0, size, step)]
-        try:
-            if len(pieces) == 1 or workers < 2:
-                return [hashlib.sha256(p).hexdigest() for p in pieces]
-            with ThreadPoolExecutor(workers, thread_name_prefix="ctxstore-sha") as pool:
-                return list(pool.map(lambda b: hashlib.sha256(b).hexdigest(), pieces))
-        finally:
-            for piece in pieces:
-                piece.release()
+        yield view
     finally:
         view.release()
         if mapped is not None:
             mapped.close()
 
 
+def _hex(data: Buffer) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _pieces(view: memoryview, chunk: int) -> list[memoryview]:
+    return [view[i : i + chunk] for i in range(0, view.nbytes, chunk)] or [view[0:0]]
+
+
 def sha256_fd(fd: int) -> str:
     """SHA-256 of the whole file open at ``fd``."""
-    return _digests(fd, None)[0]
+    with _view(fd) as view:
+        return _hex(view)
 
 
-def chunk_digests_fd(fd: int, chunk: int, workers: int = 2) -> list[str]:
-    """SHA-256 of each ``chunk``-byte piece of the file at ``fd``, on ``workers`` threads:
-    checking them all checks every byte in about half the time of one SHA-256 pass."""
-    return _digests(fd, chunk, workers)
+def chunk_digests_fd(fd: int, chunk: int) -> list[str]:
+    """SHA-256 of each ``chunk``-byte piece of the file at ``fd``, on two threads: checking
+    them all checks every byte in about half the time of one SHA-256 pass."""
+    with _view(fd) as view, ThreadPoolExecutor(2, thread_name_prefix="ctxstore-sha") as pool:
+        pieces = _pieces(view, chunk)
+        try:
+            return list(pool.map(_hex, pieces))
+        finally:
+            for piece in pieces:
+                piece.release()
+
+
+def follow_sha256(fd: int, done: threading.Event, poll: float = 0.002) -> tuple[str, int]:
+    """SHA-256 of a file that another writer fills strictly sequentially (as torch's zip
+    writer does: it refuses any out-of-order write), hashed as it grows so that hashing
+    overlaps the write. Call ``done.set()`` once the writer has closed; returns
+    ``(hex digest, bytes hashed)``."""
+    digest = hashlib.sha256()
+    buf = bytearray(4 << 20)
+    view = memoryview(buf)
+    pos = 0
+    try:
+        while True:
+            finished = done.is_set()
+            size = os.fstat(fd).st_size
+            while pos < size:
+                n = os.preadv(fd, [view[: min(len(buf), size - pos)]], pos)
+                if n <= 0:
+                    break
+                digest.update(view[:n])
+                pos += n
+            if finished:
+                return digest.hexdigest(), pos
+            time.sleep(poll)
+    finally:
+        view.release()
 
 
 def chunk_digests(data: bytes, chunk: int) -> list[str]:

@@ -4,8 +4,11 @@ read back only after that SHA-256 has been checked.
 
 * torch is imported lazily (``import app`` never imports it): a model can only be a torch
   object if the caller already imported torch, and reading a ``.pth`` imports it on demand.
-* ``.pth`` is read with ``torch.load(weights_only=True)`` only, memory-mapped from the very
-  file descriptor that was hashed (no window for the file to change in between).
+* ``.pth`` is written by torch's own file writer while a second thread hashes the bytes
+  already written (torch writes strictly sequentially); the record also keeps the SHA-256
+  of each 8 MiB piece so that loading checks every byte on two threads. It is read with
+  ``torch.load(weights_only=True)`` only, memory-mapped from the very file descriptor that
+  was hashed (no window for the file to change in between).
 * ``.joblib`` bytes are read once, hashed, and unpickled from that same buffer. Whether to
   unpickle at all (trust) is the caller's decision, made before ``load_joblib``.
 """
@@ -18,6 +21,7 @@ import io
 import os
 import pickle
 import sys
+import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,7 +37,7 @@ from app.core.errors import (
     UntrustedArtifactError,
     io_error,
 )
-from app.formats.hashio import HashingWriter, chunk_digests_fd, sha256_fd
+from app.formats.hashio import HashingWriter, chunk_digests_fd, follow_sha256, sha256_fd
 
 Format = Literal["pth", "joblib"]
 _PROC_FD = Path("/proc/self/fd")
@@ -107,24 +111,29 @@ def write_pth(path: Path, model: Any) -> Written:
             finally:
                 writer.close()
         return Written(digest, size, class_path(model), count, versions)
-    # torch's own file writer (C++) on the temp file; the SHA-256 of what landed in the page
-    # cache is computed on a second thread while atomic_file fsyncs and renames
+    # torch's own (C++) file writer on the temp file, followed by a thread hashing what it
+    # has written so far; the per-piece digests are computed while atomic_file fsyncs
     with ThreadPoolExecutor(2, thread_name_prefix="ctxstore-sha") as pool:
         futures: list[Future[Any]] = []
         dup = -1
         try:
             with atomic_file(path) as fh:
-                torch.save(state, str(_PROC_FD / str(fh.fileno())))
                 dup = os.dup(fh.fileno())
-                size = os.fstat(dup).st_size
-                futures = [
-                    pool.submit(sha256_fd, dup),
-                    pool.submit(chunk_digests_fd, dup, CHUNK, 1),
-                ]
-            digest, chunks = futures[0].result(), futures[1].result()
+                done = threading.Event()
+                futures.append(pool.submit(follow_sha256, dup, done))
+                try:
+                    torch.save(state, str(_PROC_FD / str(fh.fileno())))
+                finally:
+                    done.set()
+                digest, size = futures[0].result()
+                if size != os.fstat(dup).st_size:
+                    raise StorageError(f"{path}: file changed while being hashed")
+                futures.append(pool.submit(chunk_digests_fd, dup, CHUNK))
+            chunks = futures[1].result()
         finally:
-            for future in futures:
-                future.cancel() or future.exception()
+            for future in futures:  # never close ``dup`` under a running hash
+                if not future.cancel():
+                    future.exception()
             if dup >= 0:
                 os.close(dup)
     return Written(digest, size, class_path(model), count, versions, chunks)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime as dt
+import itertools
 import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,11 +45,10 @@ from app.managers.embcheck import (
     is_k,
     make_doc,
 )
+from app.managers.embsearch import Hits, ShardCache, hit_lists, search_result_ok
 
 META = "metadata.json"
-CACHE_SHARDS = 64
 T = TypeVar("T")
-Hits = builtins.list[Hit] | builtins.list[builtins.list[Hit]]
 
 
 def _now() -> str:
@@ -61,35 +60,6 @@ def _metadata_ok(metadata: object) -> bool:
     return True
 
 
-def _sorted_best_first(hits: builtins.list[Hit], metric: str) -> bool:
-    scores = [h.score for h in hits]
-    return scores == sorted(scores, reverse=metric != "l2")
-
-
-def _search_result_ok(result: Hits, query: Any, k: int, metric: str) -> bool:
-    lists: builtins.list[builtins.list[Hit]]
-    if np.ndim(query) == 1:
-        lists = [result]  # type: ignore[list-item]
-    else:
-        lists = result  # type: ignore[assignment]
-        if len(lists) != np.shape(query)[0]:
-            return False
-    return all(len(h) <= k and _sorted_best_first(h, metric) for h in lists)
-
-
-class _Shard:
-    """A verified, memory-mapped shard cached for searches, keyed by the file's identity."""
-
-    __slots__ = ("arrays", "ident", "sha256")
-
-    def __init__(self, ident: tuple[int, ...], sha256: str, arrays: npz.ShardArrays) -> None:
-        self.ident, self.sha256, self.arrays = ident, sha256, arrays
-
-
-def _ident(st: os.stat_result) -> tuple[int, ...]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 @icontract.invariant(lambda self: is_valid_name(self.context), "context name stays valid")
 @icontract.invariant(lambda self: self.root.name == "embeddings", "root is the embeddings dir")
 class EmbeddingStore(icontract.DBC):
@@ -99,8 +69,7 @@ class EmbeddingStore(icontract.DBC):
         self.root = root
         self.context = context
         self._lock = lock
-        self._cache: dict[str, _Shard] = {}
-        self._cache_guard = threading.Lock()
+        self._cache = ShardCache()
 
     def __repr__(self) -> str:
         return f"EmbeddingStore({self.context!r})"
@@ -141,43 +110,8 @@ class EmbeddingStore(icontract.DBC):
             mmap=mmap,
         )
 
-    def _cached(self, name: str, info: EmbeddingInfo, shard: ShardInfo) -> npz.ShardArrays:
-        """The shard mapped for search; its SHA-256 is checked the first time this process
-        uses this file (and again whenever the file changes)."""
-        path = self._dir(name) / shard.file
-        key = str(path)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise IntegrityError(f"{path}: shard file is missing") from None
-        try:
-            ident = _ident(os.fstat(fd))
-            with self._cache_guard:
-                hit = self._cache.get(key)
-            if hit is not None and hit.ident == ident and hit.sha256 == shard.sha256:
-                return hit.arrays
-            if sha256_fd(fd) != shard.sha256:
-                raise IntegrityError(f"{path}: SHA-256 mismatch (the shard is damaged)")
-            arrays = self._open(name, info, shard, mmap=True)
-            try:
-                now = _ident(os.stat(path))
-            except FileNotFoundError:
-                raise IntegrityError(f"{path}: shard file is missing") from None
-            if now != ident:
-                raise IntegrityError(f"{path}: changed while being opened")
-        finally:
-            os.close(fd)
-        with self._cache_guard:
-            if len(self._cache) >= CACHE_SHARDS:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = _Shard(ident, shard.sha256, arrays)
-        return arrays
-
     def _forget(self, name: str) -> None:
-        prefix = str(self._dir(name)) + os.sep
-        with self._cache_guard:
-            for key in [k for k in self._cache if k.startswith(prefix)]:
-                del self._cache[key]
+        self._cache.forget(self._dir(name))
 
     @staticmethod
     def _cleanup(set_dir: Path, keep: set[str]) -> None:
@@ -341,7 +275,7 @@ class EmbeddingStore(icontract.DBC):
     @require(lambda k: is_k(k), "k", "must be an int >= 1")
     @require(lambda query: check_query(query), "query", "invalid")
     @ensure(
-        lambda query, k, metric, result: _search_result_ok(result, query, k, metric),
+        lambda query, k, metric, result: search_result_ok(result, query, k, metric),
         "at most k hits per query, best first",
     )
     def search(self, name: str, query: Any, *, k: int = 10, metric: str = "cosine") -> Hits:
@@ -356,30 +290,13 @@ class EmbeddingStore(icontract.DBC):
                 )
             q = queries.astype(compute_dtype(np.dtype(info.dtype)), copy=False)
             top = TopK(q, metric, k)
-            shards = [self._cached(name, info, s) for s in info.shards]
-            starts = np.cumsum([0] + [s.count for s in info.shards])
-            for arrays, start in zip(shards, starts, strict=False):
-                top.add(arrays.vectors, arrays.norms, int(start))
+            set_dir = self._dir(name)
+            shards = [self._cache.get(set_dir / s.file, s, info) for s in info.shards]
+            starts = [0, *itertools.accumulate(s.count for s in info.shards)]
+            for entry, start in zip(shards, starts, strict=False):
+                top.add(entry.arrays.vectors, entry.term(metric), start)
             scores, rows = top.result()
-            out: builtins.list[builtins.list[Hit]] = []
-            for qi, row_ids in enumerate(rows.tolist()):
-                where = [int(np.searchsorted(starts, r, side="right")) - 1 for r in row_ids]
-                local = [r - int(starts[s]) for r, s in zip(row_ids, where, strict=True)]
-                row_scores = scores[qi].tolist()
-                if metric == "l2":  # exact distances for the hits (no cancellation error)
-                    picked = np.array(
-                        [shards[s].vectors[i] for s, i in zip(where, local, strict=True)],
-                        dtype=np.float64,
-                    ).reshape(len(local), -1)
-                    row_scores = np.linalg.norm(picked - queries[qi], axis=1).tolist()
-                hits = [
-                    Hit.model_construct(id=str(shards[s].ids[i]), score=score)
-                    for s, i, score in zip(where, local, row_scores, strict=True)
-                ]
-                if metric == "l2":
-                    hits.sort(key=lambda h: h.score)
-                out.append(hits)
-            return out
+            return hit_lists(shards, starts, scores, rows, queries, metric)
 
         result = self._snapshot(name, run)
         return result[0] if np.ndim(query) == 1 else result

@@ -1,0 +1,141 @@
+"""Search support for ``EmbeddingStore``: the per-process cache of verified, memory-mapped
+shards and the assembly of ``Hit`` lists from the top-k kernel's rows."""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.core.artifacts import EmbeddingInfo, Hit, ShardInfo
+from app.core.errors import IntegrityError
+from app.core.similarity import compute_dtype, row_term
+from app.formats import npz
+from app.formats.hashio import sha256_fd
+
+Hits = list[Hit] | list[list[Hit]]
+CACHE_SHARDS = 64
+
+
+def _ident(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class CachedShard:
+    """A verified, mapped shard with the per-metric row terms derived from its norms."""
+
+    __slots__ = ("arrays", "ident", "sha256", "terms")
+
+    def __init__(self, ident: tuple[int, ...], sha256: str, arrays: npz.ShardArrays) -> None:
+        self.ident, self.sha256, self.arrays = ident, sha256, arrays
+        self.terms: dict[str, Any] = {}
+
+    def term(self, metric: str) -> Any:
+        if metric not in self.terms:
+            ct = compute_dtype(self.arrays.vectors.dtype)
+            self.terms[metric] = row_term(self.arrays.norms, metric, ct)
+        return self.terms[metric]
+
+
+class ShardCache:
+    """Shards mapped for search, keyed by path and checked against the file's identity
+    (device, inode, size, mtime): a shard's SHA-256 is verified the first time this process
+    searches it, and again whenever the file changes. Thread-safe; bounded."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, CachedShard] = {}
+        self._guard = threading.Lock()
+
+    def get(self, path: Path, shard: ShardInfo, info: EmbeddingInfo) -> CachedShard:
+        key = str(path)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise IntegrityError(f"{path}: shard file is missing") from None
+        try:
+            ident = _ident(os.fstat(fd))
+            with self._guard:
+                hit = self._entries.get(key)
+            if hit is not None and hit.ident == ident and hit.sha256 == shard.sha256:
+                return hit
+            if sha256_fd(fd) != shard.sha256:
+                raise IntegrityError(f"{path}: SHA-256 mismatch (the shard is damaged)")
+            arrays = npz.open_shard(
+                path, count=shard.count, dim=info.dim, dtype=info.dtype, mmap=True
+            )
+            try:
+                now = _ident(os.stat(path))
+            except FileNotFoundError:
+                raise IntegrityError(f"{path}: shard file is missing") from None
+            if now != ident:
+                raise IntegrityError(f"{path}: changed while being opened")
+        finally:
+            os.close(fd)
+        entry = CachedShard(ident, shard.sha256, arrays)
+        with self._guard:
+            if len(self._entries) >= CACHE_SHARDS:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[key] = entry
+        return entry
+
+    def forget(self, directory: Path) -> None:
+        """Drop the entries of the shards in ``directory``."""
+        prefix = str(directory) + os.sep
+        with self._guard:
+            for key in [k for k in self._entries if k.startswith(prefix)]:
+                del self._entries[key]
+
+
+def hit_lists(
+    shards: list[CachedShard],
+    starts: list[int],
+    scores: Any,
+    rows: Any,
+    queries: Any,
+    metric: str,
+) -> list[list[Hit]]:
+    """One list of ``Hit`` per query from the kernel's ``(scores, rows)``; rows are global
+    row numbers over the shards (shard ``s`` starts at ``starts[s]``). For ``l2`` the
+    distances of the hits are recomputed exactly from the vectors (no cancellation error)."""
+    out: list[list[Hit]] = []
+    for qi, row_ids in enumerate(rows.tolist()):
+        where = [bisect.bisect_right(starts, r) - 1 for r in row_ids]
+        local = [r - starts[s] for r, s in zip(row_ids, where, strict=True)]
+        row_scores = scores[qi].tolist()
+        if metric == "l2":
+            picked = np.array(
+                [shards[s].arrays.vectors[i] for s, i in zip(where, local, strict=True)],
+                dtype=np.float64,
+            ).reshape(len(local), -1)
+            row_scores = np.linalg.norm(picked - queries[qi], axis=1).tolist()
+        hits = [
+            Hit.model_construct(id=str(shards[s].arrays.ids[i]), score=score)
+            for s, i, score in zip(where, local, row_scores, strict=True)
+        ]
+        if metric == "l2":
+            hits.sort(key=lambda h: h.score)
+        out.append(hits)
+    return out
+
+
+def _best_first(hits: list[Hit], metric: str) -> bool:
+    scores = [h.score for h in hits]
+    return scores == sorted(scores, reverse=metric != "l2")
+
+
+def search_result_ok(result: Hits, query: Any, k: int, metric: str) -> bool:
+    """Postcondition of ``search``: at most ``k`` hits per query, best first, and one list
+    per query row for a 2-D query."""
+    lists: list[list[Hit]] = []
+    for item in result:
+        if isinstance(item, Hit):
+            lists = [[h for h in result if isinstance(h, Hit)]]
+            break
+        lists.append(item)
+    if np.ndim(query) == 2 and len(lists) != np.shape(query)[0]:
+        return False
+    return all(len(h) <= k and _best_first(h, metric) for h in lists)
