@@ -250,14 +250,14 @@ def verify_file(path: Path, sha256: str, size: int) -> str | None:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return f"{path}: model file is missing"
-    except OSError as exc:
-        return f"{path}: unreadable ({exc.strerror})"
+    except OSError as exc:  # an I/O failure, not damage: typed, keeping the errno
+        raise io_error("reading", path, exc) from exc
     try:
         _check(fd, path, sha256, size)
     except IntegrityError as exc:
         return str(exc)
     except OSError as exc:
-        return f"{path}: unreadable ({exc.strerror})"
+        raise io_error("reading", path, exc) from exc
     finally:
         with contextlib.suppress(OSError):
             os.close(fd)

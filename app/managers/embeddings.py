@@ -27,7 +27,7 @@ import numpy as np
 from app.core.artifacts import EmbeddingInfo, EmbeddingSet, Hit, IdList, ShardInfo
 from app.core.atomic import fsync_dir, write_atomic
 from app.core.contracts import ensure, require, valid_name
-from app.core.errors import IntegrityError, InvalidInput, NotFoundError, StorageError
+from app.core.errors import IntegrityError, InvalidInput, NotFoundError, StorageError, io_error
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.similarity import METRICS, TopK, compute_dtype, row_norms
@@ -256,8 +256,11 @@ class EmbeddingStore(icontract.DBC):
         "one id per row, as recorded",
     )
     def load(self, name: str, *, mmap: bool = True) -> EmbeddingSet:
-        """The set's ids, vectors and metadata. ``mmap=True`` maps a one-shard set's arrays
-        read-only in place (nothing is read); several shards are concatenated."""
+        """The set's ids, vectors and metadata. ``mmap=True`` maps the arrays read-only in
+        place (nothing is read); a set that ``append`` left in several shards is first merged
+        into one (``compact``, once) so that it can be mapped."""
+        if mmap and len(self.info(name).shards) > 1:
+            self.compact(name)
 
         def read(info: EmbeddingInfo) -> EmbeddingSet:
             parts = [self._open(name, info, s, mmap) for s in info.shards]
@@ -269,6 +272,18 @@ class EmbeddingStore(icontract.DBC):
             return EmbeddingSet(ids=IdList(ids), vectors=vectors, metadata=info.metadata, info=info)
 
         return self._snapshot(name, read)
+
+    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @ensure(lambda result: len(result.shards) == 1, "one shard left")
+    def compact(self, name: str) -> EmbeddingInfo:
+        """Merge the set's shards into one (rows, ids and metadata unchanged). Reads the whole
+        set once; ``load(mmap=True)`` calls it for sets ``append`` left in several shards."""
+        with self._lock.hold():
+            info = self.info(name)
+            if len(info.shards) == 1:
+                return info
+            whole = self.load(name, mmap=False)
+            return self.save(name, whole.ids, np.asarray(whole.vectors), metadata=info.metadata)
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
     @require(lambda metric: metric in METRICS, "metric", "must be 'cosine', 'dot' or 'l2'")
@@ -357,8 +372,8 @@ class EmbeddingStore(icontract.DBC):
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return [f"{path}: shard file is missing"]
-        except OSError as exc:
-            return [f"{path}: unreadable ({exc.strerror})"]
+        except OSError as exc:  # an I/O failure, not damage: typed, keeping the errno
+            raise io_error("reading", path, exc) from exc
         try:
             size = os.fstat(fd).st_size
             if size != shard.size_bytes:
@@ -366,7 +381,7 @@ class EmbeddingStore(icontract.DBC):
             if sha256_fd(fd) != shard.sha256:
                 return [f"{path}: SHA-256 mismatch (the shard is damaged)"]
         except OSError as exc:
-            return [f"{path}: unreadable ({exc.strerror})"]
+            raise io_error("reading", path, exc) from exc
         finally:
             os.close(fd)
         return []
