@@ -15,17 +15,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import sqlite3
-import threading
 import zlib
 from collections.abc import Generator, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from app.core.errors import IntegrityError, SchemaVersionError, StorageError
+from app.core.errors import IntegrityError, SchemaVersionError
 from app.core.filters import field_expr, field_path
+from app.formats.sqlitefile import SqliteFile
 
 INDEX_VERSION = 1
 FETCH = 2000
@@ -81,91 +80,33 @@ def check_index_version(path: Path) -> None:
         )
 
 
-def _damaged(path: Path, exc: sqlite3.DatabaseError) -> StorageError:
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return StorageError(f"{path}: {text}")
-    return IntegrityError(f"{path}: index damaged ({text}); repair it with rebuild_index()")
-
-
-class SqliteIndex:
-    """One context's index file. Reader connections are per thread; the writer one is shared
+class SqliteIndex(SqliteFile):
+    """One context's index file. Each thread reads through its own connection; writes are made
     by the writer-lock holder."""
 
+    VERSION = INDEX_VERSION
+    WHAT = "index"
+    REPAIR = "; repair it with rebuild_index()"
+
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._local = threading.local()
-        self._epoch = 0
+        super().__init__(path)
         self._known: set[str] = set()
 
-    # -- connections --------------------------------------------------------------------
+    def invalidate(self) -> None:
+        super().invalidate()
+        self._known.clear()
 
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(
-                self.path, timeout=60.0, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA busy_timeout=60000")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, INDEX_VERSION):
-                conn.close()
-                raise SchemaVersionError(
-                    f"{self.path}: index version {version} is unknown (this is {INDEX_VERSION})"
-                )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA cell_size_check=ON")
-        except sqlite3.DatabaseError as exc:
-            raise _damaged(self.path, exc) from exc
-        return conn
-
-    def conn(self) -> sqlite3.Connection:
-        local = self._local
-        conn: sqlite3.Connection | None = getattr(local, "conn", None)
-        if conn is None or getattr(local, "epoch", -1) != self._epoch:
-            if conn is not None:
-                conn.close()
-            conn = self._connect()
-            local.conn, local.epoch = conn, self._epoch
-        return conn
+    def close(self) -> None:
+        super().close()
+        self._known.clear()
 
     def checkpoint_and_close(self) -> None:
         """Fold the WAL into the main file and close, leaving one self-contained file."""
-        with self._errors():
+        with self.errors():
             conn = self.conn()
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.execute("PRAGMA journal_mode=DELETE")
         self.close()
-
-    def close(self) -> None:
-        """Close this thread's connection and invalidate the others (they reconnect)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-        self._epoch += 1
-        self._known.clear()
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.DatabaseError as exc:
-            raise _damaged(self.path, exc) from exc
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A ``BEGIN IMMEDIATE`` transaction (caller holds the context's writer lock)."""
-        conn = self.conn()
-        with self._errors():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
 
     def initialise(self) -> None:
         with self.write() as conn:
@@ -177,7 +118,7 @@ class SqliteIndex:
     # -- collections and their state ----------------------------------------------------
 
     def is_initialised(self) -> bool:
-        with self._errors():
+        with self.errors():
             row = (
                 self.conn()
                 .execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='collections'")
@@ -186,7 +127,7 @@ class SqliteIndex:
         return row is not None
 
     def collection_state(self, collection: str) -> tuple[str, int] | None:
-        with self._errors():
+        with self.errors():
             row = (
                 self.conn()
                 .execute("SELECT generation, log_end FROM collections WHERE name=?", (collection,))
@@ -197,7 +138,7 @@ class SqliteIndex:
     def has_table(self, collection: str) -> bool:
         if collection in self._known:
             return True
-        with self._errors():
+        with self.errors():
             row = (
                 self.conn()
                 .execute(
@@ -279,7 +220,7 @@ class SqliteIndex:
     # -- batches ------------------------------------------------------------------------
 
     def batch(self, batch_id: str) -> BatchRow | None:
-        with self._errors():
+        with self.errors():
             row = (
                 self.conn()
                 .execute("SELECT * FROM batches WHERE batch_id=?", (batch_id,))
@@ -296,7 +237,7 @@ class SqliteIndex:
         and as many current records as versions ever appended (receipt counts)."""
         if not self.has_table(collection):
             return False
-        with self._errors():
+        with self.errors():
             appended, deleted = (
                 self.conn()
                 .execute(
@@ -310,7 +251,7 @@ class SqliteIndex:
         return bool(deleted == 0 and appended == self.count(collection))
 
     def batches(self, collection: str) -> Iterator[BatchRow]:
-        with self._errors():
+        with self.errors():
             cur = self.conn().execute(
                 "SELECT * FROM batches WHERE collection=? ORDER BY start", (collection,)
             )
@@ -318,7 +259,7 @@ class SqliteIndex:
 
     def batch_at(self, collection: str, pos: int) -> BatchRow | None:
         """The batch whose byte range contains ``pos``."""
-        with self._errors():
+        with self.errors():
             row = (
                 self.conn()
                 .execute(
@@ -345,7 +286,7 @@ class SqliteIndex:
     def get(self, collection: str, record_id: str) -> str | None:
         if not self.has_table(collection):
             return None
-        with self._errors():
+        with self.errors():
             row = (
                 self.conn()
                 .execute(f"SELECT data, crc FROM {table(collection)} WHERE id=?", (record_id,))
@@ -367,7 +308,7 @@ class SqliteIndex:
             return []
         sql, args = self._select_sql(collection, where_sql, params, order_sql, limit, offset)
         check = self._check
-        with self._errors():
+        with self.errors():
             rows = self.conn().execute(sql, args).fetchall()
         return [check(collection, data, crc) for data, crc in rows]
 
@@ -382,7 +323,7 @@ class SqliteIndex:
         crc32, loads = zlib.crc32, orjson.loads
         conn = self._connect()
         try:
-            with self._errors():
+            with self.errors():
                 conn.execute("BEGIN")
                 cur = conn.execute(sql, args)
                 while rows := cur.fetchmany(FETCH):
@@ -412,7 +353,7 @@ class SqliteIndex:
     def select_ids(self, collection: str, where_sql: str, params: Sequence[Any]) -> list[str]:
         if not self.has_table(collection):
             return []
-        with self._errors():
+        with self.errors():
             cur = self.conn().execute(
                 f"SELECT id FROM {table(collection)} WHERE {where_sql} ORDER BY pos", list(params)
             )
@@ -424,7 +365,7 @@ class SqliteIndex:
             return []
         found: set[str] = set()
         conn = self.conn()
-        with self._errors():
+        with self.errors():
             for i in range(0, len(ids), 500):
                 part = list(ids[i : i + 500])
                 marks = ",".join("?" * len(part))
@@ -439,7 +380,7 @@ class SqliteIndex:
     def count(self, collection: str, where_sql: str = "(1)", params: Sequence[Any] = ()) -> int:
         if not self.has_table(collection):
             return 0
-        with self._errors():
+        with self.errors():
             row = (
                 self.conn()
                 .execute(
@@ -453,7 +394,7 @@ class SqliteIndex:
         """Every ``(pos, id, data, crc)`` in commit order, unchecked (for ``verify``)."""
         if not self.has_table(collection):
             return
-        with self._errors():
+        with self.errors():
             cur = self.conn().execute(
                 f"SELECT pos, id, data, crc FROM {table(collection)} ORDER BY pos"
             )
@@ -463,17 +404,17 @@ class SqliteIndex:
     def current_positions(self, collection: str) -> Generator[int, None, None]:
         if not self.has_table(collection):
             return
-        with self._errors():
+        with self.errors():
             cur = self.conn().execute(f"SELECT pos FROM {table(collection)} ORDER BY pos")
             while rows := cur.fetchmany(FETCH * 5):
                 for (pos,) in rows:
                     yield pos
 
     def collection_names(self) -> list[str]:
-        with self._errors():
+        with self.errors():
             return [r[0] for r in self.conn().execute("SELECT name FROM collections ORDER BY name")]
 
     def integrity_check(self) -> list[str]:
-        with self._errors():
+        with self.errors():
             rows = self.conn().execute("PRAGMA integrity_check").fetchall()
         return [] if rows == [("ok",)] else [str(r[0]) for r in rows]

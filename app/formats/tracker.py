@@ -17,10 +17,8 @@ import contextlib
 import hashlib
 import os
 import sqlite3
-import threading
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,16 +30,15 @@ from app.core.errors import (
     ConflictError,
     IntegrityError,
     NotFoundError,
-    SchemaVersionError,
     StorageError,
     io_error,
 )
 from app.core.workflow_types import WorkflowStatus, check_transition
+from app.formats.sqlitefile import SqliteFile
 
 TRACKER_VERSION = 1
 DB_NAME = "tracker.sqlite"
 ITEMS_DIR = "items"
-BUSY_TIMEOUT_MS = 60_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS workflows(
@@ -117,13 +114,6 @@ class JournalEntry:
     committed: bool
 
 
-def _damaged(path: Path, exc: sqlite3.DatabaseError) -> StorageError:
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return StorageError(f"{path}: {text}")
-    return IntegrityError(f"{path}: tracker database damaged ({text})")
-
-
 def merge_errors(old_json: str, new: Sequence[str]) -> str:
     """The errors list after adding ``new`` (the oldest are kept, capped)."""
     errors: list[str] = orjson.loads(old_json)
@@ -133,108 +123,38 @@ def merge_errors(old_json: str, new: Sequence[str]) -> str:
     return orjson.dumps(errors).decode()
 
 
-class TrackerDB:
+class TrackerDB(SqliteFile):
     """The tracker database of one store; connections are per thread."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.path = root / DB_NAME
-        self.items_dir = root / ITEMS_DIR
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._guard = threading.Lock()
-        self._ready = False
+    VERSION = TRACKER_VERSION
+    SYNCHRONOUS = "FULL"
+    WHAT = "tracker database"
 
-    # -- connections --------------------------------------------------------------------
+    def __init__(self, root: Path) -> None:
+        super().__init__(root / DB_NAME)
+        self.root = root
+        self.items_dir = root / ITEMS_DIR
 
     def _connect(self) -> sqlite3.Connection:
         try:
             self.items_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise io_error("creating", self.items_dir, exc) from exc
-        try:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            self._check_version(conn)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-        except sqlite3.DatabaseError as exc:
-            raise _damaged(self.path, exc) from exc
-        return conn
+        return super()._connect()
 
-    def _check_version(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, TRACKER_VERSION):
-            conn.close()
-            raise SchemaVersionError(
-                f"{self.path}: tracker version {version} is unknown (this is {TRACKER_VERSION})"
-            )
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        conn.row_factory = sqlite3.Row
 
-    def conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._guard:
-                self._all.append(conn)
-            if not self._ready:
-                self._initialise(conn)
-        return conn
-
-    def _initialise(self, conn: sqlite3.Connection) -> None:
-        with self._errors():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._check_version(conn)
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={TRACKER_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        self._ready = True
-
-    def close(self) -> None:
-        """Close every connection this object opened (threads reconnect on next use)."""
-        with self._guard:
-            conns, self._all = self._all, []
-        for conn in conns:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
-        self._local = threading.local()
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.DatabaseError as exc:
-            raise _damaged(self.path, exc) from exc
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction (committed on success, rolled back otherwise)."""
-        conn = self.conn()
-        with self._errors():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+    def _first_use(self, conn: sqlite3.Connection) -> None:
+        with self.write() as tx:
+            self.check_version(tx)
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    tx.execute(statement)
+            tx.execute(f"PRAGMA user_version={TRACKER_VERSION}")
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._errors():
+        with self.errors():
             return self.conn().execute(sql, params).fetchall()
 
     # -- staged items -------------------------------------------------------------------
@@ -619,7 +539,7 @@ class TrackerDB:
 
     def journal(self, workflow_id: str) -> Iterator[JournalEntry]:
         """Every noted call of a workflow, in order."""
-        with self._errors():
+        with self.errors():
             cur = self.conn().execute(
                 "SELECT chunk_no, call_no, kind, collection, batch_id, ids, existed, committed "
                 "FROM journal WHERE workflow_id = ? ORDER BY chunk_no, call_no",
