@@ -311,38 +311,64 @@ class BatchLog:
             search = at + 1
         st.tail = True
 
-    def copy_verified(self, start: int, end: int, dst: IO[bytes]) -> int:
-        """Copy the committed batches in ``[start, end)`` to ``dst`` after verifying each
-        batch's checksum (found by jumping from commit line to commit line, without parsing
-        entries); returns the number of entries copied. ``IntegrityError`` on any damage."""
+    def _verified(self, mm: mmap.mmap, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+        """``(batch start, commit line start, batch end)`` of each batch in ``[start, end)``,
+        checksum verified, found by jumping from commit line to commit line (entries are not
+        parsed: the checksum vouches for them). ``IntegrityError`` on any damage."""
+        pos = start
+        while pos < end:
+            at = mm.find(b"\n" + COMMIT, pos - 1, end)
+            line_end = mm.find(b"\n", at + 1, end) + 1 if at >= 0 else 0
+            meta = _parse_commit(mm[at + 1 : line_end]) if line_end > 0 else None
+            if meta is None:
+                raise IntegrityError(f"{self.path}: damaged batch at byte {pos}")
+            body = memoryview(mm)[pos : at + 1]
+            try:
+                n = mm[pos : at + 1].count(b"\n")
+                ok = n == meta[3] and _commit_digest(body, *meta[:4], meta[5]) == meta[4]
+            finally:
+                body.release()
+            if not ok:
+                raise IntegrityError(f"{self.path}: checksum mismatch at byte {pos}")
+            yield pos, at + 1, line_end
+            pos = line_end
+
+    def _mapped(self) -> tuple[IO[bytes], int]:
         try:
-            fh = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
+            fh = open(self.path, "rb")  # noqa: SIM115 - the callers close it
         except OSError as exc:
             raise io_error("reading", self.path, exc) from exc
+        return fh, os.fstat(fh.fileno()).st_size
+
+    def copy_verified(self, start: int, end: int, dst: IO[bytes]) -> int:
+        """Copy the committed batches in ``[start, end)`` to ``dst`` after verifying each
+        batch's checksum; returns the number of entries copied."""
+        fh, size = self._mapped()
         entries = 0
         with fh:
-            size = os.fstat(fh.fileno()).st_size
             if end > size:
                 raise IntegrityError(f"{self.path}: committed data ends early at byte {size}")
             if end <= start:
                 return 0
             with mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ) as mm:
-                pos = start
-                while pos < end:
-                    at = mm.find(b"\n" + COMMIT, pos - 1, end)
-                    line_end = mm.find(b"\n", at + 1, end) + 1 if at >= 0 else 0
-                    meta = _parse_commit(mm[at + 1 : line_end]) if line_end > 0 else None
-                    if meta is None:
-                        raise IntegrityError(f"{self.path}: damaged batch at byte {pos}")
-                    body = mm[pos : at + 1]
-                    n = body.count(b"\n")
-                    if n != meta[3] or _commit_digest(body, *meta[:4], meta[5]) != meta[4]:
-                        raise IntegrityError(f"{self.path}: checksum mismatch at byte {pos}")
-                    dst.write(body)
-                    dst.write(mm[at + 1 : line_end])
-                    entries += n
-                    pos = line_end
+                for batch_start, commit_start, batch_end in self._verified(mm, start, end):
+                    entries += mm[batch_start:commit_start].count(b"\n")
+                    dst.write(mm[batch_start:batch_end])
         return entries
+
+    def count_verified(self, start: int) -> int:
+        """Verify every batch from ``start`` to the end of the file (which must end with a
+        commit: no tail) and return the number of record versions (put lines) in them."""
+        fh, size = self._mapped()
+        puts = 0
+        with fh:
+            if size <= start:
+                return 0
+            with mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ) as mm:
+                for batch_start, commit_start, _ in self._verified(mm, start, size):
+                    body = mm[batch_start:commit_start]
+                    puts += body.count(b"\n" + PUT) + body.startswith(PUT)
+        return puts
 
     def find_id_lines(self, record_id: str) -> list[int]:
         """Offsets of the entry lines that may concern ``record_id`` (a byte search; callers

@@ -16,6 +16,7 @@ contexts.
 from __future__ import annotations
 
 import struct
+import tokenize
 import zipfile
 from dataclasses import dataclass
 from io import BytesIO
@@ -179,7 +180,7 @@ def open_shard(path: Path, *, count: int, dim: int, dtype: str, mmap: bool) -> S
             arrays = ShardArrays(*(_map(path, members[m]) for m in MEMBERS))
         except FileNotFoundError as exc:
             raise IntegrityError(f"{path}: shard file is missing") from exc
-        except (OSError, ValueError) as exc:  # e.g. truncated below a member's end
+        except (OSError, ValueError, SyntaxError, tokenize.TokenError) as exc:  # e.g. truncated
             raise IntegrityError(f"{path}: cannot map ({str(exc)[:120]})") from None
         return _check(arrays, path, count, dim, dtype)
     try:
@@ -191,7 +192,8 @@ def open_shard(path: Path, *, count: int, dim: int, dtype: str, mmap: bool) -> S
         raise IntegrityError(f"{path}: missing array {exc}") from None
     except OSError as exc:
         raise io_error("reading", path, exc) from exc
-    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+    # a damaged .npy header can also fail numpy's header parser (tokenize / ast)
+    except (zipfile.BadZipFile, ValueError, EOFError, SyntaxError, tokenize.TokenError) as exc:
         raise IntegrityError(f"{path}: damaged shard ({str(exc)[:120]})") from None
     return _check(arrays, path, count, dim, dtype)
 

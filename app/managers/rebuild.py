@@ -50,7 +50,7 @@ def rebuild_index(index: SqliteIndex, logs: Iterable[CollectionLog]) -> None:
         fresh.close()
         _remove_db(fresh_path)
         raise
-    index.close()
+    index.invalidate()
     try:
         for suffix in SIDE_FILES:
             with contextlib.suppress(FileNotFoundError):

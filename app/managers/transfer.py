@@ -44,7 +44,7 @@ from app.core.transfer_types import (
     ManifestFile,
 )
 from app.formats.archive import Limits, read_archive, write_archive
-from app.formats.batchlog import BatchLog, ScanState
+from app.formats.batchlog import BatchLog
 from app.managers.catalog import Catalog
 from app.managers.context import Context
 from app.managers.transfer_fs import (
@@ -207,12 +207,7 @@ def _check_layout(manifest: Manifest, staged: Path, src: Path) -> None:
     if logs != set(manifest.collections):
         raise IntegrityError(f"{src}: the manifest's record counts do not match its logs")
     for coll in sorted(logs):
-        found = _scan_log(staged / f"{coll}.jsonl")
-        if found != manifest.collections[coll]:
-            raise IntegrityError(
-                f"{src}: {coll}.jsonl holds {found} records, the manifest says "
-                f"{manifest.collections[coll]}"
-            )
+        _scan_log(staged / f"{coll}.jsonl")
     try:
         catalog = orjson.loads((staged / "context.json").read_bytes())
         assert isinstance(catalog, dict) and isinstance(catalog["collections"], dict)
@@ -222,16 +217,26 @@ def _check_layout(manifest: Manifest, staged: Path, src: Path) -> None:
 
 
 def _scan_log(path: Path) -> int:
-    """Check every batch checksum of an imported log; the number of record versions."""
+    """Check every batch checksum of an imported log (fast: entries are not parsed; the index
+    build that follows parses them); the number of record versions."""
     log = BatchLog(path)
     _, header_len = log.header()
-    state = ScanState(valid_end=header_len, size=0)
-    puts = 0
-    for batch in log.scan(header_len, state):
-        puts += sum(1 for e in batch.entries if e.data is not None)
-    if state.tail:
-        raise IntegrityError(f"{path.name}: damaged or torn bytes after byte {state.valid_end}")
-    return puts
+    return log.count_verified(header_len)
+
+
+def _build_index(store: Store, target: str, staged: Path, manifest: Manifest, src: Path) -> None:
+    """Build the staged context's index (parsing and checking every entry, so a malformed log
+    is refused before anything is visible) and compare record counts with the manifest."""
+    ctx = Context(target, staged, store._trust_dir)
+    try:
+        for coll, expected in sorted(manifest.collections.items()):
+            found = ctx.count(coll)
+            if found != expected:
+                raise IntegrityError(
+                    f"{src}: {coll}.jsonl holds {found} records, the manifest says {expected}"
+                )
+    finally:
+        ctx.close()
 
 
 def _retarget(staged: Path, name: str) -> None:
@@ -290,6 +295,7 @@ def import_context(
         _check_layout(manifest, staged, src)
         _retarget(staged, target)
         _verify_parts(target, staged)
+        _build_index(store, target, staged, manifest, src)
         with store._lock.hold():
             if not _exists(store, target):
                 install(store, target, staged, replace=False)
