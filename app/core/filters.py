@@ -16,7 +16,7 @@ Pure functions, no I/O. Semantics (shared by the SQL compiler and ``matches``):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from app.core.errors import InvalidInput
@@ -260,9 +260,94 @@ def matches(record: Mapping[str, Any], where: Mapping[str, Any] | None) -> bool:
     return _matches(record, where)
 
 
-def matches_compiled(record: Mapping[str, Any], where: Mapping[str, Any] | None) -> bool:
-    """``matches`` for a filter already validated by ``compile_where`` (no re-validation)."""
-    return _matches(record, where)
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+
+def predicate(where: Mapping[str, Any]) -> Predicate:
+    """A validated filter as a Python function: the same semantics as ``matches``, built once
+    (each operator specialised on its value) so checking a record is a few calls."""
+    tests: list[Predicate] = []
+    for key, cond in where.items():
+        if key in ("$and", "$or"):
+            subs = [predicate(c) for c in cond]
+            tests.append(_all(subs) if key == "$and" else _any(subs))
+        else:
+            tests.append(_field_predicate(key, cond))
+    return _all(tests)
+
+
+def _any(tests: list[Predicate]) -> Predicate:
+    return lambda r: any(t(r) for t in tests)
+
+
+def _all(tests: list[Predicate]) -> Predicate:
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        first, second = tests
+        return lambda r: first(r) and second(r)
+    return lambda r: all(t(r) for t in tests)
+
+
+Check = Callable[[Any], bool]
+
+
+def _is_number(a: Any) -> bool:
+    t = type(a)
+    return t is int or t is float
+
+
+def _is_text(a: Any) -> bool:
+    return type(a) is str
+
+
+def _eq_check(value: Any) -> Check:
+    if value is None:
+        return lambda a: a is None or a is _MISSING
+    if isinstance(value, bool):
+        return lambda a: a is value
+    if isinstance(value, str):
+        return lambda a: type(a) is str and a == value
+    return lambda a: _is_number(a) and a == value
+
+
+def _op_check(op: str, value: Any) -> Check:
+    if op == "$eq":
+        return _eq_check(value)
+    if op == "$ne":
+        eq = _eq_check(value)
+        return lambda a: not eq(a)
+    if op in ("$in", "$nin"):
+        alts = [_eq_check(v) for v in value]
+        if op == "$in":
+            return lambda a: any(c(a) for c in alts)
+        return lambda a: not any(c(a) for c in alts)
+    kind: Check = _is_text if isinstance(value, str) else _is_number
+    if op == "$gt":
+        return lambda a: kind(a) and a > value
+    if op == "$gte":
+        return lambda a: kind(a) and a >= value
+    if op == "$lt":
+        return lambda a: kind(a) and a < value
+    return lambda a: kind(a) and a <= value
+
+
+def _field_predicate(key: str, cond: Any) -> Predicate:
+    parts = key.split(".")
+    checks = (
+        [_op_check(op, v) for op, v in cond.items()]
+        if isinstance(cond, Mapping)
+        else [_eq_check(cond)]
+    )
+    if len(parts) == 1:
+        field = parts[0]
+        if len(checks) == 1:
+            (c0,) = checks
+            return lambda r: c0(r.get(field, _MISSING))
+        if len(checks) == 2:
+            c0, c1 = checks
+            return lambda r: c0(a := r.get(field, _MISSING)) and c1(a)
+    return lambda r: all(c(a) for a in (_get(r, parts),) for c in checks)
 
 
 def _matches(record: Mapping[str, Any], where: Mapping[str, Any] | None) -> bool:

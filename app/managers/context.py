@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from app.core.codec import decode, new_id, prepare_batch
 from app.core.contracts import ensure, is_non_negative_int, require, valid_name
 from app.core.errors import ConflictError, IntegrityError, InvalidInput, NotFoundError
-from app.core.filters import compile_order, compile_where, matches_compiled
+from app.core.filters import compile_order, compile_where, predicate
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.schemas import BatchReceipt, CompactionReport, IntegrityReport, RecordVersion
@@ -267,8 +267,9 @@ class Context(icontract.DBC):
     ) -> Iterator[dict[str, Any]]:
         """Records as they come, after checking each really matches ``where``: a damaged
         expression index could otherwise hand back rows that do not match."""
+        check = predicate(where or {})
         for record in records:
-            if not matches_compiled(record, where):
+            if not check(record):
                 raise self._damaged_index(collection)
             yield record
 
