@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
 .PHONY: install demo test lint typecheck test-fast test-persistence test-batch-workflows \
-        test-persistence-performance test-persistence-integration test-reliability test-all \
+        test-persistence-performance test-persistence-integration test-reliability crosshair test-all \
         bench bench-quick clean
 
 $(STAMP): pyproject.toml constraints.txt
@@ -44,7 +44,17 @@ test-persistence-integration: $(STAMP)
 	$(PYTEST) -q -m integration
 
 test-reliability: $(STAMP)
-	$(PYTEST) -q tests/reliability
+	$(PYTEST) -q -p no:cacheprovider tests/reliability
+
+# CrossHair on the pure modules (filters, codec, names, workflow rules), bounded in time (~10 s).
+# app/core's pure modules carry no icontract conditions yet, so the properties are stated in
+# tests/reliability/crosshair_props.py. Not part of `make test`: it needs the `crosshair` extra.
+CROSSHAIR_MODULES := tests/reliability/crosshair_props.py app/core/filters.py app/core/codec.py \
+                     app/core/names.py app/core/workflow_types.py
+crosshair: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[crosshair]'
+	timeout 600 $(BIN)/crosshair check --analysis_kind=icontract \
+		--per_condition_timeout=4 --per_path_timeout=2 $(CROSSHAIR_MODULES)
 
 test-persistence-performance: $(STAMP)
 	$(BIN)/python -m bench --quick

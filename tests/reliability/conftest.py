@@ -1,0 +1,62 @@
+"""Reliability suite (issue 6): shared tally, quick/full mode, helpers.
+
+Every test registers what it tried with ``tally(scenario, trials, failures)``; the terminal
+summary prints one table ``scenario | trials | failures`` at the end of the run. A test also
+asserts ``failures == 0`` itself, so the table is a report, never the only check.
+
+Quick mode (default) is sized for CI; ``CTXSTORE_RELIABILITY=full`` multiplies the counts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+TESTS = HERE.parent
+REPO = TESTS.parent
+for p in (str(HERE), str(TESTS)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+os.environ.pop("CTXSTORE_ROOT", None)
+
+FULL = os.environ.get("CTXSTORE_RELIABILITY", "quick").lower() == "full"
+
+
+def scale(quick: int, full: int) -> int:
+    """A trial count: ``quick`` by default, ``full`` with CTXSTORE_RELIABILITY=full."""
+    return full if FULL else quick
+
+
+_TALLY: dict[str, list[int]] = {}
+_GUARD = threading.Lock()
+
+
+def tally(scenario: str, trials: int, failures: int = 0) -> None:
+    with _GUARD:
+        row = _TALLY.setdefault(scenario, [0, 0])
+        row[0] += trials
+        row[1] += failures
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _TALLY:
+        return
+    tr = terminalreporter
+    width = max(len("scenario"), *(len(s) for s in _TALLY))
+    tr.write_sep("=", f"reliability ({'full' if FULL else 'quick'} mode)")
+    tr.write_line(f"{'scenario'.ljust(width)} | {'trials':>7} | {'failures':>8}")
+    tr.write_line(f"{'-' * width}-+-{'-' * 7}-+-{'-' * 8}")
+    total_t = total_f = 0
+    for name in sorted(_TALLY):
+        t, f = _TALLY[name]
+        total_t += t
+        total_f += f
+        tr.write_line(f"{name.ljust(width)} | {t:>7} | {f:>8}")
+    tr.write_line(f"{'-' * width}-+-{'-' * 7}-+-{'-' * 8}")
+    tr.write_line(f"{'total'.ljust(width)} | {total_t:>7} | {total_f:>8}")
