@@ -77,6 +77,7 @@ def check_index_version(path: Path) -> None:
     if version not in (0, INDEX_VERSION):
         raise SchemaVersionError(
             f"{path}: index version {version} is unknown (this is {INDEX_VERSION})"
+            + SqliteIndex.UNKNOWN_VERSION_HINT
         )
 
 
@@ -87,6 +88,10 @@ class SqliteIndex(SqliteFile):
     VERSION = INDEX_VERSION
     WHAT = "index"
     REPAIR = "; repair it with rebuild_index()"
+    UNKNOWN_VERSION_HINT = (
+        "; if it was not written by a newer ctxstore but damaged, delete it: it is rebuilt "
+        "from the logs"
+    )
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)

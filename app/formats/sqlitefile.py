@@ -28,6 +28,7 @@ class SqliteFile:
     SYNCHRONOUS: ClassVar[str] = "NORMAL"
     WHAT: ClassVar[str] = "database"
     REPAIR: ClassVar[str] = ""
+    UNKNOWN_VERSION_HINT: ClassVar[str] = ""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -62,7 +63,8 @@ class SqliteFile:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, self.VERSION):
             raise SchemaVersionError(
-                f"{self.path}: {self.WHAT} version {version} is unknown (this is {self.VERSION})"
+                f"{self.path}: {self.WHAT} version {version} is unknown (this is "
+                f"{self.VERSION}){self.UNKNOWN_VERSION_HINT}"
             )
 
     def _connect(self) -> sqlite3.Connection:
