@@ -30,15 +30,3 @@ def store(store_root: Path) -> Iterator[app.Store]:
 @pytest.fixture
 def ctx(store: app.Store) -> app.Context:
     return store.context("default")
-
-
-def analogy(i: int, **extra: object) -> dict[str, object]:
-    """A valid analogy record with a stable id."""
-    rec: dict[str, object] = {
-        "id": f"a{i}",
-        "source_domain": f"d{i % 7}",
-        "target_domain": f"t{i % 5}",
-        "quality_score": (i % 100) / 100,
-    }
-    rec.update(extra)
-    return rec

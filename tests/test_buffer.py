@@ -6,9 +6,9 @@ import threading
 import time
 
 import pytest
+from recdata import analogy
 
 import app
-from tests.conftest import analogy
 
 
 def test_many_threads_final_count_equals_accepted(ctx: app.Context) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import analogy
+from recdata import analogy
 
 import app
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import analogy
 from pydantic import BaseModel
+from recdata import analogy
 
 import app
 

@@ -13,10 +13,10 @@ import numpy as np
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from recdata import analogy
 
 import app
 from app.service import create_app
-from tests.conftest import analogy
 
 
 @pytest.fixture

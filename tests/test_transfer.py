@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from recdata import analogy
 
 import app
 from app.core.transfer_types import ContextState, Manifest
-from tests.conftest import analogy
 
 
 def tree(root: Path) -> dict[str, bytes]:

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from recdata import analogy
 
 import app
 from app.core.workflow_types import WorkflowStatus as S
-from tests.conftest import analogy
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+from recdata import analogy
 
 import app
 from app.core.workflow_types import (
@@ -18,7 +19,6 @@ from app.core.workflow_types import (
     WorkflowStatus,
     check_transition,
 )
-from tests.conftest import analogy
 
 S = WorkflowStatus
 

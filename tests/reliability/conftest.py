@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -25,23 +24,7 @@ for p in (str(HERE), str(TESTS)):
 
 os.environ.pop("CTXSTORE_ROOT", None)
 
-FULL = os.environ.get("CTXSTORE_RELIABILITY", "quick").lower() == "full"
-
-
-def scale(quick: int, full: int) -> int:
-    """A trial count: ``quick`` by default, ``full`` with CTXSTORE_RELIABILITY=full."""
-    return full if FULL else quick
-
-
-_TALLY: dict[str, list[int]] = {}
-_GUARD = threading.Lock()
-
-
-def tally(scenario: str, trials: int, failures: int = 0) -> None:
-    with _GUARD:
-        row = _TALLY.setdefault(scenario, [0, 0])
-        row[0] += trials
-        row[1] += failures
+from relstats import _TALLY, FULL  # noqa: E402
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

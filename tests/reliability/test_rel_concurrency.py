@@ -11,8 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
-from conftest import scale, tally
 from harness import child_env
+from relstats import scale, tally
 
 import app
 

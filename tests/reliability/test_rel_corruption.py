@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import scale, tally
+from relstats import scale, tally
 
 import app
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import ops
 import pytest
-from conftest import scale, tally
 from harness import (
     durable_sizes,
     kill,
@@ -21,6 +20,7 @@ from harness import (
     wait_ready,
     zygote,
 )
+from relstats import scale, tally
 
 import app
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import ops
 import pytest
-from conftest import scale, tally
 from harness import run_to_end, zygote
+from relstats import scale, tally
 
 import app
 

@@ -14,7 +14,7 @@ from typing import Any
 import joblib
 import orjson
 import torch
-from conftest import tally
+from relstats import tally
 from test_archive_hostile import CATALOG, GOOD, add, build, cases, manifest, snapshot
 
 import app

@@ -18,7 +18,7 @@ from typing import Any
 
 import ops
 import pytest
-from conftest import scale, tally
+from relstats import scale, tally
 
 import app
 
