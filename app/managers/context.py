@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import icontract
 from pydantic import BaseModel
@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from app.core.codec import decode, new_id, prepare_batch
 from app.core.contracts import ensure, is_non_negative_int, require, valid_name
 from app.core.errors import ConflictError, IntegrityError, InvalidInput, NotFoundError
-from app.core.filters import compile_order, compile_where, predicate
+from app.core.filters import Predicate, compile_order, compile_where, predicate
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.schemas import BatchReceipt, CompactionReport, IntegrityReport, RecordVersion
@@ -37,6 +37,14 @@ if TYPE_CHECKING:
 
 Where = Mapping[str, Any] | None
 OrderBy = str | Sequence[str] | None
+MAX_PLANS = 512
+
+
+class QueryPlan(NamedTuple):
+    where_sql: str
+    params: tuple[Any, ...]
+    order_sql: str
+    check: Predicate | None
 
 
 def _batch_id_ok(batch_id: object) -> bool:
@@ -69,6 +77,7 @@ class Context(icontract.DBC):
         self._logs: dict[str, CollectionLog] = {}
         self._ready = False
         self._ready_guard = threading.Lock()
+        self._plans: dict[tuple[str, str], QueryPlan] = {}
 
     def __repr__(self) -> str:
         return f"Context({self.name!r}, path={str(self.path)!r})"
@@ -262,12 +271,33 @@ class Context(icontract.DBC):
             "its lookup); repair it with rebuild_index()"
         )
 
+    def _plan(self, where: Where, order_by: OrderBy) -> QueryPlan:
+        """The compiled form of a filter and an order (cached by their ``repr``: compiling
+        costs more than the rest of a small indexed query)."""
+        try:
+            key = (repr(where), repr(order_by))
+        except RecursionError:  # absurdly deep: compile_where refuses it with InvalidInput
+            key = ("", "")
+        plan = self._plans.get(key) if key[0] else None
+        if plan is None:
+            where_sql, params = compile_where(where)
+            plan = QueryPlan(
+                where_sql,
+                tuple(params),
+                compile_order(order_by),
+                predicate(where) if where else None,
+            )
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            if key[0]:
+                self._plans[key] = plan
+        return plan
+
     def _rechecked(
-        self, collection: str, records: Iterable[dict[str, Any]], where: Where
+        self, collection: str, records: Iterable[dict[str, Any]], check: Predicate
     ) -> Iterator[dict[str, Any]]:
-        """Records as they come, after checking each really matches ``where``: a damaged
+        """Records as they come, after checking each really matches the filter: a damaged
         expression index could otherwise hand back rows that do not match."""
-        check = predicate(where or {})
         for record in records:
             if not check(record):
                 raise self._damaged_index(collection)
@@ -292,13 +322,13 @@ class Context(icontract.DBC):
         offset: int = 0,
     ) -> list[dict[str, Any]]:
         """Records matching ``where``, in ``order_by`` (default: commit) order."""
-        where_sql, params = compile_where(where)
-        order_sql = compile_order(order_by)
+        plan = self._plan(where, order_by)
         self._ensure_ready()
-        rows = self._index.select(collection, where_sql, params, order_sql, limit, offset)
-        records = [decode(d) for d in rows]
-        if where:
-            records = list(self._rechecked(collection, records, where))
+        records = self._index.select(
+            collection, plan.where_sql, plan.params, plan.order_sql, limit, offset
+        )
+        if plan.check is not None and not all(map(plan.check, records)):
+            raise self._damaged_index(collection)
         return records
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
@@ -306,11 +336,10 @@ class Context(icontract.DBC):
         self, collection: str, where: Where = None, *, order_by: OrderBy = None
     ) -> Iterator[dict[str, Any]]:
         """Stream matching records with flat memory."""
-        where_sql, params = compile_where(where)
-        order_sql = compile_order(order_by)
+        plan = self._plan(where, order_by)
         self._ensure_ready()
-        records = self._index.stream(collection, where_sql, params, order_sql)
-        return self._rechecked(collection, records, where) if where else records
+        records = self._index.stream(collection, plan.where_sql, plan.params, plan.order_sql)
+        return records if plan.check is None else self._rechecked(collection, records, plan.check)
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
     @ensure(lambda result: result >= 0, "a count is never negative")
