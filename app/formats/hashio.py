@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from typing_extensions import Buffer
 
-from app.core.errors import IntegrityError, InvalidInput, io_error
+from app.core.errors import IntegrityError, InvalidInput, SchemaVersionError, io_error
 
 PARALLEL_MIN = 1 << 20  # buffers at least this large are hashed on the worker thread
 
@@ -253,3 +253,17 @@ def read_checked(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise io_error("reading", path, exc) from exc
     return parse_checked(data, path)
+
+
+def check_document(doc: Mapping[str, Any], path: Path, document: str, version: int) -> None:
+    """The header of a checked JSON document: its kind and a format version this ctxstore
+    reads (``IntegrityError`` for a damaged header, ``SchemaVersionError`` for a newer one)."""
+    if doc.get("document") != document:
+        raise IntegrityError(f"{path}: not a {document} document")
+    found = doc.get("format_version")
+    if not isinstance(found, int) or isinstance(found, bool) or found < 1:
+        raise IntegrityError(f"{path}: bad format_version")
+    if found > version:
+        raise SchemaVersionError(
+            f"{path}: {document} format {found} is unknown (this ctxstore reads {version})"
+        )

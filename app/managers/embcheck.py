@@ -17,7 +17,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from app.core.artifacts import EmbeddingInfo, ShardInfo
-from app.core.errors import IntegrityError, InvalidInput, SchemaVersionError
+from app.core.errors import IntegrityError, InvalidInput
+from app.formats.hashio import check_document
 
 Array = np.ndarray[Any, Any]
 
@@ -157,15 +158,7 @@ def make_doc(
 
 def info_of(doc: dict[str, Any], path: Path) -> tuple[EmbeddingInfo, int]:
     """The ``EmbeddingInfo`` and next shard number recorded in a parsed ``metadata.json``."""
-    if doc.get("document") != FORMAT:
-        raise IntegrityError(f"{path}: not an embedding set document")
-    version = doc.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise IntegrityError(f"{path}: bad format_version")
-    if version > FORMAT_VERSION:
-        raise SchemaVersionError(
-            f"{path}: embedding format {version} is unknown (this ctxstore reads {FORMAT_VERSION})"
-        )
+    check_document(doc, path, FORMAT, FORMAT_VERSION)
     fields = {k: v for k, v in doc.items() if k in EmbeddingInfo.model_fields}
     try:
         shards = [ShardInfo.model_validate(s, strict=True) for s in doc.get("shards", [])]

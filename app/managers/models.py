@@ -31,14 +31,19 @@ from app.core.errors import (
     IntegrityError,
     InvalidInput,
     NotFoundError,
-    SchemaVersionError,
     StorageError,
     UntrustedArtifactError,
 )
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.formats import modelfile
-from app.formats.hashio import chunk_digests, dump_checked, plain_json, read_checked
+from app.formats.hashio import (
+    check_document,
+    chunk_digests,
+    dump_checked,
+    plain_json,
+    read_checked,
+)
 
 FORMAT = "ctxstore.model"
 FORMAT_VERSION = 1
@@ -79,15 +84,7 @@ def _chunks(doc: dict[str, Any], path: Path) -> tuple[list[str], int]:
 
 
 def _parse(doc: dict[str, Any], path: Path, name: str) -> ModelInfo:
-    if doc.get("document") != FORMAT:
-        raise IntegrityError(f"{path}: not a model record")
-    version = doc.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise IntegrityError(f"{path}: bad format_version")
-    if version > FORMAT_VERSION:
-        raise SchemaVersionError(
-            f"{path}: model format {version} is unknown (this ctxstore reads {FORMAT_VERSION})"
-        )
+    check_document(doc, path, FORMAT, FORMAT_VERSION)
     fields = {k: v for k, v in doc.items() if k in ModelInfo.model_fields}
     try:
         info = ModelInfo.model_validate(fields)
