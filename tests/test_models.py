@@ -418,3 +418,17 @@ def test_import_app_and_joblib_models_never_import_torch(tmp_path: Path) -> None
         env=env,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_version_numbers_are_never_given_out_twice(ctx: Any) -> None:
+    """Deleting the latest version does not make its number free again: a later save of
+    different content must not appear under a number that once named something else."""
+    first = ctx.models.save("m", {"w": [1]})
+    second = ctx.models.save("m", {"w": [2]})
+    ctx.models.delete("m", version=second.version)
+    third = ctx.models.save("m", {"w": [3]})
+    assert (first.version, second.version, third.version) == (1, 2, 3)
+    assert [i.version for i in ctx.models.versions("m")] == [1, 3]
+    assert ctx.verify().ok
+    ctx.models.delete("m")
+    assert ctx.models.save("m", {"w": [4]}).version == 1  # a deleted model starts afresh

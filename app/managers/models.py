@@ -47,6 +47,7 @@ from app.formats.hashio import (
 
 FORMAT = "ctxstore.model"
 FORMAT_VERSION = 1
+HIGH_WATER = "high-water"  # the highest version ever given out, kept when versions are deleted
 RECORD = re.compile(r"v(\d{4,})\.json")
 ARTEFACT = re.compile(r"v(\d{4,})\.(pth|joblib)")
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -208,6 +209,8 @@ class ModelStore(icontract.DBC):
             used += [
                 int(m.group(1)) for p in model_dir.iterdir() if (m := ARTEFACT.fullmatch(p.name))
             ]
+            with contextlib.suppress(OSError, ValueError):
+                used.append(int((model_dir / HIGH_WATER).read_text()))
         return max(used, default=0) + 1
 
     def _commit(self, info: ModelInfo, chunks: builtins.list[str] | None = None) -> None:
@@ -238,6 +241,8 @@ class ModelStore(icontract.DBC):
                 raise NotFoundError(f"{what} not found in context {self.context!r}")
             doomed = numbers if version is None else [version]
             try:
+                if version is not None:  # a version number is never given out twice
+                    write_atomic(model_dir / HIGH_WATER, str(max(numbers)).encode())
                 for number in doomed:  # records first: once gone, the version is gone
                     (model_dir / f"{_stem(number)}.json").unlink()
                 fsync_dir(model_dir)
@@ -252,7 +257,9 @@ class ModelStore(icontract.DBC):
             if version is None:
                 with contextlib.suppress(OSError):
                     for path in model_dir.iterdir():
-                        if path.name.startswith(".") and path.name.endswith(".tmp"):
+                        if path.name == HIGH_WATER or (
+                            path.name.startswith(".") and path.name.endswith(".tmp")
+                        ):
                             path.unlink()
                     model_dir.rmdir()
 
