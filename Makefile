@@ -48,7 +48,7 @@ test-reliability: $(STAMP)
 
 # CrossHair on the pure modules (filters, codec, names, workflow rules), bounded in time (~10 s).
 # app/core's pure modules carry no icontract conditions yet, so the properties are stated in
-# tests/reliability/crosshair_props.py. Not part of `make test`: it needs the `crosshair` extra.
+# tests/reliability/crosshair_props.py. Run by .ci/run after `make test` (installs the extra).
 CROSSHAIR_MODULES := tests/reliability/crosshair_props.py app/core/filters.py app/core/codec.py \
                      app/core/names.py app/core/workflow_types.py
 crosshair: $(STAMP)
