@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ class SqliteFile:
         self._epoch = 0
         self._all: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
+        self._ino: int | None = None
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -87,7 +89,21 @@ class SqliteFile:
         except BaseException:
             conn.close()
             raise
+        with contextlib.suppress(OSError):
+            self._ino = os.stat(self.path).st_ino
         return conn
+
+    def replaced(self) -> bool:
+        """True when the file this object has connected to was replaced or removed since (by
+        another process): connections then read a deleted file and must be renewed."""
+        if self._ino is None:
+            return False
+        try:
+            return os.stat(self.path).st_ino != self._ino
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
 
     def conn(self) -> sqlite3.Connection:
         """This thread's connection (opened on first use, or again after ``invalidate``)."""

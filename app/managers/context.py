@@ -101,7 +101,13 @@ class Context(icontract.DBC):
 
     def _ensure_ready(self) -> None:
         if self._ready:
-            return
+            if not self._index.replaced():
+                return
+            # another process rebuilt the index or swapped the context directory (import,
+            # save_context): drop connections to the old file and recover against the new one
+            self._index.invalidate()
+            self._plans.clear()
+            self._ready = False
         with self._ready_guard:
             if not self._ready:
                 with self._lock.hold():
