@@ -35,8 +35,8 @@ def rebuild_index(index: SqliteIndex, logs: Iterable[CollectionLog]) -> None:
 
     Caller holds the writer lock. Until the new file is complete the old one stays in place,
     so a rebuild that stops on a damaged log leaves reads as they were. The old file's WAL is
-    removed before the swap: an old WAL must never be replayed into a new database.
-  
+    removed before the swap: an old WAL must never be replayed into a new database. Other
+    processes notice the new file at their next operation and reconnect.
     """
     fresh_path = index.path.with_name(f".{index.path.name}.rebuild")
     _remove_db(fresh_path)
