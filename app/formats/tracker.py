@@ -1,4 +1,4 @@
-"""The batch workflow tracker's files: a SQLite database and one staged-items file per workflow.
+"""The batch workflow tracker's database (staged items files: ``app.formats.staged_items``).
 
 ``tracker.sqlite`` (WAL, ``synchronous=FULL``, ``busy_timeout``; every state change in a
 ``BEGIN IMMEDIATE`` transaction) holds one row per workflow and a write journal: one row per
@@ -13,11 +13,7 @@ This module knows SQLite and files, nothing of contexts or record stores.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
 import sqlite3
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,16 +21,15 @@ from typing import Any
 
 import orjson
 
-from app.core.atomic import atomic_file
 from app.core.errors import (
     ConflictError,
-    IntegrityError,
     NotFoundError,
     StorageError,
     io_error,
 )
 from app.core.workflow_types import WorkflowStatus, check_transition
 from app.formats.sqlitefile import SqliteFile
+from app.formats.staged_items import ChunkIndex, ItemsDir, StagedItems
 
 TRACKER_VERSION = 1
 DB_NAME = "tracker.sqlite"
@@ -88,18 +83,6 @@ SUMMARY_COLUMNS = (
 MAX_ERRORS_KEPT = 100
 
 Row = dict[str, Any]
-ChunkIndex = list[tuple[int, int, int]]
-"""Per chunk: (start byte, end byte, CRC-32 of those bytes) in the items file."""
-
-
-@dataclass(frozen=True)
-class StagedItems:
-    """An items file written and fsync'd, not yet referenced by any row."""
-
-    name: str
-    count: int
-    index: ChunkIndex
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -134,6 +117,7 @@ class TrackerDB(SqliteFile):
         super().__init__(root / DB_NAME)
         self.root = root
         self.items_dir = root / ITEMS_DIR
+        self.items = ItemsDir(self.items_dir)
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -157,59 +141,17 @@ class TrackerDB(SqliteFile):
         with self.errors():
             return self.conn().execute(sql, params).fetchall()
 
-    # -- staged items -------------------------------------------------------------------
+    # -- staged items (files: app.formats.staged_items) ----------------------------------
 
     def stage_items(self, workflow_id: str, lines: Iterable[bytes], chunk_size: int) -> StagedItems:
-        """Write the items (one encoded JSON object per element) to a new file, durably."""
-        name = f"{workflow_id}.{os.urandom(6).hex()}.jsonl"
-        path = self.items_dir / name
-        index: ChunkIndex = []
-        digest = hashlib.sha256()
-        count = 0
-        pos = 0
         self.conn()  # creates the directory
-        with atomic_file(path) as fh:
-            chunk: list[bytes] = []
-            for line in lines:
-                chunk.append(line)
-                chunk.append(b"\n")
-                count += 1
-                if len(chunk) >= 2 * chunk_size:
-                    pos = self._write_chunk(fh, chunk, pos, index, digest)
-                    chunk = []
-            if chunk:
-                pos = self._write_chunk(fh, chunk, pos, index, digest)
-        return StagedItems(name=name, count=count, index=index, sha256=digest.hexdigest())
-
-    @staticmethod
-    def _write_chunk(fh: Any, parts: list[bytes], pos: int, index: ChunkIndex, digest: Any) -> int:
-        data = b"".join(parts)
-        fh.write(data)
-        digest.update(data)
-        index.append((pos, pos + len(data), zlib.crc32(data)))
-        return pos + len(data)
+        return self.items.stage(workflow_id, lines, chunk_size)
 
     def read_chunk(self, items_file: str, index: ChunkIndex, chunk_no: int) -> list[bytes]:
-        """The encoded items of one chunk, CRC-checked; ``IntegrityError`` names the file."""
-        path = self.items_dir / items_file
-        start, end, crc = index[chunk_no]
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(start)
-                data = fh.read(end - start)
-        except FileNotFoundError:
-            raise IntegrityError(f"{path}: staged items file is missing") from None
-        except OSError as exc:
-            raise io_error("reading", path, exc) from exc
-        if len(data) != end - start or zlib.crc32(data) != crc:
-            raise IntegrityError(f"{path}: chunk {chunk_no} of the staged items is damaged")
-        return data.splitlines()
+        return self.items.read_chunk(items_file, index, chunk_no)
 
     def discard_items(self, items_file: str | None) -> None:
-        if not items_file:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            (self.items_dir / items_file).unlink()
+        self.items.discard(items_file)
 
     # -- rows ---------------------------------------------------------------------------
 
@@ -623,31 +565,12 @@ class TrackerDB(SqliteFile):
     def orphans(self, older_than: float) -> list[Path]:
         """Items files no workflow names, last modified before ``older_than`` (epoch)."""
         referenced = {r[0] for r in self._query("SELECT items_file FROM workflows")}
-        found: list[Path] = []
-        with contextlib.suppress(OSError):
-            for path in self.items_dir.iterdir():
-                if path.name in referenced or not path.name.endswith(".jsonl"):
-                    continue
-                with contextlib.suppress(OSError):
-                    if path.stat().st_mtime < older_than:
-                        found.append(path)
-        return found
+        return self.items.orphans(referenced, older_than)
 
     def _check_items(self, wid: str, name: str, sha: str | None, index_blob: bytes) -> list[str]:
-        path = self.items_dir / name
-        digest = hashlib.sha256()
-        try:
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-        except FileNotFoundError:
-            return [f"{path}: staged items of workflow {wid!r} are missing"]
-        except OSError as exc:
-            return [f"{path}: unreadable ({exc.strerror or exc})"]
-        if sha is not None and digest.hexdigest() != sha:
-            return [f"{path}: staged items of workflow {wid!r} fail their SHA-256 check"]
+        problems = self.items.check(wid, name, sha)
         try:
             orjson.loads(index_blob)
         except orjson.JSONDecodeError:
-            return [f"{self.path}: chunk index of workflow {wid!r} is damaged"]
-        return []
+            problems.append(f"{self.path}: chunk index of workflow {wid!r} is damaged")
+        return problems
