@@ -22,6 +22,20 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
+def removed_on_failure(partial: Path, action: str, shown: Path | None = None) -> Iterator[None]:
+    """Remove the half-written file ``partial`` if the block fails; an ``OSError`` becomes a
+    ``StorageError`` keeping its errno, naming ``shown`` (default: ``partial``)."""
+    try:
+        yield
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        if isinstance(exc, OSError):
+            raise io_error(action, shown or partial, exc) from exc
+        raise
+
+
+@contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[IO[bytes]]:
     """Yield a temp file beside ``path``; on success flush, fsync, rename over it, fsync dir.
 
@@ -33,22 +47,13 @@ def atomic_file(path: Path) -> Iterator[IO[bytes]]:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise io_error("writing", path, exc) from exc
-    tmp = Path(tmp_name)
-    try:
+    with removed_on_failure(Path(tmp_name), "writing", path):
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp_name, path)
         fsync_dir(path.parent)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise io_error("writing", path, exc) from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def write_atomic(path: Path, data: bytes) -> None:

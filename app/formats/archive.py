@@ -19,7 +19,6 @@ fsync'd. This module knows tar and gzip, nothing of contexts.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
@@ -39,7 +38,7 @@ from typing import IO, Any
 
 import orjson
 
-from app.core.atomic import atomic_file, fsync_dir
+from app.core.atomic import atomic_file, fsync_dir, removed_on_failure
 from app.core.errors import IntegrityError, StorageError, io_error
 
 MANIFEST_NAME = "manifest.json"
@@ -323,27 +322,18 @@ def _extract(tf: tarfile.TarFile, member: tarfile.TarInfo, listed: Listed, dest_
         fd = os.open(target, flags, 0o644)
     except OSError as exc:
         raise io_error("extracting", target, exc) from exc
-    try:
-        with os.fdopen(fd, "wb", closefd=True) as out:
-            while True:
-                chunk = src.read(READ_CHUNK)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > listed.size:
-                    raise IntegrityError(f"archive: {listed.path!r} is larger than listed")
-                digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-    except OSError as exc:  # disk full, I/O error: a typed error keeping the errno
-        with contextlib.suppress(OSError):
-            target.unlink()
-        raise io_error("extracting", target, exc) from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            target.unlink()
-        raise
+    with removed_on_failure(target, "extracting"), os.fdopen(fd, "wb", closefd=True) as out:
+        while True:
+            chunk = src.read(READ_CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > listed.size:
+                raise IntegrityError(f"archive: {listed.path!r} is larger than listed")
+            digest.update(chunk)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
     if size != listed.size:
         raise IntegrityError(f"archive: {listed.path!r} has {size} bytes, listed {listed.size}")
     if digest.hexdigest() != listed.sha256:
