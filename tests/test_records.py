@@ -353,7 +353,9 @@ def test_batch_id_idempotency(ctx: app.Context) -> None:
     assert r1.batch_id == "batch-1"
     assert r1.duplicate is False
     raw = log_bytes(ctx, "analogies")
-    r2 = ctx.append("analogies", [analogy(i) for i in range(100, 150)], batch_id="batch-1")
+    with pytest.raises(app.ConflictError, match="different payload"):  # SPEC 16 (v2)
+        ctx.append("analogies", [analogy(i) for i in range(100, 150)], batch_id="batch-1")
+    r2 = ctx.append("analogies", [analogy(i) for i in range(10)], batch_id="batch-1")
     assert r2.duplicate is True
     assert (r2.batch_id, r2.count, r2.committed_at, r2.sha256) == (
         r1.batch_id,
@@ -370,13 +372,15 @@ def test_batch_id_idempotency_across_reopen_and_process(store_root: Path) -> Non
     with app.open_store(store_root) as s:
         r1 = s.context("c").append("notes", [{"id": "1"}], batch_id="once")
     with app.open_store(store_root) as s:
-        r2 = s.context("c").append("notes", [{"id": "2"}], batch_id="once")
+        with pytest.raises(app.ConflictError):
+            s.context("c").append("notes", [{"id": "2"}], batch_id="once")
+        r2 = s.context("c").append("notes", [{"id": "1"}], batch_id="once")
         assert r2.duplicate and r2.sha256 == r1.sha256 and r2.count == 1
         assert s.context("c").count("notes") == 1
     code = (
         "import app, sys, json\n"
         "s = app.open_store(sys.argv[1])\n"
-        "r = s.context('c').append('notes', [{'id': '3'}], batch_id='once')\n"
+        "r = s.context('c').append('notes', [{'id': '1'}], batch_id='once')\n"
         "print(json.dumps([r.duplicate, r.sha256, s.context('c').count('notes')]))\n"
     )
     res = run_py(code, str(store_root))
@@ -1027,7 +1031,9 @@ def test_delete_batch_id_idempotent(ctx: app.Context) -> None:
     assert ctx.delete("notes", ["0", "1"], batch_id="del-1") == 2
     ctx.append("notes", [{"id": "0", "back": True}])
     raw = log_bytes(ctx, "notes")
-    assert ctx.delete("notes", ["0", "2"], batch_id="del-1") == 2  # original answer
+    with pytest.raises(app.ConflictError):  # SPEC 16 (v2): another payload is a conflict
+        ctx.delete("notes", ["0", "2"], batch_id="del-1")
+    assert ctx.delete("notes", ["0", "1"], batch_id="del-1") == 2  # original answer
     assert log_bytes(ctx, "notes") == raw
     assert ctx.get("notes", "0") == {"id": "0", "back": True}
     assert ctx.get("notes", "2") == {"id": "2"}
@@ -1091,7 +1097,9 @@ def test_compact_keeps_batch_metadata_and_idempotency(ctx: app.Context) -> None:
         [(h.batch_id, h.committed_at, h.sha256, h.data) for h in ctx.history("notes", "b")]
         == [(h.batch_id, h.committed_at, h.sha256, h.data) for h in hist_b]
     )
-    again = ctx.append("notes", [{"id": "zzz"}], batch_id="first")
+    with pytest.raises(app.ConflictError):  # the request digest survives compaction
+        ctx.append("notes", [{"id": "zzz"}], batch_id="first")
+    again = ctx.append("notes", [{"id": "a", "v": 1}, {"id": "b"}], batch_id="first")
     assert again.duplicate
     assert (again.count, again.sha256, again.committed_at) == (
         r1.count,
@@ -1345,7 +1353,7 @@ def test_rebuild_index_gives_identical_results(ctx: app.Context, people: list) -
     before = snapshot()
     ctx.rebuild_index()
     assert snapshot() == before
-    assert ctx.append("papers", [{"id": "y", "year": 2}], batch_id="keep-me").sha256 == dup.sha256
+    assert ctx.append("papers", [{"id": "z", "year": 1}], batch_id="keep-me").sha256 == dup.sha256
     assert ctx.verify().ok
     ctx.append("papers", [{"id": "after", "year": 3000}])
     assert ctx.get("papers", "after")["year"] == 3000

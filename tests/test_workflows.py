@@ -135,9 +135,10 @@ def test_submit_stages_and_process_commits_chunk_batches(
     assert done.error_count == 0 and done.errors == []
     assert ctx.count("analogies") == 2500
     assert ctx.get("analogies", "a2499")["quality_score"] == 0.99
-    # re-appending a chunk's batch is a duplicate: the derived ids are the idempotency keys
-    again = ctx.append("analogies", items(1000), batch_id=done.batch_ids[0])
-    assert again.duplicate and ctx.count("analogies") == 2500
+    # a chunk's batch id is reserved for the workflow (SPEC 16)
+    with pytest.raises(app.InvalidInput, match="reserved"):
+        ctx.append("analogies", items(1000), batch_id=done.batch_ids[0])
+    assert ctx.count("analogies") == 2500
 
 
 def test_items_without_ids_get_stable_ids_at_submit(store: app.Store, ctx: app.Context) -> None:

@@ -4,19 +4,26 @@ Pure functions (no I/O). A record made only of exact JSON types (``_plain``: one
 walk) is encoded by orjson as it is; anything else goes through ``_norm``, which converts
 datetimes to ISO-8601 UTC strings, enums to their values and pydantic models to dicts, and
 rejects every other type (UUIDs, dataclasses, dates, sets...), non-finite floats, integers
-beyond 64 bits and nesting deeper than ``MAX_DEPTH``. Schema validation runs once per batch.
+outside the signed 64-bit range and nesting deeper than ``MAX_DEPTH``. Strings (values and keys)
+containing NUL are refused too: the encoded bytes are searched once for ``\\u0000`` (orjson's
+escape of NUL) and only a hit walks the record. Schema validation runs once per batch.
 The stored form is canonical (sorted keys, compact), and what is returned later is decoded
 from it, so callers never share mutable state with the store.
+
+Ids generated under a ``batch_id`` derive from it and the record's position (``derived_id``),
+so a retried request is byte-identical; ``request_digest`` names the request as given (before
+ids were generated) for the idempotency check (SPEC 16).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import hashlib
 import math
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -27,6 +34,9 @@ from app.core.schemas import FAST_VALIDATORS
 MAX_ID_LENGTH = 256
 MAX_DEPTH = 64
 ENCODE_OPTIONS = orjson.OPT_SORT_KEYS
+INT_MIN = -(2**63)
+INT_MAX = 2**63 - 1
+NUL_ESCAPE = b"\\u0000"
 
 
 def _datetime(value: dt.datetime) -> str:
@@ -48,8 +58,12 @@ def _plain(value: dict[str, Any] | list[Any], depth: int = 0) -> bool:
         items = value
     for v in items:
         t = type(v)
-        if t is str or t is int or t is bool or v is None:
+        if t is str or t is bool or v is None:
             continue
+        if t is int:
+            if INT_MIN <= v <= INT_MAX:
+                continue
+            return False
         if t is float:
             if v - v != 0.0:  # NaN or +-Infinity
                 return False
@@ -72,10 +86,12 @@ def _norm(value: Any, depth: int) -> Any:
     if isinstance(value, enum.Enum):
         return _norm(value.value, depth)
     if isinstance(value, str):
+        if "\0" in value:
+            raise _Bad("strings must not contain NUL")
         return str.__str__(value)
     if isinstance(value, int):
-        if not -(2**63) <= value < 2**64:
-            raise _Bad("integers must fit in 64 bits")
+        if not INT_MIN <= value <= INT_MAX:
+            raise _Bad("integers must be within the signed 64-bit range [-2**63, 2**63-1]")
         return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -92,6 +108,8 @@ def _norm(value: Any, depth: int) -> Any:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise _Bad("object keys must be strings")
+            if "\0" in k:
+                raise _Bad("object keys must not contain NUL")
             out[str.__str__(k)] = _norm(v, depth + 1)
         return out
     if isinstance(value, list | tuple):
@@ -124,6 +142,34 @@ def new_id() -> str:
     return os.urandom(16).hex()
 
 
+def id_deriver(batch_id: str) -> Any:
+    """``derive(position) -> id`` for records without an id in batch ``batch_id``: 32 hex
+    characters, BLAKE2b-128 of the position (8 bytes, big-endian) keyed with the SHA-256 of the
+    batch id. A retry of the same request therefore writes the very same ids."""
+    key = hashlib.sha256(batch_id.encode("utf-8", "surrogatepass")).digest()
+    blake = hashlib.blake2b
+
+    def derive(position: int) -> str:
+        return blake(position.to_bytes(8, "big"), digest_size=16, key=key).hexdigest()
+
+    return derive
+
+
+def derived_id(batch_id: str, position: int) -> str:
+    """The id generated for the record at ``position`` of batch ``batch_id`` (see above)."""
+    return str(id_deriver(batch_id)(position))
+
+
+def _has_nul(value: Any) -> bool:
+    if type(value) is str:
+        return "\0" in value
+    if type(value) is dict:
+        return any("\0" in k or _has_nul(v) for k, v in value.items())
+    if type(value) is list:
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def encode(record: dict[str, Any], where: str = "record") -> bytes:
     """Canonical bytes of one record, or ``InvalidInput`` naming ``where``."""
     if not _plain(record):
@@ -134,9 +180,12 @@ def encode(record: dict[str, Any], where: str = "record") -> bytes:
         except RecursionError:
             raise InvalidInput(f"{where}: nested too deeply") from None
     try:
-        return orjson.dumps(record, option=ENCODE_OPTIONS)
+        data = orjson.dumps(record, option=ENCODE_OPTIONS)
     except orjson.JSONEncodeError as exc:
         raise InvalidInput(f"{where}: {exc.__cause__ or exc}") from None
+    if NUL_ESCAPE in data and _has_nul(orjson.loads(data)):
+        raise InvalidInput(f"{where}: strings (values and keys) must not contain NUL")
+    return data
 
 
 _ADAPTERS: dict[type, TypeAdapter[list[Any]]] = {}
@@ -152,9 +201,13 @@ def _adapter(schema: type[BaseModel]) -> TypeAdapter[list[Any]]:
 
 
 def validate_batch(
-    records: list[dict[str, Any]], schema: type[BaseModel] | None, argument: str = "records"
+    records: list[dict[str, Any]],
+    schema: type[BaseModel] | None,
+    argument: str = "records",
+    offset: int = 0,
 ) -> None:
-    """Validate a whole batch against ``schema`` in one call (strict mode, extras allowed)."""
+    """Validate a whole batch against ``schema`` in one call (strict mode, extras allowed);
+    ``offset`` is the position of ``records[0]`` in the request (for error messages)."""
     if schema is None or not records:
         return
     try:
@@ -162,33 +215,113 @@ def validate_batch(
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
         loc = err.get("loc", ())
-        pos = loc[0] if loc else "?"
+        pos = loc[0] + offset if loc and isinstance(loc[0], int) else "?"
         field = ".".join(str(p) for p in loc[1:]) or "record"
         raise InvalidInput(f"{argument}[{pos}].{field}: {err.get('msg', 'invalid')}") from None
 
 
-def prepare_batch(
-    records: Iterable[object], schema: type[BaseModel] | None, argument: str = "records"
-) -> tuple[list[str], list[bytes]]:
-    """Check, assign ids, validate and encode a batch: ``(ids, encoded records)``.
+MAX_BATCH_RECORDS = 2_000_000
+MAX_BATCH_BYTES = 1 << 30
+PREPARE_STEP = 8192
 
-    Raises ``InvalidInput`` naming the record before anything is written.
+
+class PreparedBatch(NamedTuple):
+    """A checked batch: its ids, canonical records and the request digest (``None`` without
+    a batch id: such a batch can never be a duplicate)."""
+
+    ids: list[str]
+    encoded: list[bytes]
+    digest: str | None
+
+
+def _too_large(argument: str, what: str) -> InvalidInput:
+    return InvalidInput(
+        f"{argument}: a batch holds at most {MAX_BATCH_RECORDS:,} records and "
+        f"{MAX_BATCH_BYTES >> 20:,} MiB of encoded records ({what}); split it or use a workflow"
+    )
+
+
+def prepare_batch(
+    records: Iterable[object],
+    schema: type[BaseModel] | None,
+    argument: str = "records",
+    *,
+    batch_id: str | None = None,
+    collection: str = "",
+) -> PreparedBatch:
+    """Check, assign ids, validate and encode a batch.
+
+    Records without an id get ``derived_id(batch_id, position)`` when a ``batch_id`` is given,
+    a random id otherwise. Records are handled ``PREPARE_STEP`` at a time (copy, validate,
+    encode), so only the encoded batch is held, never a second copy of every record. Raises
+    ``InvalidInput`` naming the record (or the size limit) before anything is written.
     """
     if isinstance(records, Mapping | str | bytes) or not isinstance(records, Iterable):
         raise InvalidInput(f"{argument}: expected an iterable of records")
-    dicts: list[dict[str, Any]] = []
+    derive = id_deriver(batch_id) if batch_id is not None else None
     ids: list[str] = []
+    encoded: list[bytes] = []
+    generated = bytearray()
+    size = 0
+    step: list[dict[str, Any]] = []
     for i, record in enumerate(records):
+        if i >= MAX_BATCH_RECORDS:
+            raise _too_large(argument, "too many records")
         rec = as_dict(record, f"{argument}[{i}]")
         rid = rec.get("id")
         if rid is None and "id" not in rec:
-            rid = new_id()
+            rid = new_id() if derive is None else derive(i)
             rec = {**rec, "id": rid}
+            generated.append(1)
+        else:
+            generated.append(0)
         ids.append(check_id(rid, f"{argument}[{i}]"))
-        dicts.append(rec)
-    validate_batch(dicts, schema, argument)
-    encoded = [encode(rec, f"{argument}[{i}]") for i, rec in enumerate(dicts)]
-    return ids, encoded
+        step.append(rec)
+        if len(step) >= PREPARE_STEP:
+            size += _encode_step(step, schema, argument, len(encoded), encoded)
+            if size > MAX_BATCH_BYTES:
+                raise _too_large(argument, "too many bytes")
+            step = []
+    size += _encode_step(step, schema, argument, len(encoded), encoded)
+    if size > MAX_BATCH_BYTES:
+        raise _too_large(argument, "too many bytes")
+    digest = None
+    if batch_id is not None:
+        h = hashlib.sha256(orjson.dumps(["append", collection, len(encoded)]))
+        h.update(generated)
+        for data in encoded:
+            h.update(data)
+        digest = h.hexdigest()
+    return PreparedBatch(ids, encoded, digest)
+
+
+def _encode_step(
+    step: list[dict[str, Any]],
+    schema: type[BaseModel] | None,
+    argument: str,
+    offset: int,
+    out: list[bytes],
+) -> int:
+    validate_batch(step, schema, argument, offset)
+    size = 0
+    for i, rec in enumerate(step, offset):
+        data = encode(rec, f"{argument}[{i}]")
+        size += len(data)
+        out.append(data)
+    return size
+
+
+def delete_digest(collection: str, ids: list[str] | None, where: object) -> str:
+    """The request digest of a delete: its collection, ids (as given) and filter, as
+    canonical JSON."""
+
+    def default(value: object) -> object:
+        if isinstance(value, Mapping):
+            return dict(value)
+        raise TypeError
+
+    data = orjson.dumps(["delete", collection, ids, where], default=default, option=ENCODE_OPTIONS)
+    return hashlib.sha256(data).hexdigest()
 
 
 def decode(data: bytes | str) -> dict[str, Any]:

@@ -5,13 +5,18 @@ Layout (one JSON object per line, written by this module only)::
     {"log":{"format":1,"generation":"<hex>"}}          header, first line
     {"put":{...record, sorted keys...}}                a record version
     {"del":"<id>"}                                     a tombstone
-    {"commit":{"batch":B,"kind":K,"at":T,"n":N,"sha256":S}}
+    {"commit":{"batch":B,"kind":K,"at":T,"n":N,"sha256":S[,"rc":C,"rs":D][,"req":R]}}
 
 A batch is its entry lines followed by one commit line. ``S`` is the SHA-256 of the batch's
-entry-line bytes followed by the canonical JSON of ``[B, K, T, N]``, so a flipped bit anywhere
-in a batch, its commit line included, is detected. After the last valid commit, bytes that
-contain no further valid commit are a torn tail (the writer died): ``scan`` reports where the
-tail starts and the owner truncates it under its writer lock. Damage followed by a valid commit
+entry-line bytes followed by the canonical JSON of ``[B, K, T, N]`` (plus ``C, D`` when the
+batch was rewritten by compaction, plus ``R`` when present), so a flipped bit anywhere in a
+batch, its commit line included, is detected. ``R`` (optional, added in v2 without changing the
+format number) is the request digest of the idempotency check (SPEC 16); commit lines written
+without it still read, and a batch without it is treated as a legacy duplicate.
+
+After the last valid commit, bytes that contain no further valid commit are a torn tail (the
+writer died): ``scan`` reports where the tail starts and the owner truncates it under its
+writer lock. Damage followed by a valid commit
 is corruption and raises ``IntegrityError``; it is never skipped.
 
 This module knows one file format and nothing of contexts, indexes or locks.
@@ -62,6 +67,7 @@ class Batch:
     entries: list[Entry]
     receipt_count: int
     receipt_sha256: str
+    req: str | None = None
 
 
 @dataclass(slots=True)
@@ -76,9 +82,19 @@ class ScanState:
 
 
 def _meta_bytes(
-    batch_id: str, kind: str, at: str, n: int, receipt: tuple[int, str] | None
+    batch_id: str,
+    kind: str,
+    at: str,
+    n: int,
+    receipt: tuple[int, str] | None,
+    req: str | None = None,
 ) -> bytes:
-    return orjson.dumps([batch_id, kind, at, n] + ([] if receipt is None else list(receipt)))
+    meta: list[object] = [batch_id, kind, at, n]
+    if receipt is not None:
+        meta += receipt
+    if req is not None:
+        meta.append(req)  # unambiguous: receipts add an int first, a request digest a str
+    return orjson.dumps(meta)
 
 
 def _commit_digest(
@@ -88,9 +104,10 @@ def _commit_digest(
     at: str,
     n: int,
     receipt: tuple[int, str] | None,
+    req: str | None = None,
 ) -> str:
     h = hashlib.sha256(lines)
-    h.update(_meta_bytes(batch_id, kind, at, n, receipt))
+    h.update(_meta_bytes(batch_id, kind, at, n, receipt, req))
     return h.hexdigest()
 
 
@@ -100,15 +117,17 @@ def commit_line(
     kind: str,
     at: str,
     receipt: tuple[int, str] | None = None,
+    req: str | None = None,
 ) -> tuple[bytes, str]:
     """The commit line closing ``lines`` and the batch digest it carries.
 
-    ``receipt`` keeps the original ``(count, sha256)`` of a batch rewritten by compaction.
+    ``receipt`` keeps the original ``(count, sha256)`` of a batch rewritten by compaction;
+    ``req`` is the request digest (``Batch.req``), which a rewrite must carry over.
     """
     h = hashlib.sha256()
     for line in lines:
         h.update(line)
-    h.update(_meta_bytes(batch_id, kind, at, len(lines), receipt))
+    h.update(_meta_bytes(batch_id, kind, at, len(lines), receipt, req))
     digest = h.hexdigest()
     meta: dict[str, object] = {
         "batch": batch_id,
@@ -119,6 +138,8 @@ def commit_line(
     }
     if receipt is not None:
         meta["rc"], meta["rs"] = receipt
+    if req is not None:
+        meta["req"] = req
     return COMMIT + orjson.dumps(meta) + b"}\n", digest
 
 
@@ -187,13 +208,14 @@ class BatchLog:
         kind: str,
         committed_at: str,
         offset: int,
+        req: str | None = None,
     ) -> tuple[str, int]:
         """Write ``lines`` + a commit line at ``offset`` and fsync; returns ``(sha256, end)``.
 
         On any failure the file is truncated back to ``offset`` before the error is raised,
         so a failed write never leaves bytes that a later append would bury.
         """
-        commit, digest = commit_line(lines, batch_id, kind, committed_at)
+        commit, digest = commit_line(lines, batch_id, kind, committed_at, req=req)
         try:
             fd = os.open(self.path, os.O_WRONLY)
         except OSError as exc:
@@ -271,10 +293,10 @@ class BatchLog:
                 if meta is None:
                     self._damage_or_tail(mm, pos, nl, size, st)
                     return
-                batch_id, kind, at, n, digest, receipt = meta
+                batch_id, kind, at, n, digest, receipt, req = meta
                 body = memoryview(mm)[batch_start:pos]
                 ok = n == len(entries) and (
-                    _commit_digest(body, batch_id, kind, at, n, receipt) == digest
+                    _commit_digest(body, batch_id, kind, at, n, receipt, req) == digest
                 )
                 body.release()
                 if not ok:
@@ -284,7 +306,7 @@ class BatchLog:
                     )
                 end = nl + 1
                 rc, rs = receipt if receipt is not None else (n, digest)
-                yield Batch(batch_id, kind, at, digest, batch_start, end, entries, rc, rs)
+                yield Batch(batch_id, kind, at, digest, batch_start, end, entries, rc, rs, req)
                 st.valid_end = end
                 st.batches += 1
                 st.entries += len(entries)
@@ -325,7 +347,7 @@ class BatchLog:
             body = memoryview(mm)[pos : at + 1]
             try:
                 n = mm[pos : at + 1].count(b"\n")
-                ok = n == meta[3] and _commit_digest(body, *meta[:4], meta[5]) == meta[4]
+                ok = n == meta[3] and _commit_digest(body, *meta[:4], *meta[5:]) == meta[4]
             finally:
                 body.release()
             if not ok:
@@ -339,6 +361,24 @@ class BatchLog:
         except OSError as exc:
             raise io_error("reading", self.path, exc) from exc
         return fh, os.fstat(fh.fileno()).st_size
+
+    def request_digest(self, start: int, end: int, batch_id: str) -> str | None:
+        """The request digest of the batch committed at ``[start, end)`` (checksum verified;
+        ``None`` for a commit line written before digests existed). ``IntegrityError`` if no
+        valid batch ``batch_id`` is there."""
+        fh, size = self._mapped()
+        with fh:
+            if end > size or end <= start:
+                raise IntegrityError(f"{self.path}: batch {batch_id[:80]!r} ends past the log")
+            with mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ) as mm:
+                found = list(self._verified(mm, start, end))
+                if len(found) != 1:
+                    raise IntegrityError(f"{self.path}: no single batch at byte {start}")
+                _, commit_start, _ = found[0]
+                meta = _parse_commit(mm[commit_start:end])
+        if meta is None or meta[0] != batch_id:
+            raise IntegrityError(f"{self.path}: batch {batch_id[:80]!r} is not at byte {start}")
+        return meta[6]
 
     def copy_verified(self, start: int, end: int, dst: IO[bytes]) -> int:
         """Copy the committed batches in ``[start, end)`` to ``dst`` after verifying each
@@ -423,7 +463,7 @@ def _parse_entry(line: bytes, pos: int) -> Entry | None:
     return Entry(pos, value, None)
 
 
-CommitMeta = tuple[str, str, str, int, str, tuple[int, str] | None]
+CommitMeta = tuple[str, str, str, int, str, tuple[int, str] | None, str | None]
 
 
 def _parse_commit(line: bytes) -> CommitMeta | None:
@@ -439,6 +479,7 @@ def _parse_commit(line: bytes) -> CommitMeta | None:
             meta["sha256"],
         )
         receipt = (meta["rc"], meta["rs"]) if "rc" in meta else None
+        req = meta.get("req")
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return None
     if not all(isinstance(v, str) for v in (batch_id, kind, at, digest)):
@@ -447,4 +488,6 @@ def _parse_commit(line: bytes) -> CommitMeta | None:
         receipt is not None and not (isinstance(receipt[0], int) and isinstance(receipt[1], str))
     ):
         return None
-    return batch_id, kind, at, n, digest, receipt
+    if req is not None and not isinstance(req, str):
+        return None
+    return batch_id, kind, at, n, digest, receipt, req

@@ -151,13 +151,16 @@ class CollectionLog:
 
     # -- writing ------------------------------------------------------------------------
 
-    def commit(self, kind: str, batch_id: str, ids: list[str], lines: list[bytes]) -> BatchRow:
-        """Durably write one batch (log fsync, then index); all or nothing."""
+    def commit(
+        self, kind: str, batch_id: str, ids: list[str], lines: list[bytes], req: str | None = None
+    ) -> BatchRow:
+        """Durably write one batch (log fsync, then index); all or nothing. ``req`` is the
+        request digest kept in the commit line (SPEC 16)."""
         end = self.recover(create=True)
         assert end is not None
         at = now_iso()
         digest, new_end = self.log.write_batch(
-            lines, batch_id=batch_id, kind=kind, committed_at=at, offset=end
+            lines, batch_id=batch_id, kind=kind, committed_at=at, offset=end, req=req
         )
         row: BatchRow = (batch_id, self.name, kind, end, new_end, len(lines), digest, at)
         puts: list[tuple[int, str, bytes]] = []
@@ -242,6 +245,7 @@ class CollectionLog:
                     batch.kind,
                     batch.committed_at,
                     receipt=(batch.receipt_count, batch.receipt_sha256),
+                    req=batch.req,
                 )
                 fh.write(b"".join(lines))
                 fh.write(commit)

@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 import icontract
 from pydantic import BaseModel
 
-from app.core.codec import decode, new_id, prepare_batch
+from app.core.codec import decode, delete_digest, new_id, prepare_batch
 from app.core.contracts import ensure, is_non_negative_int, require, valid_name
 from app.core.errors import ConflictError, IntegrityError, InvalidInput, NotFoundError
 from app.core.filters import Predicate, compile_order, compile_where, predicate
@@ -47,8 +47,19 @@ class QueryPlan(NamedTuple):
     check: Predicate | None
 
 
+RESERVED_PREFIX = "wf:"
+
+
 def _batch_id_ok(batch_id: object) -> bool:
     return batch_id is None or (isinstance(batch_id, str) and 0 < len(batch_id) <= 256)
+
+
+def check_user_batch_id(batch_id: str | None, argument: str = "batch_id") -> None:
+    """``InvalidInput`` for a batch id in the namespace reserved for workflows (SPEC 16)."""
+    if isinstance(batch_id, str) and batch_id.startswith(RESERVED_PREFIX):
+        raise InvalidInput(
+            f"{argument}: ids starting with {RESERVED_PREFIX!r} are reserved for workflows"
+        )
 
 
 def _receipt(row: BatchRow, duplicate: bool) -> BatchReceipt:
@@ -134,7 +145,14 @@ class Context(icontract.DBC):
             if is_valid_name(p.name[: -len(".jsonl")])
         )
 
-    def _duplicate(self, batch_id: str, collection: str) -> BatchReceipt | None:
+    def _duplicate(self, batch_id: str, collection: str, digest: str | None) -> BatchRow | None:
+        """The committed batch ``batch_id`` if this request repeats it; ``ConflictError`` if
+        the id was committed with another payload (or to another collection).
+
+        The request digest is read from the batch's commit line in the log (the index row
+        gives its offsets): duplicates are rare, so the hot path never reads it. A commit line
+        written before digests existed (log format 1 without ``"req"``) counts as the same
+        payload: the legacy behaviour."""
         row = self._index.batch(batch_id)
         if row is None:
             return None
@@ -142,7 +160,14 @@ class Context(icontract.DBC):
             raise ConflictError(
                 f"batch_id: {batch_id[:80]!r} was already committed to collection {row[1]!r}"
             )
-        return _receipt(row, duplicate=True)
+        if digest is not None:
+            stored = self._log(collection).log.request_digest(row[3], row[4], batch_id)
+            if stored is not None and stored != digest:
+                raise ConflictError(
+                    f"batch_id: {batch_id[:80]!r} was already committed with a different "
+                    "payload; use a new batch id for new data"
+                )
+        return row
 
     # -- writing ------------------------------------------------------------------------
 
@@ -155,16 +180,28 @@ class Context(icontract.DBC):
     def append(
         self, collection: str, records: Iterable[Any], *, batch_id: str | None = None
     ) -> BatchReceipt:
-        """Append a batch of records all-or-nothing and durably; see SPEC 4."""
+        """Append a batch of records all-or-nothing and durably; see SPEC 4 and 16 (a
+        ``batch_id`` starting with ``wf:`` is reserved for workflows)."""
+        check_user_batch_id(batch_id)
+        return self._append(collection, records, batch_id=batch_id)
+
+    def _append(
+        self, collection: str, records: Iterable[Any], *, batch_id: str | None
+    ) -> BatchReceipt:
+        """``append`` without the reserved-namespace check: the entry point of workflows."""
         self._ensure_ready()
-        ids, encoded = prepare_batch(records, self._catalog.schema(collection))
+        prepared = prepare_batch(
+            records, self._catalog.schema(collection), batch_id=batch_id, collection=collection
+        )
+        ids, lines = prepared.ids, prepared.encoded
+        for i, data in enumerate(lines):  # in place: never two copies of the batch
+            lines[i] = put_line(data)
         bid = batch_id if batch_id is not None else new_id()
-        lines = [put_line(e) for e in encoded]
         with self._lock.hold():
-            duplicate = self._duplicate(bid, collection)
+            duplicate = self._duplicate(bid, collection, prepared.digest)
             if duplicate is not None:
-                return duplicate
-            row = self._log(collection).commit("append", bid, ids, lines)
+                return _receipt(duplicate, duplicate=True)
+            row = self._log(collection).commit("append", bid, ids, lines, prepared.digest)
         return _receipt(row, duplicate=False)
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
@@ -184,14 +221,30 @@ class Context(icontract.DBC):
         batch_id: str | None = None,
     ) -> int:
         """Soft-delete (tombstone) records by id and/or filter; returns how many existed."""
+        check_user_batch_id(batch_id)
+        return self._delete(collection, ids, where=where, batch_id=batch_id)
+
+    def _delete(
+        self,
+        collection: str,
+        ids: Iterable[str] | None,
+        *,
+        where: Where,
+        batch_id: str | None,
+        digest: str | None = None,
+    ) -> int:
+        """``delete`` without the reserved-namespace check (workflows). ``digest`` overrides
+        the request digest (a workflow names the request its handler made)."""
         self._ensure_ready()
         id_list = self._id_list(ids)
         where_sql, params = compile_where(where)
+        if batch_id is not None and digest is None:
+            digest = delete_digest(collection, id_list, where)
         bid = batch_id if batch_id is not None else new_id()
         with self._lock.hold():
-            duplicate = self._duplicate(bid, collection)
+            duplicate = self._duplicate(bid, collection, digest)
             if duplicate is not None:
-                return duplicate.count
+                return int(duplicate[5])
             log = self._log(collection)
             if log.recover(create=False) is None:
                 return 0
@@ -204,7 +257,7 @@ class Context(icontract.DBC):
                     targets = [t for t in targets if t in keep]
             if not targets and batch_id is None:
                 return 0
-            log.commit("delete", bid, targets, [del_line(t) for t in targets])
+            log.commit("delete", bid, targets, [del_line(t) for t in targets], digest)
         return len(targets)
 
     @staticmethod

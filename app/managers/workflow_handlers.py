@@ -4,7 +4,11 @@ A handler is ``handler(ctx, chunk: list[dict], params: dict) -> None``. The ``ct
 ``ChunkWriter``: it behaves like the workflow's ``Context`` (reads pass straight through) but its
 ``append`` and ``delete`` commit with batch ids derived from the workflow id, the chunk number and
 the call's position in the chunk, so a chunk that runs again after a crash or ``recover`` is a
-duplicate batch and writes nothing (exactly once). Before each call it journals the ids the call
+duplicate batch and writes nothing (exactly once). Ids the handler leaves out derive from that
+batch id and the record's position, so the re-run is the same request; a batch id found
+committed with another payload raises ``ConflictError`` (the workflow fails, nothing foreign is
+counted). ``wf:`` batch ids are reserved for this writer (SPEC 16): it writes through the
+context's internal ``_append``/``_delete``. Before each call it journals the ids the call
 writes and which of them existed already, which is what ``rollback`` works from.
 """
 
@@ -17,7 +21,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from app.core.codec import as_dict, check_id, encode, new_id
+from app.core.codec import as_dict, check_id, delete_digest, encode, id_deriver, new_id
 from app.core.errors import InvalidInput
 from app.core.filters import compile_where
 from app.core.names import check_name
@@ -82,20 +86,20 @@ class ChunkWriter:
         check_name(collection, "collection")
         if isinstance(records, Mapping | str | bytes):
             raise InvalidInput("records: expected an iterable of records")
+        call, bid = self._next_batch_id()
+        derive = id_deriver(bid)
         batch: list[dict[str, Any]] = []
         ids: list[str] = []
         for i, record in enumerate(records):
             rec = as_dict(record, f"records[{i}]")
-            if "id" not in rec:
-                rec = {**rec, "id": new_id()}
-            ids.append(check_id(rec["id"], f"records[{i}]"))
+            rid = rec["id"] if "id" in rec else derive(i)  # what Context._append derives
+            ids.append(check_id(rid, f"records[{i}]"))
             batch.append(rec)
-        call, bid = self._next_batch_id()
         existed = self._ctx.existing(collection, ids)
         self._tracker.journal_add(
             self._workflow_id, self._chunk_no, call, "append", collection, bid, ids, existed
         )
-        return self._ctx.append(collection, batch, batch_id=bid)
+        return self._ctx._append(collection, batch, batch_id=bid)
 
     def delete(
         self,
@@ -112,16 +116,18 @@ class ChunkWriter:
         if isinstance(ids, str):
             raise InvalidInput("ids: expected an iterable of ids, not a single string")
         compile_where(where)
-        if ids is None:
+        given = None if ids is None else list(ids)
+        digest = delete_digest(collection, given, where)  # the request, not its targets
+        if given is None:
             targets = [r["id"] for r in self._ctx.iter(collection, where)]
         else:
-            targets = list(dict.fromkeys(ids))
+            targets = list(dict.fromkeys(given))
         call, bid = self._next_batch_id()
         existed = self._ctx.existing(collection, targets)
         self._tracker.journal_add(
             self._workflow_id, self._chunk_no, call, "delete", collection, bid, targets, existed
         )
-        return self._ctx.delete(collection, targets, where=where, batch_id=bid)
+        return self._ctx._delete(collection, targets, where=where, batch_id=bid, digest=digest)
 
 
 # -- built-in handlers -----------------------------------------------------------------------

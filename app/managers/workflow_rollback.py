@@ -165,11 +165,12 @@ def apply_rollback(ctx: Context, workflow_id: str, plan: RollbackPlan) -> None:
     n = 0
     for collection, records in plan.restore.items():
         for i in range(0, len(records), WRITE_BATCH):
-            ctx.append(collection, records[i : i + WRITE_BATCH], batch_id=f"{prefix}:{n}")
+            ctx._append(collection, records[i : i + WRITE_BATCH], batch_id=f"{prefix}:{n}")
             n += 1
     for collection, ids in plan.tombstone.items():
         for i in range(0, len(ids), WRITE_BATCH):
-            ctx.delete(collection, ids[i : i + WRITE_BATCH], batch_id=f"{prefix}:{n}")
+            ids_part = ids[i : i + WRITE_BATCH]
+            ctx._delete(collection, ids_part, where=None, batch_id=f"{prefix}:{n}")
             n += 1
 
 

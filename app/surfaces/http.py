@@ -50,6 +50,7 @@ from app.core.names import check_name
 from app.core.schemas import BatchReceipt, CompactionReport
 from app.core.transfer_types import Manifest
 from app.core.workflow_types import BatchWorkflow, WorkflowStatus
+from app.managers.context import check_user_batch_id
 from app.managers.store import FORMAT_VERSION, Store
 
 log = logging.getLogger("ctxstore.http")
@@ -262,6 +263,7 @@ def create_app(store: Store, *, process_workflows: bool = True) -> FastAPI:
         response: Response,
         idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
     ) -> BatchReceipt:
+        check_user_batch_id(idempotency_key, "Idempotency-Key")
         batch_id = body.batch_id or idempotency_key or None
         receipt: BatchReceipt = ctx_of(context).append(collection, body.records, batch_id=batch_id)
         if receipt.duplicate:
