@@ -122,7 +122,10 @@ def test_import_new_name_and_fail_conflict(store: app.Store, tmp_path: Path) -> 
             ctx.get("analogies", "a2")
         assert ctx.verify().ok
         # batch ids survive an export/import: appending batch "first" again is a duplicate
-        assert ctx.append("analogies", [analogy(0)], batch_id="first").duplicate
+        again = [analogy(i) for i in range(50)]
+        assert ctx.append("analogies", again, batch_id="first").duplicate
+        with pytest.raises(app.ConflictError):  # the request digest travels too
+            ctx.append("analogies", [analogy(0)], batch_id="first")
         before = tree(other.root)
         with pytest.raises(app.ConflictError):
             other.import_context(dest)

@@ -11,6 +11,14 @@ Pure functions, no I/O. Semantics (shared by the SQL compiler and ``matches``):
 - ``$and`` / ``$or`` take non-empty lists of filters; several keys in one dict are ANDed.
 - Field names are dotted paths of segments ``[A-Za-z0-9_-]+``; they are validated and quoted,
   values are always bound parameters.
+- Integers must lie in the signed 64-bit range (SQLite's), else ``InvalidInput``.
+
+Lists of any length work: an ``$in``/``$nin`` list of ``LARGE_LIST`` or more values binds its
+strings and its numbers as one JSON array parameter each (``IN (SELECT value FROM
+json_each(?))``), so neither SQLite's parameter limit nor its expression depth is reached;
+``$and``/``$or`` lists (and the keys of one object) are joined as balanced trees (depth
+``log2(n)``), and nested ``$or``s of equalities on one field are merged into one ``$in``. A
+filter that would still need more than ``MAX_PARAMS`` parameters raises ``InvalidInput``.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from app.core.errors import InvalidInput
 
 SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
@@ -26,6 +36,10 @@ MAX_FILTER_DEPTH = 32
 COMPARE_OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 FIELD_OPS = {"$eq", "$ne", "$in", "$nin", *COMPARE_OPS}
 Scalar = str | int | float | bool | None
+INT_MIN = -(2**63)
+INT_MAX = 2**63 - 1
+LARGE_LIST = 16
+MAX_PARAMS = 30_000
 
 
 def field_path(field: object, argument: str = "where") -> tuple[str, ...]:
@@ -53,7 +67,13 @@ def _type_expr(parts: Sequence[str]) -> str:
 
 
 def _scalar(value: object, argument: str) -> Scalar:
-    if value is None or isinstance(value, str | bool | int):
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise InvalidInput(
+                f"{argument}: integers in filters must be within the signed 64-bit range"
+            )
         return value
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
@@ -145,8 +165,7 @@ def _field_sql(field: str, cond: object, params: list[Any], argument: str) -> st
         elif op in ("$in", "$nin"):
             if not isinstance(value, list | tuple):
                 raise InvalidInput(f"{argument}: {op} takes a list")
-            alts = [_eq_sql(parts, _scalar(v, argument), params) for v in value]
-            any_sql = "(" + " OR ".join(alts) + ")" if alts else "(0)"
+            any_sql = _in_sql(parts, [_scalar(v, argument) for v in value], params, argument)
             clauses.append(any_sql if op == "$in" else f"({any_sql} IS NOT 1)")
         else:
             scalar = _scalar(value, argument)
@@ -157,7 +176,100 @@ def _field_sql(field: str, cond: object, params: list[Any], argument: str) -> st
         clauses.append("(0)")  # no value is both a number and a string
     elif numbers or strings:
         clauses.append(_range_sql(parts, numbers or strings, params))
-    return "(" + " AND ".join(clauses) + ")"
+    return _join(clauses, " AND ")
+
+
+def _join(clauses: list[str], joiner: str) -> str:
+    """``clauses`` joined as a balanced tree, so a long list never nests deeply in SQL."""
+    if len(clauses) <= 8:
+        return "(" + joiner.join(clauses) + ")"
+    mid = len(clauses) // 2
+    return "(" + _join(clauses[:mid], joiner) + joiner + _join(clauses[mid:], joiner) + ")"
+
+
+def _json_param(values: list[Any], argument: str) -> str:
+    try:
+        return orjson.dumps(values).decode()
+    except orjson.JSONEncodeError as exc:
+        raise InvalidInput(f"{argument}: {exc}") from None
+
+
+def _in_sql(parts: Sequence[str], values: list[Scalar], params: list[Any], argument: str) -> str:
+    """SQL for "``$eq`` matches one of ``values``" (see the module docstring for long lists)."""
+    if len(values) < LARGE_LIST:
+        return _join([_eq_sql(parts, v, params) for v in values], " OR ") if values else "(0)"
+    alts: list[str] = []
+    if any(v is None for v in values):
+        alts.append(_eq_sql(parts, None, params))
+    for flag in (False, True):
+        if any(v is flag for v in values):
+            alts.append(_eq_sql(parts, flag, params))
+    strings = list(dict.fromkeys(v for v in values if isinstance(v, str)))
+    numbers = list(
+        dict.fromkeys(v for v in values if isinstance(v, int | float) and not isinstance(v, bool))
+    )
+    expr = field_expr(parts)
+    if strings:
+        params.append(_json_param(strings, argument))
+        if tuple(parts) == ("id",):
+            alts.append("(id IN (SELECT value FROM json_each(?)))")
+        elif any(v[:1] in ("{", "[") for v in strings):
+            alts.append(
+                f"({expr} IN (SELECT value FROM json_each(?)) AND {_type_expr(parts)} = 'text')"
+            )
+        else:
+            alts.append(f"({expr} IN (SELECT value FROM json_each(?)))")
+    if numbers:
+        params.append(_json_param(numbers, argument))
+        guard = any(v in (0, 1) for v in numbers)
+        alts.append(
+            f"({expr} IN (SELECT value FROM json_each(?))"
+            + (f" AND {_type_expr(parts)} IN ('integer', 'real'))" if guard else ")")
+        )
+    return _join(alts, " OR ")
+
+
+def _equality(branch: object) -> tuple[str, list[Any]] | None:
+    """``(field, values)`` when ``branch`` is one equality (or ``$in``) on one field."""
+    if not isinstance(branch, Mapping) or len(branch) != 1:
+        return None
+    ((key, cond),) = branch.items()
+    if not isinstance(key, str) or key.startswith("$"):
+        return None
+    if not isinstance(cond, Mapping):
+        return None if isinstance(cond, list | tuple) else (key, [cond])
+    if len(cond) != 1:
+        return None
+    ((op, value),) = cond.items()
+    if op == "$eq" and not isinstance(value, Mapping | list | tuple):
+        return key, [value]
+    if op == "$in" and isinstance(value, list | tuple):
+        return key, list(value)
+    return None
+
+
+def _or_groups(branches: Sequence[object]) -> tuple[dict[str, list[Any]], list[object]]:
+    """A long ``$or`` as ``({field: values}, other branches)``: nested ``$or``s are flattened
+    and equalities on one field merged into one ``$in`` (the same set of records)."""
+    groups: dict[str, list[Any]] = {}
+    others: list[object] = []
+    stack = list(reversed(branches))
+    while stack:
+        branch = stack.pop()
+        if (
+            isinstance(branch, Mapping)
+            and len(branch) == 1
+            and isinstance(branch.get("$or"), list | tuple)
+            and branch["$or"]
+        ):
+            stack.extend(reversed(branch["$or"]))
+            continue
+        eq = _equality(branch)
+        if eq is None:
+            others.append(branch)
+        else:
+            groups.setdefault(eq[0], []).extend(eq[1])
+    return groups, others
 
 
 def _where_sql(where: object, params: list[Any], argument: str, depth: int) -> str:
@@ -170,14 +282,27 @@ def _where_sql(where: object, params: list[Any], argument: str, depth: int) -> s
         if key in ("$and", "$or"):
             if not isinstance(cond, list | tuple) or not cond:
                 raise InvalidInput(f"{argument}: {key} takes a non-empty list of filters")
+            if key == "$or" and len(cond) >= LARGE_LIST:
+                groups, others = _or_groups(cond)
+                subs = [
+                    _in_sql(
+                        field_path(f, argument),
+                        [_scalar(v, argument) for v in vs],
+                        params,
+                        argument,
+                    )
+                    for f, vs in groups.items()
+                ]
+                subs += [_where_sql(c, params, argument, depth + 1) for c in others]
+                clauses.append(_join(subs, " OR "))
+                continue
             subs = [_where_sql(c, params, argument, depth + 1) for c in cond]
-            joiner = " AND " if key == "$and" else " OR "
-            clauses.append("(" + joiner.join(subs) + ")")
+            clauses.append(_join(subs, " AND " if key == "$and" else " OR "))
         elif isinstance(key, str) and key.startswith("$"):
             raise InvalidInput(f"{argument}: unknown operator {key[:40]!r}")
         else:
             clauses.append(_field_sql(key, cond, params, argument))
-    return "(" + " AND ".join(clauses) + ")" if clauses else "(1)"
+    return _join(clauses, " AND ") if clauses else "(1)"
 
 
 def compile_where(
@@ -187,7 +312,13 @@ def compile_where(
     params: list[Any] = []
     if where is None:
         return "(1)", params
-    return _where_sql(where, params, argument, 0), params
+    sql = _where_sql(where, params, argument, 0)
+    if len(params) > MAX_PARAMS:
+        raise InvalidInput(
+            f"{argument}: the filter needs {len(params):,} values bound (at most {MAX_PARAMS:,});"
+            " express long lists of equalities as $in"
+        )
+    return sql, params
 
 
 def compile_order(order_by: str | Sequence[str] | None, argument: str = "order_by") -> str:
@@ -229,6 +360,12 @@ def _get(record: Mapping[str, Any], parts: Sequence[str]) -> Any:
     return cur
 
 
+def _sql_number(a: Any) -> Any:
+    """A number as SQLite sees it: an integer outside the signed 64-bit range (only possible
+    in data written before v2 refused them) is a float there, and so it is here."""
+    return float(a) if type(a) is int and not INT_MIN <= a <= INT_MAX else a
+
+
 def _eq(actual: Any, value: Scalar) -> bool:
     if value is None:
         return actual is _MISSING or actual is None
@@ -236,7 +373,11 @@ def _eq(actual: Any, value: Scalar) -> bool:
         return isinstance(actual, bool) and actual is value
     if isinstance(value, str):
         return isinstance(actual, str) and actual == value
-    return isinstance(actual, int | float) and not isinstance(actual, bool) and actual == value
+    return (
+        isinstance(actual, int | float)
+        and not isinstance(actual, bool)
+        and _sql_number(actual) == value
+    )
 
 
 def _cmp(actual: Any, op: str, value: str | int | float) -> bool:
@@ -245,6 +386,8 @@ def _cmp(actual: Any, op: str, value: str | int | float) -> bool:
             return False
     elif not isinstance(actual, int | float) or isinstance(actual, bool):
         return False
+    else:
+        actual = _sql_number(actual)
     if op == "$gt":
         return bool(actual > value)
     if op == "$gte":
@@ -268,7 +411,11 @@ def predicate(where: Mapping[str, Any]) -> Predicate:
     (each operator specialised on its value) so checking a record is a few calls."""
     tests: list[Predicate] = []
     for key, cond in where.items():
-        if key in ("$and", "$or"):
+        if key == "$or" and len(cond) >= LARGE_LIST:
+            groups, others = _or_groups(cond)
+            alts = [_field_predicate(f, {"$in": vs}) for f, vs in groups.items()]
+            tests.append(_any(alts + [predicate(c) for c in others if isinstance(c, Mapping)]))
+        elif key in ("$and", "$or"):
             subs = [predicate(c) for c in cond]
             tests.append(_all(subs) if key == "$and" else _any(subs))
         else:
@@ -308,7 +455,35 @@ def _eq_check(value: Any) -> Check:
         return lambda a: a is value
     if isinstance(value, str):
         return lambda a: type(a) is str and a == value
-    return lambda a: _is_number(a) and a == value
+    return lambda a: _is_number(a) and _sql_number(a) == value
+
+
+def _in_check(values: Sequence[Any]) -> Check:
+    """``$in``: set lookups by kind (a long list costs no more than a short one)."""
+    if len(values) < LARGE_LIST:
+        alts = [_eq_check(v) for v in values]
+        return lambda a: any(c(a) for c in alts)
+    strings = frozenset(v for v in values if type(v) is str)
+    numbers = frozenset(v for v in values if type(v) is int or type(v) is float)
+    null = any(v is None for v in values)
+    true = any(v is True for v in values)
+    false = any(v is False for v in values)
+
+    def check(a: Any) -> bool:
+        t = type(a)
+        if t is str:
+            return a in strings
+        if t is int or t is float:
+            return _sql_number(a) in numbers
+        if a is None or a is _MISSING:
+            return null
+        if a is True:
+            return true
+        if a is False:
+            return false
+        return False
+
+    return check
 
 
 def _op_check(op: str, value: Any) -> Check:
@@ -318,18 +493,25 @@ def _op_check(op: str, value: Any) -> Check:
         eq = _eq_check(value)
         return lambda a: not eq(a)
     if op in ("$in", "$nin"):
-        alts = [_eq_check(v) for v in value]
+        found = _in_check(value)
         if op == "$in":
-            return lambda a: any(c(a) for c in alts)
-        return lambda a: not any(c(a) for c in alts)
-    kind: Check = _is_text if isinstance(value, str) else _is_number
+            return found
+        return lambda a: not found(a)
+    if isinstance(value, str):
+        if op == "$gt":
+            return lambda a: _is_text(a) and a > value
+        if op == "$gte":
+            return lambda a: _is_text(a) and a >= value
+        if op == "$lt":
+            return lambda a: _is_text(a) and a < value
+        return lambda a: _is_text(a) and a <= value
     if op == "$gt":
-        return lambda a: kind(a) and a > value
+        return lambda a: _is_number(a) and _sql_number(a) > value
     if op == "$gte":
-        return lambda a: kind(a) and a >= value
+        return lambda a: _is_number(a) and _sql_number(a) >= value
     if op == "$lt":
-        return lambda a: kind(a) and a < value
-    return lambda a: kind(a) and a <= value
+        return lambda a: _is_number(a) and _sql_number(a) < value
+    return lambda a: _is_number(a) and _sql_number(a) <= value
 
 
 def _field_predicate(key: str, cond: Any) -> Predicate:

@@ -364,9 +364,15 @@ class Context(icontract.DBC):
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
     @require(
-        lambda limit: limit is None or is_non_negative_int(limit), "limit", "must be an int >= 0"
+        lambda limit: limit is None or (is_non_negative_int(limit) and limit < 2**63),
+        "limit",
+        "must be an int in [0, 2**63)",
     )
-    @require(lambda offset: is_non_negative_int(offset), "offset", "must be an int >= 0")
+    @require(
+        lambda offset: is_non_negative_int(offset) and offset < 2**63,
+        "offset",
+        "must be an int in [0, 2**63)",
+    )
     @ensure(
         lambda limit, result: limit is None or len(result) <= limit,
         "a query never returns more than its limit",
