@@ -329,7 +329,10 @@ class CollectionLog:
         if not self.log.exists() or not out:
             return out
         if len(out) <= FEW_IDS and self.log.size() > FULL_SCAN_BELOW:
-            return self._versions_by_search(out)
+            searched = self._versions_by_search_stable(out)
+            if searched is not None:
+                return searched
+            out = {rid: [] for rid in out}
         _, header_len = self.log.header()
         for batch in self.committed(header_len):
             for e in batch.entries:
@@ -337,6 +340,28 @@ class CollectionLog:
                 if found is not None:
                     found.append(_version(self.name, batch, e.pos, e.record_id, e.data))
         return out
+
+    def _generations(self) -> tuple[str, str | None]:
+        state = self.index.collection_state(self.name)
+        return self.log.header()[0], None if state is None else state[0]
+
+    def _versions_by_search_stable(
+        self, out: dict[str, list[RecordVersion]]
+    ) -> dict[str, list[RecordVersion]] | None:
+        """The search path, which takes batch positions from the index, only while the log
+        and its index are of one generation throughout (a compaction in another process
+        replaces the log first, then the index); None when they were not (then the caller
+        makes one pass over the log, which does not need the index's positions)."""
+        before = self._generations()
+        if before[0] != before[1]:
+            return None
+        try:
+            found = self._versions_by_search(out)
+        except IntegrityError:
+            if self._generations() == before:
+                raise
+            return None
+        return found if self._generations() == before else None
 
     def _versions_by_search(
         self, out: dict[str, list[RecordVersion]]

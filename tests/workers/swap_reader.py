@@ -1,7 +1,7 @@
 """Reader process for tests/reliability/test_rel_swap_readers.py.
 
 ``swap_reader.py ROOT CTX COLL N STOPFILE READYFILE``: until STOPFILE exists, reads COLL with
-``count``, ``iter``, ``query`` and ``get`` and checks each read sees the whole collection (N
+``count``, ``iter``, ``query``, ``get`` and ``history`` and checks each read sees the whole collection (N
 live records, ids ``r0`` .. ``r<N-1>``, group ``g`` = i % 10). Touches READYFILE after its
 first round. Prints ``reads <ok> <bad>`` and the first few wrong reads as ``BAD ...`` lines.
 """
@@ -49,6 +49,13 @@ def main(root: str, context: str, coll: str, n_text: str, stopfile: str, ready: 
                 except app.NotFoundError:
                     got = False
                 check(f"get {rid}", got)
+            rid = f"r{rng.randrange(n)}"
+            try:
+                hist = ctx.history(coll, rid)
+                good = bool(hist) and not hist[-1].deleted and hist[-1].id == rid
+            except app.IntegrityError as exc:
+                good, rid = False, f"{rid} {exc}"
+            check(f"history {rid}", good)
             if first:
                 open(ready, "w").close()
                 first = False
