@@ -1,9 +1,9 @@
 """Reader process for tests/reliability/test_rel_swap_readers.py.
 
 ``swap_reader.py ROOT CTX COLL N STOPFILE READYFILE``: until STOPFILE exists, reads COLL with
-``count``, ``iter``, ``query``, ``get`` and ``history`` and checks each read sees the whole collection (N
-live records, ids ``r0`` .. ``r<N-1>``, group ``g`` = i % 10). Touches READYFILE after its
-first round. Prints ``reads <ok> <bad>`` and the first few wrong reads as ``BAD ...`` lines.
+``count``, ``iter``, ``query``, ``get`` and ``history`` and checks each read sees the whole
+collection (N live records, ids ``r0`` .. ``r<N-1>``, group ``g`` = i % 10). Touches READYFILE
+after its first round. Prints ``reads <ok> <bad>`` and the first few wrong reads as ``BAD ...`` lines.
 """
 
 from __future__ import annotations
