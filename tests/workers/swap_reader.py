@@ -3,7 +3,7 @@
 ``swap_reader.py ROOT CTX COLL N STOPFILE READYFILE``: until STOPFILE exists, reads COLL with
 ``count``, ``iter``, ``query``, ``get`` and ``history`` and checks each read sees the whole
 collection (N live records, ids ``r0`` .. ``r<N-1>``, group ``g`` = i % 10). Touches READYFILE
-after its first round. Prints ``reads <ok> <bad>`` and the first few wrong reads as ``BAD ...`` lines.
+after its first round. Prints ``reads <ok> <bad>`` and the first few wrong reads (``BAD ...``).
 """
 
 from __future__ import annotations
