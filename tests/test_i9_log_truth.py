@@ -5,6 +5,7 @@ row or holds a wrong one, and verify reports every kind of index/log disagreemen
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,18 @@ def test_compaction_keeps_every_commit_field(tmp_path: Path) -> None:
             meta.get("rc", meta["n"]),
             meta.get("rs", meta["sha256"]),
         )
+
+
+def test_verify_reports_a_collection_only_the_index_has(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    _setup(root)
+    conn = sqlite3.connect(index_path(root, "c"), isolation_level=None)
+    conn.execute('CREATE TABLE "c_ghost"(pos INTEGER PRIMARY KEY, id TEXT, data TEXT, crc INT)')
+    conn.execute("INSERT INTO collections VALUES ('ghost', 'abc', 10)")
+    conn.close()
+    with app.open_store(root) as s:
+        ctx = s.context("c")
+        report = ctx.verify()
+        assert any("'ghost', which has no log" in p for p in report.problems), report
+        ctx.rebuild_index()
+        assert ctx.verify().ok

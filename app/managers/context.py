@@ -407,6 +407,10 @@ class Context(icontract.DBC):
                 problems += self._log(name).verify()
             try:
                 problems += [f"{self._index.path}: {p}" for p in self._index.integrity_check()]
+                problems += [
+                    f"{self._index.path}: indexes collection {name!r}, which has no log"
+                    for name in sorted(set(self._index.collection_names()) - set(self._log_names()))
+                ]
             except Exception as exc:
                 problems.append(str(exc))
             checked.append(str(self._index.path))
