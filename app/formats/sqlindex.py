@@ -16,7 +16,7 @@ import functools
 import hashlib
 import sqlite3
 import zlib
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +29,6 @@ from app.formats.sqlitefile import SqliteFile
 INDEX_VERSION = 1
 FETCH = 2000
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS collections(
-    name TEXT PRIMARY KEY, generation TEXT NOT NULL, log_end INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS batches(
-    batch_id TEXT PRIMARY KEY, collection TEXT NOT NULL, kind TEXT NOT NULL,
-    start INTEGER NOT NULL, end INTEGER NOT NULL, count INTEGER NOT NULL,
-    sha256 TEXT NOT NULL, committed_at TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS batches_by_pos ON batches(collection, start);
-"""
 
 ROWS_PER_INSERT = 500  # rows per multi-row INSERT (4 parameters each; SQLite allows 32766)
 
@@ -48,6 +39,34 @@ BatchRow = tuple[str, str, str, int, int, int, str, str]
 def table(collection: str) -> str:
     """Quoted table name of a (validated) collection name."""
     return f'"c_{collection}"'
+
+
+def side_table(collection: str) -> str:
+    """Quoted name of the table a collection's next content is built in (then swapped in)."""
+    return f'"n_{collection}"'
+
+
+def side_batches(collection: str) -> str:
+    """Quoted name of the table the batches of a collection's next content are built in."""
+    return f'"nb_{collection}"'
+
+
+_RECORDS_COLUMNS = (
+    "(pos INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, data TEXT NOT NULL, crc INTEGER NOT NULL)"
+)
+_BATCHES_COLUMNS = (
+    "(batch_id TEXT PRIMARY KEY, collection TEXT NOT NULL, kind TEXT NOT NULL, "
+    "start INTEGER NOT NULL, end INTEGER NOT NULL, count INTEGER NOT NULL, "
+    "sha256 TEXT NOT NULL, committed_at TEXT NOT NULL)"
+)
+"""The one definition of a batches table (the live one and a collection's side one)."""
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS collections(
+    name TEXT PRIMARY KEY, generation TEXT NOT NULL, log_end INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS batches{_BATCHES_COLUMNS};
+CREATE INDEX IF NOT EXISTS batches_by_pos ON batches(collection, start);
+"""
 
 
 @functools.lru_cache(maxsize=64)
@@ -163,13 +182,61 @@ class SqliteIndex(SqliteFile):
         t = table(collection)
         with self.write() as conn:
             conn.execute(f"DROP TABLE IF EXISTS {t}")
-            conn.execute(
-                f"CREATE TABLE {t}(pos INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
-                "data TEXT NOT NULL, crc INTEGER NOT NULL)"
-            )
+            conn.execute(f"CREATE TABLE {t}{_RECORDS_COLUMNS}")
             for spec in indexes:
                 conn.execute(self._index_sql(collection, spec))
             conn.execute("DELETE FROM batches WHERE collection=?", (collection,))
+            conn.execute(
+                "INSERT OR REPLACE INTO collections(name, generation, log_end) VALUES (?,?,?)",
+                (collection, generation, log_end),
+            )
+        self._known.discard(collection)
+
+    # -- building a collection's next content aside, then swapping it in ------------------
+
+    def start_side(self, collection: str) -> None:
+        """(Re)create the empty side tables a collection's next content is built in. Readers
+        never look at them: they keep reading the live table until ``swap_side``."""
+        with self.write() as conn:
+            self._drop_side(conn, collection)
+            conn.execute(f"CREATE TABLE {side_table(collection)}{_RECORDS_COLUMNS}")
+            conn.execute(f"CREATE TABLE {side_batches(collection)}{_BATCHES_COLUMNS}")
+
+    def drop_side(self, collection: str) -> None:
+        with self.write() as conn:
+            self._drop_side(conn, collection)
+
+    @staticmethod
+    def _drop_side(conn: sqlite3.Connection, collection: str) -> None:
+        conn.execute(f"DROP TABLE IF EXISTS {side_table(collection)}")
+        conn.execute(f"DROP TABLE IF EXISTS {side_batches(collection)}")
+
+    def apply_side(
+        self,
+        conn: sqlite3.Connection,
+        collection: str,
+        batch: BatchRow,
+        puts: Iterable[tuple[int, str, bytes]],
+        deletes: Sequence[str],
+    ) -> None:
+        """``apply`` to the side tables of ``collection`` (inside an open ``write()``)."""
+        self._apply_to(conn, side_table(collection), side_batches(collection), batch, puts, deletes)
+
+    def swap_side(
+        self, collection: str, generation: str, log_end: int, indexes: Sequence[Sequence[str]]
+    ) -> None:
+        """Make the side tables the collection's content, with its log state, in ONE
+        transaction: a reader in any thread or process sees the old content or the new one,
+        never an empty or partial table."""
+        t, side, sb = table(collection), side_table(collection), side_batches(collection)
+        with self.write() as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {t}")
+            conn.execute(f"ALTER TABLE {side} RENAME TO {t}")
+            for spec in indexes:
+                conn.execute(self._index_sql(collection, spec))
+            conn.execute("DELETE FROM batches WHERE collection=?", (collection,))
+            conn.execute(f"INSERT OR REPLACE INTO batches SELECT * FROM {sb}")
+            conn.execute(f"DROP TABLE {sb}")
             conn.execute(
                 "INSERT OR REPLACE INTO collections(name, generation, log_end) VALUES (?,?,?)",
                 (collection, generation, log_end),
@@ -207,7 +274,17 @@ class SqliteIndex(SqliteFile):
         deletes: Sequence[str],
     ) -> None:
         """Apply one batch inside an open ``write()`` transaction."""
-        t = table(collection)
+        self._apply_to(conn, table(collection), "batches", batch, puts, deletes)
+
+    @staticmethod
+    def _apply_to(
+        conn: sqlite3.Connection,
+        t: str,
+        batches: str,
+        batch: BatchRow,
+        puts: Iterable[tuple[int, str, bytes]],
+        deletes: Sequence[str],
+    ) -> None:
         crc32 = zlib.crc32
         values = [v for pos, rid, data in puts for v in (pos, rid, data.decode(), crc32(data))]
         step = ROWS_PER_INSERT * 4
@@ -216,7 +293,7 @@ class SqliteIndex(SqliteFile):
             conn.execute(_insert_sql(t, len(part) // 4), part)
         if deletes:
             conn.executemany(f"DELETE FROM {t} WHERE id=?", [(d,) for d in deletes])
-        conn.execute("INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?,?,?,?)", batch)
+        conn.execute(f"INSERT OR REPLACE INTO {batches} VALUES (?,?,?,?,?,?,?,?)", batch)
 
     @staticmethod
     def set_log_end(conn: sqlite3.Connection, collection: str, log_end: int) -> None:
@@ -236,24 +313,6 @@ class SqliteIndex(SqliteFile):
             if row is None
             else (row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
         )
-
-    def holds_only_current(self, collection: str) -> bool:
-        """True when the log has neither tombstones nor superseded versions: no delete batch
-        and as many current records as versions ever appended (receipt counts)."""
-        if not self.has_table(collection):
-            return False
-        with self.errors():
-            appended, deleted = (
-                self.conn()
-                .execute(
-                    "SELECT coalesce(sum(CASE WHEN kind='append' THEN count END), 0), "
-                    "coalesce(sum(CASE WHEN kind!='append' THEN count END), 0) "
-                    "FROM batches WHERE collection=?",
-                    (collection,),
-                )
-                .fetchone()
-            )
-        return bool(deleted == 0 and appended == self.count(collection))
 
     def batches(self, collection: str) -> Iterator[BatchRow]:
         with self.errors():
@@ -408,15 +467,6 @@ class SqliteIndex(SqliteFile):
             )
             while rows := cur.fetchmany(FETCH):
                 yield from rows
-
-    def current_positions(self, collection: str) -> Generator[int, None, None]:
-        if not self.has_table(collection):
-            return
-        with self.errors():
-            cur = self.conn().execute(f"SELECT pos FROM {table(collection)} ORDER BY pos")
-            while rows := cur.fetchmany(FETCH * 5):
-                for (pos,) in rows:
-                    yield pos
 
     def collection_names(self) -> list[str]:
         with self.errors():

@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import os
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -24,6 +24,7 @@ from app.formats.batchlog import (
     PUT,
     Batch,
     BatchLog,
+    Entry,
     ScanState,
     commit_line,
     header_line,
@@ -31,6 +32,7 @@ from app.formats.batchlog import (
 )
 from app.formats.sqlindex import BatchRow, SqliteIndex
 from app.managers.catalog import Catalog
+from app.managers.side_table import SideBuilder
 
 APPLY_EVERY = 50_000
 FEW_IDS = 4
@@ -69,12 +71,8 @@ class CollectionLog:
             return end
         generation, header_len = self.log.header()
         if state is None or state[0] != generation:
-            self.index.reset_collection(
-                self.name, generation, header_len, self.catalog.indexes(self.name)
-            )
-            start = header_len
-        else:
-            start = state[1]
+            return self._reindex(generation, header_len)
+        start = state[1]
         size = self.log.size()
         if size == start:
             return start
@@ -84,6 +82,20 @@ class CollectionLog:
                 "committed batches are missing"
             )
         return self._catch_up(start)
+
+    def _reindex(self, generation: str, header_len: int) -> int:
+        """Index the whole log aside and swap it in (a compaction finished its rename but not
+        its re-index, or the collection is new to this index); cuts a torn tail."""
+        side = SideBuilder(self.index, self.name)
+        with side.abandoned_on_failure():
+            st = ScanState(valid_end=header_len, size=0)
+            for batch in self.log.scan(header_len, st):
+                dels = [e.record_id for e in batch.entries if e.data is None]
+                side.add(_row(self.name, batch), _puts(batch.entries), dels)
+            side.swap(generation, st.valid_end, self.catalog.indexes(self.name))
+        if st.tail:
+            self.log.truncate(st.valid_end)
+        return st.valid_end
 
     def committed(self, start: int) -> Iterator[Batch]:
         """The log's batches from ``start``, verified; ``IntegrityError`` if the log ends (in a
@@ -134,19 +146,8 @@ class CollectionLog:
             return
         with self.index.write() as conn:
             for b in batches:
-                row: BatchRow = (
-                    b.batch_id,
-                    self.name,
-                    b.kind,
-                    b.start,
-                    b.end,
-                    b.receipt_count,
-                    b.receipt_sha256,
-                    b.committed_at,
-                )
-                puts = [(e.pos, e.record_id, e.data) for e in b.entries if e.data is not None]
                 dels = [e.record_id for e in b.entries if e.data is None]
-                self.index.apply(conn, self.name, row, puts, dels)
+                self.index.apply(conn, self.name, _row(self.name, b), _puts(b.entries), dels)
             self.index.set_log_end(conn, self.name, batches[-1].end)
 
     # -- writing ------------------------------------------------------------------------
@@ -188,7 +189,14 @@ class CollectionLog:
     # -- compaction ---------------------------------------------------------------------
 
     def compact(self) -> CompactionReport:
-        """Rewrite the log without superseded versions and tombstones (atomic replace)."""
+        """Rewrite the log without superseded versions and tombstones (atomic replace).
+
+        The log decides what survives (SPEC 22: the index is never trusted for it), and the
+        collection's index table is rebuilt from the new log aside, then swapped in with the
+        new log state in one transaction: readers see the collection before or after, never
+        empty or partial (SPEC 4, 11, 22). So a compaction also repairs an index that
+        missed, added or altered rows of this collection.
+        """
         end = self.recover(create=False)
         if end is None:
             return CompactionReport(
@@ -199,59 +207,117 @@ class CollectionLog:
                 bytes_after=0,
             )
         bytes_before = self.log.size()
-        generation = new_generation()
-        with atomic_file(self.log.path) as fh:
-            before, after = self.write_compacted(fh, generation)
-        header = len(header_line(generation))
-        self.index.reset_collection(self.name, generation, header, self.catalog.indexes(self.name))
-        self._catch_up(header)
+        generation, header_len = self.log.header()
+        latest, before = self.survivors(header_len)
+        side = SideBuilder(self.index, self.name)
+        with side.abandoned_on_failure():
+            if before == len(latest):  # nothing superseded, no tombstone: the log stays
+                after = self._index_survivors(header_len, side)
+                log_end = end
+            else:
+                generation = new_generation()
+                with atomic_file(self.log.path) as fh:
+                    after = self._write_survivors(fh, generation, header_len, latest, side)
+                    _check_kept(self.log.path, after, len(latest))  # before the rename
+                log_end = self.log.size()
+            _check_kept(self.log.path, after, len(latest))
+            side.swap(generation, log_end, self.catalog.indexes(self.name))
         return CompactionReport(
             collection=self.name,
             records_before=before,
             records_after=after,
             bytes_before=bytes_before,
-            bytes_after=self.log.size(),
+            bytes_after=log_end,
         )
+
+    def survivors(self, header_len: int) -> tuple[dict[str, int], int]:
+        """From one verified pass over the log: the position of each current record's latest
+        version (deleted records are absent), and the number of entries in the log."""
+        latest: dict[str, int] = {}
+        entries = 0
+        for batch in self.committed(header_len):
+            entries += len(batch.entries)
+            for e in batch.entries:
+                if e.data is None:
+                    latest.pop(e.record_id, None)
+                else:
+                    latest[e.record_id] = e.pos
+        return latest, entries
+
+    def _index_survivors(self, header_len: int, side: SideBuilder) -> int:
+        kept = 0
+        for batch in self.committed(header_len):
+            puts = _puts(batch.entries)
+            kept += len(puts)
+            side.add(_row(self.name, batch), puts, [])
+        return kept
+
+    def _write_survivors(
+        self,
+        fh: IO[bytes],
+        generation: str,
+        header_len: int,
+        latest: dict[str, int],
+        side: SideBuilder | None,
+    ) -> int:
+        """Write the log's header and batches keeping only the entries ``latest`` names;
+        every batch keeps its id, time, receipt and commit fields (an emptied batch stays as
+        its commit line, so batch ids stay idempotent). Returns the entries written."""
+        header = header_line(generation)
+        fh.write(header)
+        pos = len(header)
+        kept = 0
+        for batch in self.committed(header_len):
+            lines: list[bytes] = []
+            puts: list[tuple[int, str, bytes]] = []
+            start = pos
+            for e in batch.entries:
+                if e.data is not None and latest.get(e.record_id) == e.pos:
+                    line = put_line(e.data)
+                    puts.append((pos, e.record_id, e.data))
+                    lines.append(line)
+                    pos += len(line)
+            commit = recommit(batch, lines)
+            fh.write(b"".join(lines))
+            fh.write(commit)
+            pos += len(commit)
+            kept += len(lines)
+            if side is not None:
+                row: BatchRow = (
+                    batch.batch_id,
+                    self.name,
+                    batch.kind,
+                    start,
+                    pos,
+                    batch.receipt_count,
+                    batch.receipt_sha256,
+                    batch.committed_at,
+                )
+                side.add(row, puts, [])
+        return kept
 
     def write_compacted(self, fh: IO[bytes], generation: str) -> tuple[int, int]:
         """Write a compacted copy of the (recovered) log to ``fh``: ``(entries before, after)``.
-
-        Every batch keeps its id, time and original receipt (an empty batch is kept as its
-        commit line, so batch ids stay idempotent); only current versions survive.
-        """
+        Survival is decided from the log alone; the index is not read."""
         _, header_len = self.log.header()
-        state = self.index.collection_state(self.name)
-        if state is not None and self.index.holds_only_current(self.name):
-            fh.write(header_line(generation))
-            copied = self.log.copy_verified(header_len, state[1], fh)
-            return copied, copied
-        before = after = 0
-        current = self.index.current_positions(self.name)
-        nxt = next(current, None)
-        fh.write(header_line(generation))
-        try:
-            for batch in self.committed(header_len):
-                lines = []
-                for e in batch.entries:
-                    before += 1
-                    while nxt is not None and nxt < e.pos:
-                        nxt = next(current, None)
-                    if e.data is not None and nxt == e.pos:
-                        lines.append(put_line(e.data))
-                after += len(lines)
-                commit, _ = commit_line(
-                    lines,
-                    batch.batch_id,
-                    batch.kind,
-                    batch.committed_at,
-                    receipt=(batch.receipt_count, batch.receipt_sha256),
-                    req=batch.req,
-                )
-                fh.write(b"".join(lines))
-                fh.write(commit)
-        finally:
-            current.close()
+        latest, before = self.survivors(header_len)
+        after = self._write_survivors(fh, generation, header_len, latest, None)
+        _check_kept(self.log.path, after, len(latest))
         return before, after
+
+    def latest_commits(self, ids: Iterable[str]) -> dict[str, tuple[str, bool]]:
+        """For each of ``ids`` found in the log: ``(commit time of its latest entry, whether
+        that entry is a tombstone)``, from one verified pass over the log."""
+        wanted = set(ids)
+        out: dict[str, tuple[str, bool]] = {}
+        if not wanted or not self.log.exists():
+            return out
+        _, header_len = self.log.header()
+        for batch in self.committed(header_len):
+            for e in batch.entries:
+                if e.record_id in wanted:
+                    out[e.record_id] = (batch.committed_at, e.data is None)
+        return out
 
     # -- reading the log ----------------------------------------------------------------
 
@@ -266,7 +332,10 @@ class CollectionLog:
         if not self.log.exists() or not out:
             return out
         if len(out) <= FEW_IDS and self.log.size() > FULL_SCAN_BELOW:
-            return self._versions_by_search(out)
+            searched = self._versions_by_search_stable(out)
+            if searched is not None:
+                return searched
+            out = {rid: [] for rid in out}
         _, header_len = self.log.header()
         for batch in self.committed(header_len):
             for e in batch.entries:
@@ -274,6 +343,28 @@ class CollectionLog:
                 if found is not None:
                     found.append(_version(self.name, batch, e.pos, e.record_id, e.data))
         return out
+
+    def _generations(self) -> tuple[str, str | None]:
+        state = self.index.collection_state(self.name)
+        return self.log.header()[0], None if state is None else state[0]
+
+    def _versions_by_search_stable(
+        self, out: dict[str, list[RecordVersion]]
+    ) -> dict[str, list[RecordVersion]] | None:
+        """The search path, which takes batch positions from the index, only while the log
+        and its index are of one generation throughout (a compaction in another process
+        replaces the log first, then the index); None when they were not (then the caller
+        makes one pass over the log, which does not need the index's positions)."""
+        before = self._generations()
+        if before[0] != before[1]:
+            return None
+        try:
+            found = self._versions_by_search(out)
+        except IntegrityError:
+            if self._generations() == before:
+                raise
+            return None
+        return found if self._generations() == before else None
 
     def _versions_by_search(
         self, out: dict[str, list[RecordVersion]]
@@ -312,18 +403,19 @@ class CollectionLog:
         return problems
 
     def _verify(self, problems: list[str]) -> None:
+        """Compare every index row and batch of this collection with the log's bytes."""
         path = self.log.path
         generation, header_len = self.log.header()
-        expected: dict[str, tuple[int, int]] = {}
+        expected: dict[str, tuple[int, bytes]] = {}
+        log_batches: dict[str, BatchRow] = {}
         st = ScanState(valid_end=header_len, size=0)
-        batches = 0
         for batch in self.log.scan(header_len, st):
-            batches += 1
+            log_batches[batch.batch_id] = _row(self.name, batch)
             for e in batch.entries:
                 if e.data is None:
                     expected.pop(e.record_id, None)
                 else:
-                    expected[e.record_id] = (e.pos, zlib.crc32(e.data))
+                    expected[e.record_id] = (e.pos, _fingerprint(e.data))
         state = self.index.collection_state(self.name)
         if st.tail:
             where = (
@@ -341,27 +433,94 @@ class CollectionLog:
                 f"{self.index.path}: index of {self.name!r} covers {state[1]} bytes of {path}, "
                 f"whose committed data ends at {st.valid_end}"
             )
-        bad = 0
+        self._verify_rows(expected, problems)
+        self._verify_batches(log_batches, problems)
+
+    def _verify_rows(self, expected: dict[str, tuple[int, bytes]], problems: list[str]) -> None:
+        """Rows the index adds, alters (data, position or checksum) or misses; the row's
+        bytes are compared with the log's, so a row whose CRC was recomputed is found."""
+        where = f"{self.index.path}: collection {self.name!r}"
+        extra: list[str] = []
+        altered: list[str] = []
+        crc32 = zlib.crc32
         for pos, rid, data, crc in self.index.rows(self.name):
+            raw = data.encode()
             exp = expected.pop(rid, None)
-            if exp is None or exp != (pos, crc) or zlib.crc32(data.encode()) != crc:
-                bad += 1
-                if bad <= MAX_REPORTED:
-                    problems.append(
-                        f"{self.index.path}: record {rid[:80]!r} of {self.name!r} differs from "
-                        f"{path}"
-                    )
-        if expected:
-            problems.append(
-                f"{self.index.path}: {len(expected)} records of {path} missing from the index"
-            )
-        if bad > MAX_REPORTED:
-            problems.append(f"{self.index.path}: {bad} records differ from {path} in all")
-        indexed_batches = sum(1 for _ in self.index.batches(self.name))
-        if indexed_batches != batches:
-            problems.append(
-                f"{self.index.path}: {indexed_batches} batches indexed, {batches} in {path}"
-            )
+            if exp is None:
+                extra.append(rid)
+            elif exp != (pos, _fingerprint(raw)) or crc32(raw) != crc:
+                altered.append(rid)
+        log = self.log.path
+        _report(problems, where, "records", extra, f"are not current in {log}")
+        _report(problems, where, "records", altered, f"differ from {log}")
+        _report(problems, where, "current records", list(expected), f"of {log} are missing")
+
+    def _verify_batches(self, log_batches: dict[str, BatchRow], problems: list[str]) -> None:
+        where = f"{self.index.path}: collection {self.name!r}"
+        extra: list[str] = []
+        altered: list[str] = []
+        for row in self.index.batches(self.name):
+            exp = log_batches.pop(row[0], None)
+            if exp is None:
+                extra.append(row[0])
+            elif tuple(exp) != tuple(row):
+                altered.append(row[0])
+        log = self.log.path
+        _report(problems, where, "batches", extra, f"are not in {log}")
+        _report(problems, where, "batches", altered, f"differ from {log}")
+        _report(problems, where, "batches", list(log_batches), f"of {log} are missing")
+
+
+def _report(problems: list[str], where: str, unit: str, ids: list[str], what: str) -> None:
+    if ids:
+        shown = ", ".join(repr(i[:80]) for i in ids[:MAX_REPORTED])
+        more = f" (+{len(ids) - MAX_REPORTED} more)" if len(ids) > MAX_REPORTED else ""
+        problems.append(f"{where}: {len(ids)} {unit} {what}: {shown}{more}")
+
+
+def _fingerprint(data: bytes) -> bytes:
+    """A digest of a record's bytes (a CRC can be recomputed to match altered data)."""
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _check_kept(path: Path, kept: int, current: int) -> None:
+    if kept != current:
+        raise IntegrityError(f"{path}: a compaction kept {kept} of {current} current records")
+
+
+def _row(collection: str, batch: Batch) -> BatchRow:
+    return (
+        batch.batch_id,
+        collection,
+        batch.kind,
+        batch.start,
+        batch.end,
+        batch.receipt_count,
+        batch.receipt_sha256,
+        batch.committed_at,
+    )
+
+
+def _puts(entries: Iterable[Entry]) -> list[tuple[int, str, bytes]]:
+    return [(e.pos, e.record_id, e.data) for e in entries if e.data is not None]
+
+
+def recommit(batch: Batch, lines: Sequence[bytes]) -> bytes:
+    """The commit line closing ``lines``, the entries of ``batch`` kept by a compaction.
+
+    Every field of the original commit is carried over (batch id, kind, time and its original
+    receipt); ``n`` and ``sha256`` are recomputed for the kept lines. The request digest of
+    the idempotency check (``req``) is carried over too.
+    """
+    commit, _ = commit_line(
+        lines,
+        batch.batch_id,
+        batch.kind,
+        batch.committed_at,
+        receipt=(batch.receipt_count, batch.receipt_sha256),
+        req=batch.req,
+    )
+    return commit
 
 
 def _version(

@@ -466,6 +466,10 @@ class Context(icontract.DBC):
                 problems += self._log(name).verify()
             try:
                 problems += [f"{self._index.path}: {p}" for p in self._index.integrity_check()]
+                problems += [
+                    f"{self._index.path}: indexes collection {name!r}, which has no log"
+                    for name in sorted(set(self._index.collection_names()) - set(self._log_names()))
+                ]
             except Exception as exc:
                 problems.append(str(exc))
             checked.append(str(self._index.path))
@@ -538,6 +542,15 @@ class Context(icontract.DBC):
             if log.recover(create=False) is None:
                 raise NotFoundError(f"collection {collection!r} not found in {self.name!r}")
             return log.write_compacted(fh, os.urandom(8).hex())[1]
+
+    @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
+    def latest_commits(self, collection: str, ids: Iterable[str]) -> dict[str, tuple[str, bool]]:
+        """For each of ``ids`` the log holds: ``(commit time of its latest entry, deleted)``,
+        read from the log (the truth), not from the index. Takes the writer lock."""
+        id_list = self._id_list(ids) or []
+        self._ensure_ready()
+        with self._lock.hold():
+            return self._log(collection).latest_commits(id_list)
 
     @ensure(lambda self: not self._ready, "a closed context recovers again on next use")
     def close(self) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
 from app.core.atomic import fsync_dir
-from app.core.errors import StorageError, io_error
+from app.core.errors import IntegrityError, StorageError, io_error
 from app.formats.sqlindex import SqliteIndex
 from app.managers.collection import CollectionLog
 
@@ -31,12 +32,16 @@ def _witness(index: SqliteIndex, name: str) -> int | None:
 
 
 def rebuild_index(index: SqliteIndex, logs: Iterable[CollectionLog]) -> None:
-    """Build a new index file from the logs, then swap it in for the old one.
+    """Build a new index file from the logs, then put its content in place of the old one.
 
     Caller holds the writer lock. Until the new file is complete the old one stays in place,
-    so a rebuild that stops on a damaged log leaves reads as they were. The old file's WAL is
-    removed before the swap: an old WAL must never be replayed into a new database. Other
-    processes notice the new file at their next operation and reconnect.
+    so a rebuild that stops on a damaged log leaves reads as they were. The new content is
+    copied into the live file page by page in ONE write transaction (SQLite's backup API), so
+    readers in every thread and process, old connections included, see the old index or the
+    new one, never a partial one, and keep their connections. Only when the live file cannot
+    take it (unreadable, not a database) is the file itself replaced; its old WAL is removed
+    first (an old WAL must never be replayed into a new database) and other processes notice
+    the new file at their next operation and reconnect.
     """
     fresh_path = index.path.with_name(f".{index.path.name}.rebuild")
     _remove_db(fresh_path)
@@ -46,10 +51,40 @@ def rebuild_index(index: SqliteIndex, logs: Iterable[CollectionLog]) -> None:
         for log in logs:
             log.rebuild_into(fresh, _witness(index, log.name))
         fresh.checkpoint_and_close()
-    except BaseException:
+        if not _copy_into(fresh_path, index):
+            _replace(fresh_path, index)
+    finally:
         fresh.close()
         _remove_db(fresh_path)
-        raise
+
+
+def _copy_into(fresh_path: Path, index: SqliteIndex) -> bool:
+    """Copy the rebuilt database into the live index file in one transaction; False when the
+    live file cannot be written that way (then it is replaced)."""
+    if not index.path.is_file():
+        return False
+    try:
+        dest = index.conn()
+    except IntegrityError:
+        return False
+    try:
+        src = sqlite3.connect(f"file:{fresh_path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StorageError(f"{fresh_path}: {exc}") from exc
+    try:
+        src.backup(dest)
+    except sqlite3.DatabaseError as exc:
+        error = index.damaged(exc)
+        if isinstance(error, IntegrityError):
+            return False
+        raise error from exc  # busy, disk full, I/O error: not a reason to replace the file
+    finally:
+        src.close()
+    index.invalidate()  # forget cached table names; other threads keep valid connections
+    return True
+
+
+def _replace(fresh_path: Path, index: SqliteIndex) -> None:
     index.invalidate()
     try:
         for suffix in SIDE_FILES:

@@ -18,9 +18,7 @@ another dimension...) leaves the live context as it was.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +37,6 @@ if TYPE_CHECKING:
     from app.managers.store import Store
 
 MERGE_BATCH = 10_000
-ID_CHUNK = 10_000
 
 
 def _imported(path: Path) -> Iterator[tuple[str, str, bytes]]:
@@ -53,21 +50,14 @@ def _imported(path: Path) -> Iterator[tuple[str, str, bytes]]:
 
 
 def _copy_live(live: Context, dest: Path) -> None:
+    """Copy the live context's files; not its index: the staged copy indexes its logs anew
+    (the logs are the truth, SPEC 22), so an index that lost, added or altered rows is not
+    carried into the merged context."""
     copy_file(live.path / "context.json", dest / "context.json")
     for coll in live.collections():
         copy_file(live.path / f"{coll}.jsonl", dest / f"{coll}.jsonl")
     for part in ("embeddings", "models"):
         snapshot_tree(live.path / part, dest / part)
-    index = live.path / f"{live.name}.sqlite"
-    if index.is_file():
-        with contextlib.suppress(sqlite3.Error):
-            src = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
-            dst = sqlite3.connect(dest / f"{live.name}.sqlite")
-            try:
-                src.backup(dst)
-            finally:
-                dst.close()
-                src.close()
 
 
 def _merge_catalog(merged: Path, staged: Path) -> None:
@@ -87,17 +77,11 @@ def _merge_catalog(merged: Path, staged: Path) -> None:
 
 def _merge_records(target: Context, log: Path, coll: str, mode: str, token: str) -> int:
     at: dict[str, str] = {rid: when for rid, when, _ in _imported(log)}
-    ids = list(at)
-    existing: set[str] = set()
-    for start in range(0, len(ids), ID_CHUNK):
-        existing.update(target.existing(coll, ids[start : start + ID_CHUNK]))
+    live = target.latest_commits(coll, at)  # from the target's log, not its index
+    existing = {rid for rid, (_, deleted) in live.items() if not deleted}
     wins: set[str] = set()
-    if mode == "merge" and existing:
-        history = target.history_many(coll, sorted(existing))
-        for rid in existing:
-            versions = history.get(rid) or []
-            if versions and at[rid] > versions[-1].committed_at:
-                wins.add(rid)
+    if mode == "merge":
+        wins = {rid for rid in existing if at[rid] > live[rid][0]}
     if coll not in target.collections():
         target.define_collection(coll)
     written = 0

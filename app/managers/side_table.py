@@ -1,0 +1,59 @@
+"""Building a collection's next index content aside, then swapping it in for readers.
+
+Compaction and re-indexing never empty the live table: the new rows go to side tables in the
+same SQLite file (in transactions of about ``APPLY_EVERY`` entries, invisible to readers),
+and ``swap`` replaces the live table, the collection's batches and its log state in one
+transaction. A reader in any thread or process sees the old content or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+from app.core.errors import StorageError
+from app.formats.sqlindex import BatchRow, SqliteIndex
+
+APPLY_EVERY = 50_000
+
+Pending = tuple[BatchRow, list[tuple[int, str, bytes]], list[str]]
+
+
+class SideBuilder:
+    """Fills the side tables of one collection (caller holds the context's writer lock)."""
+
+    def __init__(self, index: SqliteIndex, collection: str) -> None:
+        self.index = index
+        self.collection = collection
+        self._pending: list[Pending] = []
+        self._entries = 0
+        index.start_side(collection)
+
+    def add(self, row: BatchRow, puts: list[tuple[int, str, bytes]], deletes: list[str]) -> None:
+        self._pending.append((row, puts, deletes))
+        self._entries += len(puts) + len(deletes)
+        if self._entries >= APPLY_EVERY:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        with self.index.write() as conn:
+            for row, puts, deletes in self._pending:
+                self.index.apply_side(conn, self.collection, row, puts, deletes)
+        self._pending, self._entries = [], 0
+
+    def swap(self, generation: str, log_end: int, indexes: Sequence[Sequence[str]]) -> None:
+        """Make what was added the collection's content, in one transaction."""
+        self._flush()
+        self.index.swap_side(self.collection, generation, log_end, indexes)
+
+    @contextlib.contextmanager
+    def abandoned_on_failure(self) -> Iterator[None]:
+        """Drop the side tables if the block fails (the live table is untouched)."""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                self.index.drop_side(self.collection)
+            raise
