@@ -203,9 +203,7 @@ class EmbeddingStore(icontract.DBC):
                         raise
             if exists_as(set_dir, "dir"):
                 used = [
-                    int(m.group(1))
-                    for p in entries(set_dir)
-                    if (m := SHARD_FILE.fullmatch(p.name))
+                    int(m.group(1)) for p in entries(set_dir) if (m := SHARD_FILE.fullmatch(p.name))
                 ]
                 next_shard = max([next_shard, *[u + 1 for u in used]])
             now = _now()
@@ -459,3 +457,19 @@ class EmbeddingStore(icontract.DBC):
 def _read_meta(path: Path) -> tuple[EmbeddingInfo, int]:
     """Parse a set's ``metadata.json`` (read without following a link)."""
     return info_of(parse_checked(read_regular(path), path), path)
+
+
+def recorded_files(root: Path) -> dict[str, tuple[int, str]]:
+    """``(size, sha256)`` on record for every shard of every set below the ``embeddings``
+    folder ``root``, keyed by ``<set>/<shard file>`` (for export's check of what it packs).
+    A damaged ``metadata.json`` raises ``IntegrityError`` naming it."""
+    out: dict[str, tuple[int, str]] = {}
+    for entry in entries(root):
+        meta = Path(entry.path) / META
+        if not (is_valid_name(entry.name) and entry.is_dir(follow_symlinks=False)):
+            continue
+        if exists_as(meta, "file"):
+            info, _ = _read_meta(meta)
+            for shard in info.shards:
+                out[f"{entry.name}/{shard.file}"] = (shard.size_bytes, shard.sha256)
+    return out

@@ -434,3 +434,19 @@ class ModelStore(icontract.DBC):
 def _read_doc(path: Path) -> dict[str, Any]:
     """A model record, read without following a link."""
     return parse_checked(read_regular(path), path)
+
+
+def recorded_files(root: Path) -> dict[str, tuple[int, str]]:
+    """``(size, sha256)`` on record for every model file below the ``models`` folder
+    ``root``, keyed by ``<model>/<file>`` (for export's check of what it packs). A damaged
+    record raises ``IntegrityError`` naming it."""
+    out: dict[str, tuple[int, str]] = {}
+    for entry in entries(root):
+        if not (is_valid_name(entry.name) and entry.is_dir(follow_symlinks=False)):
+            continue
+        for record in entries(Path(entry.path)):
+            if RECORD.fullmatch(record.name) and exists_as(Path(record.path), "file"):
+                path = Path(record.path)
+                info = _parse(_read_doc(path), path, entry.name)
+                out[f"{entry.name}/{info.file}"] = (info.size_bytes, info.sha256)
+    return out
