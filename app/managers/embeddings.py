@@ -47,6 +47,7 @@ from app.core.nofollow import (
     lstat_as,
     open_regular,
     read_regular,
+    refuse_links,
 )
 from app.core.similarity import METRICS, TopK, compute_dtype, row_norms
 from app.formats import npz
@@ -192,6 +193,7 @@ class EmbeddingStore(icontract.DBC):
         user_meta = plain_json(metadata, "metadata")
         with self._lock.hold():
             set_dir = self._checked_dir(name)
+            refuse_links(set_dir)  # a link in the set is damage: never written around
             old: EmbeddingInfo | None = None
             next_shard = 1
             meta = self._meta(name)
@@ -397,11 +399,12 @@ class EmbeddingStore(icontract.DBC):
         where a folder belongs), metadata checksum, shard presence, size and SHA-256 (always
         re-hashed: finds damage made after a first check). Returns the problems found, each
         naming its path; never raises for damage."""
-        problems = link_problems(self.root)
         try:
+            check_chain(self.root.parent, self.root.name, last="dir")
+            problems = link_problems(self.root)
             items = builtins.list(entries(self.root))
-        except IntegrityError as exc:  # the embeddings folder itself (already reported)
-            return problems if problems else [str(exc)]
+        except IntegrityError as exc:  # the context or embeddings folder itself
+            return [str(exc)]
         for entry in items:
             set_dir = Path(entry.path)
             if entry.is_symlink() or entry.name.startswith("."):

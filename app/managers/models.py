@@ -45,6 +45,7 @@ from app.core.nofollow import (
     link_problems,
     lstat_as,
     read_regular,
+    refuse_links,
 )
 from app.formats import modelfile
 from app.formats.hashio import (
@@ -199,6 +200,7 @@ class ModelStore(icontract.DBC):
         user_meta = plain_json(metadata, "metadata")
         with self._lock.hold():
             model_dir = self._checked_dir(name)
+            refuse_links(model_dir)  # a link in the model's folder is damage
             version = self._next_version(name)
             file = f"{_stem(version)}.{kind}"
             if kind == "pth":
@@ -296,6 +298,7 @@ class ModelStore(icontract.DBC):
         data = modelfile.read_verified(Path(source), info.sha256, info.size_bytes)
         with self._lock.hold():
             model_dir = self._checked_dir(name)
+            refuse_links(model_dir)
             version = self._next_version(name)
             file = f"{_stem(version)}.{info.format}"
             write_atomic(model_dir / file, data)
@@ -392,11 +395,12 @@ class ModelStore(icontract.DBC):
         """Check every version: folders and files are what they should be (no link, no file
         where a folder belongs), record checksum, artefact presence, size and SHA-256.
         Returns problems naming the path; never raises for damage."""
-        problems = link_problems(self.root)
         try:
+            check_chain(self.root.parent, self.root.name, last="dir")
+            problems = link_problems(self.root)
             items = builtins.list(entries(self.root))
-        except IntegrityError as exc:  # the models folder itself (already reported)
-            return problems if problems else [str(exc)]
+        except IntegrityError as exc:  # the context or models folder itself
+            return [str(exc)]
         for entry in items:
             model_dir = Path(entry.path)
             if entry.is_symlink() or entry.name.startswith("."):
