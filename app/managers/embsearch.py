@@ -16,7 +16,7 @@ from app.core.errors import IntegrityError
 from app.core.nofollow import lstat_as
 from app.core.similarity import compute_dtype, row_term
 from app.formats import npz
-from app.formats.filecheck import identity
+from app.formats.filecheck import VERIFIED, identity
 
 Hits = list[Hit] | list[list[Hit]]
 CACHE_SHARDS = 64
@@ -55,7 +55,8 @@ class ShardCache:
             raise IntegrityError(f"{path}: shard file is missing")
         with self._guard:
             hit = self._entries.get(key)
-        if hit is not None and hit.ident == identity(st) and hit.sha256 == shard.sha256:
+        ident = identity(st)
+        if hit is not None and hit.ident == ident and VERIFIED.known(ident, shard.sha256):
             return hit
         arrays = npz.open_shard(
             path,
