@@ -195,6 +195,20 @@ def test_export_refuses_a_damaged_model(store: app.Store, tmp_path: Path, kind: 
     assert not dest.exists()
 
 
+@pytest.mark.parametrize("what", ["shard", "model"])
+def test_export_refuses_a_missing_recorded_file(
+    store: app.Store, tmp_path: Path, what: str
+) -> None:
+    ctx = store.context("c")
+    ctx.embeddings.save("e", names(10), rows(10))
+    ctx.models.save("m", {"k": 1})
+    path = shard(ctx, "e") if what == "shard" else ctx.path / "models" / "m" / "v0001.joblib"
+    path.unlink()
+    with pytest.raises(app.IntegrityError, match=re.escape(path.name)):
+        store.export_context("c", tmp_path / "x.tar.gz")
+    assert not (tmp_path / "x.tar.gz").exists()
+
+
 def test_every_archive_export_writes_imports(store: app.Store, tmp_path: Path) -> None:
     ctx = store.context("c")
     ctx.append("items", [{"id": "a"}])

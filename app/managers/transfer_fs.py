@@ -88,9 +88,16 @@ def hash_files(
     expected: Mapping[Path, tuple[int, str]] | None = None,
 ) -> list[tuple[int, str]]:
     """``(size, sha256)`` of each path, hashed on a small thread pool (hashlib drops the GIL).
-    A path in ``expected`` must have that ``(size, sha256)``: otherwise ``IntegrityError``
-    naming it (the file is damaged; nothing may be written from it)."""
+    A path in ``expected`` must be among ``paths`` and have that ``(size, sha256)``:
+    otherwise ``IntegrityError`` naming it (the file is missing or damaged; nothing may be
+    written from it)."""
     want = expected or {}
+    missing = sorted(set(want) - set(paths))
+    if missing:
+        raise IntegrityError(
+            f"{missing[0]}: on record but missing (refusing to write an archive that would "
+            "not import)" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
 
     def one(p: Path) -> tuple[int, str]:
         got = sha256_file(p)
