@@ -37,6 +37,7 @@ from app.core.errors import (
     UntrustedArtifactError,
     io_error,
 )
+from app.core.nofollow import open_regular, read_regular
 from app.formats.hashio import HashingWriter, chunk_digests_fd, follow_sha256, sha256_fd
 
 Format = Literal["pth", "joblib"]
@@ -191,11 +192,9 @@ def read_pth(
     (the SHA-256 of each ``chunk_bytes`` piece, recorded at save) the pieces are checked on
     two threads instead of one pass over the whole file: every byte is still checked."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_regular(path)  # never through a link
     except FileNotFoundError:
         raise IntegrityError(f"{path}: model file is missing") from None
-    except OSError as exc:
-        raise io_error("reading", path, exc) from exc
     try:
         if _PROC_FD.is_dir():
             if chunks and chunk_bytes > 0:
@@ -225,11 +224,9 @@ def _check_bytes(data: bytes, path: Path, sha256: str, size: int) -> None:
 def read_verified(path: Path, sha256: str, size: int) -> bytes:
     """The file's bytes after checking their size and SHA-256."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path)  # never through a link
     except FileNotFoundError:
         raise IntegrityError(f"{path}: model file is missing") from None
-    except OSError as exc:
-        raise io_error("reading", path, exc) from exc
     _check_bytes(data, path, sha256, size)
     return data
 
@@ -247,11 +244,11 @@ def load_joblib(data: bytes, path: Path) -> Any:
 def verify_file(path: Path, sha256: str, size: int) -> str | None:
     """A problem naming ``path``, or None when its size and SHA-256 match."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_regular(path)  # I/O failures raise StorageError keeping the errno
     except FileNotFoundError:
         return f"{path}: model file is missing"
-    except OSError as exc:  # an I/O failure, not damage: typed, keeping the errno
-        raise io_error("reading", path, exc) from exc
+    except IntegrityError as exc:  # a link or a directory where the file belongs
+        return str(exc)
     try:
         _check(fd, path, sha256, size)
     except IntegrityError as exc:

@@ -15,6 +15,7 @@ contexts.
 
 from __future__ import annotations
 
+import os
 import struct
 import tokenize
 import zipfile
@@ -27,6 +28,8 @@ import numpy as np
 
 from app.core.atomic import atomic_file
 from app.core.errors import IntegrityError, io_error
+from app.core.nofollow import open_regular
+from app.formats.filecheck import VERIFIED
 from app.formats.hashio import HashingWriter
 from app.formats.zipstream import ZipStream
 
@@ -43,6 +46,7 @@ class ShardArrays:
     ids: Array
     vectors: Array
     norms: Array
+    ident: tuple[int, ...] = ()  # the file identity whose SHA-256 was checked (if it was)
 
 
 def _npy_header(arr: Array) -> bytes:
@@ -124,29 +128,49 @@ def _member(fh: IO[bytes], info: zipfile.ZipInfo, path: Path) -> Member:
     return Member(offset, dtype, tuple(int(s) for s in shape))
 
 
-def layout(path: Path) -> dict[str, Member]:
-    """Offsets, dtypes and shapes of the shard's members, read from the zip and npy headers
-    only (a few hundred bytes); damage to the structure raises ``IntegrityError``."""
+def _open(path: Path) -> int:
+    """A descriptor of the shard, never through a link (``IntegrityError`` if missing)."""
     try:
-        with open(path, "rb") as fh:
-            with zipfile.ZipFile(fh) as zf:
-                infos = {i.filename: i for i in zf.infolist()}
-            missing = [m for m in MEMBERS if f"{m}.npy" not in infos]
-            if missing:
-                raise IntegrityError(f"{path}: missing arrays {missing}")
-            return {m: _member(fh, infos[f"{m}.npy"], path) for m in MEMBERS}
-    except FileNotFoundError as exc:
-        raise IntegrityError(f"{path}: shard file is missing") from exc
+        return open_regular(path)
+    except FileNotFoundError:
+        raise IntegrityError(f"{path}: shard file is missing") from None
+
+
+def _layout(fh: IO[bytes], path: Path) -> dict[str, Member]:
+    try:
+        with zipfile.ZipFile(fh) as zf:
+            infos = {i.filename: i for i in zf.infolist()}
+        missing = [m for m in MEMBERS if f"{m}.npy" not in infos]
+        if missing:
+            raise IntegrityError(f"{path}: missing arrays {missing}")
+        return {m: _member(fh, infos[f"{m}.npy"], path) for m in MEMBERS}
     except OSError as exc:
         raise io_error("reading", path, exc) from exc
-    except (zipfile.BadZipFile, ValueError, EOFError, struct.error) as exc:
+    except (
+        zipfile.BadZipFile,
+        ValueError,
+        EOFError,
+        struct.error,
+        SyntaxError,
+        tokenize.TokenError,
+    ) as exc:
         raise IntegrityError(f"{path}: damaged shard ({str(exc)[:120]})") from None
 
 
-def _map(path: Path, member: Member) -> Array:
+def layout(path: Path) -> dict[str, Member]:
+    """Offsets, dtypes and shapes of the shard's members, read from the zip and npy headers
+    only (a few hundred bytes); damage to the structure raises ``IntegrityError``."""
+    with os.fdopen(_open(path), "rb") as fh:
+        return _layout(fh, path)
+
+
+def _map(fh: IO[bytes], path: Path, member: Member) -> Array:
     if 0 in member.shape:
         return np.empty(member.shape, dtype=member.dtype)
-    return np.memmap(path, dtype=member.dtype, mode="r", offset=member.offset, shape=member.shape)
+    try:
+        return np.memmap(fh, dtype=member.dtype, mode="r", offset=member.offset, shape=member.shape)
+    except (OSError, ValueError) as exc:  # e.g. a truncated file
+        raise IntegrityError(f"{path}: cannot map ({str(exc)[:120]})") from None
 
 
 def _check(arrays: ShardArrays, path: Path, count: int, dim: int, dtype: str) -> ShardArrays:
@@ -167,27 +191,11 @@ def _check(arrays: ShardArrays, path: Path, count: int, dim: int, dtype: str) ->
     return arrays
 
 
-def open_shard(path: Path, *, count: int, dim: int, dtype: str, mmap: bool) -> ShardArrays:
-    """The shard's arrays, checked against the expected shape and dtype.
-
-    ``mmap=True`` maps every member read-only in place (nothing of the data is read; only the
-    headers are checked). ``mmap=False`` reads through ``numpy.load``, whose zip layer checks
-    each member's CRC-32: a flipped bit raises ``IntegrityError``.
-    """
-    if mmap:
-        members = layout(path)
-        try:
-            arrays = ShardArrays(*(_map(path, members[m]) for m in MEMBERS))
-        except FileNotFoundError as exc:
-            raise IntegrityError(f"{path}: shard file is missing") from exc
-        except (OSError, ValueError, SyntaxError, tokenize.TokenError) as exc:  # e.g. truncated
-            raise IntegrityError(f"{path}: cannot map ({str(exc)[:120]})") from None
-        return _check(arrays, path, count, dim, dtype)
+def _load(fh: IO[bytes], path: Path) -> tuple[Array, Array, Array]:
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = ShardArrays(*(npz[m] for m in MEMBERS))
-    except FileNotFoundError as exc:
-        raise IntegrityError(f"{path}: shard file is missing") from exc
+        with np.load(fh, allow_pickle=False) as npz:
+            ids, vectors, norms = (npz[m] for m in MEMBERS)
+            return ids, vectors, norms
     except KeyError as exc:
         raise IntegrityError(f"{path}: missing array {exc}") from None
     except OSError as exc:
@@ -195,16 +203,43 @@ def open_shard(path: Path, *, count: int, dim: int, dtype: str, mmap: bool) -> S
     # a damaged .npy header can also fail numpy's header parser (tokenize / ast)
     except (zipfile.BadZipFile, ValueError, EOFError, SyntaxError, tokenize.TokenError) as exc:
         raise IntegrityError(f"{path}: damaged shard ({str(exc)[:120]})") from None
-    return _check(arrays, path, count, dim, dtype)
+
+
+def open_shard(
+    path: Path,
+    *,
+    count: int,
+    dim: int,
+    dtype: str,
+    mmap: bool,
+    sha256: str | None = None,
+    size: int = 0,
+) -> ShardArrays:
+    """The shard's arrays, checked against the expected shape and dtype.
+
+    The file is opened once, without following a link; with ``sha256`` its SHA-256 (and
+    ``size``) is checked on that descriptor first, unless this process already checked the
+    same file identity (``filecheck.VERIFIED``); ``sha256=None`` skips that check. Then
+    ``mmap=True`` maps every member read-only in place from the same descriptor (nothing of
+    the data is read; only the headers are parsed) and ``mmap=False`` reads through
+    ``numpy.load``, whose zip layer also checks each member's CRC-32.
+    """
+    fd = _open(path)
+    with os.fdopen(fd, "rb") as fh:
+        ident = VERIFIED.check_fd(fd, path, sha256, size) if sha256 is not None else ()
+        if mmap:
+            members = _layout(fh, path)
+            ids, vectors, norms = (_map(fh, path, members[m]) for m in MEMBERS)
+        else:
+            fh.seek(0)
+            ids, vectors, norms = _load(fh, path)
+    return _check(ShardArrays(ids, vectors, norms, ident), path, count, dim, dtype)
 
 
 def read_ids(path: Path, count: int) -> Array:
     """Only the ``ids`` array (used for duplicate checks on append); mapped, not read."""
-    member = layout(path)["ids"]
-    try:
-        ids = _map(path, member)
-    except (OSError, ValueError) as exc:
-        raise IntegrityError(f"{path}: cannot map ids ({str(exc)[:120]})") from None
+    with os.fdopen(_open(path), "rb") as fh:
+        ids = _map(fh, path, _layout(fh, path)["ids"])
     if ids.ndim != 1 or ids.dtype.kind != "U" or ids.shape[0] != count:
         raise IntegrityError(f"{path}: ids do not match the set's metadata")
     return ids

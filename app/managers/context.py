@@ -24,6 +24,7 @@ from app.core.errors import ConflictError, IntegrityError, InvalidInput, NotFoun
 from app.core.filters import Predicate, compile_order, compile_where, predicate
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
+from app.core.nofollow import link_problems
 from app.core.schemas import BatchReceipt, CompactionReport, IntegrityReport, RecordVersion
 from app.formats.batchlog import del_line, put_line
 from app.formats.sqlindex import BatchRow, SqliteIndex
@@ -476,6 +477,7 @@ class Context(icontract.DBC):
             for part in (self.embeddings, self.models):
                 checked.append(str(part.root))
                 problems += part.verify()
+            problems += [p for p in link_problems(self.path) if p not in problems]  # SPEC 22
         return IntegrityReport(ok=not problems, problems=problems, checked=checked)
 
     @ensure(lambda self: self._ready, "the new index is caught up with every log")

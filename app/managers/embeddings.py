@@ -8,6 +8,14 @@ no longer listed. Shard numbers are never reused, so a reader holding an older
 
 Writers hold the context's writer lock; readers take no lock (they retry once if a
 concurrent overwrite removed a shard between reading ``metadata.json`` and opening it).
+Reads never write: a set that ``append`` left in several shards is read shard by shard
+(``compact`` merges them, explicitly).
+
+Every path is checked on the way without following links (``app.core.nofollow``): a link, or
+a file where the set's folder belongs (or the reverse), is damage (``IntegrityError`` naming
+it; ``verify`` reports it). Each shard's SHA-256 is checked the first time this process opens
+that file identity (``app.formats.filecheck``), for ``load`` with or without ``mmap`` and
+for ``search``; ``load(verify=False)`` skips that check explicitly.
 """
 
 from __future__ import annotations
@@ -30,9 +38,20 @@ from app.core.contracts import ensure, require, valid_name
 from app.core.errors import IntegrityError, InvalidInput, NotFoundError, StorageError, io_error
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
+from app.core.nofollow import (
+    check_chain,
+    entries,
+    exists_as,
+    kind_problem,
+    link_problems,
+    lstat_as,
+    open_regular,
+    read_regular,
+    refuse_links,
+)
 from app.core.similarity import METRICS, TopK, compute_dtype, row_norms
 from app.formats import npz
-from app.formats.hashio import dump_checked, plain_json, read_checked, sha256_fd
+from app.formats.hashio import dump_checked, parse_checked, plain_json, sha256_fd
 from app.managers.embcheck import (
     MODES,
     SHARD_FILE,
@@ -79,11 +98,24 @@ class EmbeddingStore(icontract.DBC):
     def _dir(self, name: str) -> Path:
         return child(self.root, name, "name")
 
+    def _checked_dir(self, name: str) -> Path:
+        """The set's folder, after checking (``lstat``) that the context folder, the
+        ``embeddings`` folder and the set's folder are real directories where they exist."""
+        return check_chain(self.root.parent, self.root.name, self._dir(name).name, last="dir")
+
+    def _meta(self, name: str) -> Path | None:
+        """The set's ``metadata.json`` if it exists (each folder on the way checked)."""
+        path = self._checked_dir(name) / META
+        return path if exists_as(path, "file") else None
+
     def _read(self, name: str) -> tuple[EmbeddingInfo, int]:
-        path = self._dir(name) / META
-        if not path.exists():
-            raise NotFoundError(f"embedding set {name!r} not found in context {self.context!r}")
-        return info_of(read_checked(path), path)
+        path = self._meta(name)
+        try:
+            if path is not None:
+                return _read_meta(path)
+        except FileNotFoundError:  # deleted meanwhile
+            pass
+        raise NotFoundError(f"embedding set {name!r} not found in context {self.context!r}")
 
     def _snapshot(self, name: str, fn: Callable[[EmbeddingInfo], T]) -> T:
         """Run ``fn`` on the set's current info; retry when a concurrent writer replaced the
@@ -100,7 +132,7 @@ class EmbeddingStore(icontract.DBC):
         return fn(info)
 
     def _open(
-        self, name: str, info: EmbeddingInfo, shard: ShardInfo, mmap: bool
+        self, name: str, info: EmbeddingInfo, shard: ShardInfo, mmap: bool, verify: bool
     ) -> npz.ShardArrays:
         return npz.open_shard(
             self._dir(name) / shard.file,
@@ -108,6 +140,8 @@ class EmbeddingStore(icontract.DBC):
             dim=info.dim,
             dtype=info.dtype,
             mmap=mmap,
+            sha256=shard.sha256 if verify else None,
+            size=shard.size_bytes,
         )
 
     def _forget(self, name: str) -> None:
@@ -116,7 +150,8 @@ class EmbeddingStore(icontract.DBC):
     @staticmethod
     def _cleanup(set_dir: Path, keep: set[str]) -> None:
         """Remove shards not listed and temp files of interrupted writes (lock held)."""
-        for path in set_dir.iterdir():
+        for entry in entries(set_dir):
+            path = Path(entry.path)
             stale = (SHARD_FILE.fullmatch(path.name) and path.name not in keep) or (
                 path.name.startswith(".") and path.name.endswith(".tmp")
             )
@@ -156,21 +191,21 @@ class EmbeddingStore(icontract.DBC):
         matrix = as_matrix(vectors, check=False)
         id_array = as_ids(ids, matrix.shape[0])
         user_meta = plain_json(metadata, "metadata")
-        set_dir = self._dir(name)
         with self._lock.hold():
+            set_dir = self._checked_dir(name)
+            refuse_links(set_dir)  # a link in the set is damage: never written around
             old: EmbeddingInfo | None = None
             next_shard = 1
-            if (set_dir / META).exists():
+            meta = self._meta(name)
+            if meta is not None:
                 try:
-                    old, next_shard = self._read(name)
+                    old, next_shard = _read_meta(meta)
                 except IntegrityError:
                     if mode == "append":
                         raise
-            if set_dir.exists():
+            if exists_as(set_dir, "dir"):
                 used = [
-                    int(m.group(1))
-                    for p in set_dir.iterdir()
-                    if (m := SHARD_FILE.fullmatch(p.name))
+                    int(m.group(1)) for p in entries(set_dir) if (m := SHARD_FILE.fullmatch(p.name))
                 ]
                 next_shard = max([next_shard, *[u + 1 for u in used]])
             now = _now()
@@ -230,9 +265,9 @@ class EmbeddingStore(icontract.DBC):
     @ensure(lambda self, name: not (self.root / name / META).exists(), "the set is gone")
     def delete(self, name: str) -> None:
         """Delete the set and its files; ``NotFoundError`` if it does not exist."""
-        set_dir = self._dir(name)
         with self._lock.hold():
-            if not (set_dir / META).exists():
+            set_dir = self._checked_dir(name)
+            if self._meta(name) is None:
                 raise NotFoundError(f"embedding set {name!r} not found in context {self.context!r}")
             try:
                 (set_dir / META).unlink()
@@ -248,6 +283,7 @@ class EmbeddingStore(icontract.DBC):
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
     @require(lambda mmap: isinstance(mmap, bool), "mmap", "must be a bool")
+    @require(lambda verify: isinstance(verify, bool), "verify", "must be a bool")
     @ensure(
         lambda result: (
             result.info is not None
@@ -255,15 +291,22 @@ class EmbeddingStore(icontract.DBC):
         ),
         "one id per row, as recorded",
     )
-    def load(self, name: str, *, mmap: bool = True) -> EmbeddingSet:
-        """The set's ids, vectors and metadata. ``mmap=True`` maps the arrays read-only in
-        place (nothing is read); a set that ``append`` left in several shards is first merged
-        into one (``compact``, once) so that it can be mapped."""
-        if mmap and len(self.info(name).shards) > 1:
-            self.compact(name)
+    def load(self, name: str, *, mmap: bool = True, verify: bool = True) -> EmbeddingSet:
+        """The set's ids, vectors and metadata.
+
+        Each shard's SHA-256 is checked the first time this process opens that file (by
+        identity: device, inode, size, mtime, ctime), so a damaged shard raises
+        ``IntegrityError`` also with ``mmap=True``; later opens of the same file only
+        compare its identity. ``verify=False`` skips the SHA-256 check (the structure is
+        still checked): use it only for files you have just checked yourself.
+
+        ``mmap=True`` maps a one-shard set read-only in place (nothing of the matrix is
+        read). A set that ``append`` left in several shards cannot be mapped as one array:
+        its shards are mapped and concatenated in memory (a read never rewrites the set);
+        call ``compact(name)`` once to make it mappable again."""
 
         def read(info: EmbeddingInfo) -> EmbeddingSet:
-            parts = [self._open(name, info, s, mmap) for s in info.shards]
+            parts = [self._open(name, info, s, mmap, verify) for s in info.shards]
             if len(parts) == 1:
                 ids, vectors = parts[0].ids, parts[0].vectors
             else:
@@ -276,8 +319,9 @@ class EmbeddingStore(icontract.DBC):
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
     @ensure(lambda result: len(result.shards) == 1, "one shard left")
     def compact(self, name: str) -> EmbeddingInfo:
-        """Merge the set's shards into one (rows, ids and metadata unchanged). Reads the whole
-        set once; ``load(mmap=True)`` calls it for sets ``append`` left in several shards."""
+        """Merge the set's shards into one (rows, ids and metadata unchanged): a write, under
+        the writer lock, reading the whole set once. Makes a set that ``append`` left in
+        several shards mappable by ``load(mmap=True)`` again."""
         with self._lock.hold():
             info = self.info(name)
             if len(info.shards) == 1:
@@ -326,11 +370,16 @@ class EmbeddingStore(icontract.DBC):
 
     @ensure(lambda result: result == sorted(result), "names are sorted")
     def names(self) -> builtins.list[str]:
-        """Names of the context's embedding sets, sorted."""
-        if not self.root.is_dir():
-            return []
+        """Names of the context's embedding sets, sorted (``IntegrityError`` if the
+        ``embeddings`` folder is a link or a file; a damaged set folder is not listed:
+        ``verify`` reports it)."""
+        check_chain(self.root.parent, self.root.name, last="dir")
         return sorted(
-            p.name for p in self.root.iterdir() if is_valid_name(p.name) and (p / META).exists()
+            e.name
+            for e in entries(self.root)
+            if is_valid_name(e.name)
+            and e.is_dir(follow_symlinks=False)
+            and os.path.lexists(os.path.join(e.path, META))
         )
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
@@ -341,39 +390,60 @@ class EmbeddingStore(icontract.DBC):
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
     def exists(self, name: str) -> bool:
-        return (self._dir(name) / META).exists()
+        return self._meta(name) is not None
 
     # -- maintenance --------------------------------------------------------------------
 
     def verify(self) -> builtins.list[str]:
-        """Check every set: metadata checksum, shard presence, size and SHA-256. Returns the
-        problems found, each naming its file; never raises for damage."""
+        """Check every set: the folders and files are what they should be (no link, no file
+        where a folder belongs), metadata checksum, shard presence, size and SHA-256 (always
+        re-hashed: finds damage made after a first check). Returns the problems found, each
+        naming its path; never raises for damage."""
+        try:
+            check_chain(self.root.parent, self.root.name, last="dir")
+            problems = link_problems(self.root)
+            items = builtins.list(entries(self.root))
+        except IntegrityError as exc:  # the context or embeddings folder itself
+            return [str(exc)]
+        for entry in items:
+            set_dir = Path(entry.path)
+            if entry.is_symlink() or entry.name.startswith("."):
+                continue  # links are reported above; dot names are temp files
+            if not entry.is_dir(follow_symlinks=False):
+                problem = kind_problem(set_dir, os.lstat(set_dir), "dir")
+                problems.append(f"{problem} (an embedding set folder)" if problem else "")
+                continue
+            problems += self._verify_set(set_dir)
+        return sorted(p for p in problems if p)
+
+    def _verify_set(self, set_dir: Path) -> builtins.list[str]:
+        meta = set_dir / META
+        try:
+            present = lstat_as(meta, "file") is not None
+            if not present or not is_valid_name(set_dir.name):
+                if any(SHARD_FILE.fullmatch(e.name) for e in entries(set_dir)):
+                    return [f"{meta}: missing (shards without metadata)"]
+                return []
+            info, _ = _read_meta(meta)
+        except IntegrityError as exc:
+            return [str(exc)]
+        except StorageError as exc:
+            if exc.errno is not None:
+                raise  # an I/O failure, not damage
+            return [str(exc)]
         problems: builtins.list[str] = []
-        if not self.root.is_dir():
-            return problems
-        for set_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            meta = set_dir / META
-            if not is_valid_name(set_dir.name) or not meta.exists():
-                if any(SHARD_FILE.fullmatch(p.name) for p in set_dir.iterdir()):
-                    problems.append(f"{meta}: missing (shards without metadata)")
-                continue
-            try:
-                info, _ = info_of(read_checked(meta), meta)
-            except StorageError as exc:
-                problems.append(str(exc))
-                continue
-            for shard in info.shards:
-                problems += self._verify_shard(set_dir / shard.file, shard)
+        for shard in info.shards:
+            problems += self._verify_shard(set_dir / shard.file, shard)
         return problems
 
     @staticmethod
     def _verify_shard(path: Path, shard: ShardInfo) -> builtins.list[str]:
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = open_regular(path)
         except FileNotFoundError:
             return [f"{path}: shard file is missing"]
-        except OSError as exc:  # an I/O failure, not damage: typed, keeping the errno
-            raise io_error("reading", path, exc) from exc
+        except IntegrityError as exc:  # a link or a directory where the shard belongs
+            return [str(exc)]
         try:
             size = os.fstat(fd).st_size
             if size != shard.size_bytes:
@@ -385,3 +455,24 @@ class EmbeddingStore(icontract.DBC):
         finally:
             os.close(fd)
         return []
+
+
+def _read_meta(path: Path) -> tuple[EmbeddingInfo, int]:
+    """Parse a set's ``metadata.json`` (read without following a link)."""
+    return info_of(parse_checked(read_regular(path), path), path)
+
+
+def recorded_files(root: Path) -> dict[str, tuple[int, str]]:
+    """``(size, sha256)`` on record for every shard of every set below the ``embeddings``
+    folder ``root``, keyed by ``<set>/<shard file>`` (for export's check of what it packs).
+    A damaged ``metadata.json`` raises ``IntegrityError`` naming it."""
+    out: dict[str, tuple[int, str]] = {}
+    for entry in entries(root):
+        meta = Path(entry.path) / META
+        if not (is_valid_name(entry.name) and entry.is_dir(follow_symlinks=False)):
+            continue
+        if exists_as(meta, "file"):
+            info, _ = _read_meta(meta)
+            for shard in info.shards:
+                out[f"{entry.name}/{shard.file}"] = (shard.size_bytes, shard.sha256)
+    return out

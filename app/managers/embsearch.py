@@ -13,16 +13,13 @@ import numpy as np
 
 from app.core.artifacts import EmbeddingInfo, Hit, ShardInfo
 from app.core.errors import IntegrityError
+from app.core.nofollow import lstat_as
 from app.core.similarity import compute_dtype, row_term
 from app.formats import npz
-from app.formats.hashio import sha256_fd
+from app.formats.filecheck import VERIFIED, identity
 
 Hits = list[Hit] | list[list[Hit]]
 CACHE_SHARDS = 64
-
-
-def _ident(st: os.stat_result) -> tuple[int, ...]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class CachedShard:
@@ -43,8 +40,9 @@ class CachedShard:
 
 class ShardCache:
     """Shards mapped for search, keyed by path and checked against the file's identity
-    (device, inode, size, mtime): a shard's SHA-256 is verified the first time this process
-    searches it, and again whenever the file changes. Thread-safe; bounded."""
+    (device, inode, size, mtime, ctime; ``lstat``, never through a link). A shard's SHA-256
+    is checked the first time this process opens that file identity (``filecheck.VERIFIED``,
+    shared with ``load``) and again whenever the file changes. Thread-safe; bounded."""
 
     def __init__(self) -> None:
         self._entries: dict[str, CachedShard] = {}
@@ -52,30 +50,24 @@ class ShardCache:
 
     def get(self, path: Path, shard: ShardInfo, info: EmbeddingInfo) -> CachedShard:
         key = str(path)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise IntegrityError(f"{path}: shard file is missing") from None
-        try:
-            ident = _ident(os.fstat(fd))
-            with self._guard:
-                hit = self._entries.get(key)
-            if hit is not None and hit.ident == ident and hit.sha256 == shard.sha256:
-                return hit
-            if sha256_fd(fd) != shard.sha256:
-                raise IntegrityError(f"{path}: SHA-256 mismatch (the shard is damaged)")
-            arrays = npz.open_shard(
-                path, count=shard.count, dim=info.dim, dtype=info.dtype, mmap=True
-            )
-            try:
-                now = _ident(os.stat(path))
-            except FileNotFoundError:
-                raise IntegrityError(f"{path}: shard file is missing") from None
-            if now != ident:
-                raise IntegrityError(f"{path}: changed while being opened")
-        finally:
-            os.close(fd)
-        entry = CachedShard(ident, shard.sha256, arrays)
+        st = lstat_as(path, "file")
+        if st is None:
+            raise IntegrityError(f"{path}: shard file is missing")
+        with self._guard:
+            hit = self._entries.get(key)
+        ident = identity(st)
+        if hit is not None and hit.ident == ident and VERIFIED.known(ident, shard.sha256):
+            return hit
+        arrays = npz.open_shard(
+            path,
+            count=shard.count,
+            dim=info.dim,
+            dtype=info.dtype,
+            mmap=True,
+            sha256=shard.sha256,
+            size=shard.size_bytes,
+        )
+        entry = CachedShard(arrays.ident, shard.sha256, arrays)
         with self._guard:
             if len(self._entries) >= CACHE_SHARDS:
                 self._entries.pop(next(iter(self._entries)))

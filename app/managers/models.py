@@ -16,6 +16,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime as dt
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,13 +37,23 @@ from app.core.errors import (
 )
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
+from app.core.nofollow import (
+    check_chain,
+    entries,
+    exists_as,
+    kind_problem,
+    link_problems,
+    lstat_as,
+    read_regular,
+    refuse_links,
+)
 from app.formats import modelfile
 from app.formats.hashio import (
     check_document,
     chunk_digests,
     dump_checked,
+    parse_checked,
     plain_json,
-    read_checked,
 )
 
 FORMAT = "ctxstore.model"
@@ -122,22 +133,28 @@ class ModelStore(icontract.DBC):
     def _dir(self, name: str) -> Path:
         return child(self.root, name, "name")
 
+    def _checked_dir(self, name: str) -> Path:
+        """The model's folder, after checking (``lstat``) that the context folder, the
+        ``models`` folder and the model's folder are real directories where they exist."""
+        return check_chain(self.root.parent, self.root.name, self._dir(name).name, last="dir")
+
     def _numbers(self, name: str) -> builtins.list[int]:
-        model_dir = self._dir(name)
-        if not model_dir.is_dir():
-            return []
+        model_dir = self._checked_dir(name)
         return sorted(
-            int(m.group(1)) for p in model_dir.iterdir() if (m := RECORD.fullmatch(p.name))
+            int(m.group(1)) for p in entries(model_dir) if (m := RECORD.fullmatch(p.name))
         )
 
     def _record(self, name: str, version: int) -> tuple[ModelInfo, list[str], int]:
-        path = self._dir(name) / f"{_stem(version)}.json"
-        if not path.exists():
-            raise NotFoundError(
-                f"model {name!r} version {version} not found in context {self.context!r}"
-            )
-        doc = read_checked(path)
-        return (_parse(doc, path, name), *_chunks(doc, path))
+        path = self._checked_dir(name) / f"{_stem(version)}.json"
+        try:
+            if exists_as(path, "file"):
+                doc = _read_doc(path)
+                return (_parse(doc, path, name), *_chunks(doc, path))
+        except FileNotFoundError:  # deleted meanwhile
+            pass
+        raise NotFoundError(
+            f"model {name!r} version {version} not found in context {self.context!r}"
+        )
 
     def _info(self, name: str, version: int) -> ModelInfo:
         return self._record(name, version)[0]
@@ -156,7 +173,12 @@ class ModelStore(icontract.DBC):
 
     def is_trusted(self, sha256: str) -> bool:
         """True when this store's own ``save`` wrote a ``.joblib`` with this digest."""
-        return SHA256.fullmatch(sha256) is not None and (self.trust_dir / sha256).is_file()
+        if SHA256.fullmatch(sha256) is None:
+            return False
+        try:  # a link is never a trust mark
+            return lstat_as(self.trust_dir / sha256, "file") is not None
+        except IntegrityError:
+            return False
 
     # -- writing ------------------------------------------------------------------------
 
@@ -176,8 +198,9 @@ class ModelStore(icontract.DBC):
         and a mapping of tensors in ``.pth``, anything else picklable in ``.joblib``."""
         kind = modelfile.classify(model)
         user_meta = plain_json(metadata, "metadata")
-        model_dir = self._dir(name)
         with self._lock.hold():
+            model_dir = self._checked_dir(name)
+            refuse_links(model_dir)  # a link in the model's folder is damage
             version = self._next_version(name)
             file = f"{_stem(version)}.{kind}"
             if kind == "pth":
@@ -204,13 +227,13 @@ class ModelStore(icontract.DBC):
     def _next_version(self, name: str) -> int:
         """One more than any version recorded or with an artefact left by a crash (lock held)."""
         used = self._numbers(name)
-        model_dir = self._dir(name)
-        if model_dir.is_dir():
+        model_dir = self._checked_dir(name)
+        if exists_as(model_dir, "dir"):
             used += [
-                int(m.group(1)) for p in model_dir.iterdir() if (m := ARTEFACT.fullmatch(p.name))
+                int(m.group(1)) for p in entries(model_dir) if (m := ARTEFACT.fullmatch(p.name))
             ]
-            with contextlib.suppress(OSError, ValueError):
-                used.append(int((model_dir / HIGH_WATER).read_text()))
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                used.append(int(read_regular(model_dir / HIGH_WATER)))
         return max(used, default=0) + 1
 
     def _commit(self, info: ModelInfo, chunks: builtins.list[str] | None = None) -> None:
@@ -233,8 +256,8 @@ class ModelStore(icontract.DBC):
     )
     def delete(self, name: str, *, version: int | None = None) -> None:
         """Delete one version, or every version (``version=None``) of the model."""
-        model_dir = self._dir(name)
         with self._lock.hold():
+            model_dir = self._checked_dir(name)
             numbers = self._numbers(name)
             if not numbers or (version is not None and version not in numbers):
                 what = f"model {name!r}" + ("" if version is None else f" version {version}")
@@ -246,7 +269,7 @@ class ModelStore(icontract.DBC):
                 for number in doomed:  # records first: once gone, the version is gone
                     (model_dir / f"{_stem(number)}.json").unlink()
                 fsync_dir(model_dir)
-                for path in model_dir.iterdir():
+                for path in [Path(e.path) for e in entries(model_dir)]:
                     match = ARTEFACT.fullmatch(path.name)
                     if match and int(match.group(1)) in doomed:
                         path.unlink()
@@ -256,7 +279,7 @@ class ModelStore(icontract.DBC):
                 ) from exc
             if version is None:
                 with contextlib.suppress(OSError):
-                    for path in model_dir.iterdir():
+                    for path in [Path(e.path) for e in entries(model_dir)]:
                         if path.name == HIGH_WATER or (
                             path.name.startswith(".") and path.name.endswith(".tmp")
                         ):
@@ -273,8 +296,9 @@ class ModelStore(icontract.DBC):
         ``.joblib`` added this way loads only with ``trusted=True``.
         """
         data = modelfile.read_verified(Path(source), info.sha256, info.size_bytes)
-        model_dir = self._dir(name)
         with self._lock.hold():
+            model_dir = self._checked_dir(name)
+            refuse_links(model_dir)
             version = self._next_version(name)
             file = f"{_stem(version)}.{info.format}"
             write_atomic(model_dir / file, data)
@@ -307,7 +331,7 @@ class ModelStore(icontract.DBC):
                 raise NotFoundError(f"model {name!r} not found in context {self.context!r}")
             version = numbers[-1]
         info, chunks, chunk_bytes = self._record(name, version)
-        path = self._dir(name) / info.file
+        path = self._checked_dir(name) / info.file
         if info.format == "pth":
             state = modelfile.read_pth(path, info.sha256, info.size_bytes, chunks, chunk_bytes)
             if into is None:
@@ -337,10 +361,13 @@ class ModelStore(icontract.DBC):
 
     @ensure(lambda result: result == sorted(result), "names are sorted")
     def names(self) -> builtins.list[str]:
-        if not self.root.is_dir():
-            return []
+        """Names of the models (``IntegrityError`` if the ``models`` folder is a link or a
+        file; a damaged model folder is not listed: ``verify`` reports it)."""
+        check_chain(self.root.parent, self.root.name, last="dir")
         return sorted(
-            p.name for p in self.root.iterdir() if is_valid_name(p.name) and self._numbers(p.name)
+            e.name
+            for e in entries(self.root)
+            if is_valid_name(e.name) and e.is_dir(follow_symlinks=False) and self._numbers(e.name)
         )
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
@@ -365,22 +392,65 @@ class ModelStore(icontract.DBC):
     # -- maintenance --------------------------------------------------------------------
 
     def verify(self) -> builtins.list[str]:
-        """Check every version: record checksum, artefact presence, size and SHA-256.
-        Returns problems naming the file; never raises for damage."""
-        problems: builtins.list[str] = []
-        if not self.root.is_dir():
-            return problems
-        for model_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            if not is_valid_name(model_dir.name):
+        """Check every version: folders and files are what they should be (no link, no file
+        where a folder belongs), record checksum, artefact presence, size and SHA-256.
+        Returns problems naming the path; never raises for damage."""
+        try:
+            check_chain(self.root.parent, self.root.name, last="dir")
+            problems = link_problems(self.root)
+            items = builtins.list(entries(self.root))
+        except IntegrityError as exc:  # the context or models folder itself
+            return [str(exc)]
+        for entry in items:
+            model_dir = Path(entry.path)
+            if entry.is_symlink() or entry.name.startswith("."):
+                continue  # links are reported above; dot names are temp files
+            if not entry.is_dir(follow_symlinks=False):
+                problem = kind_problem(model_dir, os.lstat(model_dir), "dir")
+                problems.append(f"{problem} (a model folder)" if problem else "")
                 continue
-            for number in self._numbers(model_dir.name):
-                record = model_dir / f"{_stem(number)}.json"
-                try:
-                    info = _parse(read_checked(record), record, model_dir.name)
-                except StorageError as exc:
-                    problems.append(str(exc))
+            if is_valid_name(model_dir.name):
+                problems += self._verify_model(model_dir)
+        return sorted(p for p in problems if p)
+
+    def _verify_model(self, model_dir: Path) -> builtins.list[str]:
+        problems: builtins.list[str] = []
+        for number in self._numbers(model_dir.name):
+            record = model_dir / f"{_stem(number)}.json"
+            try:
+                if not exists_as(record, "file"):
                     continue
-                problem = modelfile.verify_file(model_dir / info.file, info.sha256, info.size_bytes)
-                if problem:
-                    problems.append(problem)
+                info = _parse(_read_doc(record), record, model_dir.name)
+            except IntegrityError as exc:
+                problems.append(str(exc))
+                continue
+            except StorageError as exc:
+                if exc.errno is not None:
+                    raise  # an I/O failure, not damage
+                problems.append(str(exc))
+                continue
+            problem = modelfile.verify_file(model_dir / info.file, info.sha256, info.size_bytes)
+            if problem:
+                problems.append(problem)
         return problems
+
+
+def _read_doc(path: Path) -> dict[str, Any]:
+    """A model record, read without following a link."""
+    return parse_checked(read_regular(path), path)
+
+
+def recorded_files(root: Path) -> dict[str, tuple[int, str]]:
+    """``(size, sha256)`` on record for every model file below the ``models`` folder
+    ``root``, keyed by ``<model>/<file>`` (for export's check of what it packs). A damaged
+    record raises ``IntegrityError`` naming it."""
+    out: dict[str, tuple[int, str]] = {}
+    for entry in entries(root):
+        if not (is_valid_name(entry.name) and entry.is_dir(follow_symlinks=False)):
+            continue
+        for record in entries(Path(entry.path)):
+            if RECORD.fullmatch(record.name) and exists_as(Path(record.path), "file"):
+                path = Path(record.path)
+                info = _parse(_read_doc(path), path, entry.name)
+                out[f"{entry.name}/{info.file}"] = (info.size_bytes, info.sha256)
+    return out

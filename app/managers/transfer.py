@@ -36,6 +36,7 @@ from app.core.errors import (
     SchemaVersionError,
 )
 from app.core.names import check_name, child, is_valid_name
+from app.core.nofollow import refuse_links
 from app.core.transfer_types import (
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
@@ -52,6 +53,7 @@ from app.managers.transfer_fs import (
     copy_file,
     hash_files,
     install,
+    recorded_digests,
     snapshot_tree,
     staging,
 )
@@ -117,7 +119,8 @@ def _build_manifest(
     counts: Mapping[str, int],
     summaries: tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]],
 ) -> Manifest:
-    hashed = hash_files([root / f for f in files])
+    # every shard and model file is compared with its recorded SHA-256 while it is hashed
+    hashed = hash_files([root / f for f in files], expected=recorded_digests(root))
     return Manifest(
         format=MANIFEST_FORMAT,
         format_version=MANIFEST_VERSION,
@@ -138,6 +141,7 @@ def _snapshot(ctx: Context, dest: Path) -> tuple[list[str], dict[str, int], Any]
     files = ["context.json"]
     counts: dict[str, int] = {}
     with ctx.writer_lock.hold():
+        refuse_links(ctx.path)  # nothing inside a store is followed (SPEC 22)
         copy_file(ctx.path / "context.json", dest / "context.json")
         for coll in ctx.collections():
             with open(dest / f"{coll}.jsonl", "wb") as fh:

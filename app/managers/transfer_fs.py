@@ -1,6 +1,12 @@
 """File-system helpers of whole-context transfer: staging directories inside the store,
 snapshot copies (hard links for files that are only ever replaced by rename), hashing, and the
 (as atomic as the kernel allows) swap of a staged directory with a live context.
+
+Nothing here follows a symbolic link (``app.core.nofollow``): a link anywhere in a context
+that is exported, merged into or overwritten is damage (``IntegrityError`` naming it). The
+hashes export computes for its manifest are compared with the SHA-256 each embedding shard
+and model file has on record, so an export never packs a damaged file (its archive would
+fail its own import).
 """
 
 from __future__ import annotations
@@ -11,14 +17,15 @@ import errno
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.core.atomic import fsync_dir
-from app.core.errors import NotFoundError, io_error
+from app.core.errors import IntegrityError, NotFoundError, io_error
 from app.core.names import child
+from app.core.nofollow import exists_as, open_regular, refuse_links, tree_files
 
 if TYPE_CHECKING:
     from app.managers.store import Store
@@ -50,72 +57,116 @@ def staging(store: Store, purpose: str) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> tuple[int, str]:
+    """``(size, sha256)`` of the regular file ``path`` (never through a link), read in big
+    buffers with ``readinto`` so that hashlib releases the GIL while it hashes."""
     digest = hashlib.sha256()
+    buf = bytearray(HASH_CHUNK)
+    view = memoryview(buf)
     try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(HASH_CHUNK):
-                digest.update(chunk)
+        fd = open_regular(path)
+    except FileNotFoundError as exc:
+        raise io_error("reading", path, exc) from exc
+    try:
+        with os.fdopen(fd, "rb", buffering=0, closefd=False) as fh:
+            size = 0
+            while n := fh.readinto(view):
+                digest.update(view[:n])
+                size += n
     except OSError as exc:
         raise io_error("reading", path, exc) from exc
-    return digest.hexdigest()
+    finally:
+        view.release()
+        os.close(fd)
+    return size, digest.hexdigest()
 
 
-def hash_files(paths: Sequence[Path], threads: int = 2) -> list[tuple[int, str]]:
-    """``(size, sha256)`` of each path, hashed on a small thread pool (hashlib drops the GIL)."""
+def hash_files(
+    paths: Sequence[Path],
+    threads: int = 2,
+    *,
+    expected: Mapping[Path, tuple[int, str]] | None = None,
+) -> list[tuple[int, str]]:
+    """``(size, sha256)`` of each path, hashed on a small thread pool (hashlib drops the GIL).
+    A path in ``expected`` must be among ``paths`` and have that ``(size, sha256)``:
+    otherwise ``IntegrityError`` naming it (the file is missing or damaged; nothing may be
+    written from it)."""
+    want = expected or {}
+    missing = sorted(set(want) - set(paths))
+    if missing:
+        raise IntegrityError(
+            f"{missing[0]}: on record but missing (refusing to write an archive that would "
+            "not import)" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
 
     def one(p: Path) -> tuple[int, str]:
-        return p.stat().st_size, sha256_file(p)
+        got = sha256_file(p)
+        record = want.get(p)
+        if record is not None and got != record:
+            what = "size" if got[0] != record[0] else "SHA-256"
+            raise IntegrityError(
+                f"{p}: {what} differs from the store's record (the file is damaged; "
+                "refusing to write an archive that would not import)"
+            )
+        return got
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         return list(pool.map(one, paths))
 
 
+def recorded_digests(root: Path) -> dict[Path, tuple[int, str]]:
+    """``(size, sha256)`` on record for every embedding shard and model file of the context
+    (or staged copy) at ``root``, read from the checksummed ``metadata.json`` and model
+    records there; damaged records raise ``IntegrityError`` naming them."""
+    from app.managers.embeddings import recorded_files as embedding_files
+    from app.managers.models import recorded_files as model_files
+
+    out: dict[Path, tuple[int, str]] = {}
+    for part, listing in (("embeddings", embedding_files), ("models", model_files)):
+        for rel, record in listing(root / part).items():
+            out[root / part / rel] = record
+    return out
+
+
 def relative_files(root: Path) -> list[str]:
     """Regular files below ``root`` as sorted POSIX relative paths, skipping dot names
-    (locks, temp files) and anything that is not a plain file or directory."""
-    out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(
-            d
-            for d in dirnames
-            if not d.startswith(".") and not os.path.islink(os.path.join(dirpath, d))
-        )
-        for f in sorted(filenames):
-            full = os.path.join(dirpath, f)
-            if f.startswith(".") or os.path.islink(full) or not os.path.isfile(full):
-                continue
-            out.append(Path(os.path.relpath(full, root)).as_posix())
-    return sorted(out)
+    (locks, temp files); a link or special file raises ``IntegrityError`` naming it."""
+    return tree_files(root)
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
     """Hard-link ``src`` to ``dst`` (same file system), else copy it."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.link(src, dst)
+        os.link(src, dst, follow_symlinks=False)
     except OSError:
-        try:
-            shutil.copy2(src, dst)
-        except OSError as exc:
-            raise io_error("copying", src, exc) from exc
+        copy_file(src, dst)
 
 
 def snapshot_tree(src: Path, dst: Path) -> list[str]:
     """Link every file of ``src`` into ``dst`` (files there are only ever replaced by
-    rename, so a link is a consistent snapshot); returns their relative paths."""
-    files = relative_files(src) if src.is_dir() else []
+    rename, so a link is a consistent snapshot); returns their relative paths. ``src`` or
+    anything below it being a symbolic link (or ``src`` a file) is damage."""
+    files = relative_files(src) if exists_as(src, "dir") else []
     for rel in files:
         link_or_copy(src / rel, dst / rel)
     return files
 
 
 def copy_file(src: Path, dst: Path) -> None:
+    """Copy the regular file ``src`` (never through a link) to ``dst``."""
+    try:
+        fd = open_regular(src)
+    except FileNotFoundError as exc:
+        raise io_error("copying", src, exc) from exc
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+        with os.fdopen(fd, "rb", closefd=False) as fin, open(dst, "wb") as fout:
+            shutil.copyfileobj(fin, fout, HASH_CHUNK)
     except OSError as exc:
         raise io_error("copying", src, exc) from exc
+    finally:
+        os.close(fd)
 
 
 def fsync_tree(root: Path) -> None:
@@ -160,6 +211,8 @@ def install(store: Store, name: str, staged: Path, *, replace: bool) -> None:
     The caller holds the store lock and, when replacing, the context's writer lock."""
     base = contexts_dir(store)
     target = child(base, name, "name")
+    if os.path.lexists(target):  # the live side: never swap with, or merge into, a link
+        refuse_links(target)
     try:
         fsync_tree(staged)
         if not replace:

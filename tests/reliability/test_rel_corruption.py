@@ -7,9 +7,11 @@ b-tree are accepted only when verify reports the index and rebuild_index repairs
 from __future__ import annotations
 
 import io
+import os
 import random
 import shutil
 import tarfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,10 @@ def _reads(ctx: app.Context) -> dict[str, Callable[[], Any]]:
         es = ctx.embeddings.load("e", mmap=False)
         return list(es.ids), es.vectors.tobytes()
 
+    def emb_mmap() -> Any:  # the default: mapped, SHA-256 checked on first open
+        es = ctx.embeddings.load("e")
+        return list(es.ids), np.asarray(es.vectors).tobytes()
+
     return {
         "query": lambda: ctx.query("items"),
         "count": lambda: ctx.count("items"),
@@ -55,6 +61,7 @@ def _reads(ctx: app.Context) -> dict[str, Callable[[], Any]]:
         "get": lambda: [ctx.get("items", f"r{b}-1") for b in range(6)],
         "history": lambda: [(h.batch_id, h.data) for h in ctx.history("items", "r1-1")],
         "emb": emb,
+        "emb mmap": emb_mmap,
         "search": lambda: [
             (h.id, round(h.score, 5)) for h in ctx.embeddings.search("e", np.ones(16), k=5)
         ],
@@ -227,3 +234,76 @@ def _digest(ctx: app.Context) -> Any:
         ctx.models.load("p")["w"].tolist(),
         ctx.models.load("j", trusted=True),
     )
+
+
+def _mapped(ctx: app.Context, verify: bool = True) -> Any:
+    es = ctx.embeddings.load("e", mmap=True, verify=verify)
+    return list(es.ids), np.asarray(es.vectors).tobytes()
+
+
+def test_corruption_sweep_mmap_loads(tmp_path: Path, pristine: tuple[Path, dict[str, Any]]) -> None:
+    """Memory-mapped loads of a damaged shard: every case raises ``IntegrityError``.
+
+    * first open: the damaged file is new to this process (a fresh copy; and with the
+      process-wide record of checked files cleared);
+    * damage after a first check: the shard is loaded (its identity remembered), then
+      damaged in place (same inode, ``mtime`` restored), then loaded again.
+
+    ``verify=False`` is the only way to skip the check (it may return the damaged data)."""
+    from app.formats import filecheck
+
+    root0, expected = pristine
+    rel = FILES["npz shard"]
+    data = (root0 / rel).read_bytes()
+    cases = _damages(data, random.Random("mmap"))
+    failures: list[str] = []
+    skipped_reads = 0
+    # (the sweep above already loads every damaged copy mapped; this samples it again with
+    # the record of checked files cleared, and checks what verify=False does)
+    first = cases[:: max(1, len(cases) // scale(60, 400))]
+    for i, (what, damaged) in enumerate(first):
+        root = tmp_path / f"s{i}"
+        shutil.copytree(root0, root, ignore=shutil.ignore_patterns("*.tar.gz"))
+        (root / rel).write_bytes(damaged)
+        filecheck.VERIFIED.clear()
+        with app.open_store(root) as s:
+            ctx = s.context(CTX)
+            try:
+                _mapped(ctx)
+                failures.append(f"first open {what}: load(mmap=True) returned damaged data")
+            except app.IntegrityError:
+                pass
+            try:
+                if _mapped(ctx, verify=False) != expected["emb mmap"]:
+                    skipped_reads += 1  # documented: verify=False reads what is there
+            except app.IntegrityError:
+                pass  # structural damage is still found
+        shutil.rmtree(root)
+    in_place = cases[:: max(1, len(cases) // scale(25, 120))]
+    root = tmp_path / "inplace"
+    shutil.copytree(root0, root, ignore=shutil.ignore_patterns("*.tar.gz"))
+    path = root / rel
+    with app.open_store(root) as s:
+        ctx = s.context(CTX)
+        for what, damaged in in_place:
+            with open(path, "r+b") as fh:  # back to the good bytes, in place
+                fh.write(data)
+                fh.truncate()
+            time.sleep(0.1)  # old enough for its checked identity to be remembered
+            if _mapped(ctx) != expected["emb mmap"]:
+                failures.append(f"in place {what}: the pristine shard read back wrong")
+            st = path.stat()
+            with open(path, "r+b") as fh:
+                fh.write(damaged)
+                fh.truncate()
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+            try:
+                _mapped(ctx)
+                failures.append(f"in place {what}: load(mmap=True) returned damaged data")
+            except app.IntegrityError:
+                pass
+            if not any(path.name in p for p in ctx.verify().problems):
+                failures.append(f"in place {what}: verify does not name the shard")
+    assert skipped_reads > 0, "verify=False should have read damaged data at least once"
+    tally("5 corruption (npz shard, mmap load)", len(first) + len(in_place), len(failures))
+    assert not failures, "\n".join(failures[:8])
