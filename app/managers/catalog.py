@@ -65,7 +65,7 @@ class Catalog:
     def __init__(self, path: Path, context: str) -> None:
         self.path = path
         self.context = context
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._data: dict[str, Any] = {}
         self._local_schemas: dict[str, type[BaseModel]] = {}
 
@@ -86,7 +86,7 @@ class Catalog:
             st = os.stat(self.path)
         except FileNotFoundError:
             raise IntegrityError(f"{self.path}: context description missing") from None
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         if stamp != self._stamp:
             try:
                 data = orjson.loads(self.path.read_bytes())

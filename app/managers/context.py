@@ -7,6 +7,7 @@ Reads go straight to the SQLite index (CRC-checked rows) and never take the lock
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -114,6 +115,21 @@ class Context(icontract.DBC):
                     self._recover_all()
                 self._ready = True
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the writer lock against the files now at ``path``: if another process swapped
+        the context directory (overwrite import, ``save_context``) or rebuilt the index since
+        this process last looked, follow it before writing (the lock itself is always the one
+        at ``path``, see ``WriterLock``)."""
+        with self._lock.hold():
+            if self._index.replaced():
+                self._index.invalidate()
+                self._plans.clear()
+                self._ready = False
+                self._recover_all()
+                self._ready = True
+            yield
+
     def recover_if_idle(self) -> bool:
         """Recover now if no other writer holds the lock (used when a store is opened); a busy
         context is recovered later, on first use. Returns whether it is recovered."""
@@ -160,7 +176,7 @@ class Context(icontract.DBC):
         ids, encoded = prepare_batch(records, self._catalog.schema(collection))
         bid = batch_id if batch_id is not None else new_id()
         lines = [put_line(e) for e in encoded]
-        with self._lock.hold():
+        with self._writing():
             duplicate = self._duplicate(bid, collection)
             if duplicate is not None:
                 return duplicate
@@ -188,7 +204,7 @@ class Context(icontract.DBC):
         id_list = self._id_list(ids)
         where_sql, params = compile_where(where)
         bid = batch_id if batch_id is not None else new_id()
-        with self._lock.hold():
+        with self._writing():
             duplicate = self._duplicate(bid, collection)
             if duplicate is not None:
                 return duplicate.count
@@ -222,7 +238,7 @@ class Context(icontract.DBC):
     def compact(self, collection: str) -> CompactionReport:
         """Rewrite the log without superseded versions and tombstones, atomically."""
         self._ensure_ready()
-        with self._lock.hold():
+        with self._writing():
             return self._log(collection).compact()
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
@@ -247,7 +263,7 @@ class Context(icontract.DBC):
             raise InvalidInput(f"schema: {name!r} is a built-in collection with a fixed schema")
         specs = normalise_indexes(indexes)
         self._ensure_ready()
-        with self._lock.hold():
+        with self._writing():
             all_indexes = self._catalog.define(name, schema, specs)
             self._log(name).recover(create=True)
             self._index.ensure_indexes(name, all_indexes)
@@ -474,7 +490,7 @@ class Context(icontract.DBC):
         """Write a compacted copy of a collection's log to ``fh`` (the live log is untouched);
         returns the number of records written. Takes the writer lock."""
         self._ensure_ready()
-        with self._lock.hold():
+        with self._writing():
             log = self._log(collection)
             if log.recover(create=False) is None:
                 raise NotFoundError(f"collection {collection!r} not found in {self.name!r}")
