@@ -23,6 +23,7 @@ from app.core.errors import (
     InvalidInput,
     NotFoundError,
     SchemaVersionError,
+    StorageError,
     io_error,
 )
 from app.core.locks import WriterLock
@@ -31,6 +32,7 @@ from app.core.schemas import IntegrityReport
 from app.formats.sqlindex import check_index_version
 from app.managers.catalog import Catalog
 from app.managers.context import Context
+from app.managers.staging import holding, sweep
 
 if TYPE_CHECKING:
     from app.managers.workflows import WorkflowManager
@@ -162,7 +164,7 @@ class Store(icontract.DBC):
             if not (path / "context.json").is_file():
                 raise NotFoundError(f"context {name!r} not found in {self.root}")
             ctx = self.context(name, create=False)
-            with ctx._lock.hold():
+            with holding(path), ctx._lock.hold():
                 ctx.close()
                 trash = self._contexts_dir / f".dropped-{name}-{os.urandom(4).hex()}"
                 try:
@@ -170,9 +172,9 @@ class Store(icontract.DBC):
                     fsync_dir(self._contexts_dir)
                 except OSError as exc:
                     raise io_error("dropping", path, exc) from exc
-            with self._guard:
-                self._open.pop(name, None)
-            shutil.rmtree(trash, ignore_errors=True)
+                with self._guard:
+                    self._open.pop(name, None)
+                shutil.rmtree(trash, ignore_errors=True)  # a sweep removes it if killed here
 
     # -- whole-store operations -----------------------------------------------------------
 
@@ -268,6 +270,8 @@ def open_store(root: str | os.PathLike[str] | None = None, *, create: bool = Tru
         (path / "contexts").mkdir(exist_ok=True)
     store = Store(path)
     store.recover()
+    with contextlib.suppress(StorageError):  # leftovers of killed operations (never live ones)
+        sweep(path / "contexts")
     return store
 
 
