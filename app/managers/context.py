@@ -8,6 +8,7 @@ Reads go straight to the SQLite index (CRC-checked rows) and never take the lock
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import threading
@@ -21,7 +22,13 @@ from pydantic import BaseModel
 
 from app.core.codec import decode, new_id, prepare_batch
 from app.core.contracts import ensure, is_non_negative_int, require, valid_name
-from app.core.errors import ConflictError, IntegrityError, InvalidInput, NotFoundError
+from app.core.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidInput,
+    NotFoundError,
+    StorageError,
+)
 from app.core.filters import Predicate, compile_order, compile_where, predicate
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
@@ -30,6 +37,7 @@ from app.formats.batchlog import del_line, put_line
 from app.formats.sqlindex import BatchRow, SqliteIndex
 from app.managers.catalog import Catalog, normalise_indexes
 from app.managers.collection import CollectionLog
+from app.managers.ctxfiles import check_layout, layout_problems
 
 if TYPE_CHECKING:
     from app.managers.buffer import AppendBuffer
@@ -39,6 +47,7 @@ if TYPE_CHECKING:
 Where = Mapping[str, Any] | None
 OrderBy = str | Sequence[str] | None
 MAX_PLANS = 512
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class QueryPlan(NamedTuple):
@@ -95,10 +104,41 @@ class Context(icontract.DBC):
 
     def _recover_all(self) -> None:
         """Catch the index up with every log and cut torn tails (caller holds the lock)."""
+        check_layout(self.path, self.name)
+        self._catalog.check()
         if not self._index.is_initialised():
             self._index.initialise()
         for name in self._log_names():
             self._log(name).recover(create=False)
+
+    def _caught_up(self) -> bool:
+        """True when the index covers every log exactly, found without the lock and without
+        writing anything (so a read of a store that cannot be written works, SPEC 22); False
+        when recovery is needed. ``IntegrityError`` for damaged context files."""
+        check_layout(self.path, self.name)
+        self._catalog.check()
+        if not self._index.path.is_file() or not self._index.is_initialised():
+            return False
+        for name in self._log_names():
+            state = self._index.collection_state(name)
+            log = self._log(name).log
+            if state is None or state != (log.header()[0], log.size()):
+                return False
+        return True
+
+    def _recover_locked(self) -> None:
+        try:
+            with self._lock.hold():
+                self._recover_all()
+        except StorageError as exc:
+            if type(exc) is not StorageError or exc.errno not in READ_ONLY_ERRNOS:
+                raise
+            raise StorageError(
+                f"{self._index.path}: the index of context {self.name!r} is behind its logs "
+                f"and cannot be brought up to date here ({exc}); open the store once where it "
+                "can be written to catch the index up",
+                errno=exc.errno,
+            ) from exc
 
     def _ensure_ready(self) -> None:
         if self._ready:
@@ -111,8 +151,8 @@ class Context(icontract.DBC):
             self._ready = False
         with self._ready_guard:
             if not self._ready:
-                with self._lock.hold():
-                    self._recover_all()
+                if not self._caught_up():
+                    self._recover_locked()
                 self._ready = True
 
     @contextlib.contextmanager
@@ -136,8 +176,10 @@ class Context(icontract.DBC):
         if self._ready:
             return True
         try:
-            with self._ready_guard, self._lock.hold(timeout=0):
-                self._recover_all()
+            with self._ready_guard:
+                if not self._caught_up():
+                    with self._lock.hold(timeout=0):
+                        self._recover_all()
                 self._ready = True
         except ConflictError:
             return False
@@ -411,16 +453,18 @@ class Context(icontract.DBC):
     @ensure(lambda result: result.ok == (not result.problems), "ok means no problem was found")
     def verify(self) -> IntegrityReport:
         """Check every file of the context; reports damage, never raises for it."""
-        problems: list[str] = []
+        problems: list[str] = layout_problems(self.path, self.name)
         checked: list[str] = []
         try:
             self._ensure_ready()
         except Exception as exc:  # damage found while recovering is reported, not raised
-            problems.append(str(exc))
+            if not problems:
+                problems.append(str(exc))
         with self._lock.hold():
             for name in self._log_names():
                 checked.append(str(self._log(name).log.path))
-                problems += self._log(name).verify()
+                if not self._log(name).log.path.is_symlink() and self._log(name).log.path.is_file():
+                    problems += self._log(name).verify()
             try:
                 problems += [f"{self._index.path}: {p}" for p in self._index.integrity_check()]
             except Exception as exc:
