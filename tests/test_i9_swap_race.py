@@ -96,3 +96,44 @@ def test_writer_in_other_process_follows_overwrite_imports(tmp_path: Path, swaps
         maybe = {f"w{n}" for n, t in done if t > last_start}
         base = {"s0"} if swaps % 2 == 0 else {f"b{i}" for i in range(20)}
         assert final - maybe == base
+
+
+BLOCKED_WRITER = r"""
+import sys, app
+root, ready = sys.argv[1], sys.argv[2]
+s = app.open_store(root)
+c = s.context("x")
+assert c.count("t") == 1  # ready to write: the next append waits on the lock held by the test
+open(ready, "w").close()
+try:
+    c.append("t", [{"id": "second"}])
+except app.ConflictError as exc:
+    print("conflict", exc)
+"""
+
+
+def test_writer_waiting_on_a_dropped_context_gets_a_conflict(tmp_path: Path) -> None:
+    """A writer of another process blocked on the lock of a context that is then dropped gets
+    a ``ConflictError``; it never re-creates the dropped context's folder or writes into it."""
+    root, ready = tmp_path / "s", tmp_path / "ready"
+    with app.open_store(root) as store:
+        store.context("x").append("t", [{"id": "r"}])
+        with store.context("x").writer_lock.hold():
+            writer = subprocess.Popen(
+                [sys.executable, "-c", BLOCKED_WRITER, str(root), str(ready)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(Path(app.__file__).parents[1])},
+            )
+            deadline = time.monotonic() + 60
+            while not ready.exists():
+                assert writer.poll() is None and time.monotonic() < deadline, writer.communicate()
+                time.sleep(0.01)
+            time.sleep(0.2)  # the writer is (most likely) waiting on this lock now
+            store.drop_context("x")
+        out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err
+        assert out.startswith("conflict"), (out, err)
+        assert store.contexts() == []
+        assert not (root / "contexts" / "x").exists()

@@ -58,14 +58,19 @@ class WriterLock:
         removed (a dropped context) while this process waited on the old file."""
         deadline = time.monotonic() + wait
         while True:
+            gone = ConflictError(f"{self.path.parent} was removed while waiting for its lock")
             if not self.path.parent.is_dir():
-                raise ConflictError(f"{self.path.parent} was removed while waiting for its lock")
+                raise gone
             try:
                 self._file_lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
             except Timeout:
                 raise ConflictError(
                     f"timed out after {wait}s waiting for the writer lock {self.path}"
                 ) from None
+            except FileNotFoundError as exc:
+                if not self.path.parent.is_dir():
+                    raise gone from None
+                raise io_error("locking", self.path, exc) from exc
             except OSError as exc:
                 raise io_error("locking", self.path, exc) from exc
             if self._is_current():

@@ -138,8 +138,10 @@ class Store(icontract.DBC):
         """Open (and by default create) a context."""
         with self._guard:
             ctx = self._open.get(name)
-            if ctx is not None and (ctx.path / "context.json").is_file():
+            if ctx is not None and ctx.path.is_dir() and is_context_folder(ctx.path):
                 return ctx
+            if ctx is not None:  # dropped or replaced by another process: reopened below
+                ctx.close()
             path = child(self._contexts_dir, name, "name")
             # a folder with a context's files but no context.json is a damaged context: it is
             # opened (and raises IntegrityError on use), never silently re-created empty
