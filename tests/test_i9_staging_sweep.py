@@ -64,6 +64,11 @@ print("done", flush=True)
 """
 
 OPS = ["import", "merge", "save", "export", "drop"]
+SLOW = pytest.mark.slow
+# the default run covers the three kinds of folder (import staging, save staging, dropped);
+# the slow run every operation
+KILLED = [o if o in ("import", "save", "drop") else pytest.param(o, marks=SLOW) for o in OPS]
+LIVE = [o if o in ("import", "drop") else pytest.param(o, marks=SLOW) for o in OPS]
 
 
 def _setup(tmp_path: Path) -> tuple[Path, Path]:
@@ -100,7 +105,7 @@ def _leftovers(root: Path) -> list[str]:
     return sorted(p.name for p in (root / "contexts").iterdir() if p.name.startswith(PREFIXES))
 
 
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", KILLED)
 def test_killed_operation_leaves_nothing_after_next_open(tmp_path: Path, op: str) -> None:
     root, archive = _setup(tmp_path)
     child, _go = _start(tmp_path, root, op, archive)
@@ -119,7 +124,7 @@ def test_killed_operation_leaves_nothing_after_next_open(tmp_path: Path, op: str
         assert store.verify().ok
 
 
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", LIVE)
 def test_running_operation_in_other_process_is_never_swept(tmp_path: Path, op: str) -> None:
     root, archive = _setup(tmp_path)
     child, go = _start(tmp_path, root, op, archive)
