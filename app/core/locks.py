@@ -6,7 +6,9 @@ an unrelated open/close of the same file in this process (``fcntl`` record locks
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,14 +41,7 @@ class WriterLock:
             raise ConflictError(f"timed out waiting for the writer lock {self.path}")
         try:
             if self._depth == 0:
-                try:
-                    self._file_lock.acquire(timeout=wait)
-                except Timeout:
-                    raise ConflictError(
-                        f"timed out after {wait}s waiting for the writer lock {self.path}"
-                    ) from None
-                except OSError as exc:
-                    raise io_error("locking", self.path, exc) from exc
+                self._acquire_current(wait)
             self._depth += 1
             try:
                 yield
@@ -56,6 +51,42 @@ class WriterLock:
                     self._file_lock.release()
         finally:
             self._thread_lock.release()
+
+    def _acquire_current(self, wait: float) -> None:
+        """Take the file lock, making sure the file locked is the one now at ``path``: the
+        folder holding it may have been replaced (an overwrite import, ``save_context``) or
+        removed (a dropped context) while this process waited on the old file."""
+        deadline = time.monotonic() + wait
+        while True:
+            gone = ConflictError(f"{self.path.parent} was removed while waiting for its lock")
+            if not self.path.parent.is_dir():
+                raise gone
+            try:
+                self._file_lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+            except Timeout:
+                raise ConflictError(
+                    f"timed out after {wait}s waiting for the writer lock {self.path}"
+                ) from None
+            except FileNotFoundError as exc:
+                if not self.path.parent.is_dir():
+                    raise gone from None
+                raise io_error("locking", self.path, exc) from exc
+            except OSError as exc:
+                raise io_error("locking", self.path, exc) from exc
+            if self._is_current():
+                return
+            self._file_lock.release()
+
+    def _is_current(self) -> bool:
+        """True when the locked file is still the one at ``path`` (same device and inode)."""
+        fd = self._file_lock._context.lock_file_fd
+        try:
+            held, now = os.fstat(fd) if fd is not None else None, os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise io_error("locking", self.path, exc) from exc
+        return held is None or (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
 
     @property
     def held(self) -> bool:

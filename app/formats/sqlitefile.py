@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from app.core.errors import IntegrityError, SchemaVersionError, StorageError
+from app.formats.readonly import sqlite_target
 
 BUSY_TIMEOUT_S = 60.0
 
@@ -57,6 +58,8 @@ class SqliteFile:
         primary = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
         if primary == sqlite3.SQLITE_FULL:
             return StorageError(f"{self.path}: {text}", errno=errno.ENOSPC)
+        if primary == sqlite3.SQLITE_READONLY:  # a store opened where it cannot be written
+            return StorageError(f"{self.path}: {text}", errno=errno.EROFS)
         if primary == sqlite3.SQLITE_IOERR:
             return StorageError(f"{self.path}: {text}", errno=errno.EIO)
         return IntegrityError(f"{self.path}: {self.WHAT} damaged ({text}){self.REPAIR}")
@@ -70,9 +73,14 @@ class SqliteFile:
             )
 
     def _connect(self) -> sqlite3.Connection:
+        target, uri = sqlite_target(self.path)  # read-only URI where the folder is read-only
         try:
             conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+                target,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=uri,
             )
         except sqlite3.DatabaseError as exc:
             raise self.damaged(exc) from exc

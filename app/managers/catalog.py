@@ -17,7 +17,7 @@ import orjson
 from pydantic import BaseModel
 
 from app.core.atomic import write_atomic
-from app.core.errors import IntegrityError, InvalidInput, SchemaVersionError
+from app.core.errors import IntegrityError, InvalidInput, SchemaVersionError, io_error
 from app.core.filters import field_path
 from app.core.schemas import BUILTIN_INDEXES, BUILTIN_SCHEMAS
 
@@ -65,7 +65,7 @@ class Catalog:
     def __init__(self, path: Path, context: str) -> None:
         self.path = path
         self.context = context
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._data: dict[str, Any] = {}
         self._local_schemas: dict[str, type[BaseModel]] = {}
 
@@ -86,10 +86,14 @@ class Catalog:
             st = os.stat(self.path)
         except FileNotFoundError:
             raise IntegrityError(f"{self.path}: context description missing") from None
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         if stamp != self._stamp:
             try:
-                data = orjson.loads(self.path.read_bytes())
+                raw = self.path.read_bytes()
+            except OSError as exc:
+                raise io_error("reading", self.path, exc) from exc
+            try:
+                data = orjson.loads(raw)
                 fmt = data["format"]
                 assert isinstance(data["collections"], dict)
             except (orjson.JSONDecodeError, KeyError, TypeError, AssertionError):
@@ -98,6 +102,10 @@ class Catalog:
                 raise SchemaVersionError(f"{self.path}: context format {fmt} is unknown")
             self._data, self._stamp = data, stamp
         return self._data
+
+    def check(self) -> None:
+        """``IntegrityError`` naming ``context.json`` if it is missing or damaged."""
+        self._load()
 
     def indexes(self, collection: str) -> Indexes:
         defined = self._load()["collections"].get(collection, {}).get("indexes", [])

@@ -7,6 +7,8 @@ Reads go straight to the SQLite index (CRC-checked rows) and never take the lock
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import os
 import threading
@@ -20,7 +22,13 @@ from pydantic import BaseModel
 
 from app.core.codec import decode, delete_digest, new_id, prepare_batch
 from app.core.contracts import ensure, is_non_negative_int, require, valid_name
-from app.core.errors import ConflictError, IntegrityError, InvalidInput, NotFoundError
+from app.core.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidInput,
+    NotFoundError,
+    StorageError,
+)
 from app.core.filters import Predicate, compile_order, compile_where, predicate
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
@@ -30,6 +38,7 @@ from app.formats.batchlog import del_line, put_line
 from app.formats.sqlindex import BatchRow, SqliteIndex
 from app.managers.catalog import Catalog, normalise_indexes
 from app.managers.collection import CollectionLog
+from app.managers.ctxfiles import check_layout, layout_problems
 
 if TYPE_CHECKING:
     from app.managers.buffer import AppendBuffer
@@ -39,6 +48,7 @@ if TYPE_CHECKING:
 Where = Mapping[str, Any] | None
 OrderBy = str | Sequence[str] | None
 MAX_PLANS = 512
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class QueryPlan(NamedTuple):
@@ -106,10 +116,41 @@ class Context(icontract.DBC):
 
     def _recover_all(self) -> None:
         """Catch the index up with every log and cut torn tails (caller holds the lock)."""
+        check_layout(self.path, self.name)
+        self._catalog.check()
         if not self._index.is_initialised():
             self._index.initialise()
         for name in self._log_names():
             self._log(name).recover(create=False)
+
+    def _caught_up(self) -> bool:
+        """True when the index covers every log exactly, found without the lock and without
+        writing anything (so a read of a store that cannot be written works, SPEC 22); False
+        when recovery is needed. ``IntegrityError`` for damaged context files."""
+        check_layout(self.path, self.name)
+        self._catalog.check()
+        if not self._index.path.is_file() or not self._index.is_initialised():
+            return False
+        for name in self._log_names():
+            state = self._index.collection_state(name)
+            log = self._log(name).log
+            if state is None or state != (log.header()[0], log.size()):
+                return False
+        return True
+
+    def _recover_locked(self) -> None:
+        try:
+            with self._lock.hold():
+                self._recover_all()
+        except StorageError as exc:
+            if type(exc) is not StorageError or exc.errno not in READ_ONLY_ERRNOS:
+                raise
+            raise StorageError(
+                f"{self._index.path}: the index of context {self.name!r} is behind its logs "
+                f"and cannot be brought up to date here ({exc}); open the store once where it "
+                "can be written to catch the index up",
+                errno=exc.errno,
+            ) from exc
 
     def _ensure_ready(self) -> None:
         if self._ready:
@@ -122,9 +163,24 @@ class Context(icontract.DBC):
             self._ready = False
         with self._ready_guard:
             if not self._ready:
-                with self._lock.hold():
-                    self._recover_all()
+                if not self._caught_up():
+                    self._recover_locked()
                 self._ready = True
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the writer lock against the files now at ``path``: if another process swapped
+        the context directory (overwrite import, ``save_context``) or rebuilt the index since
+        this process last looked, follow it before writing (the lock itself is always the one
+        at ``path``, see ``WriterLock``)."""
+        with self._lock.hold():
+            if self._index.replaced():
+                self._index.invalidate()
+                self._plans.clear()
+                self._ready = False
+                self._recover_all()
+                self._ready = True
+            yield
 
     def recover_if_idle(self) -> bool:
         """Recover now if no other writer holds the lock (used when a store is opened); a busy
@@ -132,8 +188,10 @@ class Context(icontract.DBC):
         if self._ready:
             return True
         try:
-            with self._ready_guard, self._lock.hold(timeout=0):
-                self._recover_all()
+            with self._ready_guard:
+                if not self._caught_up():
+                    with self._lock.hold(timeout=0):
+                        self._recover_all()
                 self._ready = True
         except ConflictError:
             return False
@@ -198,7 +256,7 @@ class Context(icontract.DBC):
         for i, data in enumerate(lines):  # in place: never two copies of the batch
             lines[i] = put_line(data)
         bid = batch_id if batch_id is not None else new_id()
-        with self._lock.hold():
+        with self._writing():
             duplicate = self._duplicate(bid, collection, prepared.digest)
             if duplicate is not None:
                 return _receipt(duplicate, duplicate=True)
@@ -242,7 +300,7 @@ class Context(icontract.DBC):
         if batch_id is not None and digest is None:
             digest = delete_digest(collection, id_list, where)
         bid = batch_id if batch_id is not None else new_id()
-        with self._lock.hold():
+        with self._writing():
             duplicate = self._duplicate(bid, collection, digest)
             if duplicate is not None:
                 return int(duplicate[5])
@@ -276,7 +334,7 @@ class Context(icontract.DBC):
     def compact(self, collection: str) -> CompactionReport:
         """Rewrite the log without superseded versions and tombstones, atomically."""
         self._ensure_ready()
-        with self._lock.hold():
+        with self._writing():
             return self._log(collection).compact()
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
@@ -301,7 +359,7 @@ class Context(icontract.DBC):
             raise InvalidInput(f"schema: {name!r} is a built-in collection with a fixed schema")
         specs = normalise_indexes(indexes)
         self._ensure_ready()
-        with self._lock.hold():
+        with self._writing():
             all_indexes = self._catalog.define(name, schema, specs)
             self._log(name).recover(create=True)
             self._index.ensure_indexes(name, all_indexes)
@@ -455,16 +513,18 @@ class Context(icontract.DBC):
     @ensure(lambda result: result.ok == (not result.problems), "ok means no problem was found")
     def verify(self) -> IntegrityReport:
         """Check every file of the context; reports damage, never raises for it."""
-        problems: list[str] = []
+        problems: list[str] = layout_problems(self.path, self.name)
         checked: list[str] = []
         try:
             self._ensure_ready()
         except Exception as exc:  # damage found while recovering is reported, not raised
-            problems.append(str(exc))
+            if not problems:
+                problems.append(str(exc))
         with self._lock.hold():
             for name in self._log_names():
                 checked.append(str(self._log(name).log.path))
-                problems += self._log(name).verify()
+                if not self._log(name).log.path.is_symlink() and self._log(name).log.path.is_file():
+                    problems += self._log(name).verify()
             try:
                 problems += [f"{self._index.path}: {p}" for p in self._index.integrity_check()]
                 problems += [
@@ -539,7 +599,7 @@ class Context(icontract.DBC):
         """Write a compacted copy of a collection's log to ``fh`` (the live log is untouched);
         returns the number of records written. Takes the writer lock."""
         self._ensure_ready()
-        with self._lock.hold():
+        with self._writing():
             log = self._log(collection)
             if log.recover(create=False) is None:
                 raise NotFoundError(f"collection {collection!r} not found in {self.name!r}")

@@ -68,13 +68,31 @@ def context_stats(store: Store, name: str) -> dict[str, Any]:
     }
 
 
+def _workflow_metrics(store: Store) -> dict[str, Any]:
+    """The tracker's metrics; a store that never ran a workflow has no tracker, and reading
+    stats must not create one (reads never write, SPEC 22)."""
+    if (store.root / "workflows" / "tracker.sqlite").is_file():
+        return store.workflows.metrics()
+    from app.core.workflow_types import WorkflowStatus
+
+    return {
+        "by_status": {s.value: 0 for s in WorkflowStatus},
+        "by_type": {},
+        "total": 0,
+        "items_processed": 0,
+        "completed_items": 0,
+        "mean_duration_s": None,
+        "items_per_s": None,
+    }
+
+
 def store_stats(store: Store) -> dict[str, Any]:
     contexts = {name: context_stats(store, name) for name in store.contexts()}
     return {
         "root": str(store.root),
         "contexts": contexts,
         "records": sum(c["records"] for c in contexts.values()),
-        "workflows": store.workflows.metrics(),
+        "workflows": _workflow_metrics(store),
         "bytes": tree_bytes(store.root),
         "problems": [p for c in contexts.values() for p in c["problems"]],
     }

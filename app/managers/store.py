@@ -23,6 +23,7 @@ from app.core.errors import (
     InvalidInput,
     NotFoundError,
     SchemaVersionError,
+    StorageError,
     io_error,
 )
 from app.core.locks import WriterLock
@@ -31,6 +32,8 @@ from app.core.schemas import IntegrityReport
 from app.formats.sqlindex import check_index_version
 from app.managers.catalog import Catalog
 from app.managers.context import Context
+from app.managers.ctxfiles import is_context_folder
+from app.managers.staging import holding, sweep
 
 if TYPE_CHECKING:
     from app.managers.workflows import WorkflowManager
@@ -108,9 +111,13 @@ class Store(icontract.DBC):
         (torn log tails cut, indexes caught up). Busy ones recover on first use."""
         for name in self.contexts():
             ctx = self.context(name, create=False)
-            check_index_version(ctx.path / f"{name}.sqlite")
-            with contextlib.suppress(IntegrityError):  # damage is reported on use / verify
+            try:
+                check_index_version(ctx.path / f"{name}.sqlite")
                 ctx.recover_if_idle()
+            except SchemaVersionError:
+                raise
+            except StorageError:  # damage or a read-only store: raised on use, listed by verify
+                continue
 
     # -- contexts -----------------------------------------------------------------------
 
@@ -122,7 +129,7 @@ class Store(icontract.DBC):
         return sorted(
             p.name
             for p in self._contexts_dir.iterdir()
-            if is_valid_name(p.name) and (p / "context.json").is_file()
+            if is_valid_name(p.name) and p.is_dir() and is_context_folder(p)
         )
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
@@ -131,10 +138,16 @@ class Store(icontract.DBC):
         """Open (and by default create) a context."""
         with self._guard:
             ctx = self._open.get(name)
-            if ctx is not None and (ctx.path / "context.json").is_file():
+            if ctx is not None and ctx.path.is_dir() and is_context_folder(ctx.path):
                 return ctx
+            if ctx is not None:  # dropped or replaced by another process: reopened below
+                ctx.close()
             path = child(self._contexts_dir, name, "name")
-            if not (path / "context.json").is_file():
+            # a folder with a context's files but no context.json is a damaged context: it is
+            # opened (and raises IntegrityError on use), never silently re-created empty
+            if not (path / "context.json").is_file() and not (
+                path.is_dir() and is_context_folder(path)
+            ):
                 if not create:
                     raise NotFoundError(f"context {name!r} not found in {self.root}")
                 self._create_context(name, path)
@@ -144,7 +157,7 @@ class Store(icontract.DBC):
 
     def _create_context(self, name: str, path: Path) -> None:
         with self._lock.hold():
-            if (path / "context.json").is_file():
+            if (path / "context.json").is_file() or (path.is_dir() and is_context_folder(path)):
                 return
             try:
                 path.mkdir(parents=True, exist_ok=True)
@@ -159,10 +172,10 @@ class Store(icontract.DBC):
         """Delete a context and everything in it."""
         path = child(self._contexts_dir, name, "name")
         with self._lock.hold():
-            if not (path / "context.json").is_file():
+            if not (path.is_dir() and is_context_folder(path)):  # damaged ones can be dropped
                 raise NotFoundError(f"context {name!r} not found in {self.root}")
             ctx = self.context(name, create=False)
-            with ctx._lock.hold():
+            with holding(path), ctx._lock.hold():
                 ctx.close()
                 trash = self._contexts_dir / f".dropped-{name}-{os.urandom(4).hex()}"
                 try:
@@ -170,9 +183,9 @@ class Store(icontract.DBC):
                     fsync_dir(self._contexts_dir)
                 except OSError as exc:
                     raise io_error("dropping", path, exc) from exc
-            with self._guard:
-                self._open.pop(name, None)
-            shutil.rmtree(trash, ignore_errors=True)
+                with self._guard:
+                    self._open.pop(name, None)
+                shutil.rmtree(trash, ignore_errors=True)  # a sweep removes it if killed here
 
     # -- whole-store operations -----------------------------------------------------------
 
@@ -188,7 +201,11 @@ class Store(icontract.DBC):
         problems: list[str] = []
         checked: list[str] = []
         for name in self.contexts():
-            report = self.context(name, create=False).verify()
+            try:
+                report = self.context(name, create=False).verify()
+            except (IntegrityError, NotFoundError) as exc:
+                problems.append(str(exc))
+                continue
             problems += report.problems
             checked += report.checked
         wf_problems = self.workflows.verify()
@@ -264,10 +281,13 @@ def open_store(root: str | os.PathLike[str] | None = None, *, create: bool = Tru
         except OSError as exc:
             raise io_error("creating store", path, exc) from exc
     _check_marker(marker)
-    with contextlib.suppress(OSError):
-        (path / "contexts").mkdir(exist_ok=True)
+    if create:  # open_store(create=False) never writes (SPEC 22)
+        with contextlib.suppress(OSError):
+            (path / "contexts").mkdir(exist_ok=True)
     store = Store(path)
     store.recover()
+    with contextlib.suppress(StorageError):  # leftovers of killed operations (never live ones)
+        sweep(path / "contexts")
     return store
 
 

@@ -41,20 +41,13 @@ def contexts_dir(store: Store) -> Path:
 
 @contextlib.contextmanager
 def staging(store: Store, purpose: str) -> Iterator[Path]:
-    """A fresh private directory ``<root>/contexts/.<purpose>-<hex>``, removed afterwards
-    unless it was renamed away. Dot names are never listed as contexts."""
-    base = contexts_dir(store)
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        path = base / f".{purpose}-{os.urandom(8).hex()}"
-        path.mkdir(mode=0o700)
-    except OSError as exc:
-        raise io_error("creating a staging directory in", base, exc) from exc
-    try:
+    """A fresh private directory ``<root>/contexts/.<purpose>-<hex>``, locked while in use
+    (``app.managers.staging``), removed afterwards unless it was renamed away. Dot names are
+    never listed as contexts."""
+    from app.managers.staging import staging_folder
+
+    with staging_folder(contexts_dir(store), purpose) as path:
         yield path
-    finally:
-        if path.exists():
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def sha256_file(path: Path) -> tuple[int, str]:
