@@ -309,6 +309,8 @@ def test_multi_shard_mmap_load_writes_nothing(store: app.Store) -> None:
     before = tree_state(ctx.path / "embeddings")
     es = ctx.embeddings.load("e", mmap=True)
     assert np.array_equal(es.vectors, np.concatenate(parts))
+    # mapped from a temporary file outside the store, not held in memory (SPEC 5)
+    assert isinstance(es.vectors, np.memmap) and not es.vectors.flags.writeable
     assert es.ids == names(100, "a") + names(100, "b") + names(100, "c")
     ctx.embeddings.search("e", parts[1][5], k=1)
     ctx.embeddings.load("e", mmap=False)

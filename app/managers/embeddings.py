@@ -25,12 +25,14 @@ import contextlib
 import datetime as dt
 import itertools
 import os
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import icontract
 import numpy as np
+import numpy.typing as npt
 
 from app.core.artifacts import EmbeddingInfo, EmbeddingSet, Hit, IdList, ShardInfo
 from app.core.atomic import fsync_dir, write_atomic
@@ -302,8 +304,9 @@ class EmbeddingStore(icontract.DBC):
 
         ``mmap=True`` maps a one-shard set read-only in place (nothing of the matrix is
         read). A set that ``append`` left in several shards cannot be mapped as one array:
-        its shards are mapped and concatenated in memory (a read never rewrites the set);
-        call ``compact(name)`` once to make it mappable again."""
+        its shards are mapped and copied into one array backed by an anonymous temporary file
+        outside the store (not held in memory; a read never rewrites the set); call
+        ``compact(name)`` once to make it mappable in place again."""
 
         def read(info: EmbeddingInfo) -> EmbeddingSet:
             parts = [self._open(name, info, s, mmap, verify) for s in info.shards]
@@ -311,7 +314,8 @@ class EmbeddingStore(icontract.DBC):
                 ids, vectors = parts[0].ids, parts[0].vectors
             else:
                 ids = np.concatenate([p.ids for p in parts])
-                vectors = np.concatenate([p.vectors for p in parts])
+                stack = _spilled if mmap else np.concatenate
+                vectors = stack([p.vectors for p in parts])
             return EmbeddingSet(ids=IdList(ids), vectors=vectors, metadata=info.metadata, info=info)
 
         return self._snapshot(name, read)
@@ -476,3 +480,21 @@ def recorded_files(root: Path) -> dict[str, tuple[int, str]]:
             for shard in info.shards:
                 out[f"{entry.name}/{shard.file}"] = (shard.size_bytes, shard.sha256)
     return out
+
+
+def _spilled(parts: list[npt.NDArray[Any]]) -> npt.NDArray[Any]:
+    """The row-wise concatenation of ``parts`` in a read-only memory map of an unlinked
+    temporary file (``$TMPDIR``, never the store): memory stays flat for any set size."""
+    rows = sum(p.shape[0] for p in parts)
+    shape = (rows, parts[0].shape[1])
+    with tempfile.TemporaryFile(prefix="ctxstore-emb-") as fh:
+        out = np.memmap(fh, dtype=parts[0].dtype, mode="w+", shape=shape)
+        at = 0
+        for p in parts:
+            out[at : at + p.shape[0]] = p
+            at += p.shape[0]
+        out.flush()
+        view = np.memmap(fh, dtype=parts[0].dtype, mode="r", shape=shape)
+    del out
+    return view
+
