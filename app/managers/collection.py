@@ -15,7 +15,7 @@ import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from app.core.atomic import atomic_file
 from app.core.codec import decode
@@ -383,6 +383,18 @@ class CollectionLog:
                 if found is not None:
                     found.append(_version(self.name, batch, e.pos, e.record_id, e.data))
         return out
+
+    def current_records(self) -> Iterator[dict[str, Any]]:
+        """The current version of every record, in commit order, read from the log (two
+        verified passes; the index is not read)."""
+        if not self.log.exists():
+            return
+        _, header_len = self.log.header()
+        latest, _ = self.survivors(header_len)
+        for batch in self.committed(header_len):
+            for e in batch.entries:
+                if e.data is not None and latest.get(e.record_id) == e.pos:
+                    yield decode(e.data)
 
     def iter_log(self) -> Iterator[Batch]:
         if not self.log.exists():
