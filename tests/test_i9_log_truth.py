@@ -164,3 +164,17 @@ def test_verify_reports_a_collection_only_the_index_has(tmp_path: Path) -> None:
         assert any("'ghost', which has no log" in p for p in report.problems), report
         ctx.rebuild_index()
         assert ctx.verify().ok
+
+
+@pytest.mark.parametrize("kind", ROW_KINDS)
+def test_load_context_reads_the_log(tmp_path: Path, kind: str) -> None:
+    root = tmp_path / "s"
+    current = _setup(root)
+    damage(index_path(root, "c"), "t", kind, "r4")
+    with app.open_store(root) as s:
+        state = s.load_context("c")
+    assert len(state.collections["t"]) == len(current)
+    assert {r["id"]: r for r in state.collections["t"]} == current
+    with app.open_store(root) as s:  # in commit order, as iter gives them from a sound index
+        s.context("c").rebuild_index()
+        assert state.collections["t"] == list(s.context("c").iter("t"))

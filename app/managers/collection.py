@@ -1,8 +1,10 @@
 """One collection's log and its slice of the index, kept in step.
 
 Every method that writes must be called with the context's writer lock held. This is where the
-write path (log fsync, then index transaction), recovery (catch-up, torn-tail truncation),
-compaction and verification live; ``Context`` adds the public API and its contracts on top.
+write path (log fsync, then index transaction), recovery (catch-up, torn-tail truncation) and
+compaction live; ``Context`` adds the public API and its contracts on top. The log is the truth
+(SPEC 22): compaction and export decide what survives from the log alone, and whole-collection
+index rewrites are built aside and swapped in (``side_table``); ``logcheck`` verifies.
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from app.core.atomic import atomic_file
 from app.core.codec import decode
@@ -24,7 +25,6 @@ from app.formats.batchlog import (
     PUT,
     Batch,
     BatchLog,
-    Entry,
     ScanState,
     commit_line,
     header_line,
@@ -32,12 +32,12 @@ from app.formats.batchlog import (
 )
 from app.formats.sqlindex import BatchRow, SqliteIndex
 from app.managers.catalog import Catalog
-from app.managers.side_table import SideBuilder
+from app.managers.logcheck import check_collection
+from app.managers.side_table import SideBuilder, batch_row, put_rows
 
 APPLY_EVERY = 50_000
 FEW_IDS = 4
 FULL_SCAN_BELOW = 1 << 20
-MAX_REPORTED = 10
 
 
 def now_iso() -> str:
@@ -91,7 +91,7 @@ class CollectionLog:
             st = ScanState(valid_end=header_len, size=0)
             for batch in self.log.scan(header_len, st):
                 dels = [e.record_id for e in batch.entries if e.data is None]
-                side.add(_row(self.name, batch), _puts(batch.entries), dels)
+                side.add(batch_row(self.name, batch), put_rows(batch.entries), dels)
             side.swap(generation, st.valid_end, self.catalog.indexes(self.name))
         if st.tail:
             self.log.truncate(st.valid_end)
@@ -147,7 +147,9 @@ class CollectionLog:
         with self.index.write() as conn:
             for b in batches:
                 dels = [e.record_id for e in b.entries if e.data is None]
-                self.index.apply(conn, self.name, _row(self.name, b), _puts(b.entries), dels)
+                self.index.apply(
+                    conn, self.name, batch_row(self.name, b), put_rows(b.entries), dels
+                )
             self.index.set_log_end(conn, self.name, batches[-1].end)
 
     # -- writing ------------------------------------------------------------------------
@@ -247,9 +249,9 @@ class CollectionLog:
     def _index_survivors(self, header_len: int, side: SideBuilder) -> int:
         kept = 0
         for batch in self.committed(header_len):
-            puts = _puts(batch.entries)
+            puts = put_rows(batch.entries)
             kept += len(puts)
-            side.add(_row(self.name, batch), puts, [])
+            side.add(batch_row(self.name, batch), puts, [])
         return kept
 
     def _write_survivors(
@@ -385,6 +387,18 @@ class CollectionLog:
                     found.append(_version(self.name, batch, e.pos, e.record_id, e.data))
         return out
 
+    def current_records(self) -> Iterator[dict[str, Any]]:
+        """The current version of every record, in commit order, read from the log (two
+        verified passes; the index is not read)."""
+        if not self.log.exists():
+            return
+        _, header_len = self.log.header()
+        latest, _ = self.survivors(header_len)
+        for batch in self.committed(header_len):
+            for e in batch.entries:
+                if e.data is not None and latest.get(e.record_id) == e.pos:
+                    yield decode(e.data)
+
     def iter_log(self) -> Iterator[Batch]:
         if not self.log.exists():
             return
@@ -397,112 +411,15 @@ class CollectionLog:
         """Problems found comparing the log (checksums) with the index; never raises."""
         problems: list[str] = []
         try:
-            self._verify(problems)
+            check_collection(self.name, self.log, self.index, problems)
         except StorageError as exc:
             problems.append(str(exc))
         return problems
-
-    def _verify(self, problems: list[str]) -> None:
-        """Compare every index row and batch of this collection with the log's bytes."""
-        path = self.log.path
-        generation, header_len = self.log.header()
-        expected: dict[str, tuple[int, bytes]] = {}
-        log_batches: dict[str, BatchRow] = {}
-        st = ScanState(valid_end=header_len, size=0)
-        for batch in self.log.scan(header_len, st):
-            log_batches[batch.batch_id] = _row(self.name, batch)
-            for e in batch.entries:
-                if e.data is None:
-                    expected.pop(e.record_id, None)
-                else:
-                    expected[e.record_id] = (e.pos, _fingerprint(e.data))
-        state = self.index.collection_state(self.name)
-        if st.tail:
-            where = (
-                "inside the indexed range" if state and st.valid_end < state[1] else "uncommitted"
-            )
-            problems.append(
-                f"{path}: {st.size - st.valid_end} damaged or torn bytes after byte "
-                f"{st.valid_end} ({where})"
-            )
-        if state is None or state[0] != generation:
-            problems.append(f"{self.index.path}: collection {self.name!r} is not indexed")
-            return
-        if state[1] != st.valid_end:
-            problems.append(
-                f"{self.index.path}: index of {self.name!r} covers {state[1]} bytes of {path}, "
-                f"whose committed data ends at {st.valid_end}"
-            )
-        self._verify_rows(expected, problems)
-        self._verify_batches(log_batches, problems)
-
-    def _verify_rows(self, expected: dict[str, tuple[int, bytes]], problems: list[str]) -> None:
-        """Rows the index adds, alters (data, position or checksum) or misses; the row's
-        bytes are compared with the log's, so a row whose CRC was recomputed is found."""
-        where = f"{self.index.path}: collection {self.name!r}"
-        extra: list[str] = []
-        altered: list[str] = []
-        crc32 = zlib.crc32
-        for pos, rid, data, crc in self.index.rows(self.name):
-            raw = data.encode()
-            exp = expected.pop(rid, None)
-            if exp is None:
-                extra.append(rid)
-            elif exp != (pos, _fingerprint(raw)) or crc32(raw) != crc:
-                altered.append(rid)
-        log = self.log.path
-        _report(problems, where, "records", extra, f"are not current in {log}")
-        _report(problems, where, "records", altered, f"differ from {log}")
-        _report(problems, where, "current records", list(expected), f"of {log} are missing")
-
-    def _verify_batches(self, log_batches: dict[str, BatchRow], problems: list[str]) -> None:
-        where = f"{self.index.path}: collection {self.name!r}"
-        extra: list[str] = []
-        altered: list[str] = []
-        for row in self.index.batches(self.name):
-            exp = log_batches.pop(row[0], None)
-            if exp is None:
-                extra.append(row[0])
-            elif tuple(exp) != tuple(row):
-                altered.append(row[0])
-        log = self.log.path
-        _report(problems, where, "batches", extra, f"are not in {log}")
-        _report(problems, where, "batches", altered, f"differ from {log}")
-        _report(problems, where, "batches", list(log_batches), f"of {log} are missing")
-
-
-def _report(problems: list[str], where: str, unit: str, ids: list[str], what: str) -> None:
-    if ids:
-        shown = ", ".join(repr(i[:80]) for i in ids[:MAX_REPORTED])
-        more = f" (+{len(ids) - MAX_REPORTED} more)" if len(ids) > MAX_REPORTED else ""
-        problems.append(f"{where}: {len(ids)} {unit} {what}: {shown}{more}")
-
-
-def _fingerprint(data: bytes) -> bytes:
-    """A digest of a record's bytes (a CRC can be recomputed to match altered data)."""
-    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def _check_kept(path: Path, kept: int, current: int) -> None:
     if kept != current:
         raise IntegrityError(f"{path}: a compaction kept {kept} of {current} current records")
-
-
-def _row(collection: str, batch: Batch) -> BatchRow:
-    return (
-        batch.batch_id,
-        collection,
-        batch.kind,
-        batch.start,
-        batch.end,
-        batch.receipt_count,
-        batch.receipt_sha256,
-        batch.committed_at,
-    )
-
-
-def _puts(entries: Iterable[Entry]) -> list[tuple[int, str, bytes]]:
-    return [(e.pos, e.record_id, e.data) for e in entries if e.data is not None]
 
 
 def recommit(batch: Batch, lines: Sequence[bytes]) -> bytes:

@@ -606,6 +606,14 @@ class Context(icontract.DBC):
             return log.write_compacted(fh, os.urandom(8).hex())[1]
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
+    def records_from_log(self, collection: str) -> list[dict[str, Any]]:
+        """Every current record in commit order, read from the log (the truth), not from the
+        index: what copies a whole collection uses (SPEC 22). Takes the writer lock."""
+        self._ensure_ready()
+        with self._lock.hold():
+            return list(self._log(collection).current_records())
+
+    @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
     def latest_commits(self, collection: str, ids: Iterable[str]) -> dict[str, tuple[str, bool]]:
         """For each of ``ids`` the log holds: ``(commit time of its latest entry, deleted)``,
         read from the log (the truth), not from the index. Takes the writer lock."""

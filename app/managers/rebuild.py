@@ -63,6 +63,7 @@ def _copy_into(fresh_path: Path, index: SqliteIndex) -> bool:
     live file cannot be written that way (then it is replaced)."""
     if not index.path.is_file():
         return False
+    index.invalidate()  # a fresh connection: the file may have been replaced since ours opened
     try:
         dest = index.conn()
     except IntegrityError:

@@ -9,9 +9,10 @@ transaction. A reader in any thread or process sees the old content or the new o
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from app.core.errors import StorageError
+from app.formats.batchlog import Batch, Entry
 from app.formats.sqlindex import BatchRow, SqliteIndex
 
 APPLY_EVERY = 50_000
@@ -57,3 +58,22 @@ class SideBuilder:
             with contextlib.suppress(StorageError):
                 self.index.drop_side(self.collection)
             raise
+
+
+def batch_row(collection: str, batch: Batch) -> BatchRow:
+    """The index row of a log batch (its receipt: the original count and digest)."""
+    return (
+        batch.batch_id,
+        collection,
+        batch.kind,
+        batch.start,
+        batch.end,
+        batch.receipt_count,
+        batch.receipt_sha256,
+        batch.committed_at,
+    )
+
+
+def put_rows(entries: Iterable[Entry]) -> list[tuple[int, str, bytes]]:
+    """``(position, id, data)`` of the record versions among ``entries``."""
+    return [(e.pos, e.record_id, e.data) for e in entries if e.data is not None]

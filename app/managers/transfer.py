@@ -400,7 +400,7 @@ def load_context(store: Store, name: str) -> ContextState:
     check_name(name, "name")
     ctx = store.context(name, create=False)
     with ctx.writer_lock.hold():
-        collections = {c: list(ctx.iter(c)) for c in ctx.collections()}
+        collections = {c: ctx.records_from_log(c) for c in ctx.collections()}
         embeddings: dict[str, Any] = {}
         models: dict[str, Any] = {}
         if _has_part(ctx.path, "embeddings"):
