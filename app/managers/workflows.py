@@ -21,13 +21,13 @@ import datetime as dt
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import icontract
 
+from app.core import clock
 from app.core.codec import encode
 from app.core.contracts import ensure, is_non_negative_int, is_positive_int, require, valid_name
 from app.core.errors import ConflictError, InvalidInput
@@ -146,7 +146,7 @@ class WorkflowManager(icontract.DBC):
             "workflow_type": workflow_type,
             "context": context,
             "status": WorkflowStatus.PENDING.value,
-            "created_at": time.time(),
+            "created_at": clock.wall(),
             "items_total": staged.count,
             "chunk_size": chunk_size,
             "chunks_total": len(staged.index),
@@ -199,7 +199,7 @@ class WorkflowManager(icontract.DBC):
                 "(register it first)"
             )
         owner = os.urandom(8).hex()
-        claimed = self._tracker.claim(workflow_id, owner, self._worker, time.time())
+        claimed = self._tracker.claim(workflow_id, owner, self._worker, clock.now())
         assert claimed is not None
         handler = self._handlers[claimed["workflow_type"]]
         return self._runner.run(claimed, owner, handler, stop, on_progress)
@@ -224,7 +224,7 @@ class WorkflowManager(icontract.DBC):
         while (limit is None or len(done) < limit) and not (stop is not None and stop.is_set()):
             owner = os.urandom(8).hex()
             claimed = self._tracker.claim(
-                None, owner, self._worker, time.time(), types=sorted(self._handlers)
+                None, owner, self._worker, clock.now(), types=sorted(self._handlers)
             )
             if claimed is None:
                 break
@@ -283,7 +283,7 @@ class WorkflowManager(icontract.DBC):
     )
     def cancel(self, workflow_id: str) -> BatchWorkflow:
         """Cancel a pending workflow; a processing one stops at its next chunk boundary."""
-        return self._model(self._tracker.cancel(workflow_id, time.time()))
+        return self._model(self._tracker.cancel(workflow_id, clock.wall()))
 
     @require(lambda workflow_id: valid_name(workflow_id, "workflow_id"), "workflow_id", "invalid")
     @ensure(lambda result: result.status == WorkflowStatus.ROLLED_BACK, "rolled back")
@@ -296,7 +296,7 @@ class WorkflowManager(icontract.DBC):
         finished = {s for s in FINISHED if s != WorkflowStatus.ROLLED_BACK}
         if not journal:
             moved = self._tracker.move(
-                workflow_id, WorkflowStatus.ROLLED_BACK, expect=finished, finished_at=time.time()
+                workflow_id, WorkflowStatus.ROLLED_BACK, expect=finished, finished_at=clock.wall()
             )
             assert moved is not None
             return self._model(moved)
@@ -313,7 +313,7 @@ class WorkflowManager(icontract.DBC):
                 expect=finished,
                 errors=errors,
                 extra_errors=extra,
-                finished_at=time.time(),
+                finished_at=clock.wall(),
             )
         assert moved is not None
         return self._model(moved)
@@ -336,8 +336,7 @@ class WorkflowManager(icontract.DBC):
     def recover(self, *, stale_after: float = 60.0) -> builtins.list[BatchWorkflow]:
         """Hand processing workflows whose heartbeat is older than ``stale_after`` seconds back
         to ``pending`` (``cancelled`` if a cancel was asked for); returns them."""
-        now = time.time()
-        ids = self._tracker.recover_stale(now - stale_after, now)
+        ids = self._tracker.recover_stale(stale_after, clock.now())
         return [self._model(self._tracker.get(wid)) for wid in ids]
 
     @require(
@@ -349,7 +348,7 @@ class WorkflowManager(icontract.DBC):
     def purge(self, *, older_than: dt.timedelta) -> int:
         """Delete finished workflows that finished more than ``older_than`` ago (with their
         staged items and journal); never touches the records they wrote."""
-        now = time.time()
+        now = clock.wall()  # calendar age: wall time on purpose
         files = self._tracker.purge(FINISHED, now - older_than.total_seconds())
         for name in files:
             self._tracker.discard_items(name)
