@@ -29,6 +29,7 @@ from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.schemas import IntegrityReport
 from app.formats.sqlindex import check_index_version
+from app.managers.buffer import close_buffers
 from app.managers.catalog import Catalog
 from app.managers.context import Context
 
@@ -93,7 +94,8 @@ class Store(icontract.DBC):
 
     @ensure(lambda self: not self._open, "no context stays open")
     def close(self) -> None:
-        """Release index connections and the workflow tracker."""
+        """Flush this store's append buffers, release index connections and the tracker."""
+        close_buffers(self.root)  # SPEC 22: accepted buffer items are written first
         with self._guard:
             for ctx in self._open.values():
                 ctx.close()
