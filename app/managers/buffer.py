@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import icontract
 from pydantic import BaseModel
 
-from app.core.contracts import EXPENSIVE, ensure
+from app.core.contracts import ensure, ensure_full
 from app.core.errors import ConflictError, InvalidInput
 from app.core.memtrim import release_free_memory
 
@@ -87,9 +87,14 @@ def _close_all_at_exit() -> None:
             )
 
 
-@icontract.invariant(
-    lambda self: self._pending >= 0, "pending is never negative", enabled=EXPENSIVE
-)
+def _balanced(counts: Mapping[str, Any]) -> bool:
+    """The accounting promise: every accepted item is written, failed or still pending."""
+    return bool(
+        counts["accepted"] == counts["written"] + counts["failed"] + counts["pending"]
+        and counts["pending"] >= 0
+    )
+
+
 class AppendBuffer(icontract.DBC):
     """A bounded queue of records flushed to one collection by a background thread."""
 
@@ -142,6 +147,7 @@ class AppendBuffer(icontract.DBC):
 
     # -- producers ----------------------------------------------------------------------
 
+    @ensure_full(lambda self: _balanced(self.stats()), "accepted = written + failed + pending")
     def record(self, item: Any, *, timeout: float | None = None) -> bool:
         """Queue one record; ``False`` when the buffer is full.
 
@@ -200,6 +206,7 @@ class AppendBuffer(icontract.DBC):
         """Items accepted and not yet written or failed (including a batch being written)."""
         return self._pending
 
+    @ensure(lambda result: _balanced(result), "accepted = written + failed + pending")
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -257,7 +264,7 @@ class AppendBuffer(icontract.DBC):
                 self.last_error = f"{type(exc).__name__}: {exc}"[:500]
             raise
 
-    @ensure(lambda result: result >= 0, "a written count is never negative")
+    @ensure(lambda self: _balanced(self.stats()), "accepted = written + failed + pending")
     def flush(self) -> int:
         """Write everything queued now, synchronously; returns how many records were written.
 
@@ -300,7 +307,7 @@ class AppendBuffer(icontract.DBC):
 
     # -- lifetime -----------------------------------------------------------------------
 
-    @ensure(lambda self: self._pending == 0, "nothing is left pending after close")
+    @ensure(lambda self: self._pending == 0 and _balanced(self.stats()), "all written or failed")
     def close(self) -> None:
         """Stop the background thread and write everything still queued (idempotent).
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from app.core.artifacts import EmbeddingInfo, EmbeddingSet, Hit, IdList, ShardInfo
 from app.core.atomic import fsync_dir, write_atomic
-from app.core.contracts import ensure, require, valid_name
+from app.core.contracts import ensure, ensure_full, require, valid_name
 from app.core.errors import IntegrityError, InvalidInput, NotFoundError, StorageError, io_error
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
@@ -60,8 +60,6 @@ def _metadata_ok(metadata: object) -> bool:
     return True
 
 
-@icontract.invariant(lambda self: is_valid_name(self.context), "context name stays valid")
-@icontract.invariant(lambda self: self.root.name == "embeddings", "root is the embeddings dir")
 class EmbeddingStore(icontract.DBC):
     """Embedding sets of one context: save / load / search / list / info / delete."""
 
@@ -324,7 +322,8 @@ class EmbeddingStore(icontract.DBC):
         """Every embedding set of the context, sorted by name."""
         return [self._read(name)[0] for name in self.names()]
 
-    @ensure(lambda result: result == sorted(result), "names are sorted")
+    @ensure(lambda result: len(set(result)) == len(result), "each name is listed once")
+    @ensure_full(lambda self, result: result == [i.name for i in self.list()], "names match list()")
     def names(self) -> builtins.list[str]:
         """Names of the context's embedding sets, sorted."""
         if not self.root.is_dir():
@@ -345,6 +344,7 @@ class EmbeddingStore(icontract.DBC):
 
     # -- maintenance --------------------------------------------------------------------
 
+    @ensure(lambda self, result: all(str(self.root) in p for p in result), "problems name files")
     def verify(self) -> builtins.list[str]:
         """Check every set: metadata checksum, shard presence, size and SHA-256. Returns the
         problems found, each naming its file; never raises for damage."""

@@ -16,7 +16,7 @@ import icontract
 import orjson
 
 from app.core.atomic import fsync_dir, write_atomic
-from app.core.contracts import ensure, require, valid_name
+from app.core.contracts import EXPENSIVE, ensure, require, valid_name
 from app.core.errors import (
     ConflictError,
     IntegrityError,
@@ -68,7 +68,6 @@ def _check_marker(path: Path) -> None:
         )
 
 
-@icontract.invariant(lambda self: self.root.is_absolute(), "the root is an absolute path")
 class Store(icontract.DBC):
     """A store directory holding named contexts and a workflow tracker."""
 
@@ -105,6 +104,8 @@ class Store(icontract.DBC):
             wf.close()
         self._closed = True
 
+    @icontract.snapshot(lambda self: self.contexts(), name="contexts", enabled=EXPENSIVE)
+    @ensure(lambda self, OLD: self.contexts() == OLD.contexts, "recovery adds or hides no context")
     def recover(self) -> None:
         """Check every context's index version and recover those no writer is busy with
         (torn log tails cut, indexes caught up). Busy ones recover on first use."""
@@ -116,7 +117,7 @@ class Store(icontract.DBC):
 
     # -- contexts -----------------------------------------------------------------------
 
-    @ensure(lambda result: result == sorted(result), "contexts are sorted")
+    @ensure(lambda result: len(set(result)) == len(result), "each context is listed once")
     def contexts(self) -> list[str]:
         """Names of the store's contexts, sorted."""
         if not self._contexts_dir.is_dir():

@@ -106,6 +106,10 @@ class Heartbeat:
                 with contextlib.suppress(StorageError):
                     self._tracker.heartbeat(wid, owner, clock.now())
 
+    @property
+    def stopped(self) -> bool:
+        return self._thread is None
+
     def stop(self) -> None:
         self._wake.set()
         thread = self._thread

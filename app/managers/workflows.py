@@ -69,8 +69,6 @@ def _status_ok(value: object) -> bool:
     return True
 
 
-@icontract.invariant(lambda self: self.root.is_absolute(), "the tracker root is absolute")
-@icontract.invariant(lambda self: self.heartbeat_interval > 0, "the heartbeat interval is > 0")
 class WorkflowManager(icontract.DBC):
     """The store's batch workflow tracker (SPEC section 7)."""
 
@@ -376,12 +374,14 @@ class WorkflowManager(icontract.DBC):
             "items_per_s": agg["completed_items"] / seconds if seconds > 0 else None,
         }
 
+    @ensure(lambda result: set(result) >= BUILTIN_TYPES, "the built-in types are always there")
     def handlers(self) -> builtins.list[str]:
         """Workflow types this process can run, sorted."""
         return sorted(self._handlers)
 
     # -- maintenance --------------------------------------------------------------------
 
+    @ensure(lambda self, result: all(str(self.root) in p for p in result), "problems name files")
     def verify(self) -> builtins.list[str]:
         """Problems in the tracker database and staged items, naming files; never raises."""
         try:
@@ -389,6 +389,7 @@ class WorkflowManager(icontract.DBC):
         except Exception as exc:
             return [f"{self._tracker.path}: {exc}"]
 
+    @ensure(lambda self: self._runner.heartbeat.stopped, "no heartbeat thread is left")
     def close(self) -> None:
         """Stop the heartbeat thread and close the tracker's connections."""
         self._runner.heartbeat.stop()
