@@ -192,3 +192,23 @@ def test_flush_and_close_keep_no_reference_to_written_items(ctx: app.Context) ->
     buf.close()
     gc.collect()
     assert late_ref() is None and ctx.count("t") == 2001
+
+
+FORK = """
+import os, sys, app
+with app.open_store(sys.argv[1]) as store:
+    buf = store.context("default").buffer("t", flush_every=10**6, flush_interval=3600)
+    assert all(buf.record({"n": i}) for i in range(100))  # generated ids: a copy would count
+    pid = os.fork()
+    if pid == 0:
+        sys.exit(0)  # a normal exit of the child: the parent's items are not the child's
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+"""
+
+
+def test_a_forked_child_does_not_write_its_parents_pending_items(store_root: Path) -> None:
+    done = _run(FORK, store_root)
+    assert done.returncode == 0, done.stderr
+    with app.open_store(store_root) as store:
+        assert store.context("default").count("t") == 100

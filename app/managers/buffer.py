@@ -27,6 +27,7 @@ background thread retries it later and ``flush``/``close`` raise it.
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import threading
 import time
@@ -71,6 +72,18 @@ def close_buffers(root: Path) -> None:
                 first = first or exc
     if first is not None:
         raise first
+
+
+def _forget_parent_buffers() -> None:
+    """In a forked child: the parent's buffers (and their pending items) stay the parent's; the
+    child's exit must not write them a second time."""
+    global _LIVE_GUARD
+    _LIVE_GUARD = threading.Lock()
+    _LIVE.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_buffers)
 
 
 @atexit.register
