@@ -44,16 +44,30 @@ def require(condition: Callable[..., bool], argument: str, message: str) -> Call
     return decorator
 
 
+def _violation(description: str) -> Callable[[], icontract.ViolationError]:
+    """The error of a broken postcondition: its description only, never the values (a
+    100k-record batch or a user's records would be printed otherwise)."""
+
+    def error() -> icontract.ViolationError:
+        return icontract.ViolationError(f"postcondition violated: {description}")
+
+    return error
+
+
 def ensure(condition: Callable[..., bool], description: str) -> Callable[[F], F]:
     """Postcondition guarding the library's own promise; off with ``CTXSTORE_CONTRACTS=off``."""
-    decorator: Callable[[F], F] = icontract.ensure(condition, description, enabled=EXPENSIVE)
+    decorator: Callable[[F], F] = icontract.ensure(
+        condition, description, enabled=EXPENSIVE, error=_violation(description)
+    )
     return decorator
 
 
 def ensure_full(condition: Callable[..., bool], description: str) -> Callable[[F], F]:
     """Postcondition costing O(n) (or on a per-item hot path): only with
     ``CTXSTORE_CONTRACTS=full``."""
-    decorator: Callable[[F], F] = icontract.ensure(condition, description, enabled=FULL)
+    decorator: Callable[[F], F] = icontract.ensure(
+        condition, description, enabled=FULL, error=_violation(description)
+    )
     return decorator
 
 
