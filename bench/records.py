@@ -82,8 +82,8 @@ def store_append(root: Path, batches: list[list[dict[str, object]]]) -> float:
         return time.perf_counter() - t0
 
 
-def _contracts_off_rate(n: int) -> float:
-    """Append rate with CTXSTORE_CONTRACTS=off (read at import: needs its own process)."""
+def _contracts_rate(n: int, level: str = "off") -> float:
+    """Append rate with CTXSTORE_CONTRACTS=<level> (read at import: needs its own process)."""
     code = (
         "import sys, tempfile, pathlib, json; sys.path.insert(0, '.');"
         "from bench.records import analogies, store_append;"
@@ -91,7 +91,7 @@ def _contracts_off_rate(n: int) -> float:
         "d=tempfile.mkdtemp(); t=store_append(pathlib.Path(d)/'s', b);"
         "print(json.dumps(n/t))"
     )
-    env = dict(os.environ, CTXSTORE_CONTRACTS="off")
+    env = dict(os.environ, CTXSTORE_CONTRACTS=level)
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
     )
@@ -120,7 +120,8 @@ def run(quick: bool, workdir: Path) -> list[Row]:
     raw_t = raw_append(raw_dir, batches)
     store_t = store_append(workdir / "store", batches)
     rate, raw_rate = n / store_t, n / raw_t
-    off_rate = _contracts_off_rate(min(n, 200_000))
+    off_rate = _contracts_rate(min(n, 200_000))
+    full_rate = _contracts_rate(min(n, 200_000), "full")
     on_rate = min(n, 200_000) / store_append(workdir / "store-on", batches[: len(batches[:20])])
     rows = [
         Row(
@@ -148,6 +149,14 @@ def run(quick: bool, workdir: Path) -> list[Row]:
             off_rate,
             goal=0.9,
             note="overhead = 1 - ratio",
+        ),
+        Row(
+            "records",
+            "append with CTXSTORE_CONTRACTS=full vs off",
+            full_rate,
+            "rec/s",
+            off_rate,
+            note="opt-in O(n) checks (tests, debugging)",
         ),
     ]
     # indexed filtered query over the appended records

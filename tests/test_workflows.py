@@ -13,6 +13,7 @@ import pytest
 from recdata import analogy
 
 import app
+from app.core import clock
 from app.core.workflow_types import (
     TRANSITIONS,
     BatchWorkflow,
@@ -429,7 +430,9 @@ def test_purge_keeps_unfinished_and_records(store: app.Store, ctx: app.Context) 
 def test_recover_only_stale_processing(store: app.Store, store_root: Any) -> None:
     wf = store.workflows.submit("analogy_creation", context="default", items=items(3))
     # claim it as a worker that then vanished (no heartbeat thread, no process)
-    store.workflows._tracker.claim(wf.workflow_id, "dead-owner", "gone:1", time.time() - 100)
+    then = clock.now()
+    then = clock.Stamp(then.wall - 100, then.boot, then.steady - 100)
+    store.workflows._tracker.claim(wf.workflow_id, "dead-owner", "gone:1", then)
     assert store.workflows.get(wf.workflow_id).status == S.PROCESSING
     with pytest.raises(app.ConflictError):
         store.workflows.process(wf.workflow_id)
@@ -441,7 +444,7 @@ def test_recover_only_stale_processing(store: app.Store, store_root: Any) -> Non
 
 def test_recover_honours_a_cancel_request(store: app.Store) -> None:
     wf = store.workflows.submit("analogy_creation", context="default", items=items(3))
-    store.workflows._tracker.claim(wf.workflow_id, "dead-owner", "gone:1", 0.0)
+    store.workflows._tracker.claim(wf.workflow_id, "dead-owner", "gone:1", clock.now())
     store.workflows.cancel(wf.workflow_id)
     back = store.workflows.recover(stale_after=0)
     assert back[0].status == S.CANCELLED

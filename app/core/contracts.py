@@ -1,8 +1,18 @@
-"""Contract helpers: always-on input preconditions and switchable expensive checks.
+"""Contract helpers: always-on input preconditions and switchable postconditions.
 
-Input-validation and security preconditions raise ``InvalidInput`` naming the argument and
-can never be disabled. Expensive postconditions and invariants (``EXPENSIVE``) are switched off
-with ``CTXSTORE_CONTRACTS=off``; the variable is read once, at import.
+Three levels, from ``CTXSTORE_CONTRACTS`` (read once, at import):
+
+- input-validation and security preconditions (``require``) raise ``InvalidInput`` naming the
+  argument and are never disabled;
+- ``ensure``: cheap postconditions (O(1), or O(size of the result) where the operation is
+  already that) - on by default, off with ``CTXSTORE_CONTRACTS=off`` (``EXPENSIVE`` is their
+  switch; the name is historical);
+- ``ensure_full``: postconditions that cost O(n) extra work (re-reading a collection, listing a
+  folder again) or sit on a per-item hot path (``AppendBuffer.record``) - only with
+  ``CTXSTORE_CONTRACTS=full`` (tests and debugging). The bench reports the default overhead.
+
+A postcondition states a promise the caller relies on (a receipt counts the batch, a search
+returns at most k hits best first, compaction keeps every current record), not the line above it.
 """
 
 from __future__ import annotations
@@ -18,12 +28,9 @@ from app.core.names import check_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXPENSIVE: bool = os.environ.get("CTXSTORE_CONTRACTS", "on").strip().lower() not in {
-    "off",
-    "0",
-    "false",
-    "no",
-}
+LEVEL: str = os.environ.get("CTXSTORE_CONTRACTS", "on").strip().lower()
+EXPENSIVE: bool = LEVEL not in {"off", "0", "false", "no"}  # cheap postconditions on
+FULL: bool = LEVEL == "full"  # O(n) postconditions too
 
 
 def require(condition: Callable[..., bool], argument: str, message: str) -> Callable[[F], F]:
@@ -37,9 +44,30 @@ def require(condition: Callable[..., bool], argument: str, message: str) -> Call
     return decorator
 
 
+def _violation(description: str) -> Callable[[], icontract.ViolationError]:
+    """The error of a broken postcondition: its description only, never the values (a
+    100k-record batch or a user's records would be printed otherwise)."""
+
+    def error() -> icontract.ViolationError:
+        return icontract.ViolationError(f"postcondition violated: {description}")
+
+    return error
+
+
 def ensure(condition: Callable[..., bool], description: str) -> Callable[[F], F]:
     """Postcondition guarding the library's own promise; off with ``CTXSTORE_CONTRACTS=off``."""
-    decorator: Callable[[F], F] = icontract.ensure(condition, description, enabled=EXPENSIVE)
+    decorator: Callable[[F], F] = icontract.ensure(
+        condition, description, enabled=EXPENSIVE, error=_violation(description)
+    )
+    return decorator
+
+
+def ensure_full(condition: Callable[..., bool], description: str) -> Callable[[F], F]:
+    """Postcondition costing O(n) (or on a per-item hot path): only with
+    ``CTXSTORE_CONTRACTS=full``."""
+    decorator: Callable[[F], F] = icontract.ensure(
+        condition, description, enabled=FULL, error=_violation(description)
+    )
     return decorator
 
 

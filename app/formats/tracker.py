@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from app.core.clock import Stamp
 from app.core.errors import (
     ConflictError,
     NotFoundError,
@@ -31,7 +32,7 @@ from app.core.workflow_types import WorkflowStatus, check_transition
 from app.formats.sqlitefile import SqliteFile
 from app.formats.staged_items import ChunkIndex, ItemsDir, StagedItems
 
-TRACKER_VERSION = 1
+TRACKER_VERSION = 2  # 2: steady-clock heartbeats (beat_boot, beat_steady); 1 is migrated
 DB_NAME = "tracker.sqlite"
 ITEMS_DIR = "items"
 
@@ -59,7 +60,9 @@ CREATE TABLE IF NOT EXISTS workflows(
     planned INTEGER NOT NULL DEFAULT 1,
     items_file TEXT,
     items_sha256 TEXT,
-    chunk_index BLOB NOT NULL);
+    chunk_index BLOB NOT NULL,
+    beat_boot TEXT,
+    beat_steady REAL);
 CREATE INDEX IF NOT EXISTS workflows_by_status ON workflows(status, created_at);
 CREATE TABLE IF NOT EXISTS journal(
     workflow_id TEXT NOT NULL,
@@ -106,6 +109,24 @@ def merge_errors(old_json: str, new: Sequence[str]) -> str:
     return orjson.dumps(errors).decode()
 
 
+def _migrate(tx: sqlite3.Connection) -> None:
+    """Version 1 -> 2: add the steady-clock heartbeat columns (NULL: judged by the old wall
+    clock rule until the next heartbeat). Every workflow row is kept."""
+    have = {r[1] for r in tx.execute("PRAGMA table_info(workflows)")}
+    for column, kind in (("beat_boot", "TEXT"), ("beat_steady", "REAL")):
+        if column not in have:
+            tx.execute(f"ALTER TABLE workflows ADD COLUMN {column} {kind}")
+
+
+# A processing workflow is stale when its last heartbeat was taken in another boot, or more
+# than stale_after ago on the steady clock (parameters: boot, steady limit, wall limit for
+# rows written by version 1, which have no steady reading).
+_STALE = (
+    "(beat_boot IS NULL AND COALESCE(heartbeat_at, started_at, created_at) < ?3) OR "
+    "(beat_boot IS NOT NULL AND (beat_boot != ?1 OR beat_steady < ?2))"
+)
+
+
 class TrackerDB(SqliteFile):
     """The tracker database of one store; connections are per thread."""
 
@@ -129,12 +150,17 @@ class TrackerDB(SqliteFile):
     def _configure(self, conn: sqlite3.Connection) -> None:
         conn.row_factory = sqlite3.Row
 
+    def check_version(self, conn: sqlite3.Connection) -> None:
+        if conn.execute("PRAGMA user_version").fetchone()[0] != 1:  # 1 is migrated on first use
+            super().check_version(conn)
+
     def _first_use(self, conn: sqlite3.Connection) -> None:
         with self.write() as tx:
             self.check_version(tx)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     tx.execute(statement)
+            _migrate(tx)
             tx.execute(f"PRAGMA user_version={TRACKER_VERSION}")
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
@@ -283,7 +309,7 @@ class TrackerDB(SqliteFile):
         workflow_id: str | None,
         owner: str,
         worker: str,
-        now: float,
+        now: Stamp,
         types: Sequence[str] = (),
     ) -> Row | None:
         """Atomically move one pending workflow (the given one, or the oldest of ``types``)
@@ -313,13 +339,16 @@ class TrackerDB(SqliteFile):
             wid = found["workflow_id"]
             conn.execute(
                 "UPDATE workflows SET status = ?, owner = ?, worker = ?, heartbeat_at = ?, "
-                "started_at = COALESCE(started_at, ?) WHERE workflow_id = ? AND status = ?",
+                "beat_boot = ?, beat_steady = ?, started_at = COALESCE(started_at, ?) "
+                "WHERE workflow_id = ? AND status = ?",
                 (
                     WorkflowStatus.PROCESSING.value,
                     owner,
                     worker,
-                    now,
-                    now,
+                    now.wall,
+                    now.boot,
+                    now.steady,
+                    now.wall,
                     wid,
                     WorkflowStatus.PENDING.value,
                 ),
@@ -355,14 +384,20 @@ class TrackerDB(SqliteFile):
             ).fetchone()
         return dict(out)
 
-    def recover_stale(self, before: float, now: float) -> list[str]:
-        """Processing workflows whose heartbeat is older than ``before`` go back to pending
-        (or to cancelled, when a cancel was asked for); returns their ids."""
+    def recover_stale(self, stale_after: float, now: Stamp) -> list[str]:
+        """Processing workflows whose last heartbeat is more than ``stale_after`` seconds old
+        on the steady clock (or from another boot) go back to pending (or to cancelled, when
+        a cancel was asked for); returns their ids."""
         with self.write() as conn:
             rows = conn.execute(
-                "SELECT workflow_id, cancel_requested FROM workflows WHERE status = ? AND "
-                "COALESCE(heartbeat_at, started_at, created_at) < ? ORDER BY created_at",
-                (WorkflowStatus.PROCESSING.value, before),
+                "SELECT workflow_id, cancel_requested FROM workflows WHERE status = ?4 AND "
+                f"({_STALE}) ORDER BY created_at",
+                (
+                    now.boot,
+                    now.steady - stale_after,
+                    now.wall - stale_after,
+                    WorkflowStatus.PROCESSING.value,
+                ),
             ).fetchall()
             for wid, cancel in rows:
                 new = WorkflowStatus.CANCELLED if cancel else WorkflowStatus.PENDING
@@ -370,28 +405,36 @@ class TrackerDB(SqliteFile):
                 conn.execute(
                     "UPDATE workflows SET status = ?, owner = NULL, "
                     "finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE workflow_id = ?",
-                    (new.value, bool(cancel), now, wid),
+                    (new.value, bool(cancel), now.wall, wid),
                 )
         return [r[0] for r in rows]
 
-    def heartbeat(self, workflow_id: str, owner: str, now: float) -> bool:
+    def heartbeat(self, workflow_id: str, owner: str, now: Stamp) -> bool:
         """Refresh the heartbeat; False when the workflow is no longer ours."""
         with self.write() as conn:
             cur = conn.execute(
-                "UPDATE workflows SET heartbeat_at = ? WHERE workflow_id = ? AND owner = ? "
-                "AND status = ?",
-                (now, workflow_id, owner, WorkflowStatus.PROCESSING.value),
+                "UPDATE workflows SET heartbeat_at = ?, beat_boot = ?, beat_steady = ? "
+                "WHERE workflow_id = ? AND owner = ? AND status = ?",
+                (
+                    now.wall,
+                    now.boot,
+                    now.steady,
+                    workflow_id,
+                    owner,
+                    WorkflowStatus.PROCESSING.value,
+                ),
             )
             return cur.rowcount == 1
 
     def plan(
-        self, workflow_id: str, owner: str, staged: StagedItems, chunk_size: int, now: float
+        self, workflow_id: str, owner: str, staged: StagedItems, chunk_size: int, now: Stamp
     ) -> bool:
         """Attach items resolved at the first processing (e.g. a delete's targets)."""
         with self.write() as conn:
             cur = conn.execute(
                 "UPDATE workflows SET planned = 1, items_file = ?, items_sha256 = ?, "
-                "items_total = ?, chunks_total = ?, chunk_index = ?, heartbeat_at = ? "
+                "items_total = ?, chunks_total = ?, chunk_index = ?, heartbeat_at = ?, "
+                "beat_boot = ?, beat_steady = ? "
                 "WHERE workflow_id = ? AND owner = ? AND status = ? AND planned = 0",
                 (
                     staged.name,
@@ -399,7 +442,9 @@ class TrackerDB(SqliteFile):
                     staged.count,
                     len(staged.index),
                     orjson.dumps(staged.index),
-                    now,
+                    now.wall,
+                    now.boot,
+                    now.steady,
                     workflow_id,
                     owner,
                     WorkflowStatus.PROCESSING.value,
@@ -408,7 +453,7 @@ class TrackerDB(SqliteFile):
             return cur.rowcount == 1
 
     def chunk_done(
-        self, workflow_id: str, owner: str, chunk_no: int, items: int, now: float
+        self, workflow_id: str, owner: str, chunk_no: int, items: int, now: Stamp
     ) -> Row | None:
         """Record a committed chunk (journal rows committed, progress, heartbeat).
 
@@ -417,12 +462,14 @@ class TrackerDB(SqliteFile):
         with self.write() as conn:
             cur = conn.execute(
                 "UPDATE workflows SET chunks_done = ?, items_processed = items_processed + ?, "
-                "heartbeat_at = ? WHERE workflow_id = ? AND owner = ? AND status = ? "
-                "AND chunks_done = ?",
+                "heartbeat_at = ?, beat_boot = ?, beat_steady = ? WHERE workflow_id = ? "
+                "AND owner = ? AND status = ? AND chunks_done = ?",
                 (
                     chunk_no + 1,
                     items,
-                    now,
+                    now.wall,
+                    now.boot,
+                    now.steady,
                     workflow_id,
                     owner,
                     WorkflowStatus.PROCESSING.value,

@@ -12,7 +12,7 @@ import errno
 import itertools
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
@@ -21,7 +21,7 @@ import icontract
 from pydantic import BaseModel
 
 from app.core.codec import decode, delete_digest, new_id, prepare_batch
-from app.core.contracts import ensure, is_non_negative_int, require, valid_name
+from app.core.contracts import FULL, ensure, ensure_full, is_non_negative_int, require, valid_name
 from app.core.errors import (
     ConflictError,
     IntegrityError,
@@ -85,7 +85,6 @@ def _receipt(row: BatchRow, duplicate: bool) -> BatchReceipt:
     )
 
 
-@icontract.invariant(lambda self: is_valid_name(self.name), "context name stays valid")
 class Context(icontract.DBC):
     """A named context: record collections, an index, embedding sets and models."""
 
@@ -182,6 +181,7 @@ class Context(icontract.DBC):
                 self._ready = True
             yield
 
+    @ensure(lambda self, result: not result or self._ready, "True means the index is caught up")
     def recover_if_idle(self) -> bool:
         """Recover now if no other writer holds the lock (used when a store is opened); a busy
         context is recovered later, on first use. Returns whether it is recovered."""
@@ -233,8 +233,11 @@ class Context(icontract.DBC):
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
     @require(lambda batch_id: _batch_id_ok(batch_id), "batch_id", "must be None or 1-256 chars")
     @ensure(
-        lambda result: result.count >= 0 and len(result.sha256) == 64,
-        "a receipt names a checksummed batch",
+        lambda records, result: (
+            len(result.sha256) == 64
+            and (result.duplicate or not isinstance(records, Sized) or result.count == len(records))
+        ),
+        "a receipt names a checksummed batch and counts every record of it",
     )
     def append(
         self, collection: str, records: Iterable[Any], *, batch_id: str | None = None
@@ -270,7 +273,13 @@ class Context(icontract.DBC):
         "ids",
         "give ids, where, or both (delete never removes everything implicitly)",
     )
-    @ensure(lambda result: result >= 0, "a deletion count is never negative")
+    @ensure(
+        lambda ids, batch_id, result: (
+            result >= 0
+            and (batch_id is not None or not isinstance(ids, Sized) or result <= len(ids))
+        ),
+        "a new deletion never counts more records than ids given",
+    )
     def delete(
         self,
         collection: str,
@@ -331,6 +340,10 @@ class Context(icontract.DBC):
         return out
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
+    @icontract.snapshot(lambda self, collection: self.count(collection), "count", enabled=FULL)
+    @ensure_full(
+        lambda OLD, result: result.records_after == OLD.count, "compaction keeps every record"
+    )
     def compact(self, collection: str) -> CompactionReport:
         """Rewrite the log without superseded versions and tombstones, atomically."""
         self._ensure_ready()
@@ -503,7 +516,7 @@ class Context(icontract.DBC):
         self._ensure_ready()
         return self._log(collection).versions(id_list)
 
-    @ensure(lambda result: result == sorted(result), "collections are sorted")
+    @ensure(lambda result: len(set(result)) == len(result), "each collection is listed once")
     def collections(self) -> list[str]:
         self._ensure_ready()
         return self._log_names()

@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from app.core.artifacts import EmbeddingInfo, EmbeddingSet, Hit, IdList, ShardInfo
 from app.core.atomic import fsync_dir, write_atomic
-from app.core.contracts import ensure, require, valid_name
+from app.core.contracts import ensure, ensure_full, require, valid_name
 from app.core.errors import IntegrityError, InvalidInput, NotFoundError, StorageError, io_error
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
@@ -81,8 +81,6 @@ def _metadata_ok(metadata: object) -> bool:
     return True
 
 
-@icontract.invariant(lambda self: is_valid_name(self.context), "context name stays valid")
-@icontract.invariant(lambda self: self.root.name == "embeddings", "root is the embeddings dir")
 class EmbeddingStore(icontract.DBC):
     """Embedding sets of one context: save / load / search / list / info / delete."""
 
@@ -372,7 +370,8 @@ class EmbeddingStore(icontract.DBC):
         """Every embedding set of the context, sorted by name."""
         return [self._read(name)[0] for name in self.names()]
 
-    @ensure(lambda result: result == sorted(result), "names are sorted")
+    @ensure(lambda result: len(set(result)) == len(result), "each name is listed once")
+    @ensure_full(lambda self, result: result == [i.name for i in self.list()], "names match list()")
     def names(self) -> builtins.list[str]:
         """Names of the context's embedding sets, sorted (``IntegrityError`` if the
         ``embeddings`` folder is a link or a file; a damaged set folder is not listed:
@@ -398,6 +397,7 @@ class EmbeddingStore(icontract.DBC):
 
     # -- maintenance --------------------------------------------------------------------
 
+    @ensure(lambda self, result: all(str(self.root) in p for p in result), "problems name files")
     def verify(self) -> builtins.list[str]:
         """Check every set: the folders and files are what they should be (no link, no file
         where a folder belongs), metadata checksum, shard presence, size and SHA-256 (always
@@ -497,4 +497,3 @@ def _spilled(parts: list[npt.NDArray[Any]]) -> npt.NDArray[Any]:
         view = np.memmap(fh, dtype=parts[0].dtype, mode="r", shape=shape)
     del out
     return view
-

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from app.core.artifacts import ModelInfo
 from app.core.atomic import fsync_dir, write_atomic
-from app.core.contracts import ensure, is_positive_int, require, valid_name
+from app.core.contracts import ensure, ensure_full, is_positive_int, require, valid_name
 from app.core.errors import (
     IntegrityError,
     InvalidInput,
@@ -114,8 +114,6 @@ def _parse(doc: dict[str, Any], path: Path, name: str) -> ModelInfo:
     return info
 
 
-@icontract.invariant(lambda self: is_valid_name(self.context), "context name stays valid")
-@icontract.invariant(lambda self: self.root.name == "models", "root is the models dir")
 class ModelStore(icontract.DBC):
     """Versioned models of one context: save / load / list / versions / delete."""
 
@@ -171,6 +169,7 @@ class ModelStore(icontract.DBC):
         """The artefact file of a recorded version (for export and merge)."""
         return self._dir(name) / self._info(name, version).file
 
+    @require(lambda sha256: isinstance(sha256, str), "sha256", "must be a string")
     def is_trusted(self, sha256: str) -> bool:
         """True when this store's own ``save`` wrote a ``.joblib`` with this digest."""
         if SHA256.fullmatch(sha256) is None:
@@ -359,7 +358,8 @@ class ModelStore(icontract.DBC):
         """The latest version of every model, sorted by name."""
         return [self._latest(name) for name in self.names()]
 
-    @ensure(lambda result: result == sorted(result), "names are sorted")
+    @ensure(lambda result: len(set(result)) == len(result), "each name is listed once")
+    @ensure_full(lambda self, result: result == [i.name for i in self.list()], "names match list()")
     def names(self) -> builtins.list[str]:
         """Names of the models (``IntegrityError`` if the ``models`` folder is a link or a
         file; a damaged model folder is not listed: ``verify`` reports it)."""
@@ -391,6 +391,7 @@ class ModelStore(icontract.DBC):
 
     # -- maintenance --------------------------------------------------------------------
 
+    @ensure(lambda self, result: all(str(self.root) in p for p in result), "problems name files")
     def verify(self) -> builtins.list[str]:
         """Check every version: folders and files are what they should be (no link, no file
         where a folder belongs), record checksum, artefact presence, size and SHA-256.

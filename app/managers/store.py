@@ -16,7 +16,7 @@ import icontract
 import orjson
 
 from app.core.atomic import fsync_dir, write_atomic
-from app.core.contracts import ensure, require, valid_name
+from app.core.contracts import EXPENSIVE, ensure, require, valid_name
 from app.core.errors import (
     ConflictError,
     IntegrityError,
@@ -30,6 +30,7 @@ from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.schemas import IntegrityReport
 from app.formats.sqlindex import check_index_version
+from app.managers.buffer import close_buffers
 from app.managers.catalog import Catalog
 from app.managers.context import Context
 from app.managers.ctxfiles import is_context_folder
@@ -70,7 +71,6 @@ def _check_marker(path: Path) -> None:
         )
 
 
-@icontract.invariant(lambda self: self.root.is_absolute(), "the root is an absolute path")
 class Store(icontract.DBC):
     """A store directory holding named contexts and a workflow tracker."""
 
@@ -96,7 +96,8 @@ class Store(icontract.DBC):
 
     @ensure(lambda self: not self._open, "no context stays open")
     def close(self) -> None:
-        """Release index connections and the workflow tracker."""
+        """Flush this store's append buffers, release index connections and the tracker."""
+        close_buffers(self.root)  # SPEC 22: accepted buffer items are written first
         with self._guard:
             for ctx in self._open.values():
                 ctx.close()
@@ -106,6 +107,8 @@ class Store(icontract.DBC):
             wf.close()
         self._closed = True
 
+    @icontract.snapshot(lambda self: self.contexts(), name="contexts", enabled=EXPENSIVE)
+    @ensure(lambda self, OLD: self.contexts() == OLD.contexts, "recovery adds or hides no context")
     def recover(self) -> None:
         """Check every context's index version and recover those no writer is busy with
         (torn log tails cut, indexes caught up). Busy ones recover on first use."""
@@ -121,7 +124,7 @@ class Store(icontract.DBC):
 
     # -- contexts -----------------------------------------------------------------------
 
-    @ensure(lambda result: result == sorted(result), "contexts are sorted")
+    @ensure(lambda result: len(set(result)) == len(result), "each context is listed once")
     def contexts(self) -> list[str]:
         """Names of the store's contexts, sorted."""
         if not self._contexts_dir.is_dir():

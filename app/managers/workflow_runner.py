@@ -18,12 +18,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from app.core import clock
 from app.core.codec import encode
 from app.core.errors import StorageError
 from app.core.workflow_types import BatchWorkflow, WorkflowStatus
@@ -104,7 +104,11 @@ class Heartbeat:
             for wid, owner in active:
                 # busy or closing: the next beat (or the chunk update) refreshes it
                 with contextlib.suppress(StorageError):
-                    self._tracker.heartbeat(wid, owner, time.time())
+                    self._tracker.heartbeat(wid, owner, clock.now())
+
+    @property
+    def stopped(self) -> bool:
+        return self._thread is None
 
     def stop(self) -> None:
         self._wake.set()
@@ -157,7 +161,7 @@ class ChunkRunner:
             if not row["planned"]:
                 targets = (encode(item) for item in plan_delete(ctx, params))
                 staged = self._tracker.stage_items(wid, targets, row["chunk_size"])
-                if not self._tracker.plan(wid, owner, staged, row["chunk_size"], time.time()):
+                if not self._tracker.plan(wid, owner, staged, row["chunk_size"], clock.now()):
                     self._tracker.discard_items(staged.name)
                     return self.model(self._tracker.get(wid))
                 row = self._tracker.get(wid)
@@ -179,7 +183,7 @@ class ChunkRunner:
                 handler(ChunkWriter(ctx, self._tracker, wid, chunk_no), items, params)
             except Exception as exc:
                 return self._fail(wid, owner, chunk_no, exc)
-            updated = self._tracker.chunk_done(wid, owner, chunk_no, len(items), time.time())
+            updated = self._tracker.chunk_done(wid, owner, chunk_no, len(items), clock.now())
             if updated is None:  # recovered or taken over meanwhile: no longer ours
                 return self.model(self._tracker.get(wid))
             row = updated
@@ -190,7 +194,7 @@ class ChunkRunner:
     def _end(self, wid: str, owner: str, status: WorkflowStatus) -> BatchWorkflow:
         fields: dict[str, Any] = {}
         if status != WorkflowStatus.PENDING:
-            fields["finished_at"] = time.time()
+            fields["finished_at"] = clock.wall()
         else:
             fields["owner"] = None
         row = self._tracker.move(wid, status, if_owner=owner, **fields)
@@ -202,6 +206,6 @@ class ChunkRunner:
             WorkflowStatus.FAILED,
             if_owner=owner,
             errors=[error_text(chunk_no, exc)],
-            finished_at=time.time(),
+            finished_at=clock.wall(),
         )
         return self.model(row if row is not None else self._tracker.get(wid))

@@ -21,13 +21,13 @@ import datetime as dt
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import icontract
 
+from app.core import clock
 from app.core.codec import encode
 from app.core.contracts import ensure, is_non_negative_int, is_positive_int, require, valid_name
 from app.core.errors import ConflictError, InvalidInput
@@ -69,8 +69,6 @@ def _status_ok(value: object) -> bool:
     return True
 
 
-@icontract.invariant(lambda self: self.root.is_absolute(), "the tracker root is absolute")
-@icontract.invariant(lambda self: self.heartbeat_interval > 0, "the heartbeat interval is > 0")
 class WorkflowManager(icontract.DBC):
     """The store's batch workflow tracker (SPEC section 7)."""
 
@@ -146,7 +144,7 @@ class WorkflowManager(icontract.DBC):
             "workflow_type": workflow_type,
             "context": context,
             "status": WorkflowStatus.PENDING.value,
-            "created_at": time.time(),
+            "created_at": clock.wall(),
             "items_total": staged.count,
             "chunk_size": chunk_size,
             "chunks_total": len(staged.index),
@@ -199,7 +197,7 @@ class WorkflowManager(icontract.DBC):
                 "(register it first)"
             )
         owner = os.urandom(8).hex()
-        claimed = self._tracker.claim(workflow_id, owner, self._worker, time.time())
+        claimed = self._tracker.claim(workflow_id, owner, self._worker, clock.now())
         assert claimed is not None
         handler = self._handlers[claimed["workflow_type"]]
         return self._runner.run(claimed, owner, handler, stop, on_progress)
@@ -224,7 +222,7 @@ class WorkflowManager(icontract.DBC):
         while (limit is None or len(done) < limit) and not (stop is not None and stop.is_set()):
             owner = os.urandom(8).hex()
             claimed = self._tracker.claim(
-                None, owner, self._worker, time.time(), types=sorted(self._handlers)
+                None, owner, self._worker, clock.now(), types=sorted(self._handlers)
             )
             if claimed is None:
                 break
@@ -283,7 +281,7 @@ class WorkflowManager(icontract.DBC):
     )
     def cancel(self, workflow_id: str) -> BatchWorkflow:
         """Cancel a pending workflow; a processing one stops at its next chunk boundary."""
-        return self._model(self._tracker.cancel(workflow_id, time.time()))
+        return self._model(self._tracker.cancel(workflow_id, clock.wall()))
 
     @require(lambda workflow_id: valid_name(workflow_id, "workflow_id"), "workflow_id", "invalid")
     @ensure(lambda result: result.status == WorkflowStatus.ROLLED_BACK, "rolled back")
@@ -296,7 +294,7 @@ class WorkflowManager(icontract.DBC):
         finished = {s for s in FINISHED if s != WorkflowStatus.ROLLED_BACK}
         if not journal:
             moved = self._tracker.move(
-                workflow_id, WorkflowStatus.ROLLED_BACK, expect=finished, finished_at=time.time()
+                workflow_id, WorkflowStatus.ROLLED_BACK, expect=finished, finished_at=clock.wall()
             )
             assert moved is not None
             return self._model(moved)
@@ -313,7 +311,7 @@ class WorkflowManager(icontract.DBC):
                 expect=finished,
                 errors=errors,
                 extra_errors=extra,
-                finished_at=time.time(),
+                finished_at=clock.wall(),
             )
         assert moved is not None
         return self._model(moved)
@@ -336,8 +334,7 @@ class WorkflowManager(icontract.DBC):
     def recover(self, *, stale_after: float = 60.0) -> builtins.list[BatchWorkflow]:
         """Hand processing workflows whose heartbeat is older than ``stale_after`` seconds back
         to ``pending`` (``cancelled`` if a cancel was asked for); returns them."""
-        now = time.time()
-        ids = self._tracker.recover_stale(now - stale_after, now)
+        ids = self._tracker.recover_stale(stale_after, clock.now())
         return [self._model(self._tracker.get(wid)) for wid in ids]
 
     @require(
@@ -349,7 +346,7 @@ class WorkflowManager(icontract.DBC):
     def purge(self, *, older_than: dt.timedelta) -> int:
         """Delete finished workflows that finished more than ``older_than`` ago (with their
         staged items and journal); never touches the records they wrote."""
-        now = time.time()
+        now = clock.wall()  # calendar age: wall time on purpose
         files = self._tracker.purge(FINISHED, now - older_than.total_seconds())
         for name in files:
             self._tracker.discard_items(name)
@@ -377,12 +374,14 @@ class WorkflowManager(icontract.DBC):
             "items_per_s": agg["completed_items"] / seconds if seconds > 0 else None,
         }
 
+    @ensure(lambda result: set(result) >= BUILTIN_TYPES, "the built-in types are always there")
     def handlers(self) -> builtins.list[str]:
         """Workflow types this process can run, sorted."""
         return sorted(self._handlers)
 
     # -- maintenance --------------------------------------------------------------------
 
+    @ensure(lambda self, result: all(str(self.root) in p for p in result), "problems name files")
     def verify(self) -> builtins.list[str]:
         """Problems in the tracker database and staged items, naming files; never raises."""
         try:
@@ -390,6 +389,7 @@ class WorkflowManager(icontract.DBC):
         except Exception as exc:
             return [f"{self._tracker.path}: {exc}"]
 
+    @ensure(lambda self: self._runner.heartbeat.stopped, "no heartbeat thread is left")
     def close(self) -> None:
         """Stop the heartbeat thread and close the tracker's connections."""
         self._runner.heartbeat.stop()

@@ -116,6 +116,18 @@ def wait_ready(out: Path, pid: int, timeout: float = 60) -> bool:
     return False
 
 
+def wait_acks(out: Path, pid: int, count: int = 1, timeout: float = 120) -> bool:
+    """Wait until the child acknowledged ``count`` steps (False if it ended or timed out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if out.exists() and out.read_bytes().count(b"\nack ") >= count:
+            return True
+        if not alive(pid):
+            return False
+        time.sleep(0.002)
+    return False
+
+
 def run_to_end(z: Zygote, out: Path, **cmd: Any) -> str:
     pid = z.spawn(out=str(out), **cmd)
     wait_gone(pid)

@@ -17,6 +17,7 @@ from harness import (
     power_loss,
     run_to_end,
     snapshot_index,
+    wait_acks,
     wait_ready,
     zygote,
 )
@@ -25,7 +26,8 @@ from relstats import scale, tally
 import app
 
 RANDOM_OPS = ["append", "compact", "emb", "model", "workflow", "export", "import"]
-# how long one step takes, roughly: the kill instant is drawn from a window a few steps long
+# how long one step takes on an idle machine, roughly: the smallest kill window. On a slow or
+# loaded machine the window grows to the step time measured in earlier trials of the lane.
 WINDOW = {
     "append": 0.15,
     "compact": 0.3,
@@ -68,6 +70,7 @@ def _random_kills(
         rng = random.Random(seed * 10 + i)
         failures: list[str] = []
         acked_total = 0
+        step_s = WINDOW[op]  # the slowest step seen in this lane (grows under load)
         z = zygote(i)
         if True:
             for r in range(i, kills, 2):
@@ -87,11 +90,16 @@ def _random_kills(
                     fsync_log=str(fsync_log) if power else None,
                 )
                 try:
-                    if rng.random() < 0.1:
+                    draw = rng.random()
+                    if draw < 0.1:
                         time.sleep(rng.uniform(0, 0.05))  # also while opening / recovering
-                    else:
-                        wait_ready(out, pid)
-                        time.sleep(rng.uniform(0, WINDOW[op]))
+                    elif wait_ready(out, pid):
+                        t0 = time.monotonic()
+                        if draw < 0.3:  # somewhere in the first step
+                            time.sleep(rng.uniform(0, step_s))
+                        elif wait_acks(out, pid):  # somewhere in the next two steps
+                            step_s = max(step_s, time.monotonic() - t0)
+                            time.sleep(rng.uniform(0, 2 * step_s))
                 finally:
                     kill(pid)
                 text = out.read_text() if out.exists() else ""
