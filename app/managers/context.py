@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
@@ -78,6 +78,7 @@ class Context(icontract.DBC):
         self._ready = False
         self._ready_guard = threading.Lock()
         self._plans: dict[tuple[str, str], QueryPlan] = {}
+        self.on_use: Callable[[Context], None] | None = None  # the store's open-context set
 
     def __repr__(self) -> str:
         return f"Context({self.name!r}, path={str(self.path)!r})"
@@ -100,6 +101,8 @@ class Context(icontract.DBC):
             self._log(name).recover(create=False)
 
     def _ensure_ready(self) -> None:
+        if self.on_use is not None:
+            self.on_use(self)
         if self._ready:
             if not self._index.replaced():
                 return
@@ -479,6 +482,11 @@ class Context(icontract.DBC):
             if log.recover(create=False) is None:
                 raise NotFoundError(f"collection {collection!r} not found in {self.name!r}")
             return log.write_compacted(fh, os.urandom(8).hex())[1]
+
+    def release(self) -> bool:
+        """Close this process's index connections if no thread is using them (they reopen on
+        next use, without recovering again); returns whether they were closed."""
+        return self._index.close_if_idle()
 
     @ensure(lambda self: not self._ready, "a closed context recovers again on next use")
     def close(self) -> None:
