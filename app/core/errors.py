@@ -44,3 +44,16 @@ class UntrustedArtifactError(StorageError):
 def io_error(action: str, path: object, exc: OSError) -> StorageError:
     """Wrap an ``OSError`` in a ``StorageError`` that keeps its errno."""
     return StorageError(f"{action} failed for {path}: {exc.strerror or exc}", errno=exc.errno)
+
+
+def environmental(exc: BaseException) -> StorageError | None:
+    """The error to raise when ``exc`` comes from the environment (I/O, permission, too many
+    open files, disk full, read-only, busy: a ``StorageError`` that is not damage, or a bare
+    ``OSError``); None when it is damage (or a bug) a check should report as a problem."""
+    if isinstance(exc, (IntegrityError, SchemaVersionError)):
+        return None
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, OSError):
+        return io_error("checking", getattr(exc, "filename", None) or "a file", exc)
+    return None

@@ -20,7 +20,13 @@ from pydantic import BaseModel
 
 from app.core.codec import decode, new_id, prepare_batch
 from app.core.contracts import ensure, is_non_negative_int, require, valid_name
-from app.core.errors import ConflictError, IntegrityError, InvalidInput, NotFoundError
+from app.core.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidInput,
+    NotFoundError,
+    environmental,
+)
 from app.core.filters import Predicate, compile_order, compile_where, predicate
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
@@ -49,6 +55,14 @@ class QueryPlan(NamedTuple):
 
 def _batch_id_ok(batch_id: object) -> bool:
     return batch_id is None or (isinstance(batch_id, str) and 0 < len(batch_id) <= 256)
+
+
+def _damage_only(exc: Exception) -> str:
+    """The problem ``exc`` reports; an I/O, permission or EMFILE error is raised instead."""
+    raise_instead = environmental(exc)
+    if raise_instead is not None:
+        raise raise_instead from exc
+    return str(exc)
 
 
 def _receipt(row: BatchRow, duplicate: bool) -> BatchReceipt:
@@ -403,7 +417,7 @@ class Context(icontract.DBC):
         try:
             self._ensure_ready()
         except Exception as exc:  # damage found while recovering is reported, not raised
-            problems.append(str(exc))
+            problems.append(_damage_only(exc))
         with self._lock.hold():
             for name in self._log_names():
                 checked.append(str(self._log(name).log.path))
@@ -411,7 +425,7 @@ class Context(icontract.DBC):
             try:
                 problems += [f"{self._index.path}: {p}" for p in self._index.integrity_check()]
             except Exception as exc:
-                problems.append(str(exc))
+                problems.append(_damage_only(exc))
             checked.append(str(self._index.path))
             for part in (self.embeddings, self.models):
                 checked.append(str(part.root))
