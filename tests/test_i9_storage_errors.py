@@ -87,7 +87,7 @@ def _run(code: str, *args: str, unprivileged: bool = False) -> dict:
         text=True,
         env=env,
         timeout=300,
-        preexec_fn=_drop_file_permission_bypass if drop else None,  # noqa: PLW1509
+        preexec_fn=_drop_file_permission_bypass if drop else None,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -142,12 +142,11 @@ else:
 print(json.dumps(out))
 """
 
+
 def _store_with_data(root: Path) -> None:
     with app.open_store(root) as s:
         s.context("c").append("items", [{"id": "a"}])
-        s.workflows.submit(
-            "append", context="c", items=[{"id": "w"}], params={"collection": "wf"}
-        )
+        s.workflows.submit("append", context="c", items=[{"id": "w"}], params={"collection": "wf"})
 
 
 @pytest.mark.parametrize(
@@ -201,7 +200,7 @@ def test_real_corruption_is_still_damage(tmp_path: Path) -> None:
     index = root / "contexts" / "c" / "c.sqlite"
     index.write_bytes(b"garbage!" * 4096)
     with app.open_store(root) as s:
-        with pytest.raises(app.IntegrityError, match="c.sqlite"):
+        with pytest.raises(app.IntegrityError, match=r"c\.sqlite"):
             s.context("c").count("items")
         with pytest.raises(app.IntegrityError, match="tracker"):
             s.workflows.metrics()
