@@ -1,9 +1,12 @@
 """One SQLite database file used from many threads: what the index and the tracker share.
 
-A connection per thread (``check_same_thread=False`` so ``close`` may close them all), closed
-when its thread ends, so a process holds a bounded number of files whatever the number of
-threads it has run; ``close_if_idle`` lets an owner (the store's bounded set of open contexts)
-release every connection while no thread is inside an operation. WAL, a long busy timeout,
+Connections: one per thread (``check_same_thread=False`` so another thread may close it), held
+in a per-thread slot. The number of files a process holds stays bounded whatever the number of
+threads and files it has used: a thread's connection is closed when the thread ends (its slot
+is freed with the thread's local storage); when more than ``MAX_IDLE_CONNECTIONS`` connections
+are open in the process, an operation closes its thread's connection as it ends; and an owner
+(the store's bounded set of open contexts) can close every connection no thread is using
+(``close_idle``). A thread reconnects on its next use. WAL, a long busy timeout,
 ``user_version`` checked on every connect (unknown -> ``SchemaVersionError``), ``BEGIN
 IMMEDIATE`` write transactions (DEFERRED ones fail with "database is locked" under concurrent
 writers). ``sqlite3`` errors are typed by their SQLite result code (``app.formats.sqlerrors``):
@@ -28,26 +31,52 @@ from app.core.errors import SchemaVersionError, StorageError
 from app.formats.sqlerrors import classify
 
 BUSY_TIMEOUT_S = 60.0
+MAX_IDLE_CONNECTIONS = 128
+"""Connections (about 2 files each) the process keeps open between operations; beyond this an
+operation closes its thread's connection when it ends."""
 
 
-class _Held:
-    """A thread's connection, kept in its ``threading.local``: freed with the thread's local
-    storage when the thread ends, and then closed."""
+class _Count:
+    """Connections open in this process (all ``SqliteFile`` objects)."""
 
-    __slots__ = ("conn", "epoch", "owner")
+    lock = threading.Lock()
+    open = 0
 
-    def __init__(self, conn: sqlite3.Connection, epoch: int, owner: SqliteFile) -> None:
-        self.conn = conn
-        self.epoch = epoch
+    @classmethod
+    def add(cls, n: int) -> None:
+        with cls.lock:
+            cls.open += n
+
+
+class _Slot:
+    """A thread's connection to one file and how deep the thread is inside operations on it.
+    Lives in the thread's ``threading.local``: freed, and its connection closed, when the
+    thread ends. Fields change under the owner's guard."""
+
+    __slots__ = ("__weakref__", "conn", "depth", "epoch", "owner")
+
+    def __init__(self, owner: SqliteFile) -> None:
+        self.conn: sqlite3.Connection | None = None
+        self.epoch = -1
+        self.depth = 0
         self.owner = weakref.ref(owner)
+
+    def drop(self) -> None:
+        """Close the connection (caller holds the owner's guard, or the slot is dying)."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            _Count.add(-1)
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             owner = self.owner()
-            if owner is not None:
-                owner._forget(self.conn)
+            if owner is None:
+                self.drop()
             else:
-                self.conn.close()
+                with owner._guard:
+                    self.drop()
 
 
 class SqliteFile:
@@ -61,10 +90,9 @@ class SqliteFile:
         self.path = path
         self._local = threading.local()
         self._epoch = 0
-        self._all: list[sqlite3.Connection] = []
-        # re-entrant: a connection's finaliser (_Held.__del__) may run inside a guarded block
+        self._slots: weakref.WeakSet[_Slot] = weakref.WeakSet()
+        # re-entrant: a slot's finaliser may run while this thread holds it
         self._guard = threading.RLock()
-        self._busy = 0  # threads inside an operation (``errors`` blocks), see close_if_idle
         self._initialised = False
         self._init_lock = threading.RLock()  # not _guard: first use may wait on SQLite locks
         self._ino: int | None = None
@@ -127,18 +155,29 @@ class SqliteFile:
         except OSError:
             return False
 
+    def _slot(self) -> _Slot:
+        slot: _Slot | None = getattr(self._local, "slot", None)
+        if slot is None:
+            slot = _Slot(self)
+            with self._guard:
+                self._slots.add(slot)
+            self._local.slot = slot
+        return slot
+
     def conn(self) -> sqlite3.Connection:
-        """This thread's connection (opened on first use, or again after ``invalidate``)."""
-        held: _Held | None = getattr(self._local, "held", None)
-        if held is not None and held.epoch == self._epoch:
-            return held.conn
-        if held is not None:
-            self._forget(held.conn)
-        epoch = self._epoch
-        conn = self._connect()
+        """This thread's connection (opened on first use, or again after it was closed). Call
+        it inside ``errors()`` (or ``write()``): outside, another thread may close it."""
+        slot = self._slot()
+        conn = slot.conn
+        if conn is not None and slot.epoch == self._epoch:
+            return conn
         with self._guard:
-            self._all.append(conn)
-        self._local.held = _Held(conn, epoch, self)
+            slot.drop()
+            epoch = self._epoch
+        conn = self._connect()
+        _Count.add(1)
+        with self._guard:
+            slot.conn, slot.epoch = conn, epoch
         if not self._initialised:
             try:
                 with self._init_lock:
@@ -146,69 +185,63 @@ class SqliteFile:
                         self._first_use(conn)
                         self._initialised = True
             except BaseException:
-                # not remembered: the next use opens a new connection and tries again
-                self._local.held = None
+                with self._guard:  # not remembered: the next use connects and tries again
+                    slot.drop()
                 raise
         return conn
-
-    def _forget(self, conn: sqlite3.Connection) -> None:
-        with self._guard:
-            if conn in self._all:
-                self._all.remove(conn)
-        with contextlib.suppress(sqlite3.Error):
-            conn.close()
 
     @property
     def open_connections(self) -> int:
         """How many connections this object holds open now."""
-        return len(self._all)
+        with self._guard:
+            return sum(1 for slot in self._slots if slot.conn is not None)
 
     def invalidate(self) -> None:
         """Close this thread's connection; the others reconnect on their next use (safe while
         other threads are reading)."""
-        held: _Held | None = getattr(self._local, "held", None)
-        if held is not None:
-            self._local.held = None  # its finaliser closes the connection
-            self._forget(held.conn)
-        self._epoch += 1
+        slot = self._slot()
+        with self._guard:
+            slot.drop()
+            self._epoch += 1
 
     def close(self) -> None:
         """Close every connection this object opened (threads reconnect on next use)."""
         with self._guard:
-            self._close_all()
+            for slot in list(self._slots):
+                slot.drop()
+            self._epoch += 1
+            self._initialised = False
 
-    def close_if_idle(self) -> bool:
-        """Close every connection if no thread is inside an operation on this file (between
-        operations a thread reconnects on its next use); False if one is."""
+    def close_idle(self) -> bool:
+        """Close the connections no thread is inside an operation with (their threads
+        reconnect on next use); returns True when none is left open."""
         with self._guard:
-            if self._busy:
-                return False
-            self._close_all()
-            return True
-
-    def _close_all(self) -> None:
-        conns, self._all = self._all, []
-        self._epoch += 1
-        self._initialised = False
-        for conn in conns:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+            busy = False
+            for slot in list(self._slots):
+                if slot.depth:
+                    busy = busy or slot.conn is not None
+                else:
+                    slot.drop()
+            return not busy
 
     # -- transactions ---------------------------------------------------------------------
 
     @contextmanager
     def errors(self) -> Iterator[None]:
-        """Turn ``sqlite3`` errors raised in the block into typed storage errors; while a
-        thread is inside, ``close_if_idle`` leaves the connections open."""
+        """Turn ``sqlite3`` errors raised in the block into typed storage errors; marks this
+        thread as inside an operation (its connection is not closed by another thread)."""
+        slot = self._slot()
         with self._guard:
-            self._busy += 1
+            slot.depth += 1
         try:
             yield
         except sqlite3.Error as exc:
             raise self.damaged(exc) from exc
         finally:
             with self._guard:
-                self._busy -= 1
+                slot.depth -= 1
+                if not slot.depth and _Count.open > MAX_IDLE_CONNECTIONS:
+                    slot.drop()
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

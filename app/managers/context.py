@@ -498,9 +498,9 @@ class Context(icontract.DBC):
             return log.write_compacted(fh, os.urandom(8).hex())[1]
 
     def release(self) -> bool:
-        """Close this process's index connections if no thread is using them (they reopen on
-        next use, without recovering again); returns whether they were closed."""
-        return self._index.close_if_idle()
+        """Close this process's index connections no thread is using (they reopen on next
+        use, without recovering again); returns whether none is left open."""
+        return self._index.close_idle()
 
     @ensure(lambda self: not self._ready, "a closed context recovers again on next use")
     def close(self) -> None:

@@ -163,10 +163,14 @@ class Store(icontract.DBC):
         """Names of the store's contexts, sorted."""
         if not self._contexts_dir.is_dir():
             return []
+        try:
+            entries = os.listdir(self._contexts_dir)
+        except OSError as exc:  # EMFILE, EACCES...: not damage
+            raise io_error("listing", self._contexts_dir, exc) from exc
         return sorted(
-            p.name
-            for p in self._contexts_dir.iterdir()
-            if is_valid_name(p.name) and (p / "context.json").is_file()
+            name
+            for name in entries
+            if is_valid_name(name) and (self._contexts_dir / name / "context.json").is_file()
         )
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
