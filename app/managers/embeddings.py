@@ -27,7 +27,14 @@ import numpy as np
 from app.core.artifacts import EmbeddingInfo, EmbeddingSet, Hit, IdList, ShardInfo
 from app.core.atomic import fsync_dir, write_atomic
 from app.core.contracts import ensure, require, valid_name
-from app.core.errors import IntegrityError, InvalidInput, NotFoundError, StorageError, io_error
+from app.core.errors import (
+    IntegrityError,
+    InvalidInput,
+    NotFoundError,
+    StorageError,
+    environmental,
+    io_error,
+)
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.similarity import METRICS, TopK, compute_dtype, row_norms
@@ -360,6 +367,8 @@ class EmbeddingStore(icontract.DBC):
             try:
                 info, _ = info_of(read_checked(meta), meta)
             except StorageError as exc:
+                if environmental(exc) is not None:  # I/O, EMFILE...: not damage
+                    raise
                 problems.append(str(exc))
                 continue
             for shard in info.shards:

@@ -33,6 +33,7 @@ from app.core.errors import (
     NotFoundError,
     StorageError,
     UntrustedArtifactError,
+    environmental,
 )
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
@@ -378,6 +379,8 @@ class ModelStore(icontract.DBC):
                 try:
                     info = _parse(read_checked(record), record, model_dir.name)
                 except StorageError as exc:
+                    if environmental(exc) is not None:  # I/O, EMFILE...: not damage
+                        raise
                     problems.append(str(exc))
                     continue
                 problem = modelfile.verify_file(model_dir / info.file, info.sha256, info.size_bytes)
