@@ -83,14 +83,16 @@ def test_thousand_short_lived_threads_keep_files_bounded(tmp_path: Path) -> None
             for t in threads:
                 t.join()
             after_waves.append(_fds())
+        print(f"open files: {before} before, after each wave {after_waves}")
         assert not failures, failures[:3]
         assert ctx.count("items") == 1001
         assert len(store.workflows.list(limit=1000)) == 40
         # a thread's connections close when it ends: nothing accumulates across waves
-        # (the first wave may open the tracker's shared files, the heartbeat thread's
-        # connection...: a constant, not a growth)
-        assert after_waves[0] <= before + 12, (before, after_waves)
-        assert max(after_waves) <= after_waves[0] + 6, (before, after_waves)
+        # a thread's connections close when it ends. (SQLite keeps a closed connection's file
+        # open while another connection of the process holds a lock on it, and reuses it for
+        # the next open: at most about one per concurrent thread.) No growth across waves:
+        assert max(after_waves) <= before + 40, (before, after_waves)
+        assert max(after_waves[25:]) <= max(after_waves[:25]) + 5, (before, after_waves)
         assert ctx._index.open_connections <= 2
 
 
@@ -145,6 +147,7 @@ def test_500_contexts_under_a_256_file_limit(tmp_path: Path) -> None:
     root = tmp_path / "s"
     _many_contexts(root, 500)
     out = _child(MANY_CONTEXTS_CHILD, str(root))
+    print(f"500 contexts: {out}")
     assert out["contexts"] == 500
     assert out["verify"] == [True, []], out
     assert out["stats_records"] == 1000
@@ -188,6 +191,7 @@ attempt("append", lambda: store.context("c011", create=False).append("items", [{
 attempt("tracker", lambda: store.workflows.metrics())
 attempt("verify", lambda: store.verify())
 attempt("contexts", lambda: store.contexts())
+attempt("ctx_verify", lambda: store.context("c000").verify())
 for fd in holes:
     os.close(fd)
 resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
@@ -203,7 +207,7 @@ def test_running_out_of_descriptors_is_emfile_not_damage(tmp_path: Path) -> None
     root = tmp_path / "s"
     _many_contexts(root, 12)
     out = _child(RUN_OUT_CHILD, str(root))
-    for name in ("count", "reopen", "append", "tracker", "verify", "contexts"):
+    for name in ("count", "reopen", "append", "tracker", "verify", "contexts", "ctx_verify"):
         result = out[name]
         assert result != "ok", f"{name} worked without a free descriptor: {out}"
         kind, err, text = result
@@ -245,11 +249,11 @@ def _burst(base: str, contexts: list[str], requests: int) -> list[str]:
     return problems
 
 
-def test_service_under_repeated_bursts_keeps_files_bounded(tmp_path: Path) -> None:
-    """``ctxstore serve`` (uvicorn, worker threads that come and go): 8 bursts of concurrent
+@pytest.mark.parametrize("bursts", [8, pytest.param(24, marks=pytest.mark.slow)])
+def test_service_under_repeated_bursts_keeps_files_bounded(tmp_path: Path, bursts: int) -> None:
+    """``ctxstore serve`` (uvicorn, worker threads that come and go): bursts of concurrent
     requests, each over 10 contexts not used before; open files stop growing."""
     root = tmp_path / "s"
-    bursts = 8
     _many_contexts(root, 10 * bursts)
     port = _free_port()
     proc = subprocess.Popen(
@@ -270,6 +274,7 @@ def test_service_under_repeated_bursts_keeps_files_bounded(tmp_path: Path) -> No
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
             assert time.monotonic() < deadline, "the service did not start"
             time.sleep(0.1)
+        started = _fds(proc.pid)
         counts = []
         for k in range(bursts):
             names = [f"c{i:03d}" for i in range(10 * k, 10 * k + 10)]
@@ -283,10 +288,12 @@ def test_service_under_repeated_bursts_keeps_files_bounded(tmp_path: Path) -> No
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    # 80 contexts used by up to 16 threads each: without bounds this grows by ~10 contexts'
-    # files per burst; with them it levels off (32 open contexts, 128 idle connections)
-    assert max(counts) < 420, counts
-    assert counts[-1] <= max(counts[: bursts // 2]) + 40, counts
+    print(f"open files of the service: {started} at start, after each burst {counts}")
+    # without bounds each burst adds its 10 contexts' files for every thread (+200 a burst);
+    # with them: at most 32 contexts (one shared-memory file each) and 64 idle connections
+    # (2 files each) stay open, plus what requests in flight hold
+    assert max(counts) <= started + 250, (started, counts)
+    assert counts[-1] <= max(counts[: bursts // 2]) + 60, (started, counts)
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ from app.core.errors import SchemaVersionError, StorageError
 from app.formats.sqlerrors import classify
 
 BUSY_TIMEOUT_S = 60.0
-MAX_IDLE_CONNECTIONS = 128
+MAX_IDLE_CONNECTIONS = 64
 """Connections (about 2 files each) the process keeps open between operations; beyond this an
 operation closes its thread's connection when it ends."""
 
