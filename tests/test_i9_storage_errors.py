@@ -8,11 +8,13 @@ and folders this user may not open (as root the child drops to ``nobody``), real
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -207,3 +209,81 @@ def test_real_corruption_is_still_damage(tmp_path: Path) -> None:
         report = s.verify()
         assert not report.ok
         assert any("tracker" in p for p in report.problems), report.problems
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (needs the right to mount: root in most containers)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()[:200]}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def _fill(folder: Path, leave: int) -> Path:
+    """Fill the file system holding ``folder`` but ``leave`` bytes; returns the filler file
+    (delete it to free the space)."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+        os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
+    finally:
+        os.close(fd)
+    return filler
+
+
+@pytest.mark.parametrize("leave", [0, 4096, 8192, 16384, 32768, 65536])
+def test_really_full_disk_on_first_use_then_freed(tiny_fs: Path, leave: int) -> None:
+    """ENOSPC for real (a full tmpfs) on the first use of the index and of the tracker, in
+    one Store object that keeps working once space is freed."""
+    root = tiny_fs / "store"
+    with app.open_store(root) as s:
+        s.context("c")
+    store = app.open_store(root)
+    try:
+        filler = _fill(tiny_fs, leave)
+        ctx = store.context("c")
+        failed = 0
+        for attempt in (
+            lambda: ctx.append("items", [{"id": "a"}], batch_id="b1"),
+            lambda: store.workflows.submit(
+                "append",
+                context="c",
+                items=[{"id": "w"}],
+                params={"collection": "w"},
+                workflow_id="w1",
+            ),
+        ):
+            try:
+                attempt()
+            except app.StorageError as exc:
+                assert not isinstance(exc, app.IntegrityError), exc
+                assert exc.errno in (errno.ENOSPC, errno.EIO), exc
+                failed += 1
+        assert failed or leave, "nothing failed on a full file system"
+        filler.unlink()  # space is back
+        ctx.append("items", [{"id": "a"}], batch_id="b1")
+        assert ctx.count("items") == 1
+        if not any(w.workflow_id == "w1" for w in store.workflows.list()):
+            store.workflows.submit(
+                "append",
+                context="c",
+                items=[{"id": "w"}],
+                params={"collection": "w"},
+                workflow_id="w1",
+            )
+        assert store.workflows.get("w1").status == "pending"
+        assert store.verify().ok
+    finally:
+        store.close()
