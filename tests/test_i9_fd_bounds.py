@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -328,3 +329,55 @@ def test_service_bursts_with_idle_gaps(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=30)
     assert counts[-1] <= counts[0] + 10, counts
+
+
+def test_closing_idle_connections_never_breaks_a_running_operation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Caps forced tiny (4 open contexts, 2 idle connections): 8 threads cycling over 24
+    contexts with writes, reads and half-consumed streams get every answer right while other
+    threads' operations keep closing connections under them."""
+    import app.formats.sqlitefile as sqlitefile
+
+    monkeypatch.setattr(sqlitefile, "MAX_IDLE_CONNECTIONS", 2)
+    closed = [0]
+    real_drop = sqlitefile._Slot.drop
+
+    def counting(slot: Any) -> None:
+        closed[0] += slot.conn is not None
+        real_drop(slot)
+
+    monkeypatch.setattr(sqlitefile._Slot, "drop", counting)
+    with app.open_store(tmp_path / "s") as store:
+        store.max_open_contexts = 4
+        names = [f"c{i:02d}" for i in range(24)]
+        for name in names:
+            store.context(name).append("items", [{"id": f"{name}-{k}", "k": k} for k in range(50)])
+        failures: list[BaseException] = []
+
+        def work(t: int) -> None:
+            try:
+                for step in range(60):
+                    name = names[(t * 7 + step) % len(names)]
+                    ctx = store.context(name)
+                    stream = ctx.iter("items", order_by="k")
+                    first = next(stream)  # a cursor open while others close connections
+                    assert first["k"] == 0
+                    if step % 5 == 0:
+                        ctx.append("items", [{"id": f"{name}-t{t}-{step}", "k": 1000}])
+                    assert ctx.get("items", f"{name}-7")["k"] == 7
+                    assert ctx.count("items", {"k": {"$lt": 50}}) == 50
+                    assert len(ctx.existing("items", [f"{name}-1", "nope"])) == 1
+                    assert sum(1 for _ in stream) >= 49
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not failures, failures[:3]
+        assert closed[0] > 8 * 60, closed  # connections really were closed under the threads
+        assert sum(store.context(n).count("items") for n in names) == 24 * 50 + 8 * 12
+        assert store.verify().ok
