@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno as _errno
+
 
 class StorageError(Exception):
     """Base of every error ctxstore raises on purpose.
@@ -44,3 +46,43 @@ class UntrustedArtifactError(StorageError):
 def io_error(action: str, path: object, exc: OSError) -> StorageError:
     """Wrap an ``OSError`` in a ``StorageError`` that keeps its errno."""
     return StorageError(f"{action} failed for {path}: {exc.strerror or exc}", errno=exc.errno)
+
+
+ENVIRONMENT_ERRNOS = frozenset(
+    getattr(_errno, name)
+    for name in (
+        "EACCES",
+        "EPERM",
+        "EMFILE",
+        "ENFILE",
+        "ENOSPC",
+        "EDQUOT",
+        "EROFS",
+        "EIO",
+        "EBUSY",
+        "EAGAIN",
+        "ENOMEM",
+        "EFBIG",
+        "EINTR",
+        "ETIMEDOUT",
+        "ENOLCK",
+        "ESTALE",
+    )
+    if hasattr(_errno, name)
+)
+"""Errnos the environment causes (permission, resources, the device): never damage. A folder,
+a link or nothing where a file should be (EISDIR, ENOTDIR, ELOOP, ENOENT) is not here."""
+
+
+def environmental(exc: BaseException) -> StorageError | None:
+    """The error to raise when ``exc`` comes from the environment (permission, too many open
+    files, disk full, read-only, I/O, busy: an errno of ``ENVIRONMENT_ERRNOS`` on a plain
+    ``StorageError`` or a bare ``OSError``); None when a check should report it as a problem
+    (damage, and every other finding)."""
+    if isinstance(exc, OSError):
+        if exc.errno in ENVIRONMENT_ERRNOS:
+            return io_error("checking", exc.filename or "a file", exc)
+        return None
+    if type(exc) is StorageError and exc.errno in ENVIRONMENT_ERRNOS:
+        return exc
+    return None

@@ -431,8 +431,8 @@ class SqliteIndex(SqliteFile):
         if not self.has_table(collection) or not ids:
             return []
         found: set[str] = set()
-        conn = self.conn()
         with self.errors():
+            conn = self.conn()  # inside errors(): another thread may close an idle connection
             for i in range(0, len(ids), 500):
                 part = list(ids[i : i + 500])
                 marks = ",".join("?" * len(part))

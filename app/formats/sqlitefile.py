@@ -1,28 +1,83 @@
 """One SQLite database file used from many threads: what the index and the tracker share.
 
-A connection per thread (``check_same_thread=False`` so ``close`` may close them all), WAL,
-a long busy timeout, ``user_version`` checked on every connect (unknown -> ``SchemaVersionError``),
-``sqlite3`` errors turned into ``IntegrityError`` (damage) or ``StorageError`` (busy), and
-``BEGIN IMMEDIATE`` write transactions (DEFERRED ones fail with "database is locked" under
-concurrent writers).
+Connections: one per thread (``check_same_thread=False`` so another thread may close it), held
+in a per-thread slot. The number of files a process holds stays bounded whatever the number of
+threads and files it has used: a thread's connection is closed when the thread ends (its slot
+is freed with the thread's local storage); when more than ``MAX_IDLE_CONNECTIONS`` connections
+are open in the process, an operation closes its thread's connection as it ends; and an owner
+(the store's bounded set of open contexts) can close every connection no thread is using
+(``close_idle``). A thread reconnects on its next use. WAL, a long busy timeout,
+``user_version`` checked on every connect (unknown -> ``SchemaVersionError``), ``BEGIN
+IMMEDIATE`` write transactions (DEFERRED ones fail with "database is locked" under concurrent
+writers). ``sqlite3`` errors are typed by their SQLite result code (``app.formats.sqlerrors``):
+only real corruption is ``IntegrityError``; permission, I/O, disk-full, EMFILE, read-only and
+lock errors are ``StorageError`` with an errno. A failed first use (disk full while creating
+the schema...) is not remembered: the next use tries again.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
-from app.core.errors import IntegrityError, SchemaVersionError, StorageError
+from app.core.errors import SchemaVersionError, StorageError
 from app.formats.readonly import sqlite_target
+from app.formats.sqlerrors import classify
 
 BUSY_TIMEOUT_S = 60.0
+MAX_IDLE_CONNECTIONS = 64
+"""Connections (about 2 files each) the process keeps open between operations; beyond this an
+operation closes its thread's connection when it ends."""
+
+
+class _Count:
+    """Connections open in this process (all ``SqliteFile`` objects)."""
+
+    lock = threading.Lock()
+    open = 0
+
+    @classmethod
+    def add(cls, n: int) -> None:
+        with cls.lock:
+            cls.open += n
+
+
+class _Slot:
+    """A thread's connection to one file and how deep the thread is inside operations on it.
+    Lives in the thread's ``threading.local``: freed, and its connection closed, when the
+    thread ends. Fields change under the owner's guard."""
+
+    __slots__ = ("__weakref__", "conn", "depth", "epoch", "owner")
+
+    def __init__(self, owner: SqliteFile) -> None:
+        self.conn: sqlite3.Connection | None = None
+        self.epoch = -1
+        self.depth = 0
+        self.owner = weakref.ref(owner)
+
+    def drop(self) -> None:
+        """Close the connection (caller holds the owner's guard, or the slot is dying)."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            _Count.add(-1)
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            owner = self.owner()
+            if owner is None:
+                self.drop()
+            else:
+                with owner._guard:
+                    self.drop()
 
 
 class SqliteFile:
@@ -36,8 +91,11 @@ class SqliteFile:
         self.path = path
         self._local = threading.local()
         self._epoch = 0
-        self._all: list[sqlite3.Connection] = []
-        self._guard = threading.Lock()
+        self._slots: weakref.WeakSet[_Slot] = weakref.WeakSet()
+        # re-entrant: a slot's finaliser may run while this thread holds it
+        self._guard = threading.RLock()
+        self._initialised = False
+        self._init_lock = threading.RLock()  # not _guard: first use may wait on SQLite locks
         self._ino: int | None = None
 
     # -- hooks ----------------------------------------------------------------------------
@@ -46,23 +104,13 @@ class SqliteFile:
         """Per-connection settings of a subclass (row factory...)."""
 
     def _first_use(self, conn: sqlite3.Connection) -> None:
-        """Called with the first connection this object opens."""
+        """Called with the first connection this object opens (again after a failure)."""
 
     # -- connections ----------------------------------------------------------------------
 
-    def damaged(self, exc: sqlite3.DatabaseError) -> StorageError:
-        text = str(exc)
-        if "locked" in text or "busy" in text:
-            return StorageError(f"{self.path}: {text}")
-        # a full disk or a failing write is not damage: typed, with an errno, no repair advice
-        primary = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-        if primary == sqlite3.SQLITE_FULL:
-            return StorageError(f"{self.path}: {text}", errno=errno.ENOSPC)
-        if primary == sqlite3.SQLITE_READONLY:  # a store opened where it cannot be written
-            return StorageError(f"{self.path}: {text}", errno=errno.EROFS)
-        if primary == sqlite3.SQLITE_IOERR:
-            return StorageError(f"{self.path}: {text}", errno=errno.EIO)
-        return IntegrityError(f"{self.path}: {self.WHAT} damaged ({text}){self.REPAIR}")
+    def damaged(self, exc: sqlite3.Error) -> StorageError:
+        """The typed error for a ``sqlite3`` error: ``IntegrityError`` only for damage."""
+        return classify(exc, self.path, self.WHAT, self.REPAIR)
 
     def check_version(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -82,7 +130,7 @@ class SqliteFile:
                 check_same_thread=False,
                 uri=uri,
             )
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             raise self.damaged(exc) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
@@ -91,7 +139,7 @@ class SqliteFile:
             conn.execute(f"PRAGMA synchronous={self.SYNCHRONOUS}")
             conn.execute("PRAGMA cell_size_check=ON")
             self._configure(conn)
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             conn.close()
             raise self.damaged(exc) from exc
         except BaseException:
@@ -113,64 +161,99 @@ class SqliteFile:
         except OSError:
             return False
 
+    def _slot(self) -> _Slot:
+        slot: _Slot | None = getattr(self._local, "slot", None)
+        if slot is None:
+            slot = _Slot(self)
+            with self._guard:
+                self._slots.add(slot)
+            self._local.slot = slot
+        return slot
+
     def conn(self) -> sqlite3.Connection:
-        """This thread's connection (opened on first use, or again after ``invalidate``)."""
-        local = self._local
-        conn: sqlite3.Connection | None = getattr(local, "conn", None)
-        if conn is not None and getattr(local, "epoch", -1) == self._epoch:
+        """This thread's connection (opened on first use, or again after it was closed). Call
+        it inside ``errors()`` (or ``write()``): outside, another thread may close it."""
+        slot = self._slot()
+        conn = slot.conn
+        if conn is not None and slot.epoch == self._epoch:
             return conn
-        if conn is not None:
-            self._forget(conn)
-        conn = self._connect()
         with self._guard:
-            first = not self._all
-            self._all.append(conn)
-        local.conn, local.epoch = conn, self._epoch
-        if first:
-            self._first_use(conn)
+            slot.drop()
+            epoch = self._epoch
+        conn = self._connect()
+        _Count.add(1)
+        with self._guard:
+            slot.conn, slot.epoch = conn, epoch
+        if not self._initialised:
+            try:
+                with self._init_lock:
+                    if not self._initialised:
+                        self._first_use(conn)
+                        self._initialised = True
+            except BaseException:
+                with self._guard:  # not remembered: the next use connects and tries again
+                    slot.drop()
+                raise
         return conn
 
-    def _forget(self, conn: sqlite3.Connection) -> None:
+    @property
+    def open_connections(self) -> int:
+        """How many connections this object holds open now."""
         with self._guard:
-            if conn in self._all:
-                self._all.remove(conn)
-        with contextlib.suppress(sqlite3.Error):
-            conn.close()
+            return sum(1 for slot in self._slots if slot.conn is not None)
 
     def invalidate(self) -> None:
         """Close this thread's connection; the others reconnect on their next use (safe while
         other threads are reading)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            self._forget(conn)
-            self._local.conn = None
-        self._epoch += 1
+        slot = self._slot()
+        with self._guard:
+            slot.drop()
+            self._epoch += 1
 
     def close(self) -> None:
         """Close every connection this object opened (threads reconnect on next use)."""
         with self._guard:
-            conns, self._all = self._all, []
-        for conn in conns:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
-        self._local = threading.local()
-        self._epoch += 1
+            for slot in list(self._slots):
+                slot.drop()
+            self._epoch += 1
+            self._initialised = False
+
+    def close_idle(self) -> bool:
+        """Close the connections no thread is inside an operation with (their threads
+        reconnect on next use); returns True when none is left open."""
+        with self._guard:
+            busy = False
+            for slot in list(self._slots):
+                if slot.depth:
+                    busy = busy or slot.conn is not None
+                else:
+                    slot.drop()
+            return not busy
 
     # -- transactions ---------------------------------------------------------------------
 
     @contextmanager
     def errors(self) -> Iterator[None]:
-        """Turn ``sqlite3`` errors raised in the block into typed storage errors."""
+        """Turn ``sqlite3`` errors raised in the block into typed storage errors; marks this
+        thread as inside an operation (its connection is not closed by another thread)."""
+        slot = self._slot()
+        with self._guard:
+            slot.depth += 1
         try:
             yield
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             raise self.damaged(exc) from exc
+        finally:
+            with self._guard:
+                slot.depth -= 1
+                if not slot.depth and _Count.open > MAX_IDLE_CONNECTIONS:
+                    slot.drop()
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction, committed on success, rolled back otherwise."""
-        conn = self.conn()
         with self.errors():
+            conn = self.conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn

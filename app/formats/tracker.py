@@ -24,8 +24,9 @@ import orjson
 from app.core.clock import Stamp
 from app.core.errors import (
     ConflictError,
+    IntegrityError,
     NotFoundError,
-    StorageError,
+    SchemaVersionError,
     io_error,
 )
 from app.core.workflow_types import WorkflowStatus, check_transition
@@ -603,7 +604,7 @@ class TrackerDB(SqliteFile):
                 "SELECT workflow_id, items_file, items_sha256, chunk_index FROM workflows "
                 "WHERE items_file IS NOT NULL"
             )
-        except StorageError as exc:
+        except (IntegrityError, SchemaVersionError) as exc:  # others are not damage: raised
             return [*problems, str(exc)]
         for wid, name, sha, index_blob in files:
             problems += self._check_items(wid, name, sha, index_blob)

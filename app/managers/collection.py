@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from app.core.atomic import atomic_file
 from app.core.codec import decode
-from app.core.errors import IntegrityError, StorageError
+from app.core.errors import IntegrityError, StorageError, environmental
 from app.core.schemas import CompactionReport, RecordVersion
 from app.formats.batchlog import (
     PUT,
@@ -413,6 +413,8 @@ class CollectionLog:
         try:
             check_collection(self.name, self.log, self.index, problems)
         except StorageError as exc:
+            if environmental(exc) is not None:  # I/O, EMFILE...: not damage
+                raise
             problems.append(str(exc))
         return problems
 

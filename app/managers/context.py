@@ -12,7 +12,7 @@ import errno
 import itertools
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
@@ -28,6 +28,7 @@ from app.core.errors import (
     InvalidInput,
     NotFoundError,
     StorageError,
+    environmental,
 )
 from app.core.filters import Predicate, compile_order, compile_where, predicate
 from app.core.locks import WriterLock
@@ -73,6 +74,14 @@ def check_user_batch_id(batch_id: str | None, argument: str = "batch_id") -> Non
         )
 
 
+def _damage_only(exc: Exception) -> str:
+    """The problem ``exc`` reports; an I/O, permission or EMFILE error is raised instead."""
+    raise_instead = environmental(exc)
+    if raise_instead is not None:
+        raise raise_instead from exc
+    return str(exc)
+
+
 def _receipt(row: BatchRow, duplicate: bool) -> BatchReceipt:
     batch_id, collection, _kind, _start, _end, count, sha256, committed_at = row
     return BatchReceipt(
@@ -99,6 +108,7 @@ class Context(icontract.DBC):
         self._ready = False
         self._ready_guard = threading.Lock()
         self._plans: dict[tuple[str, str], QueryPlan] = {}
+        self.on_use: Callable[[Context], None] | None = None  # the store's open-context set
 
     def __repr__(self) -> str:
         return f"Context({self.name!r}, path={str(self.path)!r})"
@@ -152,6 +162,8 @@ class Context(icontract.DBC):
             ) from exc
 
     def _ensure_ready(self) -> None:
+        if self.on_use is not None:
+            self.on_use(self)
         if self._ready:
             if not self._index.replaced():
                 return
@@ -531,8 +543,9 @@ class Context(icontract.DBC):
         try:
             self._ensure_ready()
         except Exception as exc:  # damage found while recovering is reported, not raised
-            if not problems:
-                problems.append(str(exc))
+            problem = _damage_only(exc)
+            if problem not in problems:
+                problems.append(problem)
         with self._lock.hold():
             for name in self._log_names():
                 checked.append(str(self._log(name).log.path))
@@ -545,7 +558,7 @@ class Context(icontract.DBC):
                     for name in sorted(set(self._index.collection_names()) - set(self._log_names()))
                 ]
             except Exception as exc:
-                problems.append(str(exc))
+                problems.append(_damage_only(exc))
             checked.append(str(self._index.path))
             for part in (self.embeddings, self.models):
                 checked.append(str(part.root))
@@ -634,6 +647,11 @@ class Context(icontract.DBC):
         self._ensure_ready()
         with self._lock.hold():
             return self._log(collection).latest_commits(id_list)
+
+    def release(self) -> bool:
+        """Close this process's index connections no thread is using (they reopen on next
+        use, without recovering again); returns whether none is left open."""
+        return self._index.close_idle()
 
     @ensure(lambda self: not self._ready, "a closed context recovers again on next use")
     def close(self) -> None:

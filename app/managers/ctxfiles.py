@@ -26,6 +26,8 @@ def _kind(mode: int) -> str:
 
 def layout_problems(folder: Path, name: str) -> list[str]:
     """What is wrong with the files of the context in ``folder`` (empty when nothing)."""
+    if os.path.islink(folder):  # never read a context through a link (SPEC 22)
+        return [f"{folder}: the context folder is a symbolic link"]
     problems: list[str] = []
     catalog = folder / "context.json"
     try:

@@ -37,7 +37,14 @@ import numpy.typing as npt
 from app.core.artifacts import EmbeddingInfo, EmbeddingSet, Hit, IdList, ShardInfo
 from app.core.atomic import fsync_dir, write_atomic
 from app.core.contracts import ensure, ensure_full, require, valid_name
-from app.core.errors import IntegrityError, InvalidInput, NotFoundError, StorageError, io_error
+from app.core.errors import (
+    IntegrityError,
+    InvalidInput,
+    NotFoundError,
+    StorageError,
+    environmental,
+    io_error,
+)
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.nofollow import (
@@ -432,7 +439,7 @@ class EmbeddingStore(icontract.DBC):
         except IntegrityError as exc:
             return [str(exc)]
         except StorageError as exc:
-            if exc.errno is not None:
+            if environmental(exc) is not None:
                 raise  # an I/O failure, not damage
             return [str(exc)]
         problems: builtins.list[str] = []

@@ -34,6 +34,7 @@ from app.core.errors import (
     NotFoundError,
     StorageError,
     UntrustedArtifactError,
+    environmental,
 )
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
@@ -426,7 +427,7 @@ class ModelStore(icontract.DBC):
                 problems.append(str(exc))
                 continue
             except StorageError as exc:
-                if exc.errno is not None:
+                if environmental(exc) is not None:
                     raise  # an I/O failure, not damage
                 problems.append(str(exc))
                 continue

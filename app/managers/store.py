@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import shutil
 import threading
+from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 MARKER = "ctxstore.json"
+MAX_OPEN_CONTEXTS = 32
+"""Contexts of one ``Store`` whose index stays open between uses (about 3 files each): the
+least recently used beyond this are closed (and reopen on their next use)."""
 
 
 def _version() -> str:
@@ -82,6 +86,10 @@ class Store(icontract.DBC):
         self._open: dict[str, Context] = {}
         self._guard = threading.Lock()
         self._closed = False
+        self.max_open_contexts = MAX_OPEN_CONTEXTS
+        self._recent: OrderedDict[int, Context] = OrderedDict()  # open indexes, LRU first
+        self._last: Context | None = None
+        self._recent_guard = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
@@ -102,6 +110,9 @@ class Store(icontract.DBC):
             for ctx in self._open.values():
                 ctx.close()
             self._open.clear()
+        with self._recent_guard:
+            self._recent.clear()
+            self._last = None
         wf = self.__dict__.get("workflows")
         if wf is not None:
             wf.close()
@@ -111,16 +122,50 @@ class Store(icontract.DBC):
     @ensure(lambda self, OLD: self.contexts() == OLD.contexts, "recovery adds or hides no context")
     def recover(self) -> None:
         """Check every context's index version and recover those no writer is busy with
-        (torn log tails cut, indexes caught up). Busy ones recover on first use."""
+        (torn log tails cut, indexes caught up). Busy ones recover on first use. Each context
+        is closed again afterwards (``open_store`` does not call this: contexts open and
+        recover lazily, on first use, so opening a store holds no context's files)."""
+        self.check_versions()
         for name in self.contexts():
             ctx = self.context(name, create=False)
             try:
-                check_index_version(ctx.path / f"{name}.sqlite")
                 ctx.recover_if_idle()
             except SchemaVersionError:
                 raise
             except StorageError:  # damage or a read-only store: raised on use, listed by verify
                 continue
+            finally:
+                ctx.release()
+
+    def check_versions(self) -> None:
+        """``SchemaVersionError`` if a context's index was written by an unknown version (each
+        index is opened read-only and closed again)."""
+        for name in self.contexts():
+            check_index_version(self._contexts_dir / name / f"{name}.sqlite")
+
+    def _touch(self, ctx: Context) -> None:
+        """Called by a context of this store at the start of each operation: keeps at most
+        ``max_open_contexts`` contexts' indexes open, closing the least recently used (a
+        context some thread is inside stays open until a later call)."""
+        if self._last is ctx:
+            return
+        with self._recent_guard:
+            self._last = ctx
+            recent = self._recent
+            recent[id(ctx)] = ctx
+            recent.move_to_end(id(ctx))
+            excess = len(recent) - self.max_open_contexts
+            if excess <= 0:
+                return
+            for key, old in list(recent.items())[:excess]:
+                if old.release():
+                    del recent[key]
+
+    def _forget_open(self, ctx: Context) -> None:
+        with self._recent_guard:
+            self._recent.pop(id(ctx), None)
+            if self._last is ctx:
+                self._last = None
 
     # -- contexts -----------------------------------------------------------------------
 
@@ -129,10 +174,14 @@ class Store(icontract.DBC):
         """Names of the store's contexts, sorted."""
         if not self._contexts_dir.is_dir():
             return []
+        try:
+            entries = os.listdir(self._contexts_dir)
+        except OSError as exc:  # EMFILE, EACCES...: not damage
+            raise io_error("listing", self._contexts_dir, exc) from exc
         return sorted(
-            p.name
-            for p in self._contexts_dir.iterdir()
-            if is_valid_name(p.name) and p.is_dir() and is_context_folder(p)
+            name
+            for name in entries
+            if is_valid_name(name) and is_context_folder(self._contexts_dir / name)
         )
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
@@ -154,7 +203,10 @@ class Store(icontract.DBC):
                 if not create:
                     raise NotFoundError(f"context {name!r} not found in {self.root}")
                 self._create_context(name, path)
+            if ctx is not None:
+                self._forget_open(ctx)
             ctx = Context(name, path, self._trust_dir)
+            ctx.on_use = self._touch
             self._open[name] = ctx
             return ctx
 
@@ -188,6 +240,7 @@ class Store(icontract.DBC):
                     raise io_error("dropping", path, exc) from exc
                 with self._guard:
                     self._open.pop(name, None)
+                self._forget_open(ctx)
                 shutil.rmtree(trash, ignore_errors=True)  # a sweep removes it if killed here
 
     # -- whole-store operations -----------------------------------------------------------
@@ -288,7 +341,7 @@ def open_store(root: str | os.PathLike[str] | None = None, *, create: bool = Tru
         with contextlib.suppress(OSError):
             (path / "contexts").mkdir(exist_ok=True)
     store = Store(path)
-    store.recover()
+    store.check_versions()  # contexts open, and recover, on first use
     with contextlib.suppress(StorageError):  # leftovers of killed operations (never live ones)
         sweep(path / "contexts")
     return store

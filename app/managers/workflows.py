@@ -30,7 +30,7 @@ import icontract
 from app.core import clock
 from app.core.codec import encode
 from app.core.contracts import ensure, is_non_negative_int, is_positive_int, require, valid_name
-from app.core.errors import ConflictError, InvalidInput
+from app.core.errors import ConflictError, InvalidInput, environmental
 from app.core.names import is_valid_name
 from app.core.workflow_types import (
     FINISHED,
@@ -383,10 +383,14 @@ class WorkflowManager(icontract.DBC):
 
     @ensure(lambda self, result: all(str(self.root) in p for p in result), "problems name files")
     def verify(self) -> builtins.list[str]:
-        """Problems in the tracker database and staged items, naming files; never raises."""
+        """Problems in the tracker database and staged items, naming files; never raises for
+        damage (an I/O, permission or EMFILE error is raised: it is not damage)."""
         try:
             return self._tracker.check()
         except Exception as exc:
+            raise_instead = environmental(exc)
+            if raise_instead is not None:
+                raise raise_instead from exc
             return [f"{self._tracker.path}: {exc}"]
 
     @ensure(lambda self: self._runner.heartbeat.stopped, "no heartbeat thread is left")
