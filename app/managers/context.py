@@ -191,11 +191,13 @@ class Context(icontract.DBC):
         """``append`` without the reserved-namespace check: the entry point of workflows."""
         self._ensure_ready()
         prepared = prepare_batch(
-            records, self._catalog.schema(collection), batch_id=batch_id, collection=collection
+            records,
+            self._catalog.schema(collection),
+            batch_id=batch_id,
+            collection=collection,
+            frame=put_line,
         )
         ids, lines = prepared.ids, prepared.encoded
-        for i, data in enumerate(lines):  # in place: never two copies of the batch
-            lines[i] = put_line(data)
         bid = batch_id if batch_id is not None else new_id()
         with self._lock.hold():
             duplicate = self._duplicate(bid, collection, prepared.digest)
