@@ -94,8 +94,8 @@ def test_long_in_nin_and_or_lists_answer_like_the_reference(
             lambda r: _num(r) is not None and _num(r) % 3 == 0,
         ),
         (
-            {"$and": [{"n": {"$ne": i}} for i in range(1000)]},
-            lambda r: _num(r) is None or _num(r) >= 1000,
+            {"$and": [{"n": {"$ne": i}} for i in range(1000, size)] + [{"n": {"$gte": 10}}]},
+            lambda r: _num(r) is not None and 10 <= _num(r) < 1000,
         ),
         (
             {"$or": [{"$or": [{"n": i}, {"s": f"v{i + 1}"}]} for i in range(3000)]},
