@@ -295,4 +295,17 @@ def test_v1_values_read_back_and_filters_agree_with_counts(ctx: app.Context) -> 
             assert len(found) == ctx.count("old", where), where
             assert list(ctx.iter("old", where)) == found
     assert {r["id"] for r in ctx.query("old", {"n": 2.0**64})} == {"u64"}
+    report = ctx.verify()  # SPEC 22: verify lists them
+    listed = sorted(p for p in report.problems if "written before v2" in p)
+    assert len(listed) == 4 and len(report.problems) == 4, report.problems
+    for rid in ("u64", "over", "neg", "nul"):
+        assert any(f"record {rid!r}" in p for p in listed)
+    assert "NUL" in next(p for p in listed if "'nul'" in p)
+    ctx.delete("old", ["u64", "over", "neg", "nul"])
+    ctx.compact("old")
+    assert ctx.verify().ok
+
+
+def test_verify_does_not_flag_long_digit_strings_or_int64_bounds(ctx: app.Context) -> None:
+    ctx.append("notes", [{"id": "1" * 30, "s": "9" * 40, "n": 2**63 - 1, "m": -(2**63)}])
     assert ctx.verify().ok

@@ -20,8 +20,10 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import hashlib
+import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -338,6 +340,36 @@ def delete_digest(collection: str, ids: list[str] | None, where: object) -> str:
 
     data = orjson.dumps(["delete", collection, ids, where], default=default, option=ENCODE_OPTIONS)
     return hashlib.sha256(data).hexdigest()
+
+
+_LONG_DIGITS = re.compile(rb"[0-9]{19,}")
+
+
+def _legacy(value: Any) -> str | None:
+    if type(value) is int:
+        return None if INT_MIN <= value <= INT_MAX else "an integer outside the signed 64-bit range"
+    if type(value) is str:
+        return "a string containing NUL" if "\0" in value else None
+    if type(value) is dict:
+        for k, v in value.items():
+            found = "a key containing NUL" if "\0" in k else _legacy(v)
+            if found:
+                return found
+    if type(value) is list:
+        for v in value:
+            found = _legacy(v)
+            if found:
+                return found
+    return None
+
+
+def legacy_value(data: bytes) -> str | None:
+    """What an encoded record holds that v2 refuses at append (written by v1: an integer
+    outside int64, NUL in a string or key), or ``None``. A byte search first: only records
+    with a long digit run or an escaped NUL are decoded."""
+    if NUL_ESCAPE not in data and _LONG_DIGITS.search(data) is None:
+        return None
+    return _legacy(json.loads(data))  # exact integers (orjson reads < -2**63 as a float)
 
 
 def decode(data: bytes | str) -> dict[str, Any]:

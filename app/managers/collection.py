@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from app.core.atomic import atomic_file
-from app.core.codec import decode
+from app.core.codec import decode, legacy_value
 from app.core.errors import IntegrityError, StorageError
 from app.core.schemas import CompactionReport, RecordVersion
 from app.formats.batchlog import (
@@ -317,6 +317,7 @@ class CollectionLog:
         expected: dict[str, tuple[int, int]] = {}
         st = ScanState(valid_end=header_len, size=0)
         batches = 0
+        legacy = 0
         for batch in self.log.scan(header_len, st):
             batches += 1
             for e in batch.entries:
@@ -324,6 +325,13 @@ class CollectionLog:
                     expected.pop(e.record_id, None)
                 else:
                     expected[e.record_id] = (e.pos, zlib.crc32(e.data))
+                    found = legacy_value(e.data)  # SPEC 22: v1 values v2 refuses are listed
+                    legacy += found is not None
+                    if found is not None and legacy <= MAX_REPORTED:
+                        problems.append(
+                            f"{path}: record {e.record_id[:80]!r} (byte {e.pos}) holds {found} "
+                            "(written before v2; it reads back, but cannot be appended again)"
+                        )
         state = self.index.collection_state(self.name)
         if st.tail:
             where = (
