@@ -309,3 +309,21 @@ def test_v1_values_read_back_and_filters_agree_with_counts(ctx: app.Context) -> 
 def test_verify_does_not_flag_long_digit_strings_or_int64_bounds(ctx: app.Context) -> None:
     ctx.append("notes", [{"id": "1" * 30, "s": "9" * 40, "n": 2**63 - 1, "m": -(2**63)}])
     assert ctx.verify().ok
+
+
+def test_lone_surrogates_are_invalid_input_everywhere(ctx: app.Context) -> None:
+    ctx.append("notes", [{"id": "a", "s": "x"}])
+    bad = "\ud800"
+    for call in (
+        lambda: ctx.append("notes", [{"id": "b", "s": bad}]),
+        lambda: ctx.append("notes", [{"id": bad}]),
+        lambda: ctx.query("notes", {"s": bad}),
+        lambda: ctx.count("notes", {"s": {"$in": [bad] * 20}}),
+        lambda: ctx.query("notes", {"s": {"$gt": bad}}),
+        lambda: ctx.get("notes", bad),
+        lambda: ctx.delete("notes", [bad]),
+        lambda: ctx.existing("notes", ["a", bad]),
+    ):
+        with pytest.raises(app.InvalidInput):
+            call()
+    assert ctx.count("notes") == 1

@@ -67,8 +67,23 @@ def _type_expr(parts: Sequence[str]) -> str:
     return f"json_type(data, '{json_path(parts)}')"
 
 
+def is_utf8(value: str) -> bool:
+    """False for a string holding lone surrogates (it cannot be stored nor bound)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _scalar(value: object, argument: str) -> Scalar:
-    if value is None or isinstance(value, str | bool):
+    if isinstance(value, str):
+        if not is_utf8(value):
+            raise InvalidInput(f"{argument}: strings must be valid Unicode (no lone surrogates)")
+        return value
+    if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         if not INT_MIN <= value <= INT_MAX:

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from app.core.codec import decode, delete_digest, new_id, prepare_batch
 from app.core.contracts import ensure, is_non_negative_int, require, valid_name
 from app.core.errors import ConflictError, IntegrityError, InvalidInput, NotFoundError
-from app.core.filters import Predicate, compile_order, compile_where, predicate
+from app.core.filters import Predicate, compile_order, compile_where, is_utf8, predicate
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.schemas import BatchReceipt, CompactionReport, IntegrityReport, RecordVersion
@@ -269,8 +269,8 @@ class Context(icontract.DBC):
         if isinstance(ids, str):
             raise InvalidInput("ids: expected an iterable of ids, not a single string")
         out = list(ids)
-        if not all(isinstance(i, str) and i for i in out):
-            raise InvalidInput("ids: every id must be a non-empty string")
+        if not all(isinstance(i, str) and i and (i.isascii() or is_utf8(i)) for i in out):
+            raise InvalidInput("ids: every id must be a non-empty, valid Unicode string")
         return out
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
@@ -311,7 +311,9 @@ class Context(icontract.DBC):
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
     @require(
-        lambda record_id: isinstance(record_id, str) and 0 < len(record_id) <= 256,
+        lambda record_id: (
+            isinstance(record_id, str) and 0 < len(record_id) <= 256 and is_utf8(record_id)
+        ),
         "record_id",
         "must be a non-empty string of at most 256 characters",
     )
