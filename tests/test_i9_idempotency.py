@@ -237,3 +237,30 @@ def test_encodings_of_records_with_ids_are_pinned() -> None:
     for record, expected in cases:
         assert encode(record) == expected
         assert prepare_batch([record], None, batch_id="any").encoded == [expected]
+
+
+def test_cli_batch_prefix_rerun_is_duplicate_and_wf_prefix_refused(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "CTXSTORE_ROOT"}
+    env["PYTHONPATH"] = str(Path(app.__file__).parent.parent)
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(b"".join(orjson.dumps({"n": i}) + b"\n" for i in range(5)))
+    root = tmp_path / "store"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+        cmd = [sys.executable, "-m", "app", "--root", str(root), *args]
+        return subprocess.run(cmd, capture_output=True, timeout=120, env=env, check=False)
+
+    base = ("append", "c", "notes", str(data), "--json")
+    first = cli(*base, "--batch-prefix", "load")
+    assert first.returncode == 0, first.stderr
+    again = cli(*base, "--batch-prefix", "load")
+    assert again.returncode == 0, again.stderr
+    assert orjson.loads(again.stdout)["appended"] == 0
+    bad = cli(*base, "--batch-prefix", "wf:x")
+    assert bad.returncode != 0 and b"--batch-prefix" in bad.stderr and b"reserved" in bad.stderr
+    with app.open_store(root) as s:
+        assert s.context("c").count("notes") == 5

@@ -94,8 +94,8 @@ def test_long_in_nin_and_or_lists_answer_like_the_reference(
             lambda r: _num(r) is not None and _num(r) % 3 == 0,
         ),
         (
-            {"$and": [{"n": {"$ne": i}} for i in range(1000)]},
-            lambda r: _num(r) is None or _num(r) >= 1000,
+            {"$and": [{"n": {"$ne": i}} for i in range(1000, size)] + [{"n": {"$gte": 10}}]},
+            lambda r: _num(r) is not None and 10 <= _num(r) < 1000,
         ),
         (
             {"$or": [{"$or": [{"n": i}, {"s": f"v{i + 1}"}]} for i in range(3000)]},
@@ -295,4 +295,35 @@ def test_v1_values_read_back_and_filters_agree_with_counts(ctx: app.Context) -> 
             assert len(found) == ctx.count("old", where), where
             assert list(ctx.iter("old", where)) == found
     assert {r["id"] for r in ctx.query("old", {"n": 2.0**64})} == {"u64"}
+    report = ctx.verify()  # SPEC 22: verify lists them
+    listed = sorted(p for p in report.problems if "written before v2" in p)
+    assert len(listed) == 4 and len(report.problems) == 4, report.problems
+    for rid in ("u64", "over", "neg", "nul"):
+        assert any(f"record {rid!r}" in p for p in listed)
+    assert "NUL" in next(p for p in listed if "'nul'" in p)
+    ctx.delete("old", ["u64", "over", "neg", "nul"])
+    ctx.compact("old")
     assert ctx.verify().ok
+
+
+def test_verify_does_not_flag_long_digit_strings_or_int64_bounds(ctx: app.Context) -> None:
+    ctx.append("notes", [{"id": "1" * 30, "s": "9" * 40, "n": 2**63 - 1, "m": -(2**63)}])
+    assert ctx.verify().ok
+
+
+def test_lone_surrogates_are_invalid_input_everywhere(ctx: app.Context) -> None:
+    ctx.append("notes", [{"id": "a", "s": "x"}])
+    bad = "\ud800"
+    for call in (
+        lambda: ctx.append("notes", [{"id": "b", "s": bad}]),
+        lambda: ctx.append("notes", [{"id": bad}]),
+        lambda: ctx.query("notes", {"s": bad}),
+        lambda: ctx.count("notes", {"s": {"$in": [bad] * 20}}),
+        lambda: ctx.query("notes", {"s": {"$gt": bad}}),
+        lambda: ctx.get("notes", bad),
+        lambda: ctx.delete("notes", [bad]),
+        lambda: ctx.existing("notes", ["a", bad]),
+    ):
+        with pytest.raises(app.InvalidInput):
+            call()
+    assert ctx.count("notes") == 1

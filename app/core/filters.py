@@ -17,7 +17,8 @@ Lists of any length work: an ``$in``/``$nin`` list of ``LARGE_LIST`` or more val
 strings and its numbers as one JSON array parameter each (``IN (SELECT value FROM
 json_each(?))``), so neither SQLite's parameter limit nor its expression depth is reached;
 ``$and``/``$or`` lists (and the keys of one object) are joined as balanced trees (depth
-``log2(n)``), and nested ``$or``s of equalities on one field are merged into one ``$in``. A
+``log2(n)``); in a long ``$or`` (``$and``), nested lists of the same operator are flattened
+and equalities (``$ne``s) on one field merged into one ``$in`` (``$nin``). A
 filter that would still need more than ``MAX_PARAMS`` parameters raises ``InvalidInput``.
 """
 
@@ -66,8 +67,23 @@ def _type_expr(parts: Sequence[str]) -> str:
     return f"json_type(data, '{json_path(parts)}')"
 
 
+def is_utf8(value: str) -> bool:
+    """False for a string holding lone surrogates (it cannot be stored nor bound)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _scalar(value: object, argument: str) -> Scalar:
-    if value is None or isinstance(value, str | bool):
+    if isinstance(value, str):
+        if not is_utf8(value):
+            raise InvalidInput(f"{argument}: strings must be valid Unicode (no lone surrogates)")
+        return value
+    if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         if not INT_MIN <= value <= INT_MAX:
@@ -229,28 +245,33 @@ def _in_sql(parts: Sequence[str], values: list[Scalar], params: list[Any], argum
     return _join(alts, " OR ")
 
 
-def _equality(branch: object) -> tuple[str, list[Any]] | None:
-    """``(field, values)`` when ``branch`` is one equality (or ``$in``) on one field."""
+def _equality(branch: object, negated: bool) -> tuple[str, list[Any]] | None:
+    """``(field, values)`` when ``branch`` is one equality or ``$in`` on one field (with
+    ``negated``: one ``$ne`` or ``$nin``)."""
     if not isinstance(branch, Mapping) or len(branch) != 1:
         return None
     ((key, cond),) = branch.items()
     if not isinstance(key, str) or key.startswith("$"):
         return None
     if not isinstance(cond, Mapping):
-        return None if isinstance(cond, list | tuple) else (key, [cond])
+        if negated or isinstance(cond, list | tuple):
+            return None
+        return key, [cond]
     if len(cond) != 1:
         return None
     ((op, value),) = cond.items()
-    if op == "$eq" and not isinstance(value, Mapping | list | tuple):
+    one, many = ("$ne", "$nin") if negated else ("$eq", "$in")
+    if op == one and not isinstance(value, Mapping | list | tuple):
         return key, [value]
-    if op == "$in" and isinstance(value, list | tuple):
+    if op == many and isinstance(value, list | tuple):
         return key, list(value)
     return None
 
 
-def _or_groups(branches: Sequence[object]) -> tuple[dict[str, list[Any]], list[object]]:
-    """A long ``$or`` as ``({field: values}, other branches)``: nested ``$or``s are flattened
-    and equalities on one field merged into one ``$in`` (the same set of records)."""
+def _list_groups(key: str, branches: Sequence[object]) -> tuple[dict[str, list[Any]], list[object]]:
+    """A long ``$or`` (``$and``) as ``({field: values}, other branches)``: nested lists of the
+    same operator are flattened, and equalities (``$ne``s) on one field merged into one
+    ``$in`` (``$nin``) of that field: the same set of records."""
     groups: dict[str, list[Any]] = {}
     others: list[object] = []
     stack = list(reversed(branches))
@@ -259,12 +280,12 @@ def _or_groups(branches: Sequence[object]) -> tuple[dict[str, list[Any]], list[o
         if (
             isinstance(branch, Mapping)
             and len(branch) == 1
-            and isinstance(branch.get("$or"), list | tuple)
-            and branch["$or"]
+            and isinstance(branch.get(key), list | tuple)
+            and branch[key]
         ):
-            stack.extend(reversed(branch["$or"]))
+            stack.extend(reversed(branch[key]))
             continue
-        eq = _equality(branch)
+        eq = _equality(branch, negated=key == "$and")
         if eq is None:
             others.append(branch)
         else:
@@ -282,19 +303,17 @@ def _where_sql(where: object, params: list[Any], argument: str, depth: int) -> s
         if key in ("$and", "$or"):
             if not isinstance(cond, list | tuple) or not cond:
                 raise InvalidInput(f"{argument}: {key} takes a non-empty list of filters")
-            if key == "$or" and len(cond) >= LARGE_LIST:
-                groups, others = _or_groups(cond)
+            if len(cond) >= LARGE_LIST:
+                groups, others = _list_groups(key, cond)
                 subs = [
-                    _in_sql(
-                        field_path(f, argument),
-                        [_scalar(v, argument) for v in vs],
-                        params,
-                        argument,
-                    )
+                    _in_sql(field_path(f, argument), [_scalar(v, argument) for v in vs], params, a)
                     for f, vs in groups.items()
+                    for a in (argument,)
                 ]
+                if key == "$and":
+                    subs = [f"({sub} IS NOT 1)" for sub in subs]
                 subs += [_where_sql(c, params, argument, depth + 1) for c in others]
-                clauses.append(_join(subs, " OR "))
+                clauses.append(_join(subs, " AND " if key == "$and" else " OR "))
                 continue
             subs = [_where_sql(c, params, argument, depth + 1) for c in cond]
             clauses.append(_join(subs, " AND " if key == "$and" else " OR "))
@@ -411,10 +430,12 @@ def predicate(where: Mapping[str, Any]) -> Predicate:
     (each operator specialised on its value) so checking a record is a few calls."""
     tests: list[Predicate] = []
     for key, cond in where.items():
-        if key == "$or" and len(cond) >= LARGE_LIST:
-            groups, others = _or_groups(cond)
-            alts = [_field_predicate(f, {"$in": vs}) for f, vs in groups.items()]
-            tests.append(_any(alts + [predicate(c) for c in others if isinstance(c, Mapping)]))
+        if key in ("$and", "$or") and len(cond) >= LARGE_LIST:
+            groups, others = _list_groups(key, cond)
+            op = "$nin" if key == "$and" else "$in"
+            alts = [_field_predicate(f, {op: vs}) for f, vs in groups.items()]
+            alts += [predicate(c) for c in others if isinstance(c, Mapping)]
+            tests.append(_all(alts) if key == "$and" else _any(alts))
         elif key in ("$and", "$or"):
             subs = [predicate(c) for c in cond]
             tests.append(_all(subs) if key == "$and" else _any(subs))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -286,10 +287,15 @@ class SqliteIndex(SqliteFile):
         deletes: Sequence[str],
     ) -> None:
         crc32 = zlib.crc32
-        values = [v for pos, rid, data in puts for v in (pos, rid, data.decode(), crc32(data))]
-        step = ROWS_PER_INSERT * 4
-        for i in range(0, len(values), step):
-            part = values[i : i + step]
+        rows = iter(puts)
+        while True:  # ROWS_PER_INSERT rows at a time: memory stays flat however large the batch
+            part = [
+                v
+                for pos, rid, data in itertools.islice(rows, ROWS_PER_INSERT)
+                for v in (pos, rid, data.decode(), crc32(data))
+            ]
+            if not part:
+                break
             conn.execute(_insert_sql(t, len(part) // 4), part)
         if deletes:
             conn.executemany(f"DELETE FROM {t} WHERE id=?", [(d,) for d in deletes])

@@ -166,15 +166,19 @@ class CollectionLog:
             lines, batch_id=batch_id, kind=kind, committed_at=at, offset=end, req=req
         )
         row: BatchRow = (batch_id, self.name, kind, end, new_end, len(lines), digest, at)
-        puts: list[tuple[int, str, bytes]] = []
-        pos = end
-        if kind == "append":
+
+        def puts() -> Iterator[tuple[int, str, bytes]]:  # lazily: never a copy of the batch
+            pos = end
             for rid, line in zip(ids, lines, strict=True):
-                puts.append((pos, rid, line[len(PUT) : -2]))
+                yield pos, rid, line[len(PUT) : -2]
                 pos += len(line)
+
         try:
             with self.index.write() as conn:
-                self.index.apply(conn, self.name, row, puts, [] if puts else ids)
+                if kind == "append":
+                    self.index.apply(conn, self.name, row, puts(), [])
+                else:
+                    self.index.apply(conn, self.name, row, [], ids)
                 self.index.set_log_end(conn, self.name, new_end)
         except BaseException:
             self._undo(end, new_end)

@@ -30,7 +30,7 @@ from app.core.errors import (
     StorageError,
     environmental,
 )
-from app.core.filters import Predicate, compile_order, compile_where, predicate
+from app.core.filters import Predicate, compile_order, compile_where, is_utf8, predicate
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.nofollow import link_problems
@@ -265,11 +265,13 @@ class Context(icontract.DBC):
         """``append`` without the reserved-namespace check: the entry point of workflows."""
         self._ensure_ready()
         prepared = prepare_batch(
-            records, self._catalog.schema(collection), batch_id=batch_id, collection=collection
+            records,
+            self._catalog.schema(collection),
+            batch_id=batch_id,
+            collection=collection,
+            frame=put_line,
         )
         ids, lines = prepared.ids, prepared.encoded
-        for i, data in enumerate(lines):  # in place: never two copies of the batch
-            lines[i] = put_line(data)
         bid = batch_id if batch_id is not None else new_id()
         with self._writing():
             duplicate = self._duplicate(bid, collection, prepared.digest)
@@ -347,8 +349,8 @@ class Context(icontract.DBC):
         if isinstance(ids, str):
             raise InvalidInput("ids: expected an iterable of ids, not a single string")
         out = list(ids)
-        if not all(isinstance(i, str) and i for i in out):
-            raise InvalidInput("ids: every id must be a non-empty string")
+        if not all(isinstance(i, str) and i and (i.isascii() or is_utf8(i)) for i in out):
+            raise InvalidInput("ids: every id must be a non-empty, valid Unicode string")
         return out
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
@@ -393,7 +395,9 @@ class Context(icontract.DBC):
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
     @require(
-        lambda record_id: isinstance(record_id, str) and 0 < len(record_id) <= 256,
+        lambda record_id: (
+            isinstance(record_id, str) and 0 < len(record_id) <= 256 and is_utf8(record_id)
+        ),
         "record_id",
         "must be a non-empty string of at most 256 characters",
     )

@@ -12,6 +12,7 @@ import hashlib
 import zlib
 from pathlib import Path
 
+from app.core.codec import legacy_value
 from app.formats.batchlog import BatchLog, ScanState
 from app.formats.sqlindex import BatchRow, SqliteIndex
 from app.managers.side_table import batch_row
@@ -26,13 +27,22 @@ def check_collection(name: str, log: BatchLog, index: SqliteIndex, problems: lis
     expected: dict[str, tuple[int, bytes]] = {}
     log_batches: dict[str, BatchRow] = {}
     st = ScanState(valid_end=header_len, size=0)
+    legacy = 0
     for batch in log.scan(header_len, st):
         log_batches[batch.batch_id] = batch_row(name, batch)
         for e in batch.entries:
             if e.data is None:
                 expected.pop(e.record_id, None)
-            else:
-                expected[e.record_id] = (e.pos, _fingerprint(e.data))
+                continue
+            expected[e.record_id] = (e.pos, _fingerprint(e.data))
+            found = legacy_value(e.data)  # SPEC 22: v1 values that v2 refuses are listed
+            if found is not None:
+                legacy += 1
+                if legacy <= MAX_REPORTED:
+                    problems.append(
+                        f"{path}: record {e.record_id[:80]!r} (byte {e.pos}) holds {found} "
+                        "(written before v2; it reads back, but cannot be appended again)"
+                    )
     state = index.collection_state(name)
     if st.tail:
         where = "inside the indexed range" if state and st.valid_end < state[1] else "uncommitted"

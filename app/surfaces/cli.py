@@ -19,6 +19,7 @@ import orjson
 from rich.console import Console
 
 from app.core.errors import InvalidInput, StorageError
+from app.managers.context import check_user_batch_id
 from app.managers.store import Store, open_store, resolve_root
 
 EXIT_FAILED = 1
@@ -193,6 +194,7 @@ def append(
     as_json: bool,
 ) -> None:
     """Append the records of FILE (JSON lines, '-' for stdin) in batches."""
+    check_user_batch_id(batch_prefix, "--batch-prefix")
     store = state.store()
     ctx = store.context(context)
     source = "<stdin>" if file == "-" else file
