@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import app
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Lists, per class, the public methods without a precondition or postcondition at this level.
@@ -149,3 +151,31 @@ def test_contract_levels_run_the_store(tmp_path: Path, level: str) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_every_manager_class_carries_an_invariant() -> None:
+    """SPEC 10: each manager class carries invariants, each guarding state that changes."""
+    from app.managers.buffer import AppendBuffer
+    from app.managers.context import Context
+    from app.managers.embeddings import EmbeddingStore
+    from app.managers.models import ModelStore
+    from app.managers.store import Store
+    from app.managers.workflows import WorkflowManager
+
+    for cls in (Store, Context, EmbeddingStore, ModelStore, WorkflowManager):
+        assert getattr(cls, "__invariants__", None), cls.__name__
+    # the buffer's sits on its per-item hot path (record): on at the full level only
+    assert not getattr(AppendBuffer, "__invariants__", None)
+    check = "from app.managers.buffer import AppendBuffer as B; assert B.__invariants__"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CTXSTORE_CONTRACTS": "full"}
+    subprocess.run([sys.executable, "-c", check], cwd=ROOT, env=env, timeout=120, check=True)
+
+
+def test_a_broken_invariant_names_the_promise(store: app.Store) -> None:
+    import icontract
+
+    ctx = store.context("c")
+    ctx._plans.update({("x", str(i)): None for i in range(600)})  # type: ignore[misc]
+    with pytest.raises(icontract.ViolationError, match="query-plan cache stays bounded"):
+        ctx.count("t")
+    ctx._plans.clear()

@@ -71,6 +71,23 @@ def ensure_full(condition: Callable[..., bool], description: str) -> Callable[[F
     return decorator
 
 
+T = TypeVar("T", bound=type)
+
+
+def invariant(
+    condition: Callable[..., bool], description: str, *, full: bool = False
+) -> Callable[[T], T]:
+    """Class invariant: a promise about the object's own state, checked around every public
+    call (keep it O(1)); off with ``CTXSTORE_CONTRACTS=off``, ``full=True``: only at ``full``."""
+    decorator: Callable[[T], T] = icontract.invariant(
+        condition,
+        description,
+        enabled=FULL if full else EXPENSIVE,
+        error=lambda self: icontract.ViolationError(f"invariant violated: {description}"),
+    )
+    return decorator
+
+
 def valid_name(value: object, argument: str) -> bool:
     """Condition helper: raises ``InvalidInput`` with the offending value, else True."""
     check_name(value, argument)

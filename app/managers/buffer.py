@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import icontract
 from pydantic import BaseModel
 
-from app.core.contracts import ensure, ensure_full
+from app.core.contracts import ensure, ensure_full, invariant
 from app.core.errors import ConflictError, InvalidInput
 from app.core.memtrim import release_free_memory
 
@@ -108,6 +108,11 @@ def _balanced(counts: Mapping[str, Any]) -> bool:
     )
 
 
+@invariant(
+    lambda self: 0 <= self._pending <= self.max_pending,
+    "pending items stay within the buffer's bound",
+    full=True,
+)
 class AppendBuffer(icontract.DBC):
     """A bounded queue of records flushed to one collection by a background thread."""
 

@@ -21,7 +21,15 @@ import icontract
 from pydantic import BaseModel
 
 from app.core.codec import decode, delete_digest, new_id, prepare_batch
-from app.core.contracts import FULL, ensure, ensure_full, is_non_negative_int, require, valid_name
+from app.core.contracts import (
+    FULL,
+    ensure,
+    ensure_full,
+    invariant,
+    is_non_negative_int,
+    require,
+    valid_name,
+)
 from app.core.errors import (
     ConflictError,
     IntegrityError,
@@ -94,6 +102,7 @@ def _receipt(row: BatchRow, duplicate: bool) -> BatchReceipt:
     )
 
 
+@invariant(lambda self: len(self._plans) <= MAX_PLANS, "the query-plan cache stays bounded")
 class Context(icontract.DBC):
     """A named context: record collections, an index, embedding sets and models."""
 
@@ -652,6 +661,10 @@ class Context(icontract.DBC):
         with self._lock.hold():
             return self._log(collection).latest_commits(id_list)
 
+    @ensure(
+        lambda self, result: not result or self._index.open_count() == 0,
+        "True means no index connection is left open",
+    )
     def release(self) -> bool:
         """Close this process's index connections no thread is using (they reopen on next
         use, without recovering again); returns whether none is left open."""

@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from app.core.artifacts import EmbeddingInfo, EmbeddingSet, Hit, IdList, ShardInfo
 from app.core.atomic import fsync_dir, write_atomic
-from app.core.contracts import ensure, ensure_full, require, valid_name
+from app.core.contracts import ensure, ensure_full, invariant, require, valid_name
 from app.core.errors import (
     IntegrityError,
     InvalidInput,
@@ -73,7 +73,7 @@ from app.managers.embcheck import (
     is_k,
     make_doc,
 )
-from app.managers.embsearch import Hits, ShardCache, hit_lists, search_result_ok
+from app.managers.embsearch import CACHE_SHARDS, Hits, ShardCache, hit_lists, search_result_ok
 
 META = "metadata.json"
 T = TypeVar("T")
@@ -88,6 +88,7 @@ def _metadata_ok(metadata: object) -> bool:
     return True
 
 
+@invariant(lambda self: len(self._cache) <= CACHE_SHARDS, "the search cache stays bounded")
 class EmbeddingStore(icontract.DBC):
     """Embedding sets of one context: save / load / search / list / info / delete."""
 

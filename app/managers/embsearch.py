@@ -48,6 +48,9 @@ class ShardCache:
         self._entries: dict[str, CachedShard] = {}
         self._guard = threading.Lock()
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def get(self, path: Path, shard: ShardInfo, info: EmbeddingInfo) -> CachedShard:
         key = str(path)
         st = lstat_as(path, "file")

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from app.core.artifacts import ModelInfo
 from app.core.atomic import fsync_dir, write_atomic
-from app.core.contracts import ensure, ensure_full, is_positive_int, require, valid_name
+from app.core.contracts import ensure, ensure_full, invariant, is_positive_int, require, valid_name
 from app.core.errors import (
     IntegrityError,
     InvalidInput,
@@ -115,6 +115,10 @@ def _parse(doc: dict[str, Any], path: Path, name: str) -> ModelInfo:
     return info
 
 
+@invariant(
+    lambda self: not self.trust_dir.is_relative_to(self.root.parent),
+    "trust marks are kept outside the context (an import or a store writer cannot plant one)",
+)
 class ModelStore(icontract.DBC):
     """Versioned models of one context: save / load / list / versions / delete."""
 

@@ -17,7 +17,7 @@ import icontract
 import orjson
 
 from app.core.atomic import fsync_dir, write_atomic
-from app.core.contracts import EXPENSIVE, ensure, require, valid_name
+from app.core.contracts import EXPENSIVE, ensure, invariant, require, valid_name
 from app.core.errors import (
     ConflictError,
     IntegrityError,
@@ -75,6 +75,7 @@ def _check_marker(path: Path) -> None:
         )
 
 
+@invariant(lambda self: not self._closed or not self._open, "a closed store holds no open context")
 class Store(icontract.DBC):
     """A store directory holding named contexts and a workflow tracker."""
 
@@ -137,6 +138,8 @@ class Store(icontract.DBC):
             finally:
                 ctx.release()
 
+    @icontract.snapshot(lambda self: len(self._open), name="opened", enabled=EXPENSIVE)
+    @ensure(lambda self, OLD: len(self._open) == OLD.opened, "checking versions opens no context")
     def check_versions(self) -> None:
         """``SchemaVersionError`` if a context's index was written by an unknown version (each
         index is opened read-only and closed again)."""

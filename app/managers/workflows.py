@@ -29,7 +29,14 @@ import icontract
 
 from app.core import clock
 from app.core.codec import encode
-from app.core.contracts import ensure, is_non_negative_int, is_positive_int, require, valid_name
+from app.core.contracts import (
+    ensure,
+    invariant,
+    is_non_negative_int,
+    is_positive_int,
+    require,
+    valid_name,
+)
 from app.core.errors import ConflictError, InvalidInput, environmental
 from app.core.names import is_valid_name
 from app.core.workflow_types import (
@@ -69,6 +76,10 @@ def _status_ok(value: object) -> bool:
     return True
 
 
+@invariant(
+    lambda self: all(callable(h) for h in self._handlers.values()),
+    "every registered workflow type has a callable handler",
+)
 class WorkflowManager(icontract.DBC):
     """The store's batch workflow tracker (SPEC section 7)."""
 
