@@ -405,7 +405,10 @@ class EmbeddingStore(icontract.DBC):
 
     # -- maintenance --------------------------------------------------------------------
 
-    @ensure(lambda self, result: all(str(self.root) in p for p in result), "problems name files")
+    @ensure(
+        lambda self, result: all(str(self.root.parent) in p for p in result),
+        "problems name paths of the context",
+    )
     def verify(self) -> builtins.list[str]:
         """Check every set: the folders and files are what they should be (no link, no file
         where a folder belongs), metadata checksum, shard presence, size and SHA-256 (always

@@ -116,8 +116,8 @@ def _parse(doc: dict[str, Any], path: Path, name: str) -> ModelInfo:
 
 
 @invariant(
-    lambda self: not self.trust_dir.is_relative_to(self.root.parent),
-    "trust marks are kept outside the context (an import or a store writer cannot plant one)",
+    lambda self: self._lock.path.parent == self.root.parent,
+    "model writes serialise on their context's writer lock",
 )
 class ModelStore(icontract.DBC):
     """Versioned models of one context: save / load / list / versions / delete."""
@@ -396,7 +396,10 @@ class ModelStore(icontract.DBC):
 
     # -- maintenance --------------------------------------------------------------------
 
-    @ensure(lambda self, result: all(str(self.root) in p for p in result), "problems name files")
+    @ensure(
+        lambda self, result: all(str(self.root.parent) in p for p in result),
+        "problems name paths of the context",
+    )
     def verify(self) -> builtins.list[str]:
         """Check every version: folders and files are what they should be (no link, no file
         where a folder belongs), record checksum, artefact presence, size and SHA-256.
