@@ -128,6 +128,8 @@ def test_read_only_store_opens_for_reading(tmp_path: Path) -> None:
                     assert not isinstance(err.value, app.IntegrityError), err.value
                     assert err.value.errno == errno.EROFS, err.value
                 assert _reads(store) == expected
+                report = store.context("x").verify()  # no writer can exist: no lock needed
+                assert report.ok, report.problems
     assert _snapshot(src) == before
 
 

@@ -188,6 +188,19 @@ class Context(icontract.DBC):
                 self._ready = True
 
     @contextlib.contextmanager
+    def _verifying(self) -> Iterator[None]:
+        """The writer lock for a consistent verify; on a read-only file system, where no
+        writer can exist and the lock file cannot be opened for writing, no lock is needed."""
+        held = contextlib.ExitStack()
+        try:
+            held.enter_context(self._lock.hold())
+        except StorageError as exc:
+            if type(exc) is not StorageError or exc.errno != errno.EROFS:
+                raise
+        with held:
+            yield
+
+    @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         """Hold the writer lock against the files now at ``path``: if another process swapped
         the context directory (overwrite import, ``save_context``) or rebuilt the index since
@@ -559,7 +572,7 @@ class Context(icontract.DBC):
             problem = _damage_only(exc)
             if problem not in problems:
                 problems.append(problem)
-        with self._lock.hold():
+        with self._verifying():
             for name in self._log_names():
                 checked.append(str(self._log(name).log.path))
                 if not self._log(name).log.path.is_symlink() and self._log(name).log.path.is_file():
