@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno as errno_codes
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from app.core.errors import IntegrityError, io_error
@@ -225,3 +225,26 @@ def tree_bytes(root: Path) -> int:
         except OSError as exc:
             raise io_error("listing", folder, exc) from exc
     return total
+
+
+def part_problems(root: Path, item: str, check: Callable[[Path], list[str]]) -> list[str]:
+    """Problems of a part folder (``embeddings``, ``models``) of a context, sorted: the folder
+    itself and the chain to it, every link below it, every entry where a folder belongs that is
+    not one (``item`` names what it should be), and what ``check`` finds in each item folder.
+    Links and dot names (temp files) are never entered."""
+    try:
+        check_chain(root.parent, root.name, last="dir")
+        problems = link_problems(root)
+        items = list(entries(root))
+    except IntegrityError as exc:  # the context or part folder itself
+        return [str(exc)]
+    for entry in items:
+        path = Path(entry.path)
+        if entry.is_symlink() or entry.name.startswith("."):
+            continue  # links are reported above
+        if not entry.is_dir(follow_symlinks=False):
+            problem = kind_problem(path, os.lstat(path), "dir")
+            problems.append(f"{problem} ({item})" if problem else "")
+            continue
+        problems += check(path)
+    return sorted(p for p in problems if p)

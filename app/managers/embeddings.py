@@ -51,10 +51,9 @@ from app.core.nofollow import (
     check_chain,
     entries,
     exists_as,
-    kind_problem,
-    link_problems,
     lstat_as,
     open_regular,
+    part_problems,
     read_regular,
     refuse_links,
 )
@@ -414,22 +413,7 @@ class EmbeddingStore(icontract.DBC):
         where a folder belongs), metadata checksum, shard presence, size and SHA-256 (always
         re-hashed: finds damage made after a first check). Returns the problems found, each
         naming its path; never raises for damage."""
-        try:
-            check_chain(self.root.parent, self.root.name, last="dir")
-            problems = link_problems(self.root)
-            items = builtins.list(entries(self.root))
-        except IntegrityError as exc:  # the context or embeddings folder itself
-            return [str(exc)]
-        for entry in items:
-            set_dir = Path(entry.path)
-            if entry.is_symlink() or entry.name.startswith("."):
-                continue  # links are reported above; dot names are temp files
-            if not entry.is_dir(follow_symlinks=False):
-                problem = kind_problem(set_dir, os.lstat(set_dir), "dir")
-                problems.append(f"{problem} (an embedding set folder)" if problem else "")
-                continue
-            problems += self._verify_set(set_dir)
-        return sorted(p for p in problems if p)
+        return part_problems(self.root, "an embedding set folder", self._verify_set)
 
     def _verify_set(self, set_dir: Path) -> builtins.list[str]:
         meta = set_dir / META

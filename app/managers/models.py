@@ -16,7 +16,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime as dt
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,9 +41,8 @@ from app.core.nofollow import (
     check_chain,
     entries,
     exists_as,
-    kind_problem,
-    link_problems,
     lstat_as,
+    part_problems,
     read_regular,
     refuse_links,
 )
@@ -404,23 +402,11 @@ class ModelStore(icontract.DBC):
         """Check every version: folders and files are what they should be (no link, no file
         where a folder belongs), record checksum, artefact presence, size and SHA-256.
         Returns problems naming the path; never raises for damage."""
-        try:
-            check_chain(self.root.parent, self.root.name, last="dir")
-            problems = link_problems(self.root)
-            items = builtins.list(entries(self.root))
-        except IntegrityError as exc:  # the context or models folder itself
-            return [str(exc)]
-        for entry in items:
-            model_dir = Path(entry.path)
-            if entry.is_symlink() or entry.name.startswith("."):
-                continue  # links are reported above; dot names are temp files
-            if not entry.is_dir(follow_symlinks=False):
-                problem = kind_problem(model_dir, os.lstat(model_dir), "dir")
-                problems.append(f"{problem} (a model folder)" if problem else "")
-                continue
-            if is_valid_name(model_dir.name):
-                problems += self._verify_model(model_dir)
-        return sorted(p for p in problems if p)
+        return part_problems(
+            self.root,
+            "a model folder",
+            lambda folder: self._verify_model(folder) if is_valid_name(folder.name) else [],
+        )
 
     def _verify_model(self, model_dir: Path) -> builtins.list[str]:
         problems: builtins.list[str] = []
