@@ -63,6 +63,10 @@ def _build(root: Path) -> None:
         ctx.append("t", [{"id": f"r{i}", "n": i} for i in range(20)])
         ctx.delete("t", ["r0"])
         ctx.embeddings.save("e", ["a", "b"], [[1.0, 0.0], [0.0, 1.0]])
+        wf = store.workflows.submit(
+            "append", context="x", items=[{"id": "w1"}], params={"collection": "w"}
+        )
+        store.workflows.process(wf.workflow_id)
 
 
 def _reads(store: app.Store) -> dict[str, Any]:
@@ -78,6 +82,8 @@ def _reads(store: app.Store) -> dict[str, Any]:
         "empty": ctx.count("nothing"),
         "emb": ctx.embeddings.load("e", mmap=False).ids,
         "collections": ctx.collections(),
+        "workflows": [(w.workflow_id, w.status) for w in store.workflows.list()],
+        "metrics": store.workflows.metrics()["by_status"],
     }
 
 

@@ -156,6 +156,8 @@ if what == "index":
 else:
     attempt("list", lambda: store.workflows.list())
     attempt("verify", lambda: store.workflows.verify())
+    attempt("submit", lambda: store.workflows.submit(
+        "append", context="c", items=[{"id": "v"}], params={"collection": "wf"}))
 print(json.dumps(out))
 """
 

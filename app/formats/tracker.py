@@ -156,6 +156,8 @@ class TrackerDB(SqliteFile):
             super().check_version(conn)
 
     def _first_use(self, conn: sqlite3.Connection) -> None:
+        if conn.execute("PRAGMA user_version").fetchone()[0] == TRACKER_VERSION:
+            return  # current schema: nothing to write (a read-only store opens for reading)
         with self.write() as tx:
             self.check_version(tx)
             for statement in _SCHEMA.split(";"):
