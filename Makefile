@@ -21,11 +21,11 @@ demo: $(STAMP)
 	$(BIN)/ctxstore demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff check app ctxstore tests bench
+	$(BIN)/ruff format --check app ctxstore tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict app
+	$(BIN)/mypy --strict app ctxstore
 
 test: lint typecheck
 	$(PYTEST) -q -m "not slow" -p no:cacheprovider
