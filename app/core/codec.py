@@ -44,7 +44,10 @@ NUL_ESCAPE = b"\\u0000"
 def _datetime(value: dt.datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).isoformat()
+    try:
+        return value.astimezone(dt.UTC).isoformat()
+    except OverflowError:  # e.g. datetime.max at UTC-5: no UTC datetime exists
+        raise _Bad("datetimes must be representable in UTC (years 1-9999)") from None
 
 
 def _plain(value: dict[str, Any] | list[Any], depth: int = 0) -> bool:
@@ -370,6 +373,24 @@ def legacy_value(data: bytes) -> str | None:
     if NUL_ESCAPE not in data and _LONG_DIGITS.search(data) is None:
         return None
     return _legacy(json.loads(data))  # exact integers (orjson reads < -2**63 as a float)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not strict JSON")
+
+
+def parse_user_json(raw: bytes | str, where: str) -> Any:
+    """JSON text a user gave (a CLI file or option, an HTTP query parameter). orjson turns an
+    integer beyond the 64-bit range into a float; where the text has such a long digit run it
+    is parsed exactly instead, so the int64 rule refuses it like any other value. A syntax
+    error (or NaN/Infinity) is ``InvalidInput`` naming ``where``."""
+    try:
+        data = raw.encode() if isinstance(raw, str) else raw
+        if _LONG_DIGITS.search(data) is None:
+            return orjson.loads(data)
+        return json.loads(data, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # both parsers' errors are ValueErrors
+        raise InvalidInput(f"{where}: not valid JSON ({exc})") from None
 
 
 def decode(data: bytes | str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from app.core.contracts import (
     ensure_full,
     invariant,
     is_non_negative_int,
+    is_positive_int,
     require,
     valid_name,
 )
@@ -70,8 +71,21 @@ class QueryPlan(NamedTuple):
 RESERVED_PREFIX = "wf:"
 
 
+MAX_FLUSH_INTERVAL = 86_400.0
+
+
+def _seconds_ok(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0 < value <= MAX_FLUSH_INTERVAL
+    )
+
+
 def _batch_id_ok(batch_id: object) -> bool:
-    return batch_id is None or (isinstance(batch_id, str) and 0 < len(batch_id) <= 256)
+    return batch_id is None or (
+        isinstance(batch_id, str) and 0 < len(batch_id) <= 256 and is_utf8(batch_id)
+    )
 
 
 def check_user_batch_id(batch_id: str | None, argument: str = "batch_id") -> None:
@@ -265,7 +279,11 @@ class Context(icontract.DBC):
     # -- writing ------------------------------------------------------------------------
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
-    @require(lambda batch_id: _batch_id_ok(batch_id), "batch_id", "must be None or 1-256 chars")
+    @require(
+        lambda batch_id: _batch_id_ok(batch_id),
+        "batch_id",
+        "must be None or 1-256 characters of valid Unicode",
+    )
     @ensure(
         lambda records, result: (
             len(result.sha256) == 64
@@ -303,7 +321,11 @@ class Context(icontract.DBC):
         return _receipt(row, duplicate=False)
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
-    @require(lambda batch_id: _batch_id_ok(batch_id), "batch_id", "must be None or 1-256 chars")
+    @require(
+        lambda batch_id: _batch_id_ok(batch_id),
+        "batch_id",
+        "must be None or 1-256 characters of valid Unicode",
+    )
     @require(
         lambda ids, where: ids is not None or where is not None,
         "ids",
@@ -617,9 +639,13 @@ class Context(icontract.DBC):
         return ModelStore(self.path / "models", self._lock, self.name, self._trust_dir)
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
-    @require(lambda max_pending: max_pending > 0, "max_pending", "must be > 0")
-    @require(lambda flush_every: flush_every > 0, "flush_every", "must be > 0")
-    @require(lambda flush_interval: flush_interval > 0, "flush_interval", "must be > 0")
+    @require(lambda max_pending: is_positive_int(max_pending), "max_pending", "must be an int > 0")
+    @require(lambda flush_every: is_positive_int(flush_every), "flush_every", "must be an int > 0")
+    @require(
+        lambda flush_interval: _seconds_ok(flush_interval),
+        "flush_interval",
+        f"must be a number of seconds in (0, {MAX_FLUSH_INTERVAL:g}]",
+    )
     def buffer(
         self,
         collection: str,

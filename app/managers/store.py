@@ -53,9 +53,20 @@ def _version() -> str:
     return __version__
 
 
+def _path_ok(value: object) -> bool:
+    """A file-system path a user gave: a str or path-like without NUL."""
+    try:
+        text = os.fspath(value)  # type: ignore[call-overload]
+    except TypeError:
+        return False
+    return isinstance(text, str) and "\0" not in text and text != ""
+
+
 def resolve_root(root: str | os.PathLike[str] | None) -> Path:
     if root is None:
         root = os.environ.get("CTXSTORE_ROOT") or "storage"
+    if not _path_ok(root):
+        raise InvalidInput("root: must be a non-empty path without NUL characters")
     return Path(root).expanduser().absolute()
 
 
@@ -138,6 +149,17 @@ class Store(icontract.DBC):
             finally:
                 ctx.release()
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._closed
+
+    @ensure(lambda self: not self._closed, "returns only while the store is open")
+    def check_open(self) -> None:
+        """``StorageError`` if the store was closed (open it again with ``open_store``)."""
+        if self._closed:
+            raise StorageError(f"{self.root}: the store is closed; open it again with open_store()")
+
     @icontract.snapshot(lambda self: len(self._open), name="opened", enabled=EXPENSIVE)
     @ensure(lambda self, OLD: len(self._open) == OLD.opened, "checking versions opens no context")
     def check_versions(self) -> None:
@@ -191,6 +213,7 @@ class Store(icontract.DBC):
     @ensure(lambda name, result: result.name == name, "the context asked for")
     def context(self, name: str = "default", *, create: bool = True) -> Context:
         """Open (and by default create) a context."""
+        self.check_open()
         with self._guard:
             ctx = self._open.get(name)
             if ctx is not None and ctx.path.is_dir() and is_context_folder(ctx.path):
@@ -289,6 +312,7 @@ class Store(icontract.DBC):
         return load_context(self, name)
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @require(lambda dest: _path_ok(dest), "dest", "must be a non-empty path without NUL")
     def export_context(self, name: str, dest: str | os.PathLike[str]) -> Any:
         """Write a consistent snapshot of a context to a ``.tar.gz`` with a manifest."""
         from app.managers.transfer import export_context
@@ -296,6 +320,7 @@ class Store(icontract.DBC):
         return export_context(self, name, Path(dest))
 
     @require(lambda name: name is None or valid_name(name, "name"), "name", "invalid")
+    @require(lambda src: _path_ok(src), "src", "must be a non-empty path without NUL")
     @require(
         lambda on_conflict: on_conflict in ("fail", "overwrite", "merge", "skip"),
         "on_conflict",

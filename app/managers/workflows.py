@@ -201,6 +201,7 @@ class WorkflowManager(icontract.DBC):
 
         With ``stop`` set, the workflow is handed back as ``pending`` at the next chunk boundary.
         """
+        self._store.check_open()  # never claim (and fail) a workflow for a closed store
         row = self._tracker.get(workflow_id)
         if row["workflow_type"] not in self._handlers:
             raise InvalidInput(
@@ -229,6 +230,7 @@ class WorkflowManager(icontract.DBC):
     ) -> list[BatchWorkflow]:
         """Claim and run pending workflows (oldest first) until none is left, ``limit`` were
         run, or ``stop`` is set; returns them as they ended. Safe from many processes."""
+        self._store.check_open()
         done: list[BatchWorkflow] = []
         while (limit is None or len(done) < limit) and not (stop is not None and stop.is_set()):
             owner = os.urandom(8).hex()

@@ -18,6 +18,7 @@ import click
 import orjson
 from rich.console import Console
 
+from app.core.codec import parse_user_json
 from app.core.errors import InvalidInput, StorageError
 from app.managers.context import check_user_batch_id
 from app.managers.store import Store, open_store, resolve_root
@@ -65,10 +66,7 @@ def parse_json_option(value: str | None, option: str) -> Any:
     """Parse a JSON option value; a syntax error is a usage mistake naming the option."""
     if value is None:
         return None
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"{option}: not valid JSON ({exc})") from None
+    return parse_user_json(value, option)
 
 
 def parse_where(value: str | None) -> Mapping[str, Any] | None:
@@ -154,10 +152,7 @@ def _read_jsonl(fh: IO[bytes], source: str) -> Iterator[tuple[int, Any]]:
         line = raw.strip()
         if not line:
             continue
-        try:
-            yield lineno, orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"{source}:{lineno}: not valid JSON ({exc})") from None
+        yield lineno, parse_user_json(line, f"{source}:{lineno}")
 
 
 def _batches(

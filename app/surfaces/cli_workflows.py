@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from app.core.codec import parse_user_json
 from app.core.errors import InvalidInput
 from app.core.workflow_types import BatchWorkflow, WorkflowStatus
 
@@ -292,16 +293,12 @@ def register(group: click.Group) -> None:
 
 
 def _jsonl(fh: Any) -> Iterator[dict[str, Any]]:
-    import orjson
 
     source = getattr(fh, "name", "items")
     for lineno, line in enumerate(fh, 1):
         if not line.strip():
             continue
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"{source}:{lineno}: not valid JSON ({exc})") from None
+        obj = parse_user_json(line, f"{source}:{lineno}")
         if not isinstance(obj, dict):
             raise InvalidInput(f"{source}:{lineno}: an item must be a JSON object")
         yield obj

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import (
     APIRouter,
     BackgroundTasks,
@@ -33,10 +32,12 @@ from fastapi import (
     Response,
     UploadFile,
 )
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
+from app.core.codec import parse_user_json
 from app.core.errors import (
     ConflictError,
     IntegrityError,
@@ -144,10 +145,7 @@ class SubmitRequest(_In):
 def _where(raw: str | None) -> Json | None:
     if raw is None or raw == "":
         return None
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"where: not valid JSON ({exc})") from None
+    value = parse_user_json(raw, "where")
     if not isinstance(value, dict):
         raise InvalidInput("where: must be a JSON object")
     return value
@@ -170,6 +168,21 @@ def _error(status: int, kind: str, exc: Exception, loc: list[str] | None = None)
 
 
 def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    def _unparsable(_: Request, exc: Exception) -> JSONResponse:
+        # FastAPI's own 422 echoes the input, which may hold NaN/Infinity and then cannot be
+        # sent as JSON (a 500): location, message and type only
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        detail = [
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": e.get("type", ""),
+            }
+            for e in errors
+        ]
+        return JSONResponse(status_code=422, content={"detail": detail})
+
     @app.exception_handler(InvalidInput)
     def _invalid(_: Request, exc: Exception) -> JSONResponse:
         return _error(422, "invalid_input", exc)
