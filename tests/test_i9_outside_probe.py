@@ -115,3 +115,107 @@ def test_a_closed_store_says_so_and_never_fails_a_workflow(store_root: Path) -> 
     with app.open_store(store_root) as again:
         assert again.workflows.get(wf.workflow_id).status == app.WorkflowStatus.PENDING
         assert again.workflows.process(wf.workflow_id).status == app.WorkflowStatus.COMPLETED
+
+
+# -- a second probe: files damaged or planted by hand between operations -----------------
+
+
+def _fresh(root: Path) -> Path:
+    import numpy as np
+
+    with app.open_store(root) as store:
+        ctx = store.context("c1")
+        ctx.append("notes", [{"id": "a"}])
+        ctx.embeddings.save("e1", ["a", "b"], np.eye(2, dtype="float32"))
+        ctx.models.save("m1", {"k": 1})
+    return root / "contexts" / "c1"
+
+
+def test_a_linked_context_folder_is_damage_and_nothing_is_written_through_it(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    folder = _fresh(tmp_path / "s")
+    outside = tmp_path / "outside"
+    shutil.rmtree(folder)
+    outside.mkdir()
+    (outside / "keep.txt").write_text("k")
+    folder.symlink_to(outside)
+    with app.open_store(tmp_path / "s") as store:
+        assert store.contexts() == ["c1"]  # listed as a damaged context, not hidden
+        report = store.verify()
+        assert not report.ok and "symbolic link" in report.problems[0]
+        with pytest.raises(app.IntegrityError, match="symbolic link"):
+            store.export_context("c1", tmp_path / "x.tar.gz")
+        with pytest.raises(app.IntegrityError, match="symbolic link"):
+            store.context("c1").count("notes")
+        assert any("symbolic link" in p for p in store.stats()["problems"])
+        assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]  # nothing written
+        store.drop_context("c1")  # removes the link, never the target
+        assert store.contexts() == [] and (outside / "keep.txt").exists()
+
+
+def test_append_to_a_set_whose_metadata_is_gone_refuses(tmp_path: Path) -> None:
+    import numpy as np
+
+    folder = _fresh(tmp_path / "s")
+    (folder / "embeddings" / "e1" / "metadata.json").unlink()
+    with app.open_store(tmp_path / "s") as store:
+        with pytest.raises(app.IntegrityError, match="metadata"):
+            store.context("c1").embeddings.save(
+                "e1", ["z"], np.ones((1, 2), dtype="float32"), mode="append"
+            )
+    shards = sorted(p.name for p in (folder / "embeddings" / "e1").iterdir())
+    assert shards == ["shard-000001.npz"]  # the old rows were not dropped
+
+
+@pytest.mark.parametrize("damage", ["log-deleted", "part-is-a-file", "metadata-deleted"])
+def test_export_refuses_a_context_missing_a_part(tmp_path: Path, damage: str) -> None:
+    import shutil
+
+    folder = _fresh(tmp_path / "s")
+    if damage == "log-deleted":
+        (folder / "notes.jsonl").unlink()
+    elif damage == "part-is-a-file":
+        shutil.rmtree(folder / "embeddings")
+        (folder / "embeddings").write_text("x")
+    else:
+        (folder / "embeddings" / "e1" / "metadata.json").unlink()
+    with app.open_store(tmp_path / "s") as store:
+        with pytest.raises(app.IntegrityError, match="export refused"):
+            store.export_context("c1", tmp_path / "x.tar.gz")
+        assert not store.verify().ok
+    assert not (tmp_path / "x.tar.gz").exists()
+
+
+def test_a_fifo_where_a_file_belongs_never_blocks(tmp_path: Path) -> None:
+    import os
+
+    folder = _fresh(tmp_path / "s")
+    for directory, suffix in (
+        (folder / "embeddings" / "e1", ".npz"),
+        (folder / "models" / "m1", ".joblib"),
+    ):
+        victim = next(p for p in directory.iterdir() if p.name.endswith(suffix))
+        victim.unlink()
+        os.mkfifo(victim)
+    with app.open_store(tmp_path / "s") as store:
+        ctx = store.context("c1")
+        for read in (
+            lambda: ctx.embeddings.load("e1"),
+            lambda: ctx.embeddings.load("e1", mmap=False, verify=False),
+            lambda: ctx.models.load("m1"),
+        ):
+            with pytest.raises(app.IntegrityError, match="not a regular file"):
+                read()
+        assert not store.verify().ok
+
+
+def test_a_linked_contexts_folder_is_reported(tmp_path: Path) -> None:
+    _fresh(tmp_path / "s")
+    (tmp_path / "s" / "contexts").rename(tmp_path / "real")
+    (tmp_path / "s" / "contexts").symlink_to(tmp_path / "real")
+    with app.open_store(tmp_path / "s") as store:
+        report = store.verify()
+    assert not report.ok and "link" in report.problems[0]

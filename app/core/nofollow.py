@@ -23,7 +23,9 @@ from pathlib import Path
 from app.core.errors import IntegrityError, io_error
 
 LINK = "is a symbolic link (nothing inside a store may be a link)"
-_O_READ = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+# O_NONBLOCK: a FIFO planted where a file belongs must not block open() (it is refused by
+# the fstat check); reads of regular files ignore the flag
+_O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
 def _lstat(path: Path) -> os.stat_result | None:

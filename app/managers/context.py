@@ -38,6 +38,7 @@ from app.core.errors import (
     NotFoundError,
     StorageError,
     environmental,
+    io_error,
 )
 from app.core.filters import Predicate, compile_order, compile_where, is_utf8, predicate
 from app.core.locks import WriterLock
@@ -201,6 +202,16 @@ class Context(icontract.DBC):
                     self._recover_locked()
                 self._ready = True
 
+    @ensure(lambda result: all(".sqlite" in p for p in result), "problems name the index")
+    def missing_logs(self) -> list[str]:
+        """A problem for every collection the index holds whose log is gone (its records
+        would silently be missing from a copy of the context)."""
+        unlogged = set(self._index.collection_names()) - set(self._log_names())
+        return [
+            f"{self._index.path}: indexes collection {name!r}, which has no log"
+            for name in sorted(unlogged)
+        ]
+
     @contextlib.contextmanager
     def _verifying(self) -> Iterator[None]:
         """The writer lock for a consistent verify; on a read-only file system, where no
@@ -246,10 +257,14 @@ class Context(icontract.DBC):
         return True
 
     def _log_names(self) -> list[str]:
+        try:
+            names = os.listdir(self.path)
+        except OSError as exc:  # EMFILE, EACCES...: not damage
+            raise io_error("listing", self.path, exc) from exc
         return sorted(
-            p.name[: -len(".jsonl")]
-            for p in self.path.glob("*.jsonl")
-            if is_valid_name(p.name[: -len(".jsonl")])
+            n[: -len(".jsonl")]
+            for n in names
+            if n.endswith(".jsonl") and is_valid_name(n[: -len(".jsonl")])
         )
 
     def _duplicate(self, batch_id: str, collection: str, digest: str | None) -> BatchRow | None:
@@ -601,10 +616,7 @@ class Context(icontract.DBC):
                     problems += self._log(name).verify()
             try:
                 problems += [f"{self._index.path}: {p}" for p in self._index.integrity_check()]
-                problems += [
-                    f"{self._index.path}: indexes collection {name!r}, which has no log"
-                    for name in sorted(set(self._index.collection_names()) - set(self._log_names()))
-                ]
+                problems += self.missing_logs()
             except Exception as exc:
                 problems.append(_damage_only(exc))
             checked.append(str(self._index.path))

@@ -56,8 +56,9 @@ def layout_problems(folder: Path, name: str) -> list[str]:
 
 def is_context_folder(folder: Path) -> bool:
     """True for a context's folder: it has a ``context.json`` or any file that is not a dot
-    file (a folder holding nothing else is a context whose creation never finished)."""
-    if os.path.lexists(folder / "context.json"):
+    file (a folder holding nothing else is a context whose creation never finished); a link
+    where a context folder belongs is listed too (as a damaged context)."""
+    if os.path.islink(folder) or os.path.lexists(folder / "context.json"):
         return True
     try:
         return any(not e.name.startswith(".") for e in os.scandir(folder))

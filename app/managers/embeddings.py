@@ -215,6 +215,12 @@ class EmbeddingStore(icontract.DBC):
                     int(m.group(1)) for p in entries(set_dir) if (m := SHARD_FILE.fullmatch(p.name))
                 ]
                 next_shard = max([next_shard, *[u + 1 for u in used]])
+                if mode == "append" and old is None and used:  # shards whose record is gone
+                    raise IntegrityError(
+                        f"{set_dir / META}: missing (shards without metadata); appending "
+                        "would drop the set's rows: restore the file or save with "
+                        'mode="overwrite"'
+                    )
             now = _now()
             if mode == "append" and old is not None:
                 matrix = self._appendable(name, old, id_array, matrix)

@@ -86,8 +86,30 @@ def _workflow_metrics(store: Store) -> dict[str, Any]:
     }
 
 
+def _damaged_stats(problem: str) -> dict[str, Any]:
+    """The stats of a context that cannot be read: nothing counted, the damage named."""
+    return {
+        "collections": {},
+        "records": 0,
+        "index_bytes": 0,
+        "embeddings": {},
+        "embeddings_bytes": 0,
+        "models": {},
+        "models_bytes": 0,
+        "bytes": 0,
+        "problems": [problem],
+    }
+
+
+def _safe_context_stats(store: Store, name: str) -> dict[str, Any]:
+    try:
+        return context_stats(store, name)
+    except IntegrityError as exc:  # one damaged context never stops the store's stats
+        return _damaged_stats(str(exc))
+
+
 def store_stats(store: Store) -> dict[str, Any]:
-    contexts = {name: context_stats(store, name) for name in store.contexts()}
+    contexts = {name: _safe_context_stats(store, name) for name in store.contexts()}
     return {
         "root": str(store.root),
         "contexts": contexts,

@@ -29,6 +29,7 @@ from app.core.errors import (
 )
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
+from app.core.nofollow import exists_as
 from app.core.schemas import IntegrityReport
 from app.formats.sqlindex import check_index_version
 from app.managers.buffer import close_buffers
@@ -221,6 +222,8 @@ class Store(icontract.DBC):
             if ctx is not None:  # dropped or replaced by another process: reopened below
                 ctx.close()
             path = child(self._contexts_dir, name, "name")
+            if path.is_symlink():  # never used through a link (nothing may be written there)
+                raise IntegrityError(f"{path}: the context folder is a symbolic link")
             # a folder with a context's files but no context.json is a damaged context: it is
             # opened (and raises IntegrityError on use), never silently re-created empty
             if not (path / "context.json").is_file() and not (
@@ -253,6 +256,13 @@ class Store(icontract.DBC):
         """Delete a context and everything in it."""
         path = child(self._contexts_dir, name, "name")
         with self._lock.hold():
+            if path.is_symlink():  # a planted link: removed, its target left alone
+                try:
+                    path.unlink()
+                    fsync_dir(self._contexts_dir)
+                except OSError as exc:
+                    raise io_error("dropping", path, exc) from exc
+                return
             if not (path.is_dir() and is_context_folder(path)):  # damaged ones can be dropped
                 raise NotFoundError(f"context {name!r} not found in {self.root}")
             ctx = self.context(name, create=False)
@@ -282,6 +292,10 @@ class Store(icontract.DBC):
         """Verify every context and the workflow tracker."""
         problems: list[str] = []
         checked: list[str] = []
+        try:
+            exists_as(self._contexts_dir, "dir")
+        except IntegrityError as exc:  # a link or a file where the contexts folder belongs
+            return IntegrityReport(ok=False, problems=[str(exc)], checked=checked)
         for name in self.contexts():
             try:
                 report = self.context(name, create=False).verify()

@@ -36,7 +36,7 @@ from app.core.errors import (
     SchemaVersionError,
 )
 from app.core.names import check_name, child, is_valid_name
-from app.core.nofollow import refuse_links
+from app.core.nofollow import entries, part_problems, refuse_links
 from app.core.transfer_types import (
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
@@ -48,6 +48,7 @@ from app.formats.archive import Limits, read_archive, write_archive
 from app.formats.batchlog import BatchLog
 from app.managers.catalog import Catalog
 from app.managers.context import Context
+from app.managers.ctxfiles import layout_problems
 from app.managers.transfer_fs import (
     contexts_dir,
     copy_file,
@@ -136,12 +137,34 @@ def _build_manifest(
     )
 
 
+def _sets_without_metadata(set_dir: Path) -> list[str]:
+    names = {e.name for e in entries(set_dir)}
+    if "metadata.json" in names or not any(n.endswith(".npz") for n in names):
+        return []
+    return [f"{set_dir / 'metadata.json'}: missing (shards without metadata)"]
+
+
+def _refuse_incomplete(ctx: Context) -> None:
+    """Export never writes an archive that silently lacks part of the context (SPEC 22): a
+    collection the index holds whose log is gone, a part folder of the wrong type, an
+    embedding set whose metadata is gone are damage (cheap checks; files are hashed later)."""
+    problems = layout_problems(ctx.path, ctx.name) + ctx.missing_logs()
+    problems += part_problems(
+        ctx.path / "embeddings", "an embedding set folder", _sets_without_metadata
+    )
+    problems += part_problems(ctx.path / "models", "a model folder", lambda _: [])
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise IntegrityError(f"export refused, the context is damaged: {problems[0]}{more}")
+
+
 def _snapshot(ctx: Context, dest: Path) -> tuple[list[str], dict[str, int], Any]:
     """Stage a consistent copy of ``ctx`` in ``dest`` (caller holds nothing; locks here)."""
     files = ["context.json"]
     counts: dict[str, int] = {}
     with ctx.writer_lock.hold():
         refuse_links(ctx.path)  # nothing inside a store is followed (SPEC 22)
+        _refuse_incomplete(ctx)
         copy_file(ctx.path / "context.json", dest / "context.json")
         for coll in ctx.collections():
             with open(dest / f"{coll}.jsonl", "wb") as fh:
