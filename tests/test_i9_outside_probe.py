@@ -161,11 +161,13 @@ def test_append_to_a_set_whose_metadata_is_gone_refuses(tmp_path: Path) -> None:
 
     folder = _fresh(tmp_path / "s")
     (folder / "embeddings" / "e1" / "metadata.json").unlink()
-    with app.open_store(tmp_path / "s") as store:
-        with pytest.raises(app.IntegrityError, match="metadata"):
-            store.context("c1").embeddings.save(
-                "e1", ["z"], np.ones((1, 2), dtype="float32"), mode="append"
-            )
+    with (
+        app.open_store(tmp_path / "s") as store,
+        pytest.raises(app.IntegrityError, match="metadata"),
+    ):
+        store.context("c1").embeddings.save(
+            "e1", ["z"], np.ones((1, 2), dtype="float32"), mode="append"
+        )
     shards = sorted(p.name for p in (folder / "embeddings" / "e1").iterdir())
     assert shards == ["shard-000001.npz"]  # the old rows were not dropped
 
