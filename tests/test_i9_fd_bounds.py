@@ -8,6 +8,7 @@ requests, and a process whose descriptors really run out.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import errno
 import json
 import os
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -250,12 +252,9 @@ def _burst(base: str, contexts: list[str], requests: int) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("bursts", [8, pytest.param(24, marks=pytest.mark.slow)])
-def test_service_under_repeated_bursts_keeps_files_bounded(tmp_path: Path, bursts: int) -> None:
-    """``ctxstore serve`` (uvicorn, worker threads that come and go): bursts of concurrent
-    requests, each over 10 contexts not used before; open files stop growing."""
-    root = tmp_path / "s"
-    _many_contexts(root, 10 * bursts)
+@contextlib.contextmanager
+def _service(root: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``ctxstore serve`` on a free port, up and answering; stopped by its PID afterwards."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "--root", str(root), "serve", "--port", str(port)],
@@ -275,13 +274,7 @@ def test_service_under_repeated_bursts_keeps_files_bounded(tmp_path: Path, burst
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
             assert time.monotonic() < deadline, "the service did not start"
             time.sleep(0.1)
-        started = _fds(proc.pid)
-        counts = []
-        for k in range(bursts):
-            names = [f"c{i:03d}" for i in range(10 * k, 10 * k + 10)]
-            problems = _burst(base, names, 60)
-            assert not problems, problems[:3]
-            counts.append(_fds(proc.pid))
+        yield proc, base
     finally:
         proc.terminate()
         try:
@@ -289,6 +282,22 @@ def test_service_under_repeated_bursts_keeps_files_bounded(tmp_path: Path, burst
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("bursts", [8, pytest.param(24, marks=pytest.mark.slow)])
+def test_service_under_repeated_bursts_keeps_files_bounded(tmp_path: Path, bursts: int) -> None:
+    """``ctxstore serve`` (uvicorn, worker threads that come and go): bursts of concurrent
+    requests, each over 10 contexts not used before; open files stop growing."""
+    root = tmp_path / "s"
+    _many_contexts(root, 10 * bursts)
+    with _service(root) as (proc, base):
+        started = _fds(proc.pid)
+        counts = []
+        for k in range(bursts):
+            names = [f"c{i:03d}" for i in range(10 * k, 10 * k + 10)]
+            problems = _burst(base, names, 60)
+            assert not problems, problems[:3]
+            counts.append(_fds(proc.pid))
     print(f"open files of the service: {started} at start, after each burst {counts}")
     # without bounds each burst adds its 10 contexts' files for every thread (+200 a burst);
     # with them: at most 32 contexts (one shared-memory file each) and 64 idle connections
@@ -302,32 +311,12 @@ def test_service_bursts_with_idle_gaps(tmp_path: Path) -> None:
     """Worker threads that expire between bursts (anyio drops idle threads after 10 s)."""
     root = tmp_path / "s"
     _many_contexts(root, 4)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "--root", str(root), "serve", "--port", str(port)],
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the service did not start"
-            time.sleep(0.1)
+    with _service(root) as (proc, base):
         counts = []
         for _ in range(4):
             assert not _burst(base, ["c000", "c001", "c002", "c003"], 80)
             time.sleep(12)
             counts.append(_fds(proc.pid))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     assert counts[-1] <= counts[0] + 10, counts
 
 
