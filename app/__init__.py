@@ -21,13 +21,12 @@ from app.core.schemas import (
     RecordVersion,
 )
 from app.core.transfer_types import ContextState, Manifest, ManifestFile
+from app.core.version import __version__
 from app.core.workflow_types import BatchWorkflow, WorkflowStatus
 from app.managers.buffer import AppendBuffer
 from app.managers.context import Context
 from app.managers.store import Store, open_store
 from app.managers.workflows import WorkflowManager
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Analogy",

@@ -60,3 +60,11 @@ class Stamp:
 
 def now() -> Stamp:
     return Stamp(wall(), boot_id(), steady())
+
+
+def utc_iso() -> str:
+    """The current UTC time as ISO 8601 text: the one way records, sets, models and manifests
+    stamp ``created_at`` / ``exported_at``."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(wall(), dt.UTC).isoformat()

@@ -38,7 +38,7 @@ def require(condition: Callable[..., bool], argument: str, message: str) -> Call
     text = f"{argument}: {message}"
 
     def error() -> InvalidInput:
-        return InvalidInput(text)
+        return InvalidInput(text, argument=argument)
 
     decorator: Callable[[F], F] = icontract.require(condition, text, error=error)
     return decorator

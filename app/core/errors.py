@@ -1,4 +1,4 @@
-"""The exception hierarchy every public operation raises (SPEC section 9)."""
+"""The exception hierarchy every public operation raises (docs/api.md, "Errors")."""
 
 from __future__ import annotations
 
@@ -17,7 +17,15 @@ class StorageError(Exception):
 
 
 class InvalidInput(StorageError, ValueError):
-    """An argument broke a precondition; the message names the argument."""
+    """An argument broke a precondition; the message names the argument, and ``argument``
+    holds that name (``None`` when no single argument is to blame)."""
+
+    def __init__(self, message: str, *, argument: str | None = None, errno: int | None = None):
+        super().__init__(message, errno=errno)
+        if argument is None and ": " in message:
+            head = message.split(": ", 1)[0]
+            argument = head if head.replace("_", "").replace(".", "").isalnum() else None
+        self.argument = argument
 
 
 class NotFoundError(StorageError, KeyError):

@@ -1,0 +1,122 @@
+"""The embedded store's file layout: every file and folder name, in one place.
+
+A store directory::
+
+    ctxstore.json                     marker (format version)
+    contexts/<context>/               one folder per context
+        context.json                  catalog (collections, schemas, indexes)
+        <collection>.jsonl            batch log per collection (the truth for records)
+        <context>.sqlite              query index (derived from the logs)
+        <part>/...                    one folder per file-holding part (embeddings, models)
+    contexts/.<purpose>-<hex>/        staging folders (swept at open)
+    workflows/tracker.sqlite          workflow tracker
+    workflows/items/                  staged workflow items
+    trust/                            pickle trust marks
+
+Inside the part folders::
+
+    embeddings/<set>/metadata.json    commit point of a set
+    embeddings/<set>/shard-NNNNNN.npz one shard
+    models/<name>/vNNNN.json          commit point of a model version
+    models/<name>/vNNNN.<suffix>      its file (pth, joblib, safetensors)
+
+Only names live here; no module but this one spells them. Nothing here touches the disk.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+STORE_MARKER = "ctxstore.json"
+CONTEXTS_DIR = "contexts"
+WORKFLOWS_DIR = "workflows"
+TRUST_DIR = "trust"
+
+CATALOG_FILE = "context.json"
+LOG_SUFFIX = ".jsonl"
+INDEX_SUFFIX = ".sqlite"
+
+SET_META = "metadata.json"
+SHARD_PATTERN = re.compile(r"shard-(\d{6,})\.npz")
+MODEL_RECORD_PATTERN = re.compile(r"v(\d{4,})\.json")
+
+
+def contexts_dir(root: Path) -> Path:
+    return root / CONTEXTS_DIR
+
+
+def workflows_dir(root: Path) -> Path:
+    return root / WORKFLOWS_DIR
+
+
+def trust_dir(root: Path) -> Path:
+    return root / TRUST_DIR
+
+
+def marker(root: Path) -> Path:
+    return root / STORE_MARKER
+
+
+def log_name(collection: str) -> str:
+    """File name of a collection's batch log."""
+    return f"{collection}{LOG_SUFFIX}"
+
+
+def collection_of(file_name: str) -> str | None:
+    """The collection a log file name belongs to, or None if it is not a log's name."""
+    if file_name.endswith(LOG_SUFFIX) and len(file_name) > len(LOG_SUFFIX):
+        return file_name[: -len(LOG_SUFFIX)]
+    return None
+
+
+def index_name(context: str) -> str:
+    """File name of a context's SQLite query index."""
+    return f"{context}{INDEX_SUFFIX}"
+
+
+def catalog(folder: Path) -> Path:
+    return folder / CATALOG_FILE
+
+
+def shard_name(number: int) -> str:
+    return f"shard-{number:06d}.npz"
+
+
+def model_stem(version: int) -> str:
+    return f"v{version:04d}"
+
+
+def model_record(version: int) -> str:
+    """File name of a model version's record (its commit point)."""
+    return f"{model_stem(version)}.json"
+
+
+def model_file(version: int, suffix: str) -> str:
+    return f"{model_stem(version)}.{suffix}"
+
+
+__all__ = [
+    "CATALOG_FILE",
+    "CONTEXTS_DIR",
+    "INDEX_SUFFIX",
+    "LOG_SUFFIX",
+    "MODEL_RECORD_PATTERN",
+    "SET_META",
+    "SHARD_PATTERN",
+    "STORE_MARKER",
+    "TRUST_DIR",
+    "WORKFLOWS_DIR",
+    "catalog",
+    "collection_of",
+    "contexts_dir",
+    "index_name",
+    "log_name",
+    "marker",
+    "model_file",
+    "model_record",
+    "model_stem",
+    "shard_name",
+    "trust_dir",
+    "workflows_dir",
+]

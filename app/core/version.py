@@ -1,0 +1,5 @@
+"""The library's version, in one place (read by ``app.__version__``, manifests and markers)."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
