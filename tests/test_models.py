@@ -432,3 +432,32 @@ def test_version_numbers_are_never_given_out_twice(ctx: Any) -> None:
     assert ctx.verify().ok
     ctx.models.delete("m")
     assert ctx.models.save("m", {"w": [4]}).version == 1  # a deleted model starts afresh
+
+
+# ---------------------------------------------------------------- format= (SPEC 17) ----
+
+
+def test_format_picks_the_codec_or_names_the_argument(ctx: app.Context) -> None:
+    assert ctx.models.save("w", {"w": torch.ones(2)}, format=None).format == "pth"
+    # a mapping of tensors may also be pickled when asked for, and then needs trust like any
+    info = ctx.models.save("p", {"w": torch.ones(2)}, format="joblib")
+    assert (info.format, info.file) == ("joblib", "v0001.joblib")
+    assert ctx.models.is_trusted(info.sha256)
+    assert torch.equal(ctx.models.load("p")["w"], torch.ones(2))
+    for bad in ("onnx", "PTH", "json", 3):
+        with pytest.raises(app.InvalidInput, match="format") as caught:
+            ctx.models.save("x", {"w": torch.ones(1)}, format=bad)  # type: ignore[arg-type]
+        assert caught.value.argument == "format"
+    with pytest.raises(app.InvalidInput, match="format") as caught:
+        ctx.models.save("x", fitted_kmeans(), format="pth")
+    assert caught.value.argument == "format"
+    assert not model_dir(ctx, "x").exists()
+
+
+def test_runs_code_comes_from_the_codec(ctx: app.Context) -> None:
+    from app.formats import modelcodecs
+
+    assert ctx.models.runs_code("joblib") and modelcodecs.runs_code("joblib")
+    assert not ctx.models.runs_code("pth") and not modelcodecs.runs_code("pth")
+    with pytest.raises(app.InvalidInput, match="format"):
+        ctx.models.runs_code("onnx")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal, overload
+from typing import Annotated, Any, overload
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 
 class _Frozen(BaseModel):
@@ -158,7 +158,10 @@ class EmbeddingSet(BaseModel):
         return f"EmbeddingSet(ids={len(self.ids)}, vectors={shape} {self.vectors.dtype})"
 
 
-ModelFormat = Literal["pth", "joblib"]
+ModelFormat = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=32)]
+"""A model file format: the suffix of a registered codec (``"pth"``, ``"joblib"``,
+``"safetensors"``...). Which suffixes exist is the formats layer's codec registry, checked
+wherever a model record is read; here it is only a well-formed suffix."""
 
 
 class ModelInfo(_Frozen):

@@ -96,11 +96,17 @@ def model_file(version: int, suffix: str) -> str:
     return f"{model_stem(version)}.{suffix}"
 
 
+MODEL_FILE_PATTERN = re.compile(r"v(\d{4,})\.([a-z][a-z0-9_]*)")
+"""A model version's file (``model_file``): group 1 the version, group 2 the suffix (the
+record's ``.json`` matches too: callers keep the suffixes of registered formats)."""
+
+
 __all__ = [
     "CATALOG_FILE",
     "CONTEXTS_DIR",
     "INDEX_SUFFIX",
     "LOG_SUFFIX",
+    "MODEL_FILE_PATTERN",
     "MODEL_RECORD_PATTERN",
     "SET_META",
     "SHARD_PATTERN",

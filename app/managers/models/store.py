@@ -1,74 +1,41 @@
-"""``ModelStore`` (``ctx.models``): versioned models of one context (SPEC 6).
+"""``ModelStore`` (``ctx.models``): versioned models of one context (docs/api.md, "Models").
 
-Layout: ``models/<name>/v0001.pth`` or ``v0001.joblib`` (the artefact) and ``v0001.json``
-(checksummed record: ``ModelInfo``). The record is the commit point: a save writes the
-artefact, then (``.joblib`` only) the trust marker, then the record, each atomically.
-
-Trust policy for pickles: ``save`` of a ``.joblib`` creates the empty file
-``<store>/trust/<sha256>`` (outside every context, so an imported archive cannot bring its
-own). ``load`` refuses a ``.joblib`` whose digest has no marker with
-``UntrustedArtifactError`` unless ``trusted=True``. ``.pth`` files are only ever read with
-``torch.load(weights_only=True)``. Every artefact's SHA-256 is checked before it is read.
+Layout (``app.core.layout``): ``models/<name>/vNNNN.<format>`` (the file, written by the
+format's codec) and ``vNNNN.json`` (the checksummed record, ``app.formats.modelrecord``).
+The record is the commit point: a save writes the file, then (formats whose reading runs
+code) the trust mark, then the record, each atomically. Every file's SHA-256 is checked
+before it is read; which formats need trust is the codec's ``runs_code`` (see ``trust``).
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import datetime as dt
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import icontract
-from pydantic import ValidationError
 
 from app.core.artifacts import ModelInfo
 from app.core.atomic import fsync_dir, write_atomic
+from app.core.clock import utc_iso
 from app.core.contracts import ensure, ensure_full, invariant, is_positive_int, require, valid_name
 from app.core.errors import (
     IntegrityError,
     InvalidInput,
     NotFoundError,
     StorageError,
-    UntrustedArtifactError,
     environmental,
 )
+from app.core.layout import model_file, model_record
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
-from app.core.nofollow import (
-    check_chain,
-    entries,
-    exists_as,
-    lstat_as,
-    part_problems,
-    read_regular,
-    refuse_links,
-)
-from app.formats import modelfile
-from app.formats.hashio import (
-    check_document,
-    chunk_digests,
-    dump_checked,
-    parse_checked,
-    plain_json,
-)
-
-FORMAT = "ctxstore.model"
-FORMAT_VERSION = 1
-HIGH_WATER = "high-water"  # the highest version ever given out, kept when versions are deleted
-RECORD = re.compile(r"v(\d{4,})\.json")
-ARTEFACT = re.compile(r"v(\d{4,})\.(pth|joblib)")
-SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
-
-
-def _stem(version: int) -> str:
-    return f"v{version:04d}"
+from app.core.nofollow import check_chain, entries, exists_as, part_problems, refuse_links
+from app.formats import modelcodecs, modelrecord
+from app.formats.hashio import chunk_digests, plain_json
+from app.formats.modelcodecs import Codec
+from app.managers.models import folder, trust
 
 
 def _metadata_ok(metadata: object) -> bool:
@@ -80,37 +47,8 @@ def _into_ok(into: object) -> bool:
     return into is None or callable(getattr(into, "load_state_dict", None))
 
 
-def _chunks(doc: dict[str, Any], path: Path) -> tuple[list[str], int]:
-    """The per-piece SHA-256 digests a record may carry (``.pth``; see ``read_pth``)."""
-    chunks, chunk_bytes = doc.get("chunk_sha256", []), doc.get("chunk_bytes", 0)
-    ok = (
-        isinstance(chunks, list)
-        and all(isinstance(c, str) and SHA256.fullmatch(c) for c in chunks)
-        and isinstance(chunk_bytes, int)
-        and chunk_bytes >= 0
-    )
-    if not ok:
-        raise IntegrityError(f"{path}: damaged chunk digests")
-    return chunks, chunk_bytes
-
-
-def _parse(doc: dict[str, Any], path: Path, name: str) -> ModelInfo:
-    check_document(doc, path, FORMAT, FORMAT_VERSION)
-    fields = {k: v for k, v in doc.items() if k in ModelInfo.model_fields}
-    try:
-        info = ModelInfo.model_validate(fields)
-    except ValidationError as exc:
-        raise IntegrityError(f"{path}: damaged model record ({str(exc)[:160]})") from None
-    expected = f"{_stem(info.version)}.{info.format}"
-    if (
-        info.name != name
-        or path.name != f"{_stem(info.version)}.json"
-        or info.file != expected
-        or SHA256.fullmatch(info.sha256) is None
-        or info.size_bytes < 0
-    ):
-        raise IntegrityError(f"{path}: inconsistent model record")
-    return info
+def _format_ok(format: object) -> bool:
+    return format is None or modelcodecs.is_format(format)
 
 
 @invariant(
@@ -140,17 +78,13 @@ class ModelStore(icontract.DBC):
         return check_chain(self.root.parent, self.root.name, self._dir(name).name, last="dir")
 
     def _numbers(self, name: str) -> builtins.list[int]:
-        model_dir = self._checked_dir(name)
-        return sorted(
-            int(m.group(1)) for p in entries(model_dir) if (m := RECORD.fullmatch(p.name))
-        )
+        return folder.record_numbers(self._checked_dir(name))
 
-    def _record(self, name: str, version: int) -> tuple[ModelInfo, list[str], int]:
-        path = self._checked_dir(name) / f"{_stem(version)}.json"
+    def _record(self, name: str, version: int) -> modelrecord.VersionRecord:
+        path = self._checked_dir(name) / model_record(version)
         try:
             if exists_as(path, "file"):
-                doc = _read_doc(path)
-                return (_parse(doc, path, name), *_chunks(doc, path))
+                return modelrecord.read(path, name)
         except FileNotFoundError:  # deleted meanwhile
             pass
         raise NotFoundError(
@@ -158,7 +92,7 @@ class ModelStore(icontract.DBC):
         )
 
     def _info(self, name: str, version: int) -> ModelInfo:
-        return self._record(name, version)[0]
+        return self._record(name, version).info
 
     def _latest(self, name: str) -> ModelInfo:
         numbers = self._numbers(name)
@@ -174,50 +108,65 @@ class ModelStore(icontract.DBC):
 
     @require(lambda sha256: isinstance(sha256, str), "sha256", "must be a string")
     def is_trusted(self, sha256: str) -> bool:
-        """True when this store's own ``save`` wrote a ``.joblib`` with this digest."""
-        if SHA256.fullmatch(sha256) is None:
-            return False
-        try:  # a link is never a trust mark
-            return lstat_as(self.trust_dir / sha256, "file") is not None
-        except IntegrityError:
-            return False
+        """True when this store's own ``save`` wrote a file with this digest whose reading
+        runs code (a pickle): such a file loads without ``trusted=True``."""
+        return trust.is_marked(self.trust_dir, sha256)
+
+    @require(lambda format: isinstance(format, str), "format", "must be a string")
+    def runs_code(self, format: str) -> bool:
+        """True when reading a model file of ``format`` may run code from it (a pickle,
+        which loads only when trusted); False for weights-only formats. ``InvalidInput``
+        for an unknown format."""
+        return modelcodecs.runs_code(format)
 
     # -- writing ------------------------------------------------------------------------
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
     @require(lambda model: model is not None, "model", "must not be None")
     @require(lambda metadata: _metadata_ok(metadata), "metadata", "must be a JSON object")
+    @require(
+        lambda format: _format_ok(format),
+        "format",
+        f"must be None or one of {', '.join(modelcodecs.formats())}",
+    )
     @ensure(
         lambda name, result: (
             result.name == name and result.version >= 1 and len(result.sha256) == 64
         ),
         "a new checksummed version of the named model",
     )
+    @ensure(
+        lambda format, result: format is None or result.format == format,
+        "saved in the format asked for",
+    )
     def save(
-        self, name: str, model: Any, *, metadata: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        model: Any,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        format: str | None = None,
     ) -> ModelInfo:
-        """Save ``model`` as a new version (1, 2, ...): a torch Module as its ``state_dict``
-        and a mapping of tensors in ``.pth``, anything else picklable in ``.joblib``."""
-        kind = modelfile.classify(model)
+        """Save ``model`` as a new version (1, 2, ...) in ``format`` (``None``: a torch
+        Module as its ``state_dict`` and a mapping of tensors in ``.pth``, anything else
+        picklable in ``.joblib``)."""
+        codec = self._codec_to_save(model, format)
         user_meta = plain_json(metadata, "metadata")
         with self._lock.hold():
             model_dir = self._checked_dir(name)
             refuse_links(model_dir)  # a link in the model's folder is damage
             version = self._next_version(name)
-            file = f"{_stem(version)}.{kind}"
-            if kind == "pth":
-                written = modelfile.write_pth(model_dir / file, model)
-            else:
-                written = modelfile.write_joblib(model_dir / file, model)
-                write_atomic(self.trust_dir / written.sha256, b"")
+            file = model_file(version, codec.suffix)
+            written = codec.write(model_dir / file, model)
+            trust.mark(self.trust_dir, codec, written.sha256)
             info = ModelInfo(
                 name=name,
                 version=version,
-                format=kind,
+                format=codec.suffix,
                 file=file,
                 sha256=written.sha256,
                 size_bytes=written.size_bytes,
-                created_at=_now(),
+                created_at=utc_iso(),
                 metadata=user_meta,
                 class_path=written.class_path,
                 parameter_count=written.parameter_count,
@@ -226,23 +175,29 @@ class ModelStore(icontract.DBC):
             self._commit(info, written.chunks)
             return info
 
+    @staticmethod
+    def _codec_to_save(model: Any, format: str | None) -> Codec:
+        if format is None:
+            return modelcodecs.pick(model)
+        codec = modelcodecs.codec_for(format)
+        if not codec.can_save(model):
+            raise InvalidInput(
+                f"format: {format!r} cannot hold a {type(model).__qualname__}",
+                argument="format",
+            )
+        return codec
+
     def _next_version(self, name: str) -> int:
-        """One more than any version recorded or with an artefact left by a crash (lock held)."""
-        used = self._numbers(name)
+        """One more than any version recorded or with a file left by a crash (lock held)."""
         model_dir = self._checked_dir(name)
+        used = folder.record_numbers(model_dir)
         if exists_as(model_dir, "dir"):
-            used += [
-                int(m.group(1)) for p in entries(model_dir) if (m := ARTEFACT.fullmatch(p.name))
-            ]
-            with contextlib.suppress(FileNotFoundError, ValueError):
-                used.append(int(read_regular(model_dir / HIGH_WATER)))
+            used += folder.used_numbers(model_dir)
         return max(used, default=0) + 1
 
     def _commit(self, info: ModelInfo, chunks: builtins.list[str] | None = None) -> None:
-        doc = {"document": FORMAT, "format_version": FORMAT_VERSION, **info.model_dump()}
-        if chunks:
-            doc |= {"chunk_sha256": chunks, "chunk_bytes": modelfile.CHUNK}
-        write_atomic(self._dir(info.name) / f"{_stem(info.version)}.json", dump_checked(doc))
+        document = modelrecord.dump(info, chunks, modelcodecs.CHUNK)
+        write_atomic(self._dir(info.name) / model_record(info.version), document)
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
     @require(
@@ -267,13 +222,12 @@ class ModelStore(icontract.DBC):
             doomed = numbers if version is None else [version]
             try:
                 if version is not None:  # a version number is never given out twice
-                    write_atomic(model_dir / HIGH_WATER, str(max(numbers)).encode())
+                    write_atomic(model_dir / folder.HIGH_WATER, str(max(numbers)).encode())
                 for number in doomed:  # records first: once gone, the version is gone
-                    (model_dir / f"{_stem(number)}.json").unlink()
+                    (model_dir / model_record(number)).unlink()
                 fsync_dir(model_dir)
-                for path in [Path(e.path) for e in entries(model_dir)]:
-                    match = ARTEFACT.fullmatch(path.name)
-                    if match and int(match.group(1)) in doomed:
+                for number, path in folder.model_files(model_dir):
+                    if number in doomed:
                         path.unlink()
             except OSError as exc:
                 raise StorageError(
@@ -282,7 +236,7 @@ class ModelStore(icontract.DBC):
             if version is None:
                 with contextlib.suppress(OSError):
                     for path in [Path(e.path) for e in entries(model_dir)]:
-                        if path.name == HIGH_WATER or (
+                        if path.name == folder.HIGH_WATER or (
                             path.name.startswith(".") and path.name.endswith(".tmp")
                         ):
                             path.unlink()
@@ -294,20 +248,21 @@ class ModelStore(icontract.DBC):
     def add_untrusted_version(self, name: str, source: Path, info: ModelInfo) -> ModelInfo:
         """Add the artefact file ``source`` (e.g. from an imported archive) as a new version.
 
-        Its size and SHA-256 must match ``info``; no trust marker is created, so a
-        ``.joblib`` added this way loads only with ``trusted=True``.
+        Its size and SHA-256 must match ``info``; no trust mark is created, so a file whose
+        reading runs code (``.joblib``) added this way loads only with ``trusted=True``.
         """
-        data = modelfile.read_verified(Path(source), info.sha256, info.size_bytes)
+        codec = modelcodecs.codec_for(info.format)
+        data = modelcodecs.read_verified(Path(source), info.sha256, info.size_bytes)
         with self._lock.hold():
             model_dir = self._checked_dir(name)
             refuse_links(model_dir)
             version = self._next_version(name)
-            file = f"{_stem(version)}.{info.format}"
+            file = model_file(version, codec.suffix)
             write_atomic(model_dir / file, data)
             added = info.model_copy(
-                update={"name": name, "version": version, "file": file, "created_at": _now()}
+                update={"name": name, "version": version, "file": file, "created_at": utc_iso()}
             )
-            chunks = chunk_digests(data, modelfile.CHUNK) if info.format == "pth" else []
+            chunks = chunk_digests(data, modelcodecs.CHUNK) if codec.chunked else []
             self._commit(added, chunks)
             return added
 
@@ -325,33 +280,22 @@ class ModelStore(icontract.DBC):
     def load(
         self, name: str, *, version: int | None = None, into: Any = None, trusted: bool = False
     ) -> Any:
-        """The model (latest version unless ``version``): a ``.pth`` as its state dict, or
-        loaded into ``into`` (returned); a ``.joblib`` as the unpickled object."""
+        """The model (latest version unless ``version``): tensors as their state dict, or
+        loaded into ``into`` (returned); a pickled object as the unpickled object."""
         if version is None:
             numbers = self._numbers(name)
             if not numbers:
                 raise NotFoundError(f"model {name!r} not found in context {self.context!r}")
             version = numbers[-1]
-        info, chunks, chunk_bytes = self._record(name, version)
+        record = self._record(name, version)
+        info = record.info
+        codec = modelcodecs.codec_for(info.format)
         path = self._checked_dir(name) / info.file
-        if info.format == "pth":
-            state = modelfile.read_pth(path, info.sha256, info.size_bytes, chunks, chunk_bytes)
-            if into is None:
-                return state
-            try:
-                into.load_state_dict(state)
-            except (RuntimeError, KeyError, TypeError, ValueError) as exc:
-                raise InvalidInput(f"into: weights do not fit ({str(exc)[:200]})") from None
-            return into
-        if into is not None:
-            raise InvalidInput(f"into: model {name!r} is a .joblib object, not torch weights")
-        data = modelfile.read_verified(path, info.sha256, info.size_bytes)
-        if not trusted and not self.is_trusted(info.sha256):
-            raise UntrustedArtifactError(
-                f"{path}: this .joblib did not come from this store's own save; "
-                "pass trusted=True only if you trust its origin (unpickling runs code)"
-            )
-        return modelfile.load_joblib(data, path)
+
+        def permit() -> None:
+            trust.check(self.trust_dir, codec, path, info.sha256, trusted=trusted)
+
+        return codec.read(path, record.recorded, into=into, permit=permit)
 
     @ensure(
         lambda result: [i.name for i in result] == sorted({i.name for i in result}),
@@ -411,11 +355,11 @@ class ModelStore(icontract.DBC):
     def _verify_model(self, model_dir: Path) -> builtins.list[str]:
         problems: builtins.list[str] = []
         for number in self._numbers(model_dir.name):
-            record = model_dir / f"{_stem(number)}.json"
+            path = model_dir / model_record(number)
             try:
-                if not exists_as(record, "file"):
+                if not exists_as(path, "file"):
                     continue
-                info = _parse(_read_doc(record), record, model_dir.name)
+                info = modelrecord.read(path, model_dir.name).info
             except IntegrityError as exc:
                 problems.append(str(exc))
                 continue
@@ -424,28 +368,7 @@ class ModelStore(icontract.DBC):
                     raise  # an I/O failure, not damage
                 problems.append(str(exc))
                 continue
-            problem = modelfile.verify_file(model_dir / info.file, info.sha256, info.size_bytes)
+            problem = modelcodecs.verify_file(model_dir / info.file, info.sha256, info.size_bytes)
             if problem:
                 problems.append(problem)
         return problems
-
-
-def _read_doc(path: Path) -> dict[str, Any]:
-    """A model record, read without following a link."""
-    return parse_checked(read_regular(path), path)
-
-
-def recorded_files(root: Path) -> dict[str, tuple[int, str]]:
-    """``(size, sha256)`` on record for every model file below the ``models`` folder
-    ``root``, keyed by ``<model>/<file>`` (for export's check of what it packs). A damaged
-    record raises ``IntegrityError`` naming it."""
-    out: dict[str, tuple[int, str]] = {}
-    for entry in entries(root):
-        if not (is_valid_name(entry.name) and entry.is_dir(follow_symlinks=False)):
-            continue
-        for record in entries(Path(entry.path)):
-            if RECORD.fullmatch(record.name) and exists_as(Path(record.path), "file"):
-                path = Path(record.path)
-                info = _parse(_read_doc(path), path, entry.name)
-                out[f"{entry.name}/{info.file}"] = (info.size_bytes, info.sha256)
-    return out

@@ -1,0 +1,119 @@
+"""The ``pth`` codec: a torch ``state_dict`` (or mapping of tensors) saved by ``torch.save``
+and read only with ``torch.load(weights_only=True)`` (docs/api.md, "Models").
+
+* It is written by torch's own file writer while a second thread hashes the bytes already
+  written (torch writes strictly sequentially); the record also keeps the SHA-256 of each
+  ``CHUNK`` piece so that loading checks every byte on two threads.
+* It is read memory-mapped from the very file descriptor that was hashed (no window for the
+  file to change in between). No code from the file ever runs: ``runs_code`` is False.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from app.core.atomic import atomic_file
+from app.core.errors import IntegrityError, StorageError, UntrustedArtifactError
+from app.formats.hashio import chunk_digests_fd, follow_sha256
+from app.formats.modelcodecs.codec import Recorded, Written
+from app.formats.modelcodecs.hashing import (
+    CHUNK,
+    PROC_FD,
+    class_path,
+    open_verified,
+    read_verified,
+    write_hashed,
+)
+from app.formats.modelcodecs.tensors import fill, holds_tensors, import_torch, state_of
+
+SUFFIX = "pth"
+
+
+def _write_followed(path: Path, torch: ModuleType, state: Any) -> tuple[str, int, list[str]]:
+    """torch's own (C++) file writer on the temp file, followed by a thread hashing what it
+    has written so far; the per-piece digests are computed while atomic_file fsyncs."""
+    with ThreadPoolExecutor(2, thread_name_prefix="ctxstore-sha") as pool:
+        futures: list[Future[Any]] = []
+        dup = -1
+        try:
+            with atomic_file(path) as fh:
+                dup = os.dup(fh.fileno())
+                done = threading.Event()
+                futures.append(pool.submit(follow_sha256, dup, done))
+                try:
+                    torch.save(state, str(PROC_FD / str(fh.fileno())))
+                finally:
+                    done.set()
+                digest, size = futures[0].result()
+                if size != os.fstat(dup).st_size:
+                    raise StorageError(f"{path}: file changed while being hashed")
+                futures.append(pool.submit(chunk_digests_fd, dup, CHUNK))
+            chunks: list[str] = futures[1].result()
+        finally:
+            for future in futures:  # never close ``dup`` under a running hash
+                if not future.cancel():
+                    future.exception()
+            if dup >= 0:
+                os.close(dup)
+    return digest, size, chunks
+
+
+def _torch_load(torch: ModuleType, source: Any, path: Path, mmap: bool) -> Any:
+    try:
+        return torch.load(source, weights_only=True, mmap=mmap, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        raise UntrustedArtifactError(
+            f"{path}: refused by the weights-only loader ({str(exc).splitlines()[0][:160]})"
+        ) from None
+    except (RuntimeError, ValueError, EOFError) as exc:
+        raise IntegrityError(f"{path}: not a readable .pth file ({str(exc)[:160]})") from None
+
+
+class PthCodec:
+    """``.pth``: a module's ``state_dict`` or a mapping of tensors; picked by ``format=None``
+    for exactly those."""
+
+    suffix = SUFFIX
+    runs_code = False
+    precedence: int | None = 10
+    chunked = True
+
+    def can_save(self, model: object) -> bool:
+        return holds_tensors(model)
+
+    def write(self, path: Path, model: Any) -> Written:
+        torch = import_torch(SUFFIX)
+        state, count = state_of(torch, model)
+        versions = {"torch": str(torch.__version__)}
+        if not PROC_FD.is_dir():
+            digest, size = write_hashed(path, lambda out: torch.save(state, out))
+            return Written(digest, size, class_path(model), count, versions)
+        digest, size, chunks = _write_followed(path, torch, state)
+        return Written(digest, size, class_path(model), count, versions, chunks)
+
+    def read(self, path: Path, recorded: Recorded, *, into: Any, permit: Callable[[], None]) -> Any:
+        if not PROC_FD.is_dir():  # no descriptor path to map: read, check, load the bytes
+            data = read_verified(path, recorded.sha256, recorded.size_bytes)
+            permit()
+            torch = import_torch(SUFFIX)
+            return fill(into, _torch_load(torch, io.BytesIO(data), path, mmap=False))
+        fd = open_verified(path, recorded)
+        try:
+            permit()
+            torch = import_torch(SUFFIX)
+            # the hashed descriptor itself: mapped, not copied, and cannot be swapped
+            state = _torch_load(torch, str(PROC_FD / str(fd)), path, mmap=True)
+        finally:
+            os.close(fd)
+        return fill(into, state)
+
+
+CODEC = PthCodec()
