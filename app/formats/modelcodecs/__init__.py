@@ -30,6 +30,7 @@ def _codec(module: str) -> Codec:
 _REGISTERED: tuple[Codec, ...] = (
     _codec("pth"),
     _codec("joblib"),
+    _codec("safetensors"),
 )
 _BY_SUFFIX: dict[str, Codec] = {c.suffix: c for c in _REGISTERED}
 _AUTO: tuple[Codec, ...] = tuple(
