@@ -108,6 +108,8 @@ TRACKER_FILE = "tracker.sqlite"
 """The workflow tracker, inside the workflows folder."""
 NO_TRUST_DIR = ".no-trust"
 """Private, empty trust folder of a staged (imported) context: nothing it holds is trusted."""
+SHARD_SUFFIX = ".npz"
+"""Suffix of embedding shard files (any such file in a set folder counts as a shard's data)."""
 STAGING_PURPOSES = ("import", "export", "save", "merge", "dropped", "replaced")
 """Purposes of the dot-named staging folders in the contexts folder (never listed as contexts)."""
 
@@ -138,6 +140,7 @@ __all__ = [
     "NO_TRUST_DIR",
     "SET_META",
     "SHARD_PATTERN",
+    "SHARD_SUFFIX",
     "STAGING_PURPOSES",
     "STORE_LOCK",
     "STORE_MARKER",
