@@ -123,7 +123,7 @@ class Store(icontract.DBC):
     @ensure(lambda self: not self._open, "no context stays open")
     def close(self) -> None:
         """Flush this store's append buffers, release index connections and the tracker."""
-        close_buffers(self.root)  # SPEC 22: accepted buffer items are written first
+        close_buffers(self.root)  # accepted buffer items are written first (docs/api.md)
         with self._guard:
             for ctx in self._open.values():
                 ctx.close()
@@ -465,7 +465,7 @@ def open_store(root: str | os.PathLike[str] | None = None, *, create: bool = Tru
         except OSError as exc:
             raise io_error("creating store", path, exc) from exc
     _check_marker(marker)
-    if create:  # open_store(create=False) never writes (SPEC 22)
+    if create:  # open_store(create=False) never writes (docs/api.md, "Guarantees")
         with contextlib.suppress(OSError):
             layout.contexts_dir(path).mkdir(exist_ok=True)
     store = Store(path)

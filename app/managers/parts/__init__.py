@@ -13,22 +13,41 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.core import layout
 from app.core.names import is_valid_name
 from app.managers.parts.embeddings import EMBEDDINGS
 from app.managers.parts.models import MODELS
 from app.managers.parts.protocol import MERGE_MODES, ContextPart, PartContext
 
 RESERVED = frozenset(
-    {"collections", "records", "index_bytes", "bytes", "problems", "files", "context"}
+    {
+        # a context's stats and state: the record core's keys ("index" would give "index_bytes")
+        "collections",
+        "records",
+        "index",
+        "index_bytes",
+        "bytes",
+        "problems",
+        # the manifest's own fields
+        "format",
+        "format_version",
+        "context",
+        "library_version",
+        "created_at",
+        "files",
+    }
 )
-"""Keys of a context's stats, state and manifest that belong to the record core."""
+"""Names a part cannot take: keys of a context's stats, state and manifest that belong to the
+record core or the manifest itself."""
 
 _REGISTRY: list[ContextPart[Any]] = []
 
 
 def register(part: ContextPart[Any]) -> ContextPart[Any]:
     """Add ``part`` after the registered ones (its name and folder must be new)."""
-    if not (is_valid_name(part.name) and is_valid_name(part.folder)) or part.name in RESERVED:
+    usable = is_valid_name(part.name) and is_valid_name(part.folder)
+    usable = usable and layout.collection_of(part.folder) is None  # never a log's name
+    if not usable or part.name in RESERVED or f"{part.name}_bytes" in part_names():
         raise ValueError(f"part name {part.name!r} / folder {part.folder!r} is not usable")
     if any(p.name == part.name or p.folder == part.folder for p in _REGISTRY):
         raise ValueError(f"a part named {part.name!r} or kept in {part.folder!r} is registered")
