@@ -25,8 +25,10 @@ CHILD = r"""
 import os, sys, time, shutil
 from pathlib import Path
 import app
-import app.managers.transfer as transfer
-import app.managers.transfer_merge as transfer_merge
+import app.managers.transfer.export as transfer_export
+import app.managers.transfer.importing as transfer_import
+import app.managers.transfer.merge as transfer_merge
+import app.managers.transfer.state as transfer_state
 import app.managers.store as store_mod
 root, op, archive, marker, go = sys.argv[1:6]
 
@@ -40,16 +42,16 @@ def pausing(fn):
 
 s = app.open_store(root)
 if op == "import":
-    transfer._verify_parts = pausing(transfer._verify_parts)
+    transfer_import._verify_parts = pausing(transfer_import._verify_parts)
     s.import_context(archive, name="y")
 elif op == "merge":
     transfer_merge._merge_catalog = pausing(transfer_merge._merge_catalog)
     s.import_context(archive, name="x", on_conflict="merge")
 elif op == "save":
-    transfer._build_manifest = pausing(transfer._build_manifest)
+    transfer_state.build_manifest = pausing(transfer_state.build_manifest)
     s.save_context("y", {"collections": {"t": [{"id": "a"}, {"id": "b"}]}})
 elif op == "export":
-    transfer.write_archive = pausing(transfer.write_archive)
+    transfer_export.write_archive = pausing(transfer_export.write_archive)
     s.export_context("x", archive + ".out.tar.gz")
 elif op == "drop":
     real = shutil.rmtree

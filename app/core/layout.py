@@ -99,23 +99,62 @@ def model_file(version: int, suffix: str) -> str:
 MODEL_FILE_PATTERN = re.compile(r"v(\d{4,})\.([a-z][a-z0-9_]*)")
 """A model version's file (``model_file``): group 1 the version, group 2 the suffix (the
 record's ``.json`` matches too: callers keep the suffixes of registered formats)."""
+# -- added by issue 10 (parts, store directory) ---------------------------------------------
+
+EMBEDDINGS_DIR = "embeddings"
+"""Folder of a context's embedding sets (the ``embeddings`` part)."""
+MODELS_DIR = "models"
+"""Folder of a context's models (the ``models`` part)."""
+STORE_LOCK = ".store.lock"
+"""The store's writer lock (create, drop, install contexts)."""
+TRACKER_FILE = "tracker.sqlite"
+"""The workflow tracker, inside the workflows folder."""
+NO_TRUST_DIR = ".no-trust"
+"""Private, empty trust folder of a staged (imported) context: nothing it holds is trusted."""
+SHARD_SUFFIX = ".npz"
+"""Suffix of embedding shard files (any such file in a set folder counts as a shard's data)."""
+STAGING_PURPOSES = ("import", "export", "save", "merge", "dropped", "replaced")
+"""Purposes of the dot-named staging folders in the contexts folder (never listed as contexts)."""
+
+
+def staging_prefix(purpose: str) -> str:
+    """Start of the name of a staging folder for ``purpose``: ``.<purpose>-``."""
+    return f".{purpose}-"
+
+
+def tracker(root: Path) -> Path:
+    """The workflow tracker of the store at ``root``."""
+    return workflows_dir(root) / TRACKER_FILE
+
+
+def index_files_glob(context: str) -> str:
+    """Glob of a context's index and its SQLite side files (``-wal``, ``-shm``)."""
+    return f"{index_name(context)}*"
 
 
 __all__ = [
     "CATALOG_FILE",
     "CONTEXTS_DIR",
+    "EMBEDDINGS_DIR",
     "INDEX_SUFFIX",
     "LOG_SUFFIX",
+    "MODELS_DIR",
     "MODEL_FILE_PATTERN",
     "MODEL_RECORD_PATTERN",
+    "NO_TRUST_DIR",
     "SET_META",
     "SHARD_PATTERN",
+    "SHARD_SUFFIX",
+    "STAGING_PURPOSES",
+    "STORE_LOCK",
     "STORE_MARKER",
+    "TRACKER_FILE",
     "TRUST_DIR",
     "WORKFLOWS_DIR",
     "catalog",
     "collection_of",
     "contexts_dir",
+    "index_files_glob",
     "index_name",
     "log_name",
     "marker",
@@ -123,6 +162,8 @@ __all__ = [
     "model_record",
     "model_stem",
     "shard_name",
+    "staging_prefix",
+    "tracker",
     "trust_dir",
     "workflows_dir",
 ]

@@ -1,8 +1,11 @@
-"""Types of whole-context transfer (SPEC section 8): ``ContextState`` and ``Manifest``.
+"""Types of whole-context transfer: ``ContextState`` and ``Manifest`` (docs/api.md).
 
 Pure definitions, no I/O. ``Manifest`` is also the exact schema of ``manifest.json`` at the
-root of an export archive (``extra="forbid"``: an archive with unknown manifest fields from a
-newer format is refused rather than half understood).
+root of an export archive. Both carry one entry per context part (``app.managers.parts``)
+under the part's name: ``embeddings`` and ``models`` are declared here; a part added later
+rides along as an extra field of the same shape (``extra="allow"``), and import refuses a
+manifest field that names no registered part, so an archive with fields from a newer format is
+refused rather than half understood. See docs/api.md, "Whole contexts".
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ class ContextState(BaseModel):
     ``collections``: records per collection (plain dicts with their ``"id"``);
     ``embeddings``: ``app.EmbeddingSet`` per set name (anything with ``ids``, ``vectors`` and
     ``metadata`` is accepted when saving); ``models``: model objects per name (the latest
-    version; ``load_context`` returns them as ``ctx.models.load`` does).
+    version; ``load_context`` returns them as ``ctx.models.load`` does); a part registered
+    later: its items by name, under the part's name.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="allow")
 
     collections: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     embeddings: dict[str, Any] = Field(default_factory=dict)
@@ -55,7 +59,7 @@ class ManifestFile(BaseModel):
 class Manifest(BaseModel):
     """What an export archive (or a saved context) holds; ``manifest.json`` of the archive."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="allow")
 
     format: str = MANIFEST_FORMAT
     format_version: int = MANIFEST_VERSION

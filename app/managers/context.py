@@ -13,9 +13,8 @@ import itertools
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
-from functools import cached_property
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import icontract
 from pydantic import BaseModel
@@ -50,11 +49,16 @@ from app.formats.sqlindex import BatchRow, SqliteIndex
 from app.managers.catalog import Catalog, normalise_indexes
 from app.managers.collection import CollectionLog
 from app.managers.ctxfiles import check_layout, layout_problems
+from app.managers.embeddings import EmbeddingStore
+from app.managers.models import ModelStore
+from app.managers.parts import ContextPart, parts
+from app.managers.parts.embeddings import EMBEDDINGS
+from app.managers.parts.models import MODELS
 
 if TYPE_CHECKING:
     from app.managers.buffer import AppendBuffer
-    from app.managers.embeddings import EmbeddingStore
-    from app.managers.models import ModelStore
+
+H = TypeVar("H")
 
 Where = Mapping[str, Any] | None
 OrderBy = str | Sequence[str] | None
@@ -132,6 +136,7 @@ class Context(icontract.DBC):
         self._ready = False
         self._ready_guard = threading.Lock()
         self._plans: dict[tuple[str, str], QueryPlan] = {}
+        self._parts: dict[str, Any] = {}  # part name -> its handle (``part()``)
         self.on_use: Callable[[Context], None] | None = None  # the store's open-context set
 
     def __repr__(self) -> str:
@@ -621,9 +626,9 @@ class Context(icontract.DBC):
             except Exception as exc:
                 problems.append(_damage_only(exc))
             checked.append(str(self._index.path))
-            for part in (self.embeddings, self.models):
-                checked.append(str(part.root))
-                problems += part.verify()
+            for part in parts():
+                checked.append(str(self.path / part.folder))
+                problems += part.verify(self)
             problems += [p for p in link_problems(self.path) if p not in problems]  # SPEC 22
         return IntegrityReport(ok=not problems, problems=problems, checked=checked)
 
@@ -639,17 +644,23 @@ class Context(icontract.DBC):
 
     # -- other parts --------------------------------------------------------------------
 
-    @cached_property
+    @ensure(lambda self, part, result: self._parts.get(part.name) is result, "one handle a part")
+    def part(self, part: ContextPart[H]) -> H:
+        """The handle of ``part`` in this context (opened on first use, then kept)."""
+        handle: H | None = self._parts.get(part.name)
+        if handle is None:
+            handle = self._parts.setdefault(part.name, part.open(self))  # one, if threads race
+        return handle
+
+    @property
     def embeddings(self) -> EmbeddingStore:
-        from app.managers.embeddings import EmbeddingStore
+        """The context's embedding sets (docs/api.md, "Embeddings")."""
+        return self.part(EMBEDDINGS)
 
-        return EmbeddingStore(self.path / "embeddings", self._lock, self.name)
-
-    @cached_property
+    @property
     def models(self) -> ModelStore:
-        from app.managers.models import ModelStore
-
-        return ModelStore(self.path / "models", self._lock, self.name, self._trust_dir)
+        """The context's models (docs/api.md, "Models")."""
+        return self.part(MODELS)
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
     @require(lambda max_pending: is_positive_int(max_pending), "max_pending", "must be an int > 0")
@@ -679,6 +690,11 @@ class Context(icontract.DBC):
         )
 
     # -- for other managers of this package (transfer, workflows) -------------------------
+
+    @property
+    def trust_dir(self) -> Path:
+        """The store's trust folder (trust marks of pickled models, docs/api.md "Models")."""
+        return self._trust_dir
 
     @property
     def writer_lock(self) -> WriterLock:

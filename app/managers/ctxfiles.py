@@ -12,6 +12,7 @@ import os
 import stat
 from pathlib import Path
 
+from app.core import layout
 from app.core.errors import IntegrityError, io_error
 from app.core.names import is_valid_name
 
@@ -26,10 +27,10 @@ def _kind(mode: int) -> str:
 
 def layout_problems(folder: Path, name: str) -> list[str]:
     """What is wrong with the files of the context in ``folder`` (empty when nothing)."""
-    if os.path.islink(folder):  # never read a context through a link (SPEC 22)
+    if os.path.islink(folder):  # never read a context through a link (docs/api.md, Guarantees)
         return [f"{folder}: the context folder is a symbolic link"]
     problems: list[str] = []
-    catalog = folder / "context.json"
+    catalog = layout.catalog(folder)
     try:
         st = os.lstat(catalog)
     except FileNotFoundError:
@@ -44,8 +45,8 @@ def layout_problems(folder: Path, name: str) -> list[str]:
     except OSError as exc:
         raise io_error("listing", folder, exc) from exc
     for entry in entries:
-        is_log = entry.name.endswith(".jsonl") and is_valid_name(entry.name[: -len(".jsonl")])
-        if not (is_log or entry.name == f"{name}.sqlite"):
+        is_log = is_valid_name(layout.collection_of(entry.name))
+        if not (is_log or entry.name == layout.index_name(name)):
             continue
         mode = entry.stat(follow_symlinks=False).st_mode
         if not stat.S_ISREG(mode):
@@ -58,7 +59,7 @@ def is_context_folder(folder: Path) -> bool:
     """True for a context's folder: it has a ``context.json`` or any file that is not a dot
     file (a folder holding nothing else is a context whose creation never finished); a link
     where a context folder belongs is listed too (as a damaged context)."""
-    if os.path.islink(folder) or os.path.lexists(folder / "context.json"):
+    if os.path.islink(folder) or os.path.lexists(layout.catalog(folder)):
         return True
     try:
         return any(not e.name.startswith(".") for e in os.scandir(folder))

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from app.core.errors import StorageError, io_error
+from app.core.layout import STAGING_PURPOSES, staging_prefix
 
-PREFIXES = (".import-", ".export-", ".save-", ".merge-", ".dropped-", ".replaced-")
+PREFIXES = tuple(staging_prefix(p) for p in STAGING_PURPOSES)
 CREATE_ATTEMPTS = 100
 
 
@@ -75,7 +76,7 @@ def _same(fd: int, path: Path) -> bool:
 
 def _create_locked(base: Path, purpose: str) -> tuple[Path, int]:
     for _ in range(CREATE_ATTEMPTS):
-        path = base / f".{purpose}-{os.urandom(8).hex()}"
+        path = base / f"{staging_prefix(purpose)}{os.urandom(8).hex()}"
         path.mkdir(mode=0o700)
         fd = _lock(path)
         if fd is None:

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import shutil
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import icontract
 import orjson
 
+from app.core import layout
 from app.core.atomic import fsync_dir, write_atomic
+from app.core.clock import utc_iso
 from app.core.contracts import EXPENSIVE, ensure, invariant, require, valid_name
 from app.core.errors import (
     ConflictError,
@@ -31,27 +33,30 @@ from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.nofollow import exists_as
 from app.core.schemas import IntegrityReport
+from app.core.transfer_types import ContextState, Manifest
+from app.core.version import __version__
+from app.core.workflow_types import WorkflowStatus
 from app.formats.sqlindex import check_index_version
 from app.managers.buffer import close_buffers
 from app.managers.catalog import Catalog
 from app.managers.context import Context
 from app.managers.ctxfiles import is_context_folder
-from app.managers.staging import holding, sweep
-
-if TYPE_CHECKING:
-    from app.managers.workflows import WorkflowManager
+from app.managers.staging import holding, staging_folder, sweep
+from app.managers.stats import store_stats
+from app.managers.swap import fsync_tree, refuse_linked_target, swap_in
+from app.managers.transfer import (
+    ON_CONFLICT,
+    export_context,
+    import_context,
+    load_context,
+    save_context,
+)
+from app.managers.workflows import WorkflowManager
 
 FORMAT_VERSION = 1
-MARKER = "ctxstore.json"
 MAX_OPEN_CONTEXTS = 32
 """Contexts of one ``Store`` whose index stays open between uses (about 3 files each): the
 least recently used beyond this are closed (and reopen on their next use)."""
-
-
-def _version() -> str:
-    from app import __version__
-
-    return __version__
 
 
 def _path_ok(value: object) -> bool:
@@ -93,9 +98,9 @@ class Store(icontract.DBC):
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._contexts_dir = root / "contexts"
-        self._trust_dir = root / "trust"
-        self._lock = WriterLock(root / ".store.lock")
+        self._contexts_dir = layout.contexts_dir(root)
+        self._trust_dir = layout.trust_dir(root)
+        self._lock = WriterLock(root / layout.STORE_LOCK)
         self._open: dict[str, Context] = {}
         self._guard = threading.Lock()
         self._closed = False
@@ -118,7 +123,7 @@ class Store(icontract.DBC):
     @ensure(lambda self: not self._open, "no context stays open")
     def close(self) -> None:
         """Flush this store's append buffers, release index connections and the tracker."""
-        close_buffers(self.root)  # SPEC 22: accepted buffer items are written first
+        close_buffers(self.root)  # accepted buffer items are written first (docs/api.md)
         with self._guard:
             for ctx in self._open.values():
                 ctx.close()
@@ -167,7 +172,7 @@ class Store(icontract.DBC):
         """``SchemaVersionError`` if a context's index was written by an unknown version (each
         index is opened read-only and closed again)."""
         for name in self.contexts():
-            check_index_version(self._contexts_dir / name / f"{name}.sqlite")
+            check_index_version(self._contexts_dir / name / layout.index_name(name))
 
     def _touch(self, ctx: Context) -> None:
         """Called by a context of this store at the start of each operation: keeps at most
@@ -226,7 +231,7 @@ class Store(icontract.DBC):
                 raise IntegrityError(f"{path}: the context folder is a symbolic link")
             # a folder with a context's files but no context.json is a damaged context: it is
             # opened (and raises IntegrityError on use), never silently re-created empty
-            if not (path / "context.json").is_file() and not (
+            if not layout.catalog(path).is_file() and not (
                 path.is_dir() and is_context_folder(path)
             ):
                 if not create:
@@ -241,14 +246,14 @@ class Store(icontract.DBC):
 
     def _create_context(self, name: str, path: Path) -> None:
         with self._lock.hold():
-            if (path / "context.json").is_file() or (path.is_dir() and is_context_folder(path)):
+            if layout.catalog(path).is_file() or (path.is_dir() and is_context_folder(path)):
                 return
             try:
                 path.mkdir(parents=True, exist_ok=True)
                 fsync_dir(self._contexts_dir)
             except OSError as exc:
                 raise io_error("creating", path, exc) from exc
-            write_atomic(path / "context.json", Catalog.initial(name))
+            write_atomic(layout.catalog(path), Catalog.initial(name))
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
     @ensure(lambda self, name: name not in self.contexts(), "the context is gone")
@@ -266,9 +271,10 @@ class Store(icontract.DBC):
             if not (path.is_dir() and is_context_folder(path)):  # damaged ones can be dropped
                 raise NotFoundError(f"context {name!r} not found in {self.root}")
             ctx = self.context(name, create=False)
-            with holding(path), ctx._lock.hold():
+            with holding(path), ctx.writer_lock.hold():
                 ctx.close()
-                trash = self._contexts_dir / f".dropped-{name}-{os.urandom(4).hex()}"
+                dropped = f"{layout.staging_prefix('dropped')}{name}-{os.urandom(4).hex()}"
+                trash = self._contexts_dir / dropped
                 try:
                     os.replace(path, trash)
                     fsync_dir(self._contexts_dir)
@@ -283,9 +289,7 @@ class Store(icontract.DBC):
 
     @cached_property
     def workflows(self) -> WorkflowManager:
-        from app.managers.workflows import WorkflowManager
-
-        return WorkflowManager(self.root / "workflows", self)
+        return WorkflowManager(layout.workflows_dir(self.root), self)
 
     @ensure(lambda result: result.ok == (not result.problems), "ok means no problem was found")
     def verify(self) -> IntegrityReport:
@@ -306,61 +310,143 @@ class Store(icontract.DBC):
             checked += report.checked
         wf_problems = self.workflows.verify()
         problems += wf_problems
-        checked.append(str(self.root / "workflows"))
+        checked.append(str(layout.workflows_dir(self.root)))
         return IntegrityReport(ok=not problems, problems=problems, checked=checked)
 
-    # -- whole contexts (implemented in app.managers.transfer) ---------------------------
+    # -- the store's directory (``ContextHost``, used by transfer and workflows) ------------
+
+    @property
+    def contexts_dir(self) -> Path:
+        """The folder holding one folder per context."""
+        return self._contexts_dir
+
+    @property
+    def trust_dir(self) -> Path:
+        """The trust marks of pickled models (docs/api.md, "Models")."""
+        return self._trust_dir
+
+    @property
+    def writer_lock(self) -> WriterLock:
+        """The store's writer lock (held to create, drop and install contexts)."""
+        return self._lock
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
-    def save_context(self, name: str, state: Any) -> Any:
-        """Replace a context's content by ``state`` (an ``app.ContextState``)."""
-        from app.managers.transfer import save_context
+    def exists(self, name: str) -> bool:
+        """Whether the context ``name`` exists (its ``context.json`` is a file)."""
+        return layout.catalog(child(self._contexts_dir, name, "name")).is_file()
 
+    @require(
+        lambda purpose: purpose in layout.STAGING_PURPOSES,
+        "purpose",
+        f"must be one of {', '.join(layout.STAGING_PURPOSES)}",
+    )
+    @contextlib.contextmanager
+    def staging(self, purpose: str) -> Iterator[Path]:
+        """A fresh private folder ``<contexts>/.<purpose>-<hex>``, locked while in use
+        (``app.managers.staging``), removed afterwards unless it was installed. Dot names are
+        never listed as contexts."""
+        with staging_folder(self._contexts_dir, purpose) as path:
+            yield path
+
+    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @ensure(lambda name, result: result.name == name, "a context of that name")
+    def open_staged(self, name: str, folder: Path, *, trusted: bool) -> Context:
+        """A ``Context`` named ``name`` on the staged folder ``folder`` (close it after use);
+        untrusted: an empty private trust folder inside ``folder``."""
+        trust = self._trust_dir if trusted else folder / layout.NO_TRUST_DIR
+        return Context(name, folder, trust)
+
+    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @ensure(lambda self, name: self.exists(name), "the context is in place")
+    def install(self, name: str, staged: Path, *, replace: bool) -> None:
+        """Make ``staged`` the context ``name``: a rename when it is new; with ``replace`` an
+        atomic exchange with the live directory (two renames where the kernel cannot exchange;
+        ``staged`` then holds the old content, removed by its staging block). The caller holds
+        ``writer_lock`` and, when replacing, the live context's writer lock."""
+        target = child(self._contexts_dir, name, "name")
+        refuse_linked_target(target)  # never swap with, or merge into, a link
+        try:
+            fsync_tree(staged)
+            if not replace:
+                os.rename(staged, target)
+                fsync_dir(self._contexts_dir)
+                return
+            if not layout.catalog(target).is_file():
+                raise NotFoundError(f"context {name!r} not found in {self.root}")
+            self.forget(name)
+            swap_in(staged, target, name)
+        except OSError as exc:
+            raise io_error("installing context", target, exc) from exc
+
+    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @ensure(lambda self, name: name not in self._open, "the context is no longer open")
+    def forget(self, name: str) -> None:
+        """Close and drop the open ``Context`` of ``name`` (its files were replaced)."""
+        with self._guard:
+            ctx = self._open.pop(name, None)
+        if ctx is not None:
+            ctx.close()
+            self._forget_open(ctx)
+
+    # -- whole contexts (app.managers.transfer) ------------------------------------------
+
+    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @ensure(lambda name, result: result.context == name, "the manifest names the context")
+    def save_context(self, name: str, state: ContextState | Mapping[str, Any]) -> Manifest:
+        """Replace a context's content by ``state`` (docs/api.md, "Whole contexts")."""
         return save_context(self, name, state)
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
-    def load_context(self, name: str) -> Any:
-        """The whole content of a context as an ``app.ContextState``."""
-        from app.managers.transfer import load_context
-
+    @ensure(lambda result: isinstance(result, ContextState), "the context's content")
+    def load_context(self, name: str) -> ContextState:
+        """The whole content of a context (docs/api.md, "Whole contexts")."""
         return load_context(self, name)
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
     @require(lambda dest: _path_ok(dest), "dest", "must be a non-empty path without NUL")
-    def export_context(self, name: str, dest: str | os.PathLike[str]) -> Any:
+    def export_context(self, name: str, dest: str | os.PathLike[str]) -> Manifest:
         """Write a consistent snapshot of a context to a ``.tar.gz`` with a manifest."""
-        from app.managers.transfer import export_context
-
         return export_context(self, name, Path(dest))
 
     @require(lambda name: name is None or valid_name(name, "name"), "name", "invalid")
     @require(lambda src: _path_ok(src), "src", "must be a non-empty path without NUL")
     @require(
-        lambda on_conflict: on_conflict in ("fail", "overwrite", "merge", "skip"),
+        lambda on_conflict: on_conflict in ON_CONFLICT,
         "on_conflict",
-        "must be one of fail, overwrite, merge, skip",
+        f"must be one of {', '.join(ON_CONFLICT)}",
     )
     def import_context(
         self, src: str | os.PathLike[str], *, name: str | None = None, on_conflict: str = "fail"
-    ) -> Any:
+    ) -> Manifest:
         """Import an archive written by ``export_context`` after checking all of it."""
-        from app.managers.transfer import import_context
-
         return import_context(self, Path(src), name=name, on_conflict=on_conflict)
 
     @ensure(lambda result: "contexts" in result and "bytes" in result, "stats cover contexts")
     def stats(self) -> dict[str, Any]:
         """Sizes and counts per context and part."""
-        from app.managers.stats import store_stats
+        return store_stats(self, self._workflow_metrics())
 
-        return store_stats(self)
+    def _workflow_metrics(self) -> dict[str, Any]:
+        """The tracker's metrics; a store that never ran a workflow has no tracker, and reading
+        stats must not create one (reads never write, docs/api.md "Guarantees")."""
+        if layout.tracker(self.root).is_file():
+            return self.workflows.metrics()
+        return {
+            "by_status": {s.value: 0 for s in WorkflowStatus},
+            "by_type": {},
+            "total": 0,
+            "items_processed": 0,
+            "completed_items": 0,
+            "mean_duration_s": None,
+            "items_per_s": None,
+        }
 
 
 @require(lambda create: isinstance(create, bool), "create", "must be a bool")
 def open_store(root: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
     """Open the store at ``root`` (default ``$CTXSTORE_ROOT`` or ``./storage``)."""
     path = resolve_root(root)
-    marker = path / MARKER
+    marker = layout.marker(path)
     if not marker.is_file():
         if path.exists() and not path.is_dir():
             raise InvalidInput(f"root: {path} exists and is not a directory")
@@ -368,24 +454,24 @@ def open_store(root: str | os.PathLike[str] | None = None, *, create: bool = Tru
             raise NotFoundError(f"no store at {path}")
         try:
             path.mkdir(parents=True, exist_ok=True)
-            with WriterLock(path / ".store.lock").hold():
+            with WriterLock(path / layout.STORE_LOCK).hold():
                 if not marker.is_file():
                     meta = {
                         "format_version": FORMAT_VERSION,
-                        "created_at": dt.datetime.now(dt.UTC).isoformat(),
-                        "created_by": f"ctxstore {_version()}",
+                        "created_at": utc_iso(),
+                        "created_by": f"ctxstore {__version__}",
                     }
                     write_atomic(marker, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
         except OSError as exc:
             raise io_error("creating store", path, exc) from exc
     _check_marker(marker)
-    if create:  # open_store(create=False) never writes (SPEC 22)
+    if create:  # open_store(create=False) never writes (docs/api.md, "Guarantees")
         with contextlib.suppress(OSError):
-            (path / "contexts").mkdir(exist_ok=True)
+            layout.contexts_dir(path).mkdir(exist_ok=True)
     store = Store(path)
     store.check_versions()  # contexts open, and recover, on first use
     with contextlib.suppress(StorageError):  # leftovers of killed operations (never live ones)
-        sweep(path / "contexts")
+        sweep(layout.contexts_dir(path))
     return store
 
 
