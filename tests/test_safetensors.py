@@ -356,3 +356,18 @@ def test_import_keeps_safetensors_loadable(tmp_path: Path) -> None:
         b.import_context(tmp_path / "c.tar.gz")
         back = b.context("c").models.load("m")  # no trust needed: nothing is unpickled
         assert torch.equal(back["bf16"], tensors()["bf16"])
+
+
+def test_merge_import_keeps_the_format_of_every_version(tmp_path: Path) -> None:
+    with app.open_store(tmp_path / "a") as a:
+        models = a.context("c").models
+        models.save("m", tensors(), format="safetensors")
+        models.save("m", tensors())  # pth
+        a.export_context("c", tmp_path / "c.tar.gz")
+    with app.open_store(tmp_path / "b") as b:
+        b.context("c").models.save("m", {"w": torch.zeros(2)})
+        b.import_context(tmp_path / "c.tar.gz", on_conflict="merge")
+        versions = b.context("c").models.versions("m")
+        assert [v.format for v in versions] == ["pth", "safetensors", "pth"]
+        back = b.context("c").models.load("m", version=2)  # no trust: nothing is unpickled
+        assert torch.equal(back["bf16"], tensors()["bf16"])

@@ -76,11 +76,8 @@ def _merge_model(target: ModelStore, source: ModelStore, name: str, mode: str) -
     if mode == "skip" and name in have:
         return
     for info in source.versions(name):
-        if info.format == "pth":  # read with torch.load(weights_only=True): no code runs
-            obj = source.load(name, version=info.version)
-            target.save(name, obj, metadata=info.metadata)
-            continue
-        # A pickle is never deserialised here; it is added as a file and stays untrusted.
+        # Copied as verified bytes, never deserialised; a format whose reading runs code
+        # (pickle) stays untrusted in the target until loaded with trusted=True.
         target.add_untrusted_version(name, source.root / name / info.file, info)
 
 
