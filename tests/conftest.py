@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from records_support import people_data
 
 import app
 
@@ -30,3 +32,12 @@ def store(store_root: Path) -> Iterator[app.Store]:
 @pytest.fixture
 def ctx(store: app.Store) -> app.Context:
     return store.context("default")
+
+
+@pytest.fixture
+def people(ctx: app.Context) -> list[dict[str, Any]]:
+    """60 varied person records appended to collection ``people`` in two batches."""
+    data = people_data()
+    ctx.append("people", data[:30])
+    ctx.append("people", data[30:])
+    return data

@@ -8,12 +8,10 @@ from typing import Annotated, Any, overload
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+from app.core.schemas import Frozen
 
 
-class ShardInfo(_Frozen):
+class ShardInfo(Frozen):
     """One ``.npz`` file of an embedding set (sets grow by appending shards)."""
 
     file: str
@@ -23,7 +21,7 @@ class ShardInfo(_Frozen):
     created_at: str
 
 
-class EmbeddingInfo(_Frozen):
+class EmbeddingInfo(Frozen):
     """What the store records about an embedding set.
 
     ``sha256`` is the SHA-256 of the set's only shard file; for a set of several shards it is
@@ -42,7 +40,7 @@ class EmbeddingInfo(_Frozen):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class Hit(_Frozen):
+class Hit(Frozen):
     """One search result. For ``cosine``/``dot`` higher scores are better; for ``l2`` the
     score is the Euclidean distance (lower is better). Hits always come best first."""
 
@@ -164,7 +162,7 @@ ModelFormat = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max
 wherever a model record is read; here it is only a well-formed suffix."""
 
 
-class ModelInfo(_Frozen):
+class ModelInfo(Frozen):
     """One saved version of a model."""
 
     name: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -60,9 +60,3 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically and durably."""
     with atomic_file(path) as fh:
         fh.write(data)
-
-
-def write_atomic_with(path: Path, writer: Callable[[IO[bytes]], None]) -> None:
-    """Replace ``path`` with what ``writer`` writes to the given file object."""
-    with atomic_file(path) as fh:
-        writer(fh)

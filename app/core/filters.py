@@ -1,6 +1,6 @@
-"""The ``where`` filter language: validation, compilation to SQL, and a reference evaluator.
+"""The ``where`` filter language: validation, compilation to SQL, and a Python evaluator.
 
-Pure functions, no I/O. Semantics (shared by the SQL compiler and ``matches``):
+Pure functions, no I/O. Semantics (shared by the SQL compiler and ``predicate``):
 
 - ``{"f": v}`` / ``{"f": {"$eq": v}}`` with a scalar ``v``: ``None`` matches a missing or null
   field; a bool matches that bool; a number matches an equal number (never a bool); a string
@@ -365,7 +365,7 @@ def compile_order(order_by: str | Sequence[str] | None, argument: str = "order_b
     return ", ".join([*terms, "pos DESC" if desc else "pos ASC"])
 
 
-# --- reference evaluator (used by tests, the buffer and in-memory checks) -----------------
+# --- the Python evaluator (checks records read back against their filter) ---------------
 
 _MISSING = object()
 
@@ -385,20 +385,6 @@ def _sql_number(a: Any) -> Any:
     return float(a) if type(a) is int and not INT_MIN <= a <= INT_MAX else a
 
 
-def _eq(actual: Any, value: Scalar) -> bool:
-    if value is None:
-        return actual is _MISSING or actual is None
-    if isinstance(value, bool):
-        return isinstance(actual, bool) and actual is value
-    if isinstance(value, str):
-        return isinstance(actual, str) and actual == value
-    return (
-        isinstance(actual, int | float)
-        and not isinstance(actual, bool)
-        and _sql_number(actual) == value
-    )
-
-
 def _cmp(actual: Any, op: str, value: str | int | float) -> bool:
     if isinstance(value, str):
         if not isinstance(actual, str):
@@ -416,17 +402,11 @@ def _cmp(actual: Any, op: str, value: str | int | float) -> bool:
     return bool(actual <= value)
 
 
-def matches(record: Mapping[str, Any], where: Mapping[str, Any] | None) -> bool:
-    """Evaluate a (valid) filter against one record in Python, with the SQL semantics."""
-    compile_where(where)  # validates; raises InvalidInput exactly like queries do
-    return _matches(record, where)
-
-
 Predicate = Callable[[Mapping[str, Any]], bool]
 
 
 def predicate(where: Mapping[str, Any]) -> Predicate:
-    """A validated filter as a Python function: the same semantics as ``matches``, built once
+    """A validated filter as a Python function: the same semantics as the SQL, built once
     (each operator specialised on its value) so checking a record is a few calls."""
     tests: list[Predicate] = []
     for key, cond in where.items():
@@ -551,37 +531,3 @@ def _field_predicate(key: str, cond: Any) -> Predicate:
             c0, c1 = checks
             return lambda r: c0(a := r.get(field, _MISSING)) and c1(a)
     return lambda r: all(c(a) for a in (_get(r, parts),) for c in checks)
-
-
-def _matches(record: Mapping[str, Any], where: Mapping[str, Any] | None) -> bool:
-    if where is None:
-        return True
-    for key, cond in where.items():
-        if key == "$and":
-            if not all(_matches(record, c) for c in cond):
-                return False
-        elif key == "$or":
-            if not any(_matches(record, c) for c in cond):
-                return False
-        elif not _field_matches(_get(record, key.split(".")), cond):
-            return False
-    return True
-
-
-def _field_matches(actual: Any, cond: Any) -> bool:
-    if not isinstance(cond, Mapping):
-        return _eq(actual, cond)
-    for op, value in cond.items():
-        if op == "$eq":
-            ok = _eq(actual, value)
-        elif op == "$ne":
-            ok = not _eq(actual, value)
-        elif op == "$in":
-            ok = any(_eq(actual, v) for v in value)
-        elif op == "$nin":
-            ok = not any(_eq(actual, v) for v in value)
-        else:
-            ok = _cmp(actual, op, value)
-        if not ok:
-            return False
-    return True

@@ -8,11 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
 
 
-class _Frozen(BaseModel):
+class Frozen(BaseModel):
+    """The base of the immutable value objects the API returns: frozen, unknown fields refused
+    (shared with ``app.core.artifacts``)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class BatchReceipt(_Frozen):
+class BatchReceipt(Frozen):
     """What ``Context.append`` / ``delete`` committed (or had committed, if ``duplicate``)."""
 
     batch_id: str
@@ -23,7 +26,7 @@ class BatchReceipt(_Frozen):
     sha256: str
 
 
-class RecordVersion(_Frozen):
+class RecordVersion(Frozen):
     """One entry of a record's history: a version or a deletion (tombstone)."""
 
     id: str
@@ -36,7 +39,7 @@ class RecordVersion(_Frozen):
     position: int
 
 
-class CompactionReport(_Frozen):
+class CompactionReport(Frozen):
     collection: str
     records_before: int
     records_after: int
@@ -44,7 +47,7 @@ class CompactionReport(_Frozen):
     bytes_after: int
 
 
-class IntegrityReport(_Frozen):
+class IntegrityReport(Frozen):
     ok: bool
     problems: list[str] = Field(default_factory=list)
     checked: list[str] = Field(default_factory=list)

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from typing_extensions import Buffer
 
-from app.core.errors import IntegrityError, InvalidInput, SchemaVersionError, io_error
+from app.core.errors import IntegrityError, InvalidInput, SchemaVersionError
 
 PARALLEL_MIN = 1 << 20  # buffers at least this large are hashed on the worker thread
 
@@ -182,18 +182,6 @@ def chunk_digests(data: bytes, chunk: int) -> list[str]:
     return [hashlib.sha256(view[i : i + chunk]).hexdigest() for i in range(0, len(data), chunk)]
 
 
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file; ``OSError`` wrapped in ``StorageError``."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise io_error("reading", path, exc) from exc
-    try:
-        return sha256_fd(fd)
-    finally:
-        os.close(fd)
-
-
 # -- JSON documents with an embedded checksum ------------------------------------------------
 
 
@@ -245,14 +233,6 @@ def parse_checked(data: bytes, path: Path) -> dict[str, Any]:
     if hashlib.sha256(canonical_json(doc)).hexdigest() != stored:
         raise IntegrityError(f"{path}: checksum mismatch (the file is damaged)")
     return doc
-
-
-def read_checked(path: Path) -> dict[str, Any]:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise io_error("reading", path, exc) from exc
-    return parse_checked(data, path)
 
 
 def check_document(doc: Mapping[str, Any], path: Path, document: str, version: int) -> None:

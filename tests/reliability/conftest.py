@@ -18,7 +18,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
 REPO = TESTS.parent
-for p in (str(HERE), str(TESTS)):
+for p in (str(HERE), str(TESTS), str(TESTS / "workers")):  # workers: the crash harness
     if p not in sys.path:
         sys.path.insert(0, p)
 

@@ -1,61 +1,32 @@
-"""Parent-side helpers: the zygote, killing, power-loss simulation."""
+"""Parent-side helpers: a pool of crash zygotes (tests/workers/zygote.py), power-loss simulation."""
 
 from __future__ import annotations
 
 import atexit
-import contextlib
-import json
 import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+from zygote import RELIABILITY_PRELOAD, Zygote, alive, child_env, kill, wait_gone, wait_ready
 
-
-def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "CTXSTORE_ROOT"}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-class Zygote:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "rzygote.py")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=child_env(),
-            cwd=str(REPO),
-        )
-
-    def spawn(self, **cmd: Any) -> int:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
-        self.proc.stdin.flush()
-        return int(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def __enter__(self) -> Zygote:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+__all__ = [
+    "Zygote",
+    "alive",
+    "child_env",
+    "durable_sizes",
+    "kill",
+    "power_loss",
+    "run_to_end",
+    "snapshot_index",
+    "wait_acks",
+    "wait_gone",
+    "wait_ready",
+    "zygote",
+]
 
 
 _POOL: list[Zygote] = []
@@ -66,10 +37,10 @@ def zygote(lane: int) -> Zygote:
     """One long-lived zygote per lane, shared by every test of the session."""
     with _POOL_GUARD:
         while len(_POOL) <= lane:
-            _POOL.append(Zygote())
+            _POOL.append(Zygote(RELIABILITY_PRELOAD))
         z = _POOL[lane]
         if z.proc.poll() is not None:
-            z = _POOL[lane] = Zygote()
+            z = _POOL[lane] = Zygote(RELIABILITY_PRELOAD)
         return z
 
 
@@ -77,43 +48,6 @@ def zygote(lane: int) -> Zygote:
 def _close_pool() -> None:
     for z in _POOL:
         z.close()
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def wait_gone(pid: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while alive(pid):
-        if time.monotonic() > deadline:
-            kill(pid)
-            raise AssertionError(f"child {pid} did not finish")
-        time.sleep(0.002)
-
-
-def kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while alive(pid):
-        assert time.monotonic() < deadline, "killed child did not go away"
-        time.sleep(0.001)
-
-
-def wait_ready(out: Path, pid: int, timeout: float = 60) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if out.exists() and out.read_bytes().startswith(b"ready\n"):
-            return True
-        if not alive(pid):
-            return False
-        time.sleep(0.002)
-    return False
 
 
 def wait_acks(out: Path, pid: int, count: int = 1, timeout: float = 120) -> bool:
