@@ -34,7 +34,7 @@ test-fast: $(STAMP)
 	$(PYTEST) -q -m "not slow and not integration" -x
 
 test-persistence: $(STAMP)
-	$(PYTEST) -q tests/test_store.py tests/test_records.py tests/test_filters.py \
+	$(PYTEST) -q tests/test_store.py tests/test_records_*.py tests/test_filters.py \
 		tests/test_durability.py tests/test_concurrency.py
 
 test-batch-workflows: $(STAMP)
