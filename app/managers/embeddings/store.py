@@ -60,7 +60,7 @@ from app.core.nofollow import (
 from app.core.similarity import METRICS, TopK, compute_dtype, row_norms
 from app.formats import npz
 from app.formats.hashio import dump_checked, parse_checked, plain_json, sha256_fd
-from app.managers.embcheck import (
+from app.managers.embeddings.checks import (
     MODES,
     SHARD_FILE,
     as_ids,
@@ -72,7 +72,7 @@ from app.managers.embcheck import (
     is_k,
     make_doc,
 )
-from app.managers.embsearch import CACHE_SHARDS, Hits, ShardCache, hit_lists, search_result_ok
+from app.managers.embeddings.search import CACHE_SHARDS, Hits, ShardCache, hit_lists, search_result_ok
 
 META = "metadata.json"
 T = TypeVar("T")

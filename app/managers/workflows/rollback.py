@@ -29,7 +29,7 @@ from app.core.errors import ConflictError
 from app.core.schemas import RecordVersion
 from app.formats.tracker import JournalEntry
 from app.managers.context import Context
-from app.managers.workflow_handlers import rollback_prefix
+from app.managers.workflows.handlers import rollback_prefix
 
 HISTORY_SLICE = 50_000
 WRITE_BATCH = 10_000

@@ -28,7 +28,7 @@ from app.core.codec import encode
 from app.core.errors import StorageError
 from app.core.workflow_types import BatchWorkflow, WorkflowStatus
 from app.formats.tracker import Row, TrackerDB
-from app.managers.workflow_handlers import ChunkWriter, Handler, plan_delete
+from app.managers.workflows.handlers import ChunkWriter, Handler, plan_delete
 
 if TYPE_CHECKING:
     from app.managers.store import Store

@@ -10,8 +10,8 @@
 - ``recover`` returns workflows whose heartbeat went stale to ``pending``.
 - ``rollback`` undoes the writes from the journal and the records' history.
 
-The SQL lives in ``app.formats.tracker``; the built-in handlers in ``workflow_handlers``; the
-chunk loop and heartbeat in ``workflow_runner``; the rollback logic in ``workflow_rollback``.
+The SQL lives in ``app.formats.tracker``; the built-in handlers in ``handlers``; the
+chunk loop and heartbeat in ``runner``; the rollback logic in ``rollback``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from app.core.workflow_types import (
     parse_status,
 )
 from app.formats.tracker import Row, TrackerDB
-from app.managers.workflow_handlers import (
+from app.managers.workflows.handlers import (
     BUILTIN_HANDLERS,
     BUILTIN_TYPES,
     DELETE_TYPE,
@@ -56,8 +56,8 @@ from app.managers.workflow_handlers import (
     prepare_item,
     stage_encode,
 )
-from app.managers.workflow_rollback import apply_rollback, listed, plan_rollback
-from app.managers.workflow_runner import ChunkRunner, Progress, to_model
+from app.managers.workflows.rollback import apply_rollback, listed, plan_rollback
+from app.managers.workflows.runner import ChunkRunner, Progress, to_model
 
 if TYPE_CHECKING:
     from app.managers.store import Store
@@ -299,7 +299,7 @@ class WorkflowManager(icontract.DBC):
     @require(lambda workflow_id: valid_name(workflow_id, "workflow_id"), "workflow_id", "invalid")
     @ensure(lambda result: result.status == WorkflowStatus.ROLLED_BACK, "rolled back")
     def rollback(self, workflow_id: str) -> BatchWorkflow:
-        """Undo the workflow's writes (see ``workflow_rollback``); ``ConflictError`` if it is
+        """Undo the workflow's writes (see ``rollback``); ``ConflictError`` if it is
         not finished or earlier versions it needs were compacted away."""
         row = self._tracker.get(workflow_id)
         check_transition(row["status"], WorkflowStatus.ROLLED_BACK)
