@@ -96,6 +96,24 @@ def model_file(version: int, suffix: str) -> str:
     return f"{model_stem(version)}.{suffix}"
 
 
+# -- added for the backend seam (app.backends.local) -----------------------------------------
+
+EMBEDDINGS_DIR = "embeddings"
+MODELS_DIR = "models"
+MODEL_FILE_PATTERN = re.compile(r"v(\d{4,})\.([a-z0-9]+)")
+SET_META_PATTERN = re.compile(re.escape(SET_META))
+
+
+def context_dir(root: Path, context: str) -> Path:
+    """The folder of ``context`` (a valid name) in the store at ``root``."""
+    return contexts_dir(root) / context
+
+
+def part_dir(context_folder: Path, part: str) -> Path:
+    """The folder of a file-holding part (``EMBEDDINGS_DIR``, ``MODELS_DIR``) of a context."""
+    return context_folder / part
+
+
 __all__ = [
     "CATALOG_FILE",
     "CONTEXTS_DIR",
@@ -119,4 +137,10 @@ __all__ = [
     "shard_name",
     "trust_dir",
     "workflows_dir",
+    "EMBEDDINGS_DIR",
+    "MODELS_DIR",
+    "MODEL_FILE_PATTERN",
+    "SET_META_PATTERN",
+    "context_dir",
+    "part_dir",
 ]
