@@ -123,6 +123,10 @@ class MetaStore(Protocol):
         password on a database backend)."""
         ...
 
+    def exists(self, key: str) -> bool:
+        """Whether the document exists (``IntegrityError`` as for ``read``)."""
+        ...
+
     def read(self, key: str) -> bytes | None:
         """The document's bytes, or None if it does not exist. A link or a folder where the
         document (or its item folder) belongs is ``IntegrityError`` naming it."""

@@ -17,7 +17,7 @@ from app.backends.local.files import check_item, split_key
 from app.core.atomic import fsync_dir, write_atomic
 from app.core.errors import io_error
 from app.core.names import is_valid_name
-from app.core.nofollow import check_chain, entries, read_regular
+from app.core.nofollow import check_chain, entries, exists_as, read_regular
 
 
 class LocalMetaStore:
@@ -37,6 +37,9 @@ class LocalMetaStore:
     def where(self, key: str) -> Path:
         item, name = split_key(key, self.pattern)
         return self.root / item / name
+
+    def exists(self, key: str) -> bool:
+        return exists_as(self._checked(key), "file")
 
     def read(self, key: str) -> bytes | None:
         path = self._checked(key)
