@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import icontract
 
+from app.backends.protocols import Row, WorkflowTracker
 from app.core import clock
 from app.core.codec import encode
 from app.core.contracts import (
@@ -46,7 +47,7 @@ from app.core.workflow_types import (
     check_transition,
     parse_status,
 )
-from app.formats.tracker import Row, TrackerDB
+from app.formats.tracker import TrackerDB
 from app.managers.workflows.handlers import (
     BUILTIN_HANDLERS,
     BUILTIN_TYPES,
@@ -83,10 +84,19 @@ def _status_ok(value: object) -> bool:
 class WorkflowManager(icontract.DBC):
     """The store's batch workflow tracker (SPEC section 7)."""
 
-    def __init__(self, root: Path, store: Store, *, heartbeat_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        store: Store,
+        *,
+        heartbeat_interval: float = 5.0,
+        tracker: WorkflowTracker | None = None,
+    ) -> None:
+        """The workflows of ``store``; ``tracker`` is the backend's (default: the embedded
+        ``TrackerDB`` in the folder ``root``)."""
         self.root = root
         self._store = store
-        self._tracker = TrackerDB(root)
+        self._tracker: WorkflowTracker = tracker if tracker is not None else TrackerDB(root)
         self._handlers: dict[str, Handler] = dict(BUILTIN_HANDLERS)
         self.heartbeat_interval = heartbeat_interval
         self._runner = ChunkRunner(self._tracker, store, heartbeat_interval)
