@@ -7,9 +7,10 @@ the call's position in the chunk, so a chunk that runs again after a crash or ``
 duplicate batch and writes nothing (exactly once). Ids the handler leaves out derive from that
 batch id and the record's position, so the re-run is the same request; a batch id found
 committed with another payload raises ``ConflictError`` (the workflow fails, nothing foreign is
-counted). ``wf:`` batch ids are reserved for this writer (SPEC 16): it writes through the
-context's internal ``_append``/``_delete``. Before each call it journals the ids the call
-writes and which of them existed already, which is what ``rollback`` works from.
+counted). ``wf:`` batch ids are reserved for this writer (docs/api.md "Idempotency"): it
+writes through the context's internal ``_append``/``_delete``. Before each call it journals
+the ids the call writes and which of them existed already, which is what ``rollback`` works
+from.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import icontract
 
@@ -57,11 +57,9 @@ from app.managers.workflows.handlers import (
     prepare_item,
     stage_encode,
 )
+from app.managers.workflows.host import WorkflowHost
 from app.managers.workflows.rollback import apply_rollback, listed, plan_rollback
 from app.managers.workflows.runner import ChunkRunner, Progress, to_model
-
-if TYPE_CHECKING:
-    from app.managers.store import Store
 
 MAX_CHUNK_SIZE = 1_000_000
 ORPHAN_AGE_S = 3600.0
@@ -82,12 +80,12 @@ def _status_ok(value: object) -> bool:
     "every registered workflow type has a callable handler",
 )
 class WorkflowManager(icontract.DBC):
-    """The store's batch workflow tracker (SPEC section 7)."""
+    """The store's batch workflow tracker (docs/api.md "Batch workflows")."""
 
     def __init__(
         self,
         root: Path,
-        store: Store,
+        store: WorkflowHost,
         *,
         heartbeat_interval: float = 5.0,
         tracker: WorkflowTracker | None = None,

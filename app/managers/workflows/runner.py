@@ -19,7 +19,7 @@ import contextlib
 import datetime as dt
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -29,9 +29,7 @@ from app.core.codec import encode
 from app.core.errors import StorageError
 from app.core.workflow_types import BatchWorkflow, WorkflowStatus
 from app.managers.workflows.handlers import ChunkWriter, Handler, plan_delete
-
-if TYPE_CHECKING:
-    from app.managers.store import Store
+from app.managers.workflows.host import WorkflowHost
 
 MAX_ERROR_TEXT = 300
 Progress = Callable[[BatchWorkflow], None]
@@ -121,7 +119,9 @@ class Heartbeat:
 class ChunkRunner:
     """Runs claimed workflows of one store; shared by all threads of a manager."""
 
-    def __init__(self, tracker: WorkflowTracker, store: Store, heartbeat_interval: float) -> None:
+    def __init__(
+        self, tracker: WorkflowTracker, store: WorkflowHost, heartbeat_interval: float
+    ) -> None:
         self._tracker = tracker
         self._store = store
         self.heartbeat = Heartbeat(tracker, heartbeat_interval)
