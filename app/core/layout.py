@@ -114,11 +114,23 @@ def part_dir(context_folder: Path, part: str) -> Path:
     return context_folder / part
 
 
+TRACKER_FILE = "tracker.sqlite"
+ITEMS_DIR = "items"
+ITEMS_SUFFIX = ".jsonl"
+
+
+def staged_items_name(workflow_id: str, token: str) -> str:
+    """File name of a workflow's staged items (``workflows/items/<workflow>.<token>.jsonl``)."""
+    return f"{workflow_id}.{token}{ITEMS_SUFFIX}"
+
+
 __all__ = [
     "CATALOG_FILE",
     "CONTEXTS_DIR",
     "EMBEDDINGS_DIR",
     "INDEX_SUFFIX",
+    "ITEMS_DIR",
+    "ITEMS_SUFFIX",
     "LOG_SUFFIX",
     "MODELS_DIR",
     "MODEL_FILE_PATTERN",
@@ -127,6 +139,7 @@ __all__ = [
     "SET_META_PATTERN",
     "SHARD_PATTERN",
     "STORE_MARKER",
+    "TRACKER_FILE",
     "TRUST_DIR",
     "WORKFLOWS_DIR",
     "catalog",
@@ -141,6 +154,7 @@ __all__ = [
     "model_stem",
     "part_dir",
     "shard_name",
+    "staged_items_name",
     "trust_dir",
     "workflows_dir",
 ]
