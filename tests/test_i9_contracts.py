@@ -81,7 +81,7 @@ def test_off_keeps_the_input_preconditions_only() -> None:
 
 FULL_CHECKS = """
 import sys, app
-from app.managers.workflow_runner import Heartbeat
+from app.managers.workflows.runner import Heartbeat
 import icontract
 
 with app.open_store(sys.argv[1]) as store:

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 import app
 from app.core.codec import derived_id, encode, prepare_batch
 from app.formats.batchlog import BatchLog, commit_line
-from app.managers.workflow_handlers import chunk_batch_id
+from app.managers.workflows.handlers import chunk_batch_id
 from app.service import create_app
 
 

@@ -132,17 +132,44 @@ def index_files_glob(context: str) -> str:
     return f"{index_name(context)}*"
 
 
+# -- added for the backend seam (app.backends.local) -----------------------------------------
+
+SET_META_PATTERN = re.compile(re.escape(SET_META))
+
+
+def context_dir(root: Path, context: str) -> Path:
+    """The folder of ``context`` (a valid name) in the store at ``root``."""
+    return contexts_dir(root) / context
+
+
+def part_dir(context_folder: Path, part: str) -> Path:
+    """The folder of a file-holding part (``EMBEDDINGS_DIR``, ``MODELS_DIR``) of a context."""
+    return context_folder / part
+
+
+ITEMS_DIR = "items"
+ITEMS_SUFFIX = ".jsonl"
+
+
+def staged_items_name(workflow_id: str, token: str) -> str:
+    """File name of a workflow's staged items (``workflows/items/<workflow>.<token>.jsonl``)."""
+    return f"{workflow_id}.{token}{ITEMS_SUFFIX}"
+
+
 __all__ = [
     "CATALOG_FILE",
     "CONTEXTS_DIR",
     "EMBEDDINGS_DIR",
     "INDEX_SUFFIX",
+    "ITEMS_DIR",
+    "ITEMS_SUFFIX",
     "LOG_SUFFIX",
     "MODELS_DIR",
     "MODEL_FILE_PATTERN",
     "MODEL_RECORD_PATTERN",
     "NO_TRUST_DIR",
     "SET_META",
+    "SET_META_PATTERN",
     "SHARD_PATTERN",
     "SHARD_SUFFIX",
     "STAGING_PURPOSES",
@@ -153,6 +180,7 @@ __all__ = [
     "WORKFLOWS_DIR",
     "catalog",
     "collection_of",
+    "context_dir",
     "contexts_dir",
     "index_files_glob",
     "index_name",
@@ -161,7 +189,9 @@ __all__ = [
     "model_file",
     "model_record",
     "model_stem",
+    "part_dir",
     "shard_name",
+    "staged_items_name",
     "staging_prefix",
     "tracker",
     "trust_dir",

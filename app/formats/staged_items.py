@@ -20,6 +20,7 @@ from typing import Any
 
 from app.core.atomic import atomic_file
 from app.core.errors import IntegrityError, io_error
+from app.core.layout import ITEMS_SUFFIX, staged_items_name
 
 ChunkIndex = list[tuple[int, int, int]]
 """Per chunk: (start byte, end byte, CRC-32 of those bytes) in the items file."""
@@ -43,7 +44,7 @@ class ItemsDir:
 
     def stage(self, workflow_id: str, lines: Iterable[bytes], chunk_size: int) -> StagedItems:
         """Write the items (one encoded JSON object per element) to a new file, durably."""
-        name = f"{workflow_id}.{os.urandom(6).hex()}.jsonl"
+        name = staged_items_name(workflow_id, os.urandom(6).hex())
         index: ChunkIndex = []
         digest = hashlib.sha256()
         count = 0
@@ -88,7 +89,7 @@ class ItemsDir:
         found: list[Path] = []
         with contextlib.suppress(OSError):
             for path in self.path.iterdir():
-                if path.name in referenced or not path.name.endswith(".jsonl"):
+                if path.name in referenced or not path.name.endswith(ITEMS_SUFFIX):
                     continue
                 with contextlib.suppress(OSError):
                     if path.stat().st_mtime < older_than:

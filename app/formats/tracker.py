@@ -29,13 +29,13 @@ from app.core.errors import (
     SchemaVersionError,
     io_error,
 )
+from app.core.layout import ITEMS_DIR, TRACKER_FILE
 from app.core.workflow_types import WorkflowStatus, check_transition
 from app.formats.sqlitefile import SqliteFile
 from app.formats.staged_items import ChunkIndex, ItemsDir, StagedItems
 
 TRACKER_VERSION = 2  # 2: steady-clock heartbeats (beat_boot, beat_steady); 1 is migrated
-DB_NAME = "tracker.sqlite"
-ITEMS_DIR = "items"
+DB_NAME = TRACKER_FILE  # kept for callers of the old names
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS workflows(

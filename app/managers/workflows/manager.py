@@ -10,8 +10,8 @@
 - ``recover`` returns workflows whose heartbeat went stale to ``pending``.
 - ``rollback`` undoes the writes from the journal and the records' history.
 
-The SQL lives in ``app.formats.tracker``; the built-in handlers in ``workflow_handlers``; the
-chunk loop and heartbeat in ``workflow_runner``; the rollback logic in ``workflow_rollback``.
+The SQL lives in ``app.formats.tracker``; the built-in handlers in ``handlers``; the
+chunk loop and heartbeat in ``runner``; the rollback logic in ``rollback``.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import icontract
 
+from app.backends.protocols import Row, WorkflowTracker
 from app.core import clock
 from app.core.codec import encode
 from app.core.contracts import (
@@ -46,8 +47,8 @@ from app.core.workflow_types import (
     check_transition,
     parse_status,
 )
-from app.formats.tracker import Row, TrackerDB
-from app.managers.workflow_handlers import (
+from app.formats.tracker import TrackerDB
+from app.managers.workflows.handlers import (
     BUILTIN_HANDLERS,
     BUILTIN_TYPES,
     DELETE_TYPE,
@@ -56,11 +57,9 @@ from app.managers.workflow_handlers import (
     prepare_item,
     stage_encode,
 )
-from app.managers.workflow_rollback import apply_rollback, listed, plan_rollback
-from app.managers.workflow_runner import ChunkRunner, Progress, to_model
-
-if TYPE_CHECKING:
-    from app.managers.store import Store
+from app.managers.workflows.host import WorkflowHost
+from app.managers.workflows.rollback import apply_rollback, listed, plan_rollback
+from app.managers.workflows.runner import ChunkRunner, Progress, to_model
 
 MAX_CHUNK_SIZE = 1_000_000
 ORPHAN_AGE_S = 3600.0
@@ -81,12 +80,21 @@ def _status_ok(value: object) -> bool:
     "every registered workflow type has a callable handler",
 )
 class WorkflowManager(icontract.DBC):
-    """The store's batch workflow tracker (SPEC section 7)."""
+    """The store's batch workflow tracker (docs/api.md "Batch workflows")."""
 
-    def __init__(self, root: Path, store: Store, *, heartbeat_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        store: WorkflowHost,
+        *,
+        heartbeat_interval: float = 5.0,
+        tracker: WorkflowTracker | None = None,
+    ) -> None:
+        """The workflows of ``store``; ``tracker`` is the backend's (default: the embedded
+        ``TrackerDB`` in the folder ``root``)."""
         self.root = root
         self._store = store
-        self._tracker = TrackerDB(root)
+        self._tracker: WorkflowTracker = tracker if tracker is not None else TrackerDB(root)
         self._handlers: dict[str, Handler] = dict(BUILTIN_HANDLERS)
         self.heartbeat_interval = heartbeat_interval
         self._runner = ChunkRunner(self._tracker, store, heartbeat_interval)
@@ -299,7 +307,7 @@ class WorkflowManager(icontract.DBC):
     @require(lambda workflow_id: valid_name(workflow_id, "workflow_id"), "workflow_id", "invalid")
     @ensure(lambda result: result.status == WorkflowStatus.ROLLED_BACK, "rolled back")
     def rollback(self, workflow_id: str) -> BatchWorkflow:
-        """Undo the workflow's writes (see ``workflow_rollback``); ``ConflictError`` if it is
+        """Undo the workflow's writes (see ``rollback``); ``ConflictError`` if it is
         not finished or earlier versions it needs were compacted away."""
         row = self._tracker.get(workflow_id)
         check_transition(row["status"], WorkflowStatus.ROLLED_BACK)

@@ -4,7 +4,6 @@ shards and the assembly of ``Hit`` lists from the top-k kernel's rows."""
 from __future__ import annotations
 
 import bisect
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,8 @@ class CachedShard:
 
 
 class ShardCache:
-    """Shards mapped for search, keyed by path and checked against the file's identity
+    """Shards mapped for search, keyed by their file-store key (``"<set>/<shard file>"``) and
+    checked against the identity of the local file
     (device, inode, size, mtime, ctime; ``lstat``, never through a link). A shard's SHA-256
     is checked the first time this process opens that file identity (``filecheck.VERIFIED``,
     shared with ``load``) and again whenever the file changes. Thread-safe; bounded."""
@@ -51,8 +51,8 @@ class ShardCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, path: Path, shard: ShardInfo, info: EmbeddingInfo) -> CachedShard:
-        key = str(path)
+    def get(self, key: str, path: Path, shard: ShardInfo, info: EmbeddingInfo) -> CachedShard:
+        """The shard stored under ``key``, mapped from the local file ``path``."""
         st = lstat_as(path, "file")
         if st is None:
             raise IntegrityError(f"{path}: shard file is missing")
@@ -77,9 +77,9 @@ class ShardCache:
             self._entries[key] = entry
         return entry
 
-    def forget(self, directory: Path) -> None:
-        """Drop the entries of the shards in ``directory``."""
-        prefix = str(directory) + os.sep
+    def forget(self, item: str) -> None:
+        """Drop the entries of the shards of the set ``item``."""
+        prefix = item + "/"
         with self._guard:
             for key in [k for k in self._entries if k.startswith(prefix)]:
                 del self._entries[key]

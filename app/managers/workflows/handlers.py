@@ -7,9 +7,10 @@ the call's position in the chunk, so a chunk that runs again after a crash or ``
 duplicate batch and writes nothing (exactly once). Ids the handler leaves out derive from that
 batch id and the record's position, so the re-run is the same request; a batch id found
 committed with another payload raises ``ConflictError`` (the workflow fails, nothing foreign is
-counted). ``wf:`` batch ids are reserved for this writer (SPEC 16): it writes through the
-context's internal ``_append``/``_delete``. Before each call it journals the ids the call
-writes and which of them existed already, which is what ``rollback`` works from.
+counted). ``wf:`` batch ids are reserved for this writer (docs/api.md "Idempotency"): it
+writes through the context's internal ``_append``/``_delete``. Before each call it journals
+the ids the call writes and which of them existed already, which is what ``rollback`` works
+from.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
+from app.backends.protocols import WorkflowTracker
 from app.core.codec import as_dict, check_id, delete_digest, encode, id_deriver, new_id
 from app.core.errors import InvalidInput
 from app.core.filters import compile_where
 from app.core.names import check_name
 from app.core.schemas import BatchReceipt
-from app.formats.tracker import TrackerDB
 from app.managers.context import Context
 
 Handler = Callable[[Any, list[dict[str, Any]], dict[str, Any]], None]
@@ -55,7 +56,9 @@ def rollback_prefix(workflow_id: str) -> str:
 class ChunkWriter:
     """The context as one chunk of one workflow sees it (see the module docstring)."""
 
-    def __init__(self, ctx: Context, tracker: TrackerDB, workflow_id: str, chunk_no: int) -> None:
+    def __init__(
+        self, ctx: Context, tracker: WorkflowTracker, workflow_id: str, chunk_no: int
+    ) -> None:
         self._ctx = ctx
         self._tracker = tracker
         self._workflow_id = workflow_id

@@ -1,14 +1,17 @@
-"""``EmbeddingStore`` (``ctx.embeddings``): named embedding sets of one context (SPEC 5).
+"""``EmbeddingStore`` (``ctx.embeddings``): named embedding sets of one context (docs/api.md
+"Embeddings").
 
-Layout: ``embeddings/<name>/metadata.json`` (checksummed; lists the set's shards in order)
-and ``shard-NNNNNN.npz`` files (``app.formats.npz``). ``metadata.json`` is the commit point:
-a save writes its shard, then replaces ``metadata.json`` atomically, then removes the shards
-no longer listed. Shard numbers are never reused, so a reader holding an older
-``metadata.json`` never opens a different file under a known name.
+A set is a document ``<set>/metadata.json`` (``app.formats.setmeta``: checksummed, lists the
+set's shards in order) in the part's ``MetaStore`` and immutable shard files
+``<set>/shard-NNNNNN.npz`` (``app.formats.npz``) in its ``FileStore`` (``app.backends``; the
+embedded backend keeps both in ``embeddings/<set>/``). The document is the commit point: a
+save puts its shard (durable first), then replaces the document atomically, then removes the
+shards no longer listed. Shard numbers are never reused, so a reader holding an older
+document never opens a different file under a known name.
 
 Writers hold the context's writer lock; readers take no lock (they retry once if a
-concurrent overwrite removed a shard between reading ``metadata.json`` and opening it).
-Reads never write: a set that ``append`` left in several shards is read shard by shard
+concurrent overwrite removed a shard between reading the document and opening it). Reads
+never write: a set that ``append`` left in several shards is read shard by shard
 (``compact`` merges them, explicitly).
 
 Every path is checked on the way without following links (``app.core.nofollow``): a link, or
@@ -21,10 +24,7 @@ for ``search``; ``load(verify=False)`` skips that check explicitly.
 from __future__ import annotations
 
 import builtins
-import contextlib
-import datetime as dt
 import itertools
-import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -34,8 +34,10 @@ import icontract
 import numpy as np
 import numpy.typing as npt
 
+from app.backends.local import LocalFileStore, LocalMetaStore
+from app.backends.protocols import FileDigest, FileStore, MetaStore
 from app.core.artifacts import EmbeddingInfo, EmbeddingSet, Hit, IdList, ShardInfo
-from app.core.atomic import fsync_dir, write_atomic
+from app.core.clock import utc_iso
 from app.core.contracts import ensure, ensure_full, invariant, require, valid_name
 from app.core.errors import (
     IntegrityError,
@@ -43,43 +45,33 @@ from app.core.errors import (
     NotFoundError,
     StorageError,
     environmental,
-    io_error,
 )
+from app.core.layout import SET_META, SET_META_PATTERN, SHARD_PATTERN, shard_name
 from app.core.locks import WriterLock
-from app.core.names import child, is_valid_name
-from app.core.nofollow import (
-    check_chain,
-    entries,
-    exists_as,
-    lstat_as,
-    open_regular,
-    part_problems,
-    read_regular,
-    refuse_links,
-)
+from app.core.names import is_valid_name
+from app.core.nofollow import entries, exists_as, lstat_as, part_problems, read_regular
 from app.core.similarity import METRICS, TopK, compute_dtype, row_norms
-from app.formats import npz
-from app.formats.hashio import dump_checked, parse_checked, plain_json, sha256_fd
-from app.managers.embcheck import (
+from app.formats import npz, setmeta
+from app.formats.hashio import plain_json
+from app.managers.embeddings.checks import (
     MODES,
-    SHARD_FILE,
     as_ids,
     as_matrix,
     as_queries,
     check_query,
     check_rows,
-    info_of,
     is_k,
-    make_doc,
 )
-from app.managers.embsearch import CACHE_SHARDS, Hits, ShardCache, hit_lists, search_result_ok
+from app.managers.embeddings.search import (
+    CACHE_SHARDS,
+    CachedShard,
+    Hits,
+    ShardCache,
+    hit_lists,
+    search_result_ok,
+)
 
-META = "metadata.json"
 T = TypeVar("T")
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
 
 
 def _metadata_ok(metadata: object) -> bool:
@@ -87,14 +79,42 @@ def _metadata_ok(metadata: object) -> bool:
     return True
 
 
+def meta_key(name: str) -> str:
+    """The set's document key in the part's ``MetaStore``."""
+    return f"{name}/{SET_META}"
+
+
+def shard_key(name: str, file: str) -> str:
+    """A shard's key in the part's ``FileStore``."""
+    return f"{name}/{file}"
+
+
+def _number(key: str) -> int:
+    found = SHARD_PATTERN.fullmatch(key.rpartition("/")[2])
+    assert found is not None  # FileStore.list returns shard keys only
+    return int(found.group(1))
+
+
 @invariant(lambda self: len(self._cache) <= CACHE_SHARDS, "the search cache stays bounded")
 class EmbeddingStore(icontract.DBC):
     """Embedding sets of one context: save / load / search / list / info / delete."""
 
-    def __init__(self, root: Path, lock: WriterLock, context: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        lock: WriterLock,
+        context: str,
+        *,
+        files: FileStore | None = None,
+        meta: MetaStore | None = None,
+    ) -> None:
+        """The sets of ``context`` in its part folder ``root``; ``files`` and ``meta`` are
+        the backend's stores for this part (default: the embedded ones over ``root``)."""
         self.root = root
         self.context = context
         self._lock = lock
+        self._files: FileStore = files or LocalFileStore(root, SHARD_PATTERN, "shard")
+        self._meta: MetaStore = meta or LocalMetaStore(root, SET_META_PATTERN)
         self._cache = ShardCache()
 
     def __repr__(self) -> str:
@@ -102,31 +122,19 @@ class EmbeddingStore(icontract.DBC):
 
     # -- internals ----------------------------------------------------------------------
 
-    def _dir(self, name: str) -> Path:
-        return child(self.root, name, "name")
-
-    def _checked_dir(self, name: str) -> Path:
-        """The set's folder, after checking (``lstat``) that the context folder, the
-        ``embeddings`` folder and the set's folder are real directories where they exist."""
-        return check_chain(self.root.parent, self.root.name, self._dir(name).name, last="dir")
-
-    def _meta(self, name: str) -> Path | None:
-        """The set's ``metadata.json`` if it exists (each folder on the way checked)."""
-        path = self._checked_dir(name) / META
-        return path if exists_as(path, "file") else None
+    def _missing(self, name: str) -> NotFoundError:
+        return NotFoundError(f"embedding set {name!r} not found in context {self.context!r}")
 
     def _read(self, name: str) -> tuple[EmbeddingInfo, int]:
-        path = self._meta(name)
-        try:
-            if path is not None:
-                return _read_meta(path)
-        except FileNotFoundError:  # deleted meanwhile
-            pass
-        raise NotFoundError(f"embedding set {name!r} not found in context {self.context!r}")
+        key = meta_key(name)
+        data = self._meta.read(key)
+        if data is None:  # missing, or deleted meanwhile
+            raise self._missing(name)
+        return setmeta.parse(data, self._meta.where(key))
 
     def _snapshot(self, name: str, fn: Callable[[EmbeddingInfo], T]) -> T:
         """Run ``fn`` on the set's current info; retry when a concurrent writer replaced the
-        set between reading ``metadata.json`` and opening a shard."""
+        set between reading its document and opening a shard."""
         info, _ = self._read(name)
         for _attempt in range(3):
             try:
@@ -142,7 +150,7 @@ class EmbeddingStore(icontract.DBC):
         self, name: str, info: EmbeddingInfo, shard: ShardInfo, mmap: bool, verify: bool
     ) -> npz.ShardArrays:
         return npz.open_shard(
-            self._dir(name) / shard.file,
+            self._files.local_path(shard_key(name, shard.file)),
             count=shard.count,
             dim=info.dim,
             dtype=info.dtype,
@@ -151,23 +159,15 @@ class EmbeddingStore(icontract.DBC):
             size=shard.size_bytes,
         )
 
-    def _forget(self, name: str) -> None:
-        self._cache.forget(self._dir(name))
-
-    @staticmethod
-    def _cleanup(set_dir: Path, keep: set[str]) -> None:
-        """Remove shards not listed and temp files of interrupted writes (lock held)."""
-        for entry in entries(set_dir):
-            path = Path(entry.path)
-            stale = (SHARD_FILE.fullmatch(path.name) and path.name not in keep) or (
-                path.name.startswith(".") and path.name.endswith(".tmp")
-            )
-            if stale:
-                with contextlib.suppress(OSError):
-                    path.unlink()
+    def _cached(self, name: str, shard: ShardInfo, info: EmbeddingInfo) -> CachedShard:
+        key = shard_key(name, shard.file)
+        return self._cache.get(key, self._files.local_path(key), shard, info)
 
     def _existing_ids(self, name: str, info: EmbeddingInfo) -> Any:
-        arrays = [npz.read_ids(self._dir(name) / s.file, s.count) for s in info.shards]
+        arrays = [
+            npz.read_ids(self._files.local_path(shard_key(name, s.file)), s.count)
+            for s in info.shards
+        ]
         return np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
 
     # -- writing ------------------------------------------------------------------------
@@ -199,29 +199,25 @@ class EmbeddingStore(icontract.DBC):
         id_array = as_ids(ids, matrix.shape[0])
         user_meta = plain_json(metadata, "metadata")
         with self._lock.hold():
-            set_dir = self._checked_dir(name)
-            refuse_links(set_dir)  # a link in the set is damage: never written around
+            key = meta_key(name)
+            used = [_number(k) for k in self._files.list(name)]  # refuses links in the set
             old: EmbeddingInfo | None = None
             next_shard = 1
-            meta = self._meta(name)
-            if meta is not None:
+            data = self._meta.read(key)
+            if data is not None:
                 try:
-                    old, next_shard = _read_meta(meta)
+                    old, next_shard = setmeta.parse(data, self._meta.where(key))
                 except IntegrityError:
                     if mode == "append":
                         raise
-            if exists_as(set_dir, "dir"):
-                used = [
-                    int(m.group(1)) for p in entries(set_dir) if (m := SHARD_FILE.fullmatch(p.name))
-                ]
-                next_shard = max([next_shard, *[u + 1 for u in used]])
-                if mode == "append" and old is None and used:  # shards whose record is gone
-                    raise IntegrityError(
-                        f"{set_dir / META}: missing (shards without metadata); appending "
-                        "would drop the set's rows: restore the file or save with "
-                        'mode="overwrite"'
-                    )
-            now = _now()
+            next_shard = max([next_shard, *[u + 1 for u in used]])
+            if mode == "append" and old is None and used:  # shards whose record is gone
+                raise IntegrityError(
+                    f"{self._meta.where(key)}: missing (shards without metadata); appending "
+                    "would drop the set's rows: restore the file or save with "
+                    'mode="overwrite"'
+                )
+            now = utc_iso()
             if mode == "append" and old is not None:
                 matrix = self._appendable(name, old, id_array, matrix)
                 shards = list(old.shards)
@@ -232,14 +228,17 @@ class EmbeddingStore(icontract.DBC):
             if metadata is not None:
                 fields["metadata"] = user_meta
             norms = row_norms(matrix)
-            file = f"shard-{next_shard:06d}.npz"
-            digest, size = npz.write_shard(set_dir / file, id_array, matrix, norms)
+            file = shard_name(next_shard)
+            stored = self._files.put(
+                shard_key(name, file),
+                lambda path: FileDigest(*npz.write_shard(path, id_array, matrix, norms)),
+            )
             shards.append(
                 ShardInfo(
                     file=file,
                     count=matrix.shape[0],
-                    sha256=digest,
-                    size_bytes=size,
+                    sha256=stored.sha256,
+                    size_bytes=stored.size,
                     created_at=now,
                 )
             )
@@ -249,11 +248,11 @@ class EmbeddingStore(icontract.DBC):
                 "dtype": matrix.dtype.name,
                 "updated_at": now,
             }
-            doc = make_doc(fields, shards, next_shard + 1)
-            write_atomic(set_dir / META, dump_checked(doc))
-            self._cleanup(set_dir, {s.file for s in shards})
-            self._forget(name)
-            return info_of(doc, set_dir / META)[0]
+            doc = setmeta.make_doc(fields, shards, next_shard + 1)
+            self._meta.write(key, setmeta.dump(doc))  # the commit point
+            self._files.retain(name, {shard_key(name, s.file) for s in shards})
+            self._cache.forget(name)
+            return setmeta.info_of(doc, self._meta.where(key))[0]
 
     def _appendable(self, name: str, old: EmbeddingInfo, ids: Any, matrix: Any) -> Any:
         """Check rows appended to ``old``; returns them in the set's dtype."""
@@ -275,22 +274,14 @@ class EmbeddingStore(icontract.DBC):
         return matrix
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
-    @ensure(lambda self, name: not (self.root / name / META).exists(), "the set is gone")
+    @ensure(lambda self, name: not self._meta.exists(meta_key(name)), "the set is gone")
     def delete(self, name: str) -> None:
         """Delete the set and its files; ``NotFoundError`` if it does not exist."""
         with self._lock.hold():
-            set_dir = self._checked_dir(name)
-            if self._meta(name) is None:
-                raise NotFoundError(f"embedding set {name!r} not found in context {self.context!r}")
-            try:
-                (set_dir / META).unlink()
-                fsync_dir(set_dir)
-                self._cleanup(set_dir, set())
-                with contextlib.suppress(OSError):
-                    set_dir.rmdir()
-            except OSError as exc:
-                raise StorageError(f"deleting {set_dir} failed: {exc}", errno=exc.errno) from exc
-            self._forget(name)
+            if not self._meta.delete(meta_key(name)):  # the commit point
+                raise self._missing(name)
+            self._files.retain(name, set())
+            self._cache.forget(name)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -364,8 +355,7 @@ class EmbeddingStore(icontract.DBC):
                 )
             q = queries.astype(compute_dtype(np.dtype(info.dtype)), copy=False)
             top = TopK(q, metric, k)
-            set_dir = self._dir(name)
-            shards = [self._cache.get(set_dir / s.file, s, info) for s in info.shards]
+            shards = [self._cached(name, s, info) for s in info.shards]
             starts = [0, *itertools.accumulate(s.count for s in info.shards)]
             for entry, start in zip(shards, starts, strict=False):
                 top.add(entry.arrays.vectors, entry.term(metric), start)
@@ -389,14 +379,7 @@ class EmbeddingStore(icontract.DBC):
         """Names of the context's embedding sets, sorted (``IntegrityError`` if the
         ``embeddings`` folder is a link or a file; a damaged set folder is not listed:
         ``verify`` reports it)."""
-        check_chain(self.root.parent, self.root.name, last="dir")
-        return sorted(
-            e.name
-            for e in entries(self.root)
-            if is_valid_name(e.name)
-            and e.is_dir(follow_symlinks=False)
-            and os.path.lexists(os.path.join(e.path, META))
-        )
+        return self._meta.holders(SET_META)
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
     @ensure(lambda name, result: result.name == name, "the info names the set")
@@ -406,7 +389,7 @@ class EmbeddingStore(icontract.DBC):
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
     def exists(self, name: str) -> bool:
-        return self._meta(name) is not None
+        return self._meta.exists(meta_key(name))
 
     # -- maintenance --------------------------------------------------------------------
 
@@ -422,11 +405,11 @@ class EmbeddingStore(icontract.DBC):
         return part_problems(self.root, "an embedding set folder", self._verify_set)
 
     def _verify_set(self, set_dir: Path) -> builtins.list[str]:
-        meta = set_dir / META
+        meta = set_dir / SET_META
         try:
             present = lstat_as(meta, "file") is not None
             if not present or not is_valid_name(set_dir.name):
-                if any(SHARD_FILE.fullmatch(e.name) for e in entries(set_dir)):
+                if any(SHARD_PATTERN.fullmatch(e.name) for e in entries(set_dir)):
                     return [f"{meta}: missing (shards without metadata)"]
                 return []
             info, _ = _read_meta(meta)
@@ -438,33 +421,17 @@ class EmbeddingStore(icontract.DBC):
             return [str(exc)]
         problems: builtins.list[str] = []
         for shard in info.shards:
-            problems += self._verify_shard(set_dir / shard.file, shard)
+            problem = self._files.check(
+                shard_key(set_dir.name, shard.file), shard.size_bytes, shard.sha256
+            )
+            if problem is not None:
+                problems.append(problem)
         return problems
-
-    @staticmethod
-    def _verify_shard(path: Path, shard: ShardInfo) -> builtins.list[str]:
-        try:
-            fd = open_regular(path)
-        except FileNotFoundError:
-            return [f"{path}: shard file is missing"]
-        except IntegrityError as exc:  # a link or a directory where the shard belongs
-            return [str(exc)]
-        try:
-            size = os.fstat(fd).st_size
-            if size != shard.size_bytes:
-                return [f"{path}: size {size} differs from the recorded {shard.size_bytes}"]
-            if sha256_fd(fd) != shard.sha256:
-                return [f"{path}: SHA-256 mismatch (the shard is damaged)"]
-        except OSError as exc:
-            raise io_error("reading", path, exc) from exc
-        finally:
-            os.close(fd)
-        return []
 
 
 def _read_meta(path: Path) -> tuple[EmbeddingInfo, int]:
-    """Parse a set's ``metadata.json`` (read without following a link)."""
-    return info_of(parse_checked(read_regular(path), path), path)
+    """Parse a set's ``metadata.json`` file (read without following a link)."""
+    return setmeta.parse(read_regular(path), path)
 
 
 def recorded_files(root: Path) -> dict[str, tuple[int, str]]:
@@ -473,7 +440,7 @@ def recorded_files(root: Path) -> dict[str, tuple[int, str]]:
     A damaged ``metadata.json`` raises ``IntegrityError`` naming it."""
     out: dict[str, tuple[int, str]] = {}
     for entry in entries(root):
-        meta = Path(entry.path) / META
+        meta = Path(entry.path) / SET_META
         if not (is_valid_name(entry.name) and entry.is_dir(follow_symlinks=False)):
             continue
         if exists_as(meta, "file"):

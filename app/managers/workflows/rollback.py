@@ -25,11 +25,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.backends.protocols import JournalNote
 from app.core.errors import ConflictError
 from app.core.schemas import RecordVersion
-from app.formats.tracker import JournalEntry
 from app.managers.context import Context
-from app.managers.workflow_handlers import rollback_prefix
+from app.managers.workflows.handlers import rollback_prefix
 
 HISTORY_SLICE = 50_000
 WRITE_BATCH = 10_000
@@ -56,7 +56,7 @@ class RollbackPlan:
         return sum(map(len, self.restore.values())) + sum(map(len, self.tombstone.values()))
 
 
-def _touched(journal: Iterable[JournalEntry]) -> tuple[dict[str, _Touched], set[str]]:
+def _touched(journal: Iterable[JournalNote]) -> tuple[dict[str, _Touched], set[str]]:
     by_collection: dict[str, _Touched] = {}
     batch_ids: set[str] = set()
     for entry in journal:
@@ -74,7 +74,7 @@ def _slices(ids: list[str]) -> Iterator[list[str]]:
         yield ids[i : i + HISTORY_SLICE]
 
 
-def _first_writes(journal: list[JournalEntry]) -> dict[tuple[str, str], bool]:
+def _first_writes(journal: list[JournalNote]) -> dict[tuple[str, str], bool]:
     """(collection, id) -> whether the record existed before the workflow first wrote it."""
     out: dict[tuple[str, str], bool] = {}
     for entry in journal:
@@ -84,7 +84,7 @@ def _first_writes(journal: list[JournalEntry]) -> dict[tuple[str, str], bool]:
     return out
 
 
-def plan_rollback(ctx: Context, workflow_id: str, journal: list[JournalEntry]) -> RollbackPlan:
+def plan_rollback(ctx: Context, workflow_id: str, journal: list[JournalNote]) -> RollbackPlan:
     """Decide what to write; ``ConflictError`` if needed versions were compacted away."""
     by_collection, ours = _touched(journal)
     existed_first = _first_writes(journal)

@@ -19,19 +19,17 @@ import contextlib
 import datetime as dt
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
+from app.backends.protocols import Row, WorkflowTracker
 from app.core import clock
 from app.core.codec import encode
 from app.core.errors import StorageError
 from app.core.workflow_types import BatchWorkflow, WorkflowStatus
-from app.formats.tracker import Row, TrackerDB
-from app.managers.workflow_handlers import ChunkWriter, Handler, plan_delete
-
-if TYPE_CHECKING:
-    from app.managers.store import Store
+from app.managers.workflows.handlers import ChunkWriter, Handler, plan_delete
+from app.managers.workflows.host import WorkflowHost
 
 MAX_ERROR_TEXT = 300
 Progress = Callable[[BatchWorkflow], None]
@@ -75,7 +73,7 @@ def to_model(row: Row, batch_ids: list[str]) -> BatchWorkflow:
 class Heartbeat:
     """One thread per manager refreshing the heartbeat of the workflows it is processing."""
 
-    def __init__(self, tracker: TrackerDB, interval: float) -> None:
+    def __init__(self, tracker: WorkflowTracker, interval: float) -> None:
         self._tracker = tracker
         self.interval = interval
         self._active: dict[str, str] = {}
@@ -121,7 +119,9 @@ class Heartbeat:
 class ChunkRunner:
     """Runs claimed workflows of one store; shared by all threads of a manager."""
 
-    def __init__(self, tracker: TrackerDB, store: Store, heartbeat_interval: float) -> None:
+    def __init__(
+        self, tracker: WorkflowTracker, store: WorkflowHost, heartbeat_interval: float
+    ) -> None:
         self._tracker = tracker
         self._store = store
         self.heartbeat = Heartbeat(tracker, heartbeat_interval)

@@ -1,36 +1,23 @@
-"""Input checks and the ``metadata.json`` document of embedding sets.
+"""Input checks of embedding sets: the always-on preconditions of ``EmbeddingStore``.
 
-The checks are the always-on preconditions of ``EmbeddingStore``: each raises ``InvalidInput``
-naming the argument, vectorised (one ``np.isfinite(...).all()`` per array), before anything is
-written. ``metadata.json`` carries its own checksum and lists the set's shards in order.
+Each raises ``InvalidInput`` naming the argument, vectorised (one ``np.isfinite(...).all()``
+per array), before anything is written.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
-from app.core.artifacts import EmbeddingInfo, ShardInfo
-from app.core.errors import IntegrityError, InvalidInput
-from app.formats.hashio import check_document
+from app.core.errors import InvalidInput
+from app.formats.setmeta import DTYPES
 
 Array = np.ndarray[Any, Any]
 
-FORMAT = "ctxstore.embeddings"
-FORMAT_VERSION = 1
 MODES = ("overwrite", "append")
-DTYPES = ("float16", "float32", "float64")
 MAX_ID_CHARS = 256
-SHARD_FILE = re.compile(r"shard-(\d{6,})\.npz")
-
-
-# -- inputs --------------------------------------------------------------------------------
 
 
 def as_matrix(vectors: object, *, check: bool = True) -> Array:
@@ -130,53 +117,3 @@ def as_queries(query: object) -> Array:
 
 def is_k(k: object) -> bool:
     return isinstance(k, int) and not isinstance(k, bool) and k >= 1
-
-
-# -- metadata.json ---------------------------------------------------------------------------
-
-
-def set_digest(shards: list[ShardInfo]) -> str:
-    """The set's ``sha256``: its shard's, or of the shard digests joined by newlines."""
-    if len(shards) == 1:
-        return shards[0].sha256
-    return hashlib.sha256("\n".join(s.sha256 for s in shards).encode("ascii")).hexdigest()
-
-
-def make_doc(
-    info_fields: dict[str, Any], shards: list[ShardInfo], next_shard: int
-) -> dict[str, Any]:
-    return {
-        "document": FORMAT,
-        "format_version": FORMAT_VERSION,
-        **info_fields,
-        "count": sum(s.count for s in shards),
-        "size_bytes": sum(s.size_bytes for s in shards),
-        "shards": [s.model_dump() for s in shards],
-        "next_shard": next_shard,
-    }
-
-
-def info_of(doc: dict[str, Any], path: Path) -> tuple[EmbeddingInfo, int]:
-    """The ``EmbeddingInfo`` and next shard number recorded in a parsed ``metadata.json``."""
-    check_document(doc, path, FORMAT, FORMAT_VERSION)
-    fields = {k: v for k, v in doc.items() if k in EmbeddingInfo.model_fields}
-    try:
-        shards = [ShardInfo.model_validate(s, strict=True) for s in doc.get("shards", [])]
-        info = EmbeddingInfo.model_validate({**fields, "shards": shards, "sha256": ""})
-        info = info.model_copy(update={"sha256": set_digest(shards)})
-    except (ValidationError, TypeError) as exc:
-        raise IntegrityError(f"{path}: damaged metadata ({str(exc)[:160]})") from None
-    next_shard = doc.get("next_shard")
-    bad = (
-        not shards
-        or info.dtype not in DTYPES
-        or info.dim < 1
-        or info.count != sum(s.count for s in shards)
-        or not isinstance(next_shard, int)
-        or any(SHARD_FILE.fullmatch(s.file) is None or s.count < 0 for s in shards)
-        or len({s.file for s in shards}) != len(shards)
-    )
-    if bad:
-        raise IntegrityError(f"{path}: inconsistent metadata")
-    assert isinstance(next_shard, int)
-    return info, next_shard

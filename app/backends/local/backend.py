@@ -1,0 +1,97 @@
+"""``LocalBackend``: the embedded backend (one directory on one host; docs/api.md "Opening").
+
+Records: JSONL batch logs and a SQLite index per context (``app.formats.batchlog``,
+``app.formats.sqlindex``; the log/index coordination lives with the record managers, which
+attach it as ``records``). Tracker: ``workflows/tracker.sqlite`` (``app.formats.tracker``).
+Files and documents: the part folders of each context (``LocalFileStore``,
+``LocalMetaStore``). Every name comes from ``app.core.layout``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from app.backends.local.files import LocalFileStore
+from app.backends.local.meta import LocalMetaStore
+from app.backends.protocols import Records
+from app.core.errors import InvalidInput, StorageError
+from app.core.layout import (
+    EMBEDDINGS_DIR,
+    MODEL_FILE_PATTERN,
+    MODEL_RECORD_PATTERN,
+    MODELS_DIR,
+    SET_META_PATTERN,
+    SHARD_PATTERN,
+    context_dir,
+    part_dir,
+    workflows_dir,
+)
+from app.core.names import check_name
+from app.formats.tracker import TrackerDB
+
+RecordsOpener = Callable[[Path, str], Records]
+"""Opens the records of a context, given its folder and name."""
+
+
+class PartFiles:
+    """Which file and document names a part keeps in its item folders."""
+
+    def __init__(self, files: re.Pattern[str], what: str, documents: re.Pattern[str]) -> None:
+        self.files = files
+        self.what = what
+        self.documents = documents
+
+
+PARTS: dict[str, PartFiles] = {
+    EMBEDDINGS_DIR: PartFiles(SHARD_PATTERN, "shard", SET_META_PATTERN),
+    MODELS_DIR: PartFiles(MODEL_FILE_PATTERN, "model", MODEL_RECORD_PATTERN),
+}
+
+
+def part_files(part: str) -> PartFiles:
+    found = PARTS.get(part)
+    if found is None:
+        raise InvalidInput(f"part: {part!r} keeps no files (known: {sorted(PARTS)})")
+    return found
+
+
+class LocalBackend:
+    """The embedded backend of the store directory ``root``."""
+
+    def __init__(self, root: Path, *, records: RecordsOpener | None = None) -> None:
+        self.root = root
+        self._records = records
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({str(self.root)!r})"
+
+    @property
+    def url(self) -> str:
+        return str(self.root)
+
+    def attach_records(self, opener: RecordsOpener) -> None:
+        """Attach the embedded records implementation (the record managers do, once)."""
+        self._records = opener
+
+    def records(self, context: str) -> Records:
+        if self._records is None:
+            raise StorageError(
+                f"{self.root}: no records implementation is attached to this LocalBackend "
+                "(the store attaches the embedded one when it opens)"
+            )
+        return self._records(context_dir(self.root, check_name(context, "context")), context)
+
+    def tracker(self) -> TrackerDB:
+        return TrackerDB(workflows_dir(self.root))
+
+    def _part(self, context: str, part: str) -> Path:
+        return part_dir(context_dir(self.root, check_name(context, "context")), part)
+
+    def files(self, context: str, part: str) -> LocalFileStore:
+        kind = part_files(part)
+        return LocalFileStore(self._part(context, part), kind.files, kind.what)
+
+    def meta(self, context: str, part: str) -> LocalMetaStore:
+        return LocalMetaStore(self._part(context, part), part_files(part).documents)

@@ -1,0 +1,480 @@
+"""The backend seam: the four things a storage backend provides to the managers.
+
+- ``Records``: a context's committed-batch log and query index (the truth for records);
+- ``WorkflowTracker``: the store's batch-workflow tracker (rows, claims, journal, staged items);
+- ``FileStore``: immutable files (embedding shards, model files, staged workflow items);
+- ``MetaStore``: small documents that are commit points (an embedding set's
+  ``metadata.json``, a model version's ``vNNNN.json``; later aliases, tags, lineage, tokens,
+  audit).
+
+``Backend`` bundles them; ``app.backends.registry.backend_for`` picks one by the store's root
+(a directory: ``app.backends.local.LocalBackend``). The full contract (what is atomic, what
+survives a crash, what a PostgreSQL + object-storage backend must do for each call) is in
+PERSISTENCE_LAYER_STRATEGY.md, section "The backend seam"; docs/api.md covers the public API
+built on it. Nothing here touches the disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import IO, Any, NamedTuple, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from app.core.clock import Stamp
+from app.core.schemas import CompactionReport, RecordVersion
+from app.core.workflow_types import WorkflowStatus
+from app.formats.staged_items import ChunkIndex, StagedItems
+
+# -- files -------------------------------------------------------------------------------------
+
+
+class FileDigest(NamedTuple):
+    """What a file writer reports about the bytes it wrote."""
+
+    sha256: str
+    size: int
+
+
+class StoredFile(NamedTuple):
+    """A file the store holds: its key, size and SHA-256 (what the commit-point document
+    records, and what a reader checks)."""
+
+    key: str
+    size: int
+    sha256: str
+
+
+FileWriter = Callable[[Path], FileDigest]
+"""Writes the complete file at the given local path, atomically and durably (a temporary file
+fsync'd and renamed into place, as ``app.core.atomic.atomic_file`` and
+``app.formats.npz.write_shard`` do), and returns its digest."""
+
+
+@runtime_checkable
+class FileStore(Protocol):
+    """Immutable files under keys ``"<item>/<file name>"`` (e.g. ``"my-set/shard-000001.npz"``).
+
+    A file is written once and never changed: ``put`` of a key that exists is refused. A file
+    *counts* only once a ``MetaStore`` document that names it commits; until then (or after
+    the document stops naming it) it is garbage that ``retain`` (or a backend's gc) removes.
+    """
+
+    def put(self, key: str, write: FileWriter) -> StoredFile:
+        """Store a new file under ``key`` whose bytes ``write`` produces.
+
+        Atomic: on return the whole file is durable and readable under ``key``; on any
+        failure (or a crash) nothing is readable under ``key`` and at most an unreferenced
+        partial file is left for ``retain``/gc. ``ConflictError`` if ``key`` exists."""
+        ...
+
+    def local_path(self, key: str) -> Path:
+        """A local path holding the key's bytes, to open without following links and to
+        memory-map: the file itself (local store) or a copy in a local cache (object store;
+        fetched and checked against the recorded SHA-256 first). Never checks anything the
+        caller then checks on the opened descriptor."""
+        ...
+
+    def open(self, key: str) -> int:
+        """A read-only descriptor of the file, opened without following a link (a link, a
+        folder or a device where the file belongs is ``IntegrityError``); ``NotFoundError``
+        if it is missing. The caller closes it."""
+        ...
+
+    def check(self, key: str, size: int, sha256: str) -> str | None:
+        """The problem with the stored file (missing, not a regular file, size or SHA-256
+        differing from the recorded ones) as text naming it, or None. Always reads every
+        byte. Raises only for I/O errors (they are not damage)."""
+        ...
+
+    def list(self, item: str) -> list[str]:
+        """The keys of the item's files, sorted; ``[]`` for an unknown item. Refuses
+        (``IntegrityError`` naming it) a link or special file anywhere in the item."""
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Remove the file; returns whether it existed. Durable on return."""
+        ...
+
+    def retain(self, item: str, keep: set[str]) -> None:
+        """Remove the item's files whose key is not in ``keep`` and the leftovers of
+        interrupted ``put`` calls (best effort: what cannot be removed now is removed by a
+        later call). The caller holds the item's writer lock and has committed the document
+        that names ``keep``."""
+        ...
+
+
+# -- documents -----------------------------------------------------------------------------
+
+
+@runtime_checkable
+class MetaStore(Protocol):
+    """Small documents under keys ``"<item>/<document name>"`` (e.g.
+    ``"my-set/metadata.json"``, ``"my-model/v0001.json"``): the commit points of the parts.
+
+    Each ``write`` and ``delete`` is one atomic, durable transaction: a reader sees the old
+    document or the new one, never a mix, and a crash leaves one of the two.
+    """
+
+    def where(self, key: str) -> Path:
+        """How errors and ``verify`` name the document (a file's path; a URL without its
+        password on a database backend)."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether the document exists (``IntegrityError`` as for ``read``)."""
+        ...
+
+    def read(self, key: str) -> bytes | None:
+        """The document's bytes, or None if it does not exist. A link or a folder where the
+        document (or its item folder) belongs is ``IntegrityError`` naming it."""
+        ...
+
+    def write(self, key: str, data: bytes) -> None:
+        """Create or replace the document atomically; durable on return."""
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Remove the document; returns whether it existed. Durable on return."""
+        ...
+
+    def names(self, item: str) -> list[str]:
+        """The names of the item's documents, sorted (``[]`` for an unknown item)."""
+        ...
+
+    def holders(self, name: str) -> list[str]:
+        """The items holding a document called ``name``, sorted (a damaged item, e.g. a link
+        where its folder belongs, is not listed: ``verify`` reports it)."""
+        ...
+
+
+# -- records -------------------------------------------------------------------------------
+
+
+class CommittedBatch(Protocol):
+    """A committed batch as the records backend reports it (named fields; the embedded
+    backend's row also carries the batch's byte range in the log)."""
+
+    @property
+    def batch_id(self) -> str: ...
+    @property
+    def collection(self) -> str: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def committed_at(self) -> str: ...
+
+
+class CompiledQuery(Protocol):
+    """A filter and an order compiled by a records backend (opaque to the managers, which
+    cache it) with the backend-independent predicate that re-checks each returned record."""
+
+    @property
+    def check(self) -> Callable[[Mapping[str, Any]], bool] | None: ...
+
+
+class Records(Protocol):
+    """One context's record collections: the committed-batch log (the truth) and the query
+    index derived from it.
+
+    Writers are serialised by ``writing()`` (one writer per context at a time, across
+    processes and, on a server backend, machines); readers never wait and never see a
+    partial batch.
+    """
+
+    def ready(self) -> None:
+        """Bring the index up to the log (cut a torn tail, apply committed batches the index
+        misses); idempotent, cheap when nothing is behind."""
+        ...
+
+    def writing(self) -> AbstractContextManager[None]:
+        """Hold the context's writer lock (re-entrant in a thread) for a sequence of reads
+        and one commit that must see no other writer."""
+        ...
+
+    def schema(self, collection: str) -> type[BaseModel] | None:
+        """The collection's pydantic schema from the catalog (None: schemaless)."""
+        ...
+
+    def define(
+        self, collection: str, schema: type[BaseModel] | None, indexes: Sequence[Sequence[str]]
+    ) -> None:
+        """Record the collection in the catalog, create its log and its indexes (writer)."""
+        ...
+
+    def commit(
+        self,
+        collection: str,
+        kind: str,
+        batch_id: str,
+        ids: list[str],
+        lines: list[bytes],
+        digest: str | None,
+    ) -> CommittedBatch:
+        """Commit one batch of encoded entry lines (``app.formats.batchlog``) atomically and
+        durably: on return every line is in the log and the index; a crash before the
+        commit point leaves none of them visible, after it all of them. The caller holds
+        ``writing()`` and has checked ``batch`` first (idempotency by batch id)."""
+        ...
+
+    def batch(self, batch_id: str) -> CommittedBatch | None:
+        """The committed batch with this id (in any collection), or None."""
+        ...
+
+    def request_digest(self, batch: CommittedBatch) -> str | None:
+        """The request digest stored in the batch's commit line (None for batches written
+        before digests existed): what tells a repeat from a different payload."""
+        ...
+
+    def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, str]:
+        """The current encoded version of each of ``ids`` that exists (not deleted)."""
+        ...
+
+    def existing(self, collection: str, ids: Sequence[str]) -> list[str]:
+        """Those of ``ids`` that currently exist, in the given order."""
+        ...
+
+    def compile(self, where: Mapping[str, Any] | None, order_by: Any) -> CompiledQuery:
+        """Compile a filter and an order (``InvalidInput`` for a bad one)."""
+        ...
+
+    def query(
+        self, collection: str, plan: CompiledQuery, limit: int | None, offset: int
+    ) -> list[dict[str, Any]]:
+        """Current records matching ``plan``, in its order (ties: commit order), from one
+        snapshot."""
+        ...
+
+    def stream(self, collection: str, plan: CompiledQuery) -> Iterator[dict[str, Any]]:
+        """``query`` without a limit, with flat memory."""
+        ...
+
+    def count(self, collection: str, plan: CompiledQuery) -> int: ...
+
+    def select_ids(self, collection: str, plan: CompiledQuery) -> list[str]:
+        """Ids of the current records matching ``plan`` (the targets of a delete)."""
+        ...
+
+    def history(self, collection: str, ids: Iterable[str]) -> dict[str, list[RecordVersion]]:
+        """Every version and deletion of ``ids`` still in the log, oldest first."""
+        ...
+
+    def latest_commits(self, collection: str, ids: Iterable[str]) -> dict[str, tuple[str, bool]]:
+        """``(commit time, deleted)`` of each id's latest log entry, read from the log."""
+        ...
+
+    def current_records(self, collection: str) -> Iterator[dict[str, Any]]:
+        """Every current record in commit order, read from the log (the truth)."""
+        ...
+
+    def compact(self, collection: str) -> CompactionReport:
+        """Drop superseded versions and tombstones, atomically (writer)."""
+        ...
+
+    def write_compacted(self, collection: str, fh: IO[bytes]) -> int:
+        """A compacted copy of the collection's log to ``fh``; returns the records written."""
+        ...
+
+    def collections(self) -> list[str]: ...
+
+    def verify(self) -> list[str]:
+        """Problems of the log and the index, each naming what is damaged; never raises for
+        damage."""
+        ...
+
+    def rebuild(self) -> None:
+        """Rebuild the index from the log (repairs any damage to the index)."""
+        ...
+
+    def release(self) -> bool:
+        """Close idle connections; returns whether none is left open."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# -- the workflow tracker ------------------------------------------------------------------
+
+Row = dict[str, Any]
+
+
+class JournalNote(Protocol):
+    """One noted record-store call of a workflow chunk."""
+
+    @property
+    def chunk_no(self) -> int: ...
+    @property
+    def call_no(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def collection(self) -> str: ...
+    @property
+    def batch_id(self) -> str: ...
+    @property
+    def ids(self) -> list[str]: ...
+    @property
+    def existed(self) -> list[str]: ...
+    @property
+    def committed(self) -> bool: ...
+
+
+class WorkflowTracker(Protocol):
+    """The store's workflow rows, their claims, the write journal and the staged items.
+
+    Every state change is one transaction checked against the state machine
+    (``app.core.workflow_types``); calls taking ``owner`` change nothing (None / False) once
+    the workflow is no longer processing under that owner token.
+    """
+
+    @property
+    def path(self) -> Path:
+        """How errors name the tracker (a file; a URL without password on a server)."""
+        ...
+
+    def stage_items(self, workflow_id: str, lines: Iterable[bytes], chunk_size: int) -> StagedItems:
+        """Write the encoded items durably, unreferenced until ``insert``/``plan`` names them."""
+        ...
+
+    def read_chunk(self, items_file: str, index: ChunkIndex, chunk_no: int) -> list[bytes]:
+        """One chunk's encoded items, CRC-checked (``IntegrityError`` naming the file)."""
+        ...
+
+    def discard_items(self, items_file: str | None) -> None: ...
+
+    def insert(self, row: Row, index: ChunkIndex) -> None:
+        """Insert a new workflow row; ``ConflictError`` if the id is taken."""
+        ...
+
+    def exists(self, workflow_id: str) -> bool: ...
+
+    def get(self, workflow_id: str) -> Row:
+        """The workflow's summary row; ``NotFoundError`` if unknown."""
+        ...
+
+    def chunk_index(self, workflow_id: str) -> ChunkIndex: ...
+
+    def list_rows(
+        self,
+        *,
+        status: str | None,
+        workflow_type: str | None,
+        context: str | None,
+        limit: int,
+        offset: int,
+    ) -> list[Row]:
+        """Summary rows, newest first."""
+        ...
+
+    def batch_ids(self, workflow_id: str) -> list[str]:
+        """Batch ids of the record-store calls the workflow committed, in order."""
+        ...
+
+    def move(
+        self,
+        workflow_id: str,
+        new: WorkflowStatus | None,
+        *,
+        if_owner: str | None = None,
+        expect: Iterable[WorkflowStatus] | None = None,
+        errors: Sequence[str] = (),
+        extra_errors: int = 0,
+        **fields: Any,
+    ) -> Row | None:
+        """Change a workflow in one transaction, checking the state machine."""
+        ...
+
+    def claim(
+        self,
+        workflow_id: str | None,
+        owner: str,
+        worker: str,
+        now: Stamp,
+        types: Sequence[str] = (),
+    ) -> Row | None:
+        """Atomically move one pending workflow to processing under ``owner``."""
+        ...
+
+    def cancel(self, workflow_id: str, now: float) -> Row: ...
+
+    def recover_stale(self, stale_after: float, now: Stamp) -> list[str]:
+        """Hand workflows whose heartbeat is stale back to pending (or cancelled)."""
+        ...
+
+    def heartbeat(self, workflow_id: str, owner: str, now: Stamp) -> bool: ...
+
+    def plan(
+        self, workflow_id: str, owner: str, staged: StagedItems, chunk_size: int, now: Stamp
+    ) -> bool:
+        """Attach items resolved at the first processing (a delete's targets)."""
+        ...
+
+    def chunk_done(
+        self, workflow_id: str, owner: str, chunk_no: int, items: int, now: Stamp
+    ) -> Row | None:
+        """Record a committed chunk: progress, heartbeat and its journal notes, together."""
+        ...
+
+    def journal_add(
+        self,
+        workflow_id: str,
+        chunk_no: int,
+        call_no: int,
+        kind: str,
+        collection: str,
+        batch_id: str,
+        ids: Sequence[str],
+        existed: Sequence[str],
+    ) -> None:
+        """Note a record-store call before it is made (the first note of a call wins)."""
+        ...
+
+    def journal(self, workflow_id: str) -> Iterator[JournalNote]: ...
+
+    def purge(self, statuses: Iterable[WorkflowStatus], before: float) -> list[str | None]:
+        """Delete finished workflows; returns their items files (removed by the caller)."""
+        ...
+
+    def orphans(self, older_than: float) -> list[Path]:
+        """Staged items no workflow names, older than ``older_than`` (epoch seconds)."""
+        ...
+
+    def aggregates(self) -> dict[str, Any]: ...
+
+    def check(self) -> list[str]:
+        """Problems in the tracker and its staged items; never raises for damage."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# -- the bundle ----------------------------------------------------------------------------
+
+
+class Backend(Protocol):
+    """Where a store keeps everything: one instance per open store."""
+
+    @property
+    def url(self) -> str:
+        """The store's root as shown to people (a URL's password redacted)."""
+        ...
+
+    def records(self, context: str) -> Records:
+        """The record collections of ``context``."""
+        ...
+
+    def tracker(self) -> WorkflowTracker:
+        """The store's workflow tracker."""
+        ...
+
+    def files(self, context: str, part: str) -> FileStore:
+        """The immutable files of one part (``"embeddings"``, ``"models"``) of a context."""
+        ...
+
+    def meta(self, context: str, part: str) -> MetaStore:
+        """The commit-point documents of one part of a context."""
+        ...
