@@ -38,11 +38,21 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import icontract
-from pydantic import BaseModel
 
 from app.core.contracts import ensure, ensure_full, invariant
 from app.core.errors import ConflictError, InvalidInput
 from app.core.memtrim import release_free_memory
+from app.core.rules import (
+    RECORD,
+    SECONDS,
+    CollectionName,
+    Count,
+    FlushInterval,
+    Record,
+    Seconds,
+    check,
+    checked,
+)
 
 if TYPE_CHECKING:
     from app.managers.context import Context
@@ -116,14 +126,15 @@ def _balanced(counts: Mapping[str, Any]) -> bool:
 class AppendBuffer(icontract.DBC):
     """A bounded queue of records flushed to one collection by a background thread."""
 
+    @checked
     def __init__(
         self,
         ctx: Context,
-        collection: str,
+        collection: CollectionName,
         *,
-        max_pending: int = 100_000,
-        flush_every: int = 1000,
-        flush_interval: float = 1.0,
+        max_pending: Count = 100_000,
+        flush_every: Count = 1000,
+        flush_interval: FlushInterval = 1.0,
     ) -> None:
         self._ctx = ctx
         self.collection = collection
@@ -166,7 +177,7 @@ class AppendBuffer(icontract.DBC):
     # -- producers ----------------------------------------------------------------------
 
     @ensure_full(lambda self: _balanced(self.stats()), "accepted = written + failed + pending")
-    def record(self, item: Any, *, timeout: float | None = None) -> bool:
+    def record(self, item: Record, *, timeout: Seconds | None = None) -> bool:
         """Queue one record; ``False`` when the buffer is full.
 
         Without ``timeout`` it never waits: a full buffer answers ``False`` at once. With
@@ -175,16 +186,14 @@ class AppendBuffer(icontract.DBC):
         model; a mapping is copied (shallowly) so later changes by the caller do not leak into
         the store.
         """
+        # the per-item hot path: the rules of the annotations are applied inline here (an
+        # always-on precondition, ``@checked``, would cost more than the rest of the call)
         if type(item) is dict:
             item = item.copy()
-        elif not isinstance(item, Mapping | BaseModel):
-            raise InvalidInput(
-                f"item: expected a mapping or a pydantic model, got {type(item).__name__}"
-            )
-        if timeout is not None and not (
-            isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout >= 0
-        ):
-            raise InvalidInput(f"timeout: must be None or a number >= 0, got {timeout!r}")
+        else:
+            check(RECORD, item, "item")
+        if timeout is not None:
+            check(SECONDS, timeout, "timeout")
         with self._lock:
             if self._closed:
                 raise ConflictError(f"buffer for {self.collection!r} is closed")
