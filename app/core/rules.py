@@ -254,7 +254,7 @@ def _resolve(annotation: object, fn: Callable[..., Any]) -> object:
     strings). One naming a class not defined yet is skipped, unless it names a rule too."""
     if not isinstance(annotation, str):
         return annotation
-    namespace = getattr(fn, "__globals__", {})
+    namespace = getattr(inspect.unwrap(fn), "__globals__", {})  # under other decorators too
     try:
         # the module's own annotation text, evaluated as typing.get_type_hints would
         return eval(annotation, namespace)
@@ -271,10 +271,13 @@ def _resolve(annotation: object, fn: Callable[..., Any]) -> object:
 def checked(fn: F) -> F:
     """Turn the rules in ``fn``'s parameter annotations into always-on preconditions, checked
     in parameter order before the body runs (see the module docstring)."""
-    for param in inspect.signature(fn).parameters.values():
-        rules, optional = rules_of(_resolve(param.annotation, fn))
+    found = [
+        (param.name, *rules_of(_resolve(param.annotation, fn)))
+        for param in inspect.signature(fn).parameters.values()
+    ]  # resolved before wrapping: a wrapper's globals are icontract's
+    for argument, rules, optional in found:
         for rule in rules:
-            fn = _precondition(rule, param.name, optional)(fn)
+            fn = _precondition(rule, argument, optional)(fn)
     return fn
 
 
