@@ -193,7 +193,7 @@ class AppendBuffer(icontract.DBC):
         else:
             check(RECORD, item, "item")
         if timeout is not None:
-            check(SECONDS, timeout, "timeout")
+            check(SECONDS, timeout, "timeout", optional=True)
         with self._lock:
             if self._closed:
                 raise ConflictError(f"buffer for {self.collection!r} is closed")
