@@ -10,6 +10,15 @@ from pathlib import Path
 import orjson
 import pytest
 
+from app.core.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidInput,
+    NotFoundError,
+    StorageError,
+    UntrustedArtifactError,
+)
+
 ENV = {k: v for k, v in os.environ.items() if k != "CTXSTORE_ROOT"}
 
 
@@ -162,3 +171,47 @@ def test_stats_and_whole_store_verify(root: Path) -> None:
     whole = run(root, "verify")
     assert whole.returncode == 0, whole.stdout + whole.stderr
     assert run(root, "--help").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (InvalidInput, 2),
+        (NotFoundError, 1),
+        (ConflictError, 1),
+        (IntegrityError, 1),
+        (UntrustedArtifactError, 1),
+        (StorageError, 1),
+    ],
+)
+def test_the_error_table_gives_the_exit_code(
+    error: type[StorageError], code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One table (app/surfaces/errors.py) for the CLI's exit codes and the HTTP statuses."""
+    from app.surfaces.cli import cli, main
+    from app.surfaces.errors import kind_of
+
+    @cli.command(name="boom-for-test")
+    def boom() -> None:
+        raise error("boom: it failed")
+
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main(["boom-for-test"])
+    finally:
+        cli.commands.pop("boom-for-test")
+    assert exited.value.code == code == kind_of(error("x")).exit_code
+    assert capsys.readouterr().err == "error: boom: it failed\n"
+
+
+def test_every_command_module_registers_on_the_root_groups() -> None:
+    from app.surfaces.cli import cli
+    from app.surfaces.cli.root import workflows
+
+    assert set(cli.commands) >= {
+        "contexts", "append", "query", "count", "compact", "export", "import", "verify",
+        "stats", "serve", "demo", "workflows", "worker",
+    }  # fmt: skip
+    assert set(workflows.commands) == {
+        "list", "show", "submit", "process", "cancel", "rollback", "recover", "purge", "metrics",
+    }  # fmt: skip

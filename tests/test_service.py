@@ -209,3 +209,57 @@ def test_real_uvicorn_server(store: app.Store) -> None:
         server.should_exit = True
         thread.join(timeout=20)
     assert not thread.is_alive()
+
+
+ERROR_CASES = [
+    (app.InvalidInput("name: bad", argument="name"), 422, "invalid_input"),
+    (app.NotFoundError("gone"), 404, "not_found"),
+    (app.ConflictError("taken"), 409, "conflict"),
+    (app.UntrustedArtifactError("pickle"), 403, "untrusted_artifact"),
+    (app.IntegrityError("damaged"), 500, "integrity_error"),
+    (app.SchemaVersionError("newer"), 500, "storage_error"),
+    (app.StorageError("io"), 500, "storage_error"),
+    (app.StorageError("full", errno=28), 507, "storage_error"),
+]
+
+
+@pytest.mark.parametrize(("exc", "status", "kind"), ERROR_CASES)
+def test_the_error_table_gives_the_status(
+    store: app.Store, exc: app.StorageError, status: int, kind: str
+) -> None:
+    """One table (app/surfaces/errors.py) answers every error, over HTTP and in the CLI."""
+    from app.surfaces.errors import kind_of
+
+    application = create_app(store)
+
+    def boom() -> None:
+        raise exc
+
+    application.add_api_route("/boom", boom)
+    with TestClient(application) as c:
+        answer = c.get("/boom")
+    assert answer.status_code == status
+    assert kind_of(exc).kind == kind
+    body = answer.json()
+    if status == 422:
+        assert body == {"detail": [{"loc": ["name"], "msg": "name: bad", "type": kind}]}
+    else:
+        assert body == {"detail": str(exc), "type": kind}
+
+
+def test_bad_input_names_the_argument_or_the_field(client: TestClient) -> None:
+    """``detail[0].loc``: ``InvalidInput.argument``; a record's field when the error names one."""
+    client.post("/contexts", json={"name": "c"})
+    url = "/contexts/c/collections/analogies/records"
+    reserved = client.post(
+        url, json={"records": [{"id": "x"}]}, headers={"Idempotency-Key": "wf:1"}
+    )
+    assert reserved.status_code == 422
+    assert reserved.json()["detail"][0]["loc"] == ["Idempotency-Key"]
+    field = client.post(url, json={"records": [{"id": "x", "quality_score": 2}]})
+    assert field.json()["detail"][0]["loc"][0].startswith("records[0]")
+    bad_name = client.get("/contexts/c/collections/-a/records/r1")
+    assert bad_name.status_code == 422 and bad_name.json()["detail"][0]["loc"] == ["collection"]
+    too_long = client.get(f"/contexts/c/collections/a/records/{'x' * 257}")
+    assert too_long.status_code == 422 and too_long.json()["detail"][0]["loc"] == ["record_id"]
+    assert client.get("/contexts/..x/embeddings").json()["detail"][0]["loc"] == ["context"]

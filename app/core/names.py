@@ -19,14 +19,19 @@ def is_valid_name(name: object) -> bool:
     )
 
 
+def name_problem(name: object) -> str:
+    """Why ``name`` is refused (the message of the name rule, without the argument)."""
+    shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
+    return (
+        f"{shown} is not a valid name "
+        "(1-64 chars of letters, digits, '_', '.', '-', starting with a letter or digit)"
+    )
+
+
 def check_name(name: object, argument: str = "name") -> str:
     """Return ``name`` if valid, else raise ``InvalidInput`` naming ``argument``."""
     if not is_valid_name(name):
-        shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
-        raise InvalidInput(
-            f"{argument}: {shown} is not a valid name "
-            "(1-64 chars of letters, digits, '_', '.', '-', starting with a letter or digit)"
-        )
+        raise InvalidInput(f"{argument}: {name_problem(name)}", argument=argument)
     assert isinstance(name, str)
     return name
 

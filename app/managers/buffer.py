@@ -1,4 +1,5 @@
-"""``AppendBuffer``: non-blocking, thread-safe appends for telemetry-style writers (SPEC 11).
+"""``AppendBuffer``: non-blocking, thread-safe appends for telemetry-style writers
+(docs/api.md, "Append buffer").
 
 ``record(item)`` only takes a lock, appends to a list and counts: it never waits for I/O and
 returns ``False`` when ``max_pending`` items are waiting (backpressure); ``record(item,
@@ -8,12 +9,12 @@ or ``flush_interval`` seconds. It takes the whole queue under the lock and encod
 outside it, so producers never wait for I/O and the flusher never waits for producers; a refused
 ``record`` yields the interpreter once, so threads spinning on a full buffer do not starve it.
 
-What is durable when (SPEC 22): an item is durable once the batch holding it is committed
-(``written`` counts them). ``flush()``, ``close()``, ``Store.close()`` (every buffer of the store)
-and a normal interpreter exit (an ``atexit`` hook closes every live buffer: the end of the
-script, ``sys.exit``, an uncaught exception) write everything accepted. A process that is
-killed (SIGKILL, the OOM killer, ``os._exit``, a power cut) or dies on a signal Python does
-not handle loses the items still pending: at most ``max_pending`` items, and at most
+What is durable when (docs/api.md, "Durability"): an item is durable once the batch holding it
+is committed (``written`` counts them). ``flush()``, ``close()``, ``Store.close()`` (every
+buffer of the store) and a normal interpreter exit (an ``atexit`` hook closes every live buffer:
+the end of the script, ``sys.exit``, an uncaught exception) write everything accepted. A process
+that is killed (SIGKILL, the OOM killer, ``os._exit``, a power cut) or dies on a signal Python
+does not handle loses the items still pending: at most ``max_pending`` items, and at most
 ``flush_interval`` seconds of records at a low rate. Writers that cannot lose any record call
 ``flush()`` at their own commit points, or use ``Context.append`` directly.
 
@@ -38,11 +39,21 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import icontract
-from pydantic import BaseModel
 
 from app.core.contracts import ensure, ensure_full, invariant
 from app.core.errors import ConflictError, InvalidInput
 from app.core.memtrim import release_free_memory
+from app.core.rules import (
+    RECORD,
+    SECONDS,
+    CollectionName,
+    Count,
+    FlushInterval,
+    Record,
+    Seconds,
+    check,
+    checked,
+)
 
 if TYPE_CHECKING:
     from app.managers.context import Context
@@ -88,7 +99,8 @@ if hasattr(os, "register_at_fork"):
 
 @atexit.register
 def _close_all_at_exit() -> None:
-    """Normal interpreter exit: write what every live buffer still holds (SPEC 22)."""
+    """Normal interpreter exit: write what every live buffer still holds (docs/api.md,
+    "Durability")."""
     for buf in _live():
         try:
             buf.close()
@@ -116,14 +128,15 @@ def _balanced(counts: Mapping[str, Any]) -> bool:
 class AppendBuffer(icontract.DBC):
     """A bounded queue of records flushed to one collection by a background thread."""
 
+    @checked
     def __init__(
         self,
         ctx: Context,
-        collection: str,
+        collection: CollectionName,
         *,
-        max_pending: int = 100_000,
-        flush_every: int = 1000,
-        flush_interval: float = 1.0,
+        max_pending: Count = 100_000,
+        flush_every: Count = 1000,
+        flush_interval: FlushInterval = 1.0,
     ) -> None:
         self._ctx = ctx
         self.collection = collection
@@ -166,7 +179,7 @@ class AppendBuffer(icontract.DBC):
     # -- producers ----------------------------------------------------------------------
 
     @ensure_full(lambda self: _balanced(self.stats()), "accepted = written + failed + pending")
-    def record(self, item: Any, *, timeout: float | None = None) -> bool:
+    def record(self, item: Record, *, timeout: Seconds | None = None) -> bool:
         """Queue one record; ``False`` when the buffer is full.
 
         Without ``timeout`` it never waits: a full buffer answers ``False`` at once. With
@@ -175,16 +188,14 @@ class AppendBuffer(icontract.DBC):
         model; a mapping is copied (shallowly) so later changes by the caller do not leak into
         the store.
         """
+        # the per-item hot path: the rules of the annotations are applied inline here (an
+        # always-on precondition, ``@checked``, would cost more than the rest of the call)
         if type(item) is dict:
             item = item.copy()
-        elif not isinstance(item, Mapping | BaseModel):
-            raise InvalidInput(
-                f"item: expected a mapping or a pydantic model, got {type(item).__name__}"
-            )
-        if timeout is not None and not (
-            isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout >= 0
-        ):
-            raise InvalidInput(f"timeout: must be None or a number >= 0, got {timeout!r}")
+        else:
+            check(RECORD, item, "item")
+        if timeout is not None:
+            check(SECONDS, timeout, "timeout", optional=True)
         with self._lock:
             if self._closed:
                 raise ConflictError(f"buffer for {self.collection!r} is closed")

@@ -1,4 +1,4 @@
-"""Store-level commands of the CLI: export, import, verify, stats, serve, demo."""
+"""Store-wide commands: ``verify``, ``stats``, ``serve``, ``demo``."""
 
 from __future__ import annotations
 
@@ -6,56 +6,12 @@ from typing import Any
 
 import click
 
-from app.surfaces.cli import EXIT_FAILED, State, err, fail, out, pass_state, print_json, progress
+from app.surfaces.cli.output import err, fail, out, print_json, progress
+from app.surfaces.cli.root import State, cli, pass_state
+from app.surfaces.errors import EXIT_FAILED
 
 
-@click.command()
-@click.argument("context")
-@click.argument("dest", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-@pass_state
-def export(state: State, context: str, dest: str, as_json: bool) -> None:
-    """Write a consistent snapshot of CONTEXT to DEST (.tar.gz with a manifest)."""
-    store = state.store(create=False)
-    with progress(None, f"exporting {context}") as bar:
-        bar.add_task("export", total=None)
-        manifest = store.export_context(context, dest)
-    if as_json:
-        print_json(manifest.model_dump(mode="json"))
-        return
-    counts = ", ".join(f"{c}: {n}" for c, n in manifest.collections.items()) or "no records"
-    click.echo(
-        f"exported {context} to {dest}: {len(manifest.files)} files, "
-        f"{manifest.total_bytes} bytes ({counts})"
-    )
-
-
-@click.command(name="import")
-@click.argument("archive", type=click.Path(dir_okay=False, exists=True, path_type=str))
-@click.option("--name", default=None, help="Context name (default: the one in the archive).")
-@click.option(
-    "--on-conflict",
-    type=click.Choice(["fail", "overwrite", "merge", "skip"]),
-    default="fail",
-    show_default=True,
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-@pass_state
-def import_(state: State, archive: str, name: str | None, on_conflict: str, as_json: bool) -> None:
-    """Check ARCHIVE completely, then make it a context of the store."""
-    store = state.store()
-    with progress(None, "importing") as bar:
-        bar.add_task("import", total=None)
-        manifest = store.import_context(archive, name=name, on_conflict=on_conflict)
-    if as_json:
-        print_json(manifest.model_dump(mode="json"))
-        return
-    target = name or manifest.context
-    counts = ", ".join(f"{c}: {n}" for c, n in manifest.collections.items()) or "no records"
-    click.echo(f"imported {archive} as context {target} ({on_conflict}; {counts})")
-
-
-@click.command()
+@cli.command()
 @click.argument("context", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_state
@@ -88,7 +44,7 @@ def _human(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-@click.command()
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_state
 def stats(state: State, as_json: bool) -> None:
@@ -119,7 +75,7 @@ def stats(state: State, as_json: bool) -> None:
         out.print("workflows: " + ", ".join(f"{k}: {v}" for k, v in by_status.items()))
 
 
-@click.command()
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--no-worker", is_flag=True, help="Do not process submitted workflows in-process.")
@@ -137,7 +93,7 @@ def serve(state: State, host: str, port: int, no_worker: bool) -> None:
     uvicorn.run(application, host=host, port=port, log_level="info")
 
 
-@click.command()
+@cli.command()
 @click.option("--context", default="demo", show_default=True)
 @click.option("--count", "n", default=5000, show_default=True, type=click.IntRange(1, 10_000_000))
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100_000))
@@ -148,8 +104,3 @@ def demo(state: State, context: str, n: int, batch_size: int) -> None:
 
     summary = run_demo(state.store(), context=context, count=n, batch_size=batch_size, console=err)
     print_summary(summary, out)
-
-
-def register(group: click.Group) -> None:
-    for command in (export, import_, verify, stats, serve, demo):
-        group.add_command(command)

@@ -1,0 +1,279 @@
+"""Workflow commands: ``workflows list|show|submit|process|cancel|rollback|recover|purge|metrics``
+and ``worker``.
+
+Errors are raised as ``StorageError``/``InvalidInput`` and turned into one line on stderr by
+``app.surfaces.cli.main``; a workflow that ends ``failed`` makes ``process`` exit 1.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+import click
+
+from app.core.errors import InvalidInput
+from app.core.workflow_types import BatchWorkflow, WorkflowStatus
+from app.surfaces.cli.inputs import jsonl_items, parse_duration, parse_json_option
+from app.surfaces.cli.output import err, out, print_json, progress
+from app.surfaces.cli.root import State, cli, pass_state, workflows
+
+STATUSES = [s.value for s in WorkflowStatus]
+
+
+def _row(wf: BatchWorkflow) -> list[str]:
+    progress = f"{wf.items_processed}/{wf.items_total}"
+    created = wf.created_at.strftime("%Y-%m-%d %H:%M:%S")
+    return [wf.workflow_id, wf.workflow_type, wf.context, wf.status.value, progress, created]
+
+
+def _summary(wf: BatchWorkflow) -> str:
+    text = (
+        f"{wf.workflow_id}: {wf.status.value} ({wf.items_processed}/{wf.items_total} items, "
+        f"{wf.chunks_done}/{wf.chunks_total} chunks"
+    )
+    if wf.error_count:
+        text += f", {wf.error_count} errors"
+    text += ")"
+    if wf.cancel_requested and wf.status == WorkflowStatus.PROCESSING:
+        text += " - cancel requested: stops at its next chunk"
+    return text
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM (the current chunk is finished first)."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        _ = frame
+        if not stop.is_set():
+            click.echo(f"{signal.Signals(signum).name}: stopping after the current chunk", err=True)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@workflows.command(name="list")
+@click.option("--status", type=click.Choice(STATUSES), default=None)
+@click.option("--type", "workflow_type", default=None, help="Workflow type.")
+@click.option("--context", default=None)
+@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_state
+def list_(
+    state: State,
+    status: str | None,
+    workflow_type: str | None,
+    context: str | None,
+    limit: int,
+    offset: int,
+    as_json: bool,
+) -> None:
+    """List workflows, newest first."""
+    found = state.store().workflows.list(
+        status=status, workflow_type=workflow_type, context=context, limit=limit, offset=offset
+    )
+    if as_json:
+        print_json([w.model_dump(mode="json") for w in found])
+        return
+    from rich.table import Table
+
+    table = Table(title="workflows")
+    for column in ("id", "type", "context", "status", "items", "created (UTC)"):
+        table.add_column(column, justify="right" if column == "items" else "left")
+    for wf in found:
+        table.add_row(*_row(wf))
+    out.print(table)
+
+
+@workflows.command()
+@click.argument("workflow_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_state
+def show(state: State, workflow_id: str, as_json: bool) -> None:
+    """Show one workflow in full."""
+    wf = state.store().workflows.get(workflow_id)
+    data = wf.model_dump(mode="json")
+    if as_json:
+        print_json(data)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"workflow {wf.workflow_id}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in data.items():
+        if key in ("errors", "batch_ids"):
+            shown = "\n".join(value[:20]) + (
+                f"\n... {len(value) - 20} more" if len(value) > 20 else ""
+            )
+            table.add_row(key, shown or "-")
+        else:
+            table.add_row(key, "-" if value is None else str(value))
+    out.print(table)
+
+
+@workflows.command()
+@click.argument("workflow_type")
+@click.argument("context")
+@click.argument("items", type=click.File("rb"), required=False)
+@click.option("--params", default=None, help="Workflow params as a JSON object.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--id", "workflow_id", default=None, help="Workflow id (default: generated).")
+@pass_state
+def submit(
+    state: State,
+    workflow_type: str,
+    context: str,
+    items: Any,
+    params: str | None,
+    chunk_size: int,
+    workflow_id: str | None,
+) -> None:
+    """Stage ITEMS (a JSON-lines file, '-' for stdin) as a pending workflow."""
+    parsed = parse_json_option(params, "--params")
+    if parsed is not None and not isinstance(parsed, dict):
+        raise InvalidInput("--params: must be a JSON object")
+    records = None if items is None else jsonl_items(items)
+    wf = state.store().workflows.submit(
+        workflow_type,
+        context=context,
+        items=records,
+        params=parsed,
+        workflow_id=workflow_id,
+        chunk_size=chunk_size,
+    )
+    click.echo(_summary(wf))
+
+
+@workflows.command()
+@click.argument("workflow_id")
+@pass_state
+def process(state: State, workflow_id: str) -> None:
+    """Process one pending workflow now (Ctrl-C hands it back after the current chunk)."""
+    manager = state.store().workflows
+    total = manager.get(workflow_id).items_total
+    with _stop_on_signals() as stop, progress(total, workflow_id) as bar:
+        task = bar.add_task(workflow_id, total=total or None)
+
+        def advance(wf: BatchWorkflow) -> None:
+            bar.update(task, completed=wf.items_processed, total=wf.items_total or None)
+
+        wf = manager.process(workflow_id, stop=stop, on_progress=advance)
+    click.echo(_summary(wf))
+    for line in wf.errors[:5]:
+        click.echo(f"  {line}", err=True)
+    if wf.status == WorkflowStatus.FAILED:
+        raise SystemExit(1)
+
+
+@workflows.command()
+@click.argument("workflow_id")
+@pass_state
+def cancel(state: State, workflow_id: str) -> None:
+    """Cancel a pending workflow, or stop a processing one at its next chunk."""
+    click.echo(_summary(state.store().workflows.cancel(workflow_id)))
+
+
+@workflows.command()
+@click.argument("workflow_id")
+@pass_state
+def rollback(state: State, workflow_id: str) -> None:
+    """Undo a finished workflow's writes (records changed by others since are listed)."""
+    wf = state.store().workflows.rollback(workflow_id)
+    click.echo(_summary(wf))
+    for line in wf.errors[:20]:
+        click.echo(f"  {line}", err=True)
+
+
+@workflows.command()
+@click.option(
+    "--stale-after",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds without a heartbeat after which a processing workflow is stale.",
+)
+@pass_state
+def recover(state: State, stale_after: float) -> None:
+    """Hand stale processing workflows (their worker died) back to pending."""
+    back = state.store().workflows.recover(stale_after=stale_after)
+    for wf in back:
+        click.echo(_summary(wf))
+    click.echo(f"{len(back)} workflows recovered")
+
+
+@workflows.command()
+@click.option("--older-than", required=True, help="e.g. 30s, 15m, 12h, 7d.")
+@pass_state
+def purge(state: State, older_than: str) -> None:
+    """Delete finished workflows (not their records) older than the given age."""
+    n = state.store().workflows.purge(older_than=parse_duration(older_than))
+    click.echo(f"{n} workflows purged")
+
+
+@workflows.command()
+@pass_state
+def metrics(state: State) -> None:
+    """Counts by status and type, items processed, mean duration, items/s (JSON)."""
+    print_json(state.store().workflows.metrics())
+
+
+@cli.command()
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.01),
+    default=2.0,
+    show_default=True,
+    help="Seconds between looks for pending workflows.",
+)
+@click.option("--once", is_flag=True, help="Process what is pending, then exit.")
+@click.option(
+    "--recover-stale",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Also hand back workflows whose heartbeat is older than this many seconds.",
+)
+@pass_state
+def worker(state: State, poll: float, once: bool, recover_stale: float | None) -> None:
+    """Process pending workflows until SIGINT/SIGTERM (the current chunk is finished)."""
+    manager = state.store().workflows
+    click.echo(f"worker started on {state.store().root} (poll {poll}s)", err=True)
+    processed = 0
+    with _stop_on_signals() as stop, progress(None, "worker") as bar:
+        tasks: dict[str, Any] = {}
+
+        def advance(wf: BatchWorkflow) -> None:
+            task = tasks.get(wf.workflow_id)
+            if task is None:
+                task = bar.add_task(wf.workflow_id, total=wf.items_total or None)
+                tasks[wf.workflow_id] = task
+            bar.update(task, completed=wf.items_processed, total=wf.items_total or None)
+
+        while not stop.is_set():
+            if recover_stale is not None:
+                for wf in manager.recover(stale_after=recover_stale):
+                    err.print(f"recovered {_summary(wf)}", highlight=False)
+            done = manager.process_pending(limit=1, stop=stop, on_progress=advance)
+            for wf in done:
+                processed += 1
+                task = tasks.pop(wf.workflow_id, None)
+                if task is not None:
+                    bar.remove_task(task)
+                err.print(_summary(wf), highlight=False)
+            if once and not done:
+                break
+            if not done:
+                stop.wait(poll)
+    click.echo(f"worker stopped: {processed} workflows processed", err=True)
