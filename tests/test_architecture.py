@@ -276,49 +276,21 @@ def test_graph_covers_the_package() -> None:
     edges = import_graph()
     importers = {e.importer for e in edges}
     assert {"app", "ctxstore"} <= importers
-    for layer in ("core", "formats", "managers", "surfaces"):
+    for layer in ("core", "formats", "backends", "managers", "surfaces"):
         assert any(m.startswith(f"app.{layer}.") for m in importers), layer
     assert len(module_files()) > 40
 
 
 # -- the rules ---------------------------------------------------------------------------------
 
-# Known on main (b509308), removed by the issue 10 re-cut the other helpers are building; the
-# lead removes these marks after merging (strict: a fixed graph makes the mark fail).
-_KNOWN_CYCLES = (
-    "on main: app.managers.buffer <-> app.managers.context (type-checking back-reference); "
-    "app -> app.managers.store -> app.managers.transfer -> ... -> app.managers.store "
-    "(store, transfer, transfer_fs, transfer_merge, stats, workflows, workflow_runner, and "
-    "app itself through `from app import __version__`); "
-    "app.surfaces.cli <-> cli_admin <-> cli_workflows"
-)
-_KNOWN_UPWARD = {
-    "managers": "on main: app.managers.store and app.managers.transfer import "
-    "`from app import __version__` (to become app.core.version)",
-    "surfaces": "on main: app.surfaces.http imports `from app import __version__`; "
-    "app.surfaces.cli_admin imports app.service (a top-level module)",
-}
 
-
-@pytest.mark.xfail(strict=True, reason=_KNOWN_CYCLES)
 def test_no_import_cycle() -> None:
     edges = import_graph()
     found = cycles(edges)
     assert not found, "import cycles:\n" + "\n".join(describe_cycle(c, edges) for c in found)
 
 
-@pytest.mark.parametrize(
-    "layer",
-    [
-        pytest.param(
-            name,
-            marks=[pytest.mark.xfail(strict=True, reason=_KNOWN_UPWARD[name])]
-            if name in _KNOWN_UPWARD
-            else [],
-        )
-        for name in [*LAYERS, layer_name(TOP)]
-    ],
-)
+@pytest.mark.parametrize("layer", [*LAYERS, layer_name(TOP)])
 def test_no_upward_import(layer: str) -> None:
     """Each layer imports only itself and below; the top-level modules never import ctxstore."""
     level = LAYERS.index(layer) if layer in LAYERS else TOP

@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import icontract
 
@@ -55,8 +55,19 @@ from app.core.rules import (
     checked,
 )
 
-if TYPE_CHECKING:
-    from app.managers.context import Context
+
+class BufferTarget(Protocol):
+    """What a buffer writes to (a ``Context``): typed here so buffer and context do not import
+    each other."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def path(self) -> Path: ...
+
+    def append(self, collection: str, records: Any) -> Any: ...
+
 
 MAX_BATCH = 10_000  # most items one flush commits at once (bounds the memory of a flush)
 RETRY_PAUSE_S = 0.5
@@ -131,7 +142,7 @@ class AppendBuffer(icontract.DBC):
     @checked
     def __init__(
         self,
-        ctx: Context,
+        ctx: BufferTarget,
         collection: CollectionName,
         *,
         max_pending: Count = 100_000,

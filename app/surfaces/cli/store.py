@@ -85,7 +85,7 @@ def serve(state: State, host: str, port: int, no_worker: bool) -> None:
     try:
         import uvicorn
 
-        from app.service import create_app
+        from app.surfaces.http import create_app
     except ImportError as exc:
         fail(f"the HTTP service needs the 'service' extra (pip install 'ctxstore[service]'): {exc}")
     application = create_app(state.store(), process_workflows=not no_worker)
