@@ -47,8 +47,8 @@ from app.core.nofollow import link_problems
 from app.core.schemas import BatchReceipt, CompactionReport, IntegrityReport, RecordVersion
 from app.formats.batchlog import del_line, put_line
 from app.formats.sqlindex import BatchRow, SqliteIndex
-from app.managers.catalog import Catalog, normalise_indexes
-from app.managers.collection import CollectionLog
+from app.managers.records.catalog import Catalog, normalise_indexes
+from app.managers.records.collection import CollectionLog
 from app.managers.ctxfiles import check_layout, layout_problems
 
 if TYPE_CHECKING:
@@ -630,7 +630,7 @@ class Context(icontract.DBC):
     @ensure(lambda self: self._ready, "the new index is caught up with every log")
     def rebuild_index(self) -> None:
         """Rebuild the SQLite index from the logs (repairs any damage to the index)."""
-        from app.managers.rebuild import rebuild_index
+        from app.managers.records.rebuild import rebuild_index
 
         with self._lock.hold():
             rebuild_index(self._index, [self._log(n) for n in self._log_names()])

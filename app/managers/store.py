@@ -33,7 +33,7 @@ from app.core.nofollow import exists_as
 from app.core.schemas import IntegrityReport
 from app.formats.sqlindex import check_index_version
 from app.managers.buffer import close_buffers
-from app.managers.catalog import Catalog
+from app.managers.records.catalog import Catalog
 from app.managers.context import Context
 from app.managers.ctxfiles import is_context_folder
 from app.managers.staging import holding, sweep

@@ -31,9 +31,9 @@ from app.formats.batchlog import (
     put_line,
 )
 from app.formats.sqlindex import BatchRow, SqliteIndex
-from app.managers.catalog import Catalog
-from app.managers.logcheck import check_collection
-from app.managers.side_table import SideBuilder, batch_row, put_rows
+from app.managers.records.catalog import Catalog
+from app.managers.records.logcheck import check_collection
+from app.managers.records.side_table import SideBuilder, batch_row, put_rows
 
 APPLY_EVERY = 50_000
 FEW_IDS = 4

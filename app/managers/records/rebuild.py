@@ -11,7 +11,7 @@ from pathlib import Path
 from app.core.atomic import fsync_dir
 from app.core.errors import IntegrityError, StorageError, io_error
 from app.formats.sqlindex import SqliteIndex
-from app.managers.collection import CollectionLog
+from app.managers.records.collection import CollectionLog
 
 SIDE_FILES = ("-wal", "-shm", "-journal")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from app.core.codec import legacy_value
 from app.formats.batchlog import BatchLog, ScanState
 from app.formats.sqlindex import BatchRow, SqliteIndex
-from app.managers.side_table import batch_row
+from app.managers.records.side_table import batch_row
 
 MAX_REPORTED = 10
 
