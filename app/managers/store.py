@@ -33,9 +33,9 @@ from app.core.nofollow import exists_as
 from app.core.schemas import IntegrityReport
 from app.formats.sqlindex import check_index_version
 from app.managers.buffer import close_buffers
-from app.managers.records.catalog import Catalog
 from app.managers.context import Context
 from app.managers.ctxfiles import is_context_folder
+from app.managers.records.catalog import Catalog
 from app.managers.staging import holding, sweep
 
 if TYPE_CHECKING:

@@ -46,9 +46,9 @@ from app.core.transfer_types import (
 )
 from app.formats.archive import Limits, read_archive, write_archive
 from app.formats.batchlog import BatchLog
-from app.managers.records.catalog import Catalog
 from app.managers.context import Context
 from app.managers.ctxfiles import layout_problems
+from app.managers.records.catalog import Catalog
 from app.managers.transfer_fs import (
     contexts_dir,
     copy_file,

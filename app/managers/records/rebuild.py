@@ -28,7 +28,7 @@ def _witness(index: SqliteIndex, name: str) -> int | None:
         state = index.collection_state(name)
     except StorageError:
         return None
-    return None if state is None else state[1]
+    return None if state is None else state.log_end
 
 
 def rebuild_index(index: SqliteIndex, logs: Iterable[CollectionLog]) -> None:
