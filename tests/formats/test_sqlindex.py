@@ -8,7 +8,7 @@ catches changed row content, and building aside then swapping in. No store, no l
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import orjson
@@ -53,7 +53,7 @@ def _apply(
     index: SqliteIndex,
     row: BatchRow,
     puts: list[PutRow],
-    deletes: list[str] = (),  # type: ignore[assignment]
+    deletes: Sequence[str] = (),
 ) -> None:
     with index.write() as conn:
         index.apply(conn, "notes", row, puts, deletes)
