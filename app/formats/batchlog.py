@@ -11,13 +11,24 @@ A batch is its entry lines followed by one commit line. ``S`` is the SHA-256 of 
 entry-line bytes followed by the canonical JSON of ``[B, K, T, N]`` (plus ``C, D`` when the
 batch was rewritten by compaction, plus ``R`` when present), so a flipped bit anywhere in a
 batch, its commit line included, is detected. ``R`` (optional, added in v2 without changing the
-format number) is the request digest of the idempotency check (SPEC 16); commit lines written
-without it still read, and a batch without it is treated as a legacy duplicate.
+format number) is the request digest of the idempotency check (docs/api.md, idempotent
+batches); commit lines written without it still read, and a batch without it is treated as a
+legacy duplicate.
 
 After the last valid commit, bytes that contain no further valid commit are a torn tail (the
-writer died): ``scan`` reports where the tail starts and the owner truncates it under its
-writer lock. Damage followed by a valid commit
-is corruption and raises ``IntegrityError``; it is never skipped.
+writer died): a ``LogScan`` reports where the tail starts and the owner truncates it under its
+writer lock. Damage followed by a valid commit is corruption and raises ``IntegrityError``; it
+is never skipped.
+
+This module alone knows the line syntax. Callers hand it encoded records (the canonical JSON
+bytes of each record) and tombstoned ids, and get back offsets:
+
+- ``BatchLog.write_batch(offset, puts=..., deletes=...)`` appends one batch and returns a
+  ``WrittenBatch`` (start, end, digest); ``put_offsets`` gives the offset of each record's
+  line in it (the index's ``pos``);
+- ``BatchLog.scan(start)`` returns a ``LogScan``: iterate it for the verified ``Batch``es
+  (whose ``Entry``s carry offsets, ids and record bytes), then read where it stopped;
+- ``LogWriter`` writes a whole new log (compaction, export) batch by batch.
 
 This module knows one file format and nothing of contexts, indexes or locks.
 """
@@ -28,10 +39,10 @@ import contextlib
 import hashlib
 import mmap
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 import orjson
 
@@ -42,12 +53,20 @@ LOG_FORMAT = 1
 PUT = b'{"put":'
 DEL = b'{"del":'
 COMMIT = b'{"commit":'
+_END = b"}\n"
+_PUT_SEP = _END + PUT
+FRAME = len(PUT) + len(_END)
+"""Bytes an entry line adds around its JSON (the put and del prefixes have the same length)."""
 WRITE_CHUNK = 4 << 20
+
+
+# -- what the log holds ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One entry line: a record version (``data`` = its canonical JSON) or a tombstone."""
+    """One entry line at offset ``pos``: a record version (``data`` = its canonical JSON) or
+    a tombstone (``data`` is None)."""
 
     pos: int
     record_id: str
@@ -56,7 +75,9 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """A committed batch as found in (or written to) the log."""
+    """A committed batch as found in (or written to) the log: ``[start, end)`` are its bytes,
+    ``sha256`` the digest in its commit line; ``receipt_count`` / ``receipt_sha256`` are the
+    count and digest of the batch as first committed (a compaction keeps them)."""
 
     batch_id: str
     kind: str
@@ -70,45 +91,94 @@ class Batch:
     req: str | None = None
 
 
-@dataclass(slots=True)
-class ScanState:
-    """Where a scan stopped: ``valid_end`` is the end of the last valid commit."""
+class Receipt(NamedTuple):
+    """The entry count and digest of a batch as first committed (kept by a compaction)."""
 
-    valid_end: int
-    size: int
-    tail: bool = False
-    batches: int = 0
-    entries: int = 0
+    entries: int
+    sha256: str
 
 
-def _meta_bytes(
-    batch_id: str,
-    kind: str,
-    at: str,
-    n: int,
-    receipt: tuple[int, str] | None,
-    req: str | None = None,
-) -> bytes:
-    meta: list[object] = [batch_id, kind, at, n]
-    if receipt is not None:
-        meta += receipt
-    if req is not None:
-        meta.append(req)  # unambiguous: receipts add an int first, a request digest a str
-    return orjson.dumps(meta)
+class CommitMeta(NamedTuple):
+    """The fields of one commit line (``entries`` is its ``n``: the batch's entry lines)."""
+
+    batch_id: str
+    kind: str
+    committed_at: str
+    entries: int
+    sha256: str
+    receipt: Receipt | None = None
+    req: str | None = None
 
 
-def _commit_digest(
-    lines: bytes | memoryview,
-    batch_id: str,
-    kind: str,
-    at: str,
-    n: int,
-    receipt: tuple[int, str] | None,
-    req: str | None = None,
-) -> str:
-    h = hashlib.sha256(lines)
-    h.update(_meta_bytes(batch_id, kind, at, n, receipt, req))
+class LogHeader(NamedTuple):
+    """A log's header: its generation (new at every rewrite) and its length in bytes (the
+    offset of the first batch)."""
+
+    generation: str
+    length: int
+
+
+class WrittenBatch(NamedTuple):
+    """A batch just appended: its bytes ``[start, end)`` and the digest of its commit line."""
+
+    start: int
+    end: int
+    sha256: str
+
+
+# -- encoding -------------------------------------------------------------------------------
+
+
+def _meta_bytes(meta: CommitMeta) -> bytes:
+    fields: list[object] = [meta.batch_id, meta.kind, meta.committed_at, meta.entries]
+    if meta.receipt is not None:
+        fields += meta.receipt
+    if meta.req is not None:
+        fields.append(meta.req)  # unambiguous: receipts add an int first, a request digest a str
+    return orjson.dumps(fields)
+
+
+def _commit_digest(body: bytes | memoryview, meta: CommitMeta) -> str:
+    h = hashlib.sha256(body)
+    h.update(_meta_bytes(meta))
     return h.hexdigest()
+
+
+def _encode_commit(meta: CommitMeta) -> bytes:
+    fields: dict[str, object] = {
+        "batch": meta.batch_id,
+        "kind": meta.kind,
+        "at": meta.committed_at,
+        "n": meta.entries,
+        "sha256": meta.sha256,
+    }
+    if meta.receipt is not None:
+        fields["rc"], fields["rs"] = meta.receipt
+    if meta.req is not None:
+        fields["req"] = meta.req
+    return COMMIT + orjson.dumps(fields) + _END
+
+
+def _closing(h: hashlib._Hash, meta: CommitMeta) -> tuple[bytes, str]:
+    """The commit line for ``meta`` once ``h`` has taken every entry line of its batch."""
+    h.update(_meta_bytes(meta))
+    digest = h.hexdigest()
+    return _encode_commit(meta._replace(sha256=digest)), digest
+
+
+def header_line(generation: str) -> bytes:
+    return orjson.dumps({"log": {"format": LOG_FORMAT, "generation": generation}}) + b"\n"
+
+
+def put_line(encoded: bytes) -> bytes:
+    """The entry line of a record whose canonical JSON is ``encoded`` (for tests and tools
+    that forge logs; writers hand records to ``BatchLog.write_batch``)."""
+    return PUT + encoded + _END
+
+
+def del_line(record_id: str) -> bytes:
+    """The tombstone line of ``record_id`` (see ``put_line``)."""
+    return DEL + orjson.dumps(record_id) + _END
 
 
 def commit_line(
@@ -119,40 +189,68 @@ def commit_line(
     receipt: tuple[int, str] | None = None,
     req: str | None = None,
 ) -> tuple[bytes, str]:
-    """The commit line closing ``lines`` and the batch digest it carries.
+    """The commit line closing the entry ``lines`` and the batch digest it carries (for tests
+    and tools that forge logs).
 
     ``receipt`` keeps the original ``(count, sha256)`` of a batch rewritten by compaction;
-    ``req`` is the request digest (``Batch.req``), which a rewrite must carry over.
+    ``req`` is the request digest (``Batch.req``).
     """
     h = hashlib.sha256()
     for line in lines:
         h.update(line)
-    h.update(_meta_bytes(batch_id, kind, at, len(lines), receipt, req))
-    digest = h.hexdigest()
-    meta: dict[str, object] = {
-        "batch": batch_id,
-        "kind": kind,
-        "at": at,
-        "n": len(lines),
-        "sha256": digest,
-    }
-    if receipt is not None:
-        meta["rc"], meta["rs"] = receipt
-    if req is not None:
-        meta["req"] = req
-    return COMMIT + orjson.dumps(meta) + b"}\n", digest
+    kept = None if receipt is None else Receipt(*receipt)
+    return _closing(h, CommitMeta(batch_id, kind, at, len(lines), "", kept, req))
 
 
-def header_line(generation: str) -> bytes:
-    return orjson.dumps({"log": {"format": LOG_FORMAT, "generation": generation}}) + b"\n"
+def put_offsets(start: int, puts: Iterable[bytes]) -> Iterator[int]:
+    """The offset of each record's line in a batch written at ``start`` with ``puts`` (as
+    ``BatchLog.write_batch`` lays them out: puts first, in order)."""
+    pos = start
+    for data in puts:
+        yield pos
+        pos += len(data) + FRAME
 
 
-def put_line(encoded: bytes) -> bytes:
-    return PUT + encoded + b"}\n"
+def _entry_chunks(puts: Sequence[bytes], deletes: Sequence[str]) -> Iterator[bytes]:
+    """The entry lines of a batch (puts, then tombstones), joined into ~``WRITE_CHUNK``
+    pieces: the batch is never held twice."""
+    group: list[bytes] = []
+    size = 0
+    for data in puts:
+        group.append(data)
+        size += len(data) + FRAME
+        if size >= WRITE_CHUNK:
+            yield b"".join((PUT, _PUT_SEP.join(group), _END))
+            group, size = [], 0
+    if group:
+        yield b"".join((PUT, _PUT_SEP.join(group), _END))
+    lines: list[bytes] = []
+    size = 0
+    for record_id in deletes:
+        line = del_line(record_id)
+        lines.append(line)
+        size += len(line)
+        if size >= WRITE_CHUNK:
+            yield b"".join(lines)
+            lines, size = [], 0
+    if lines:
+        yield b"".join(lines)
 
 
-def del_line(record_id: str) -> bytes:
-    return DEL + orjson.dumps(record_id) + b"}\n"
+def _entry_line(entry: Entry) -> bytes:
+    return del_line(entry.record_id) if entry.data is None else put_line(entry.data)
+
+
+def _pwrite_all(fd: int, data: bytes, pos: int) -> int:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, pos)
+        pos += written
+        view = view[written:]
+    return pos
+
+
+# -- one log file ---------------------------------------------------------------------------
 
 
 class BatchLog:
@@ -172,8 +270,8 @@ class BatchLog:
         write_atomic(self.path, header)
         return len(header)
 
-    def header(self) -> tuple[str, int]:
-        """``(generation, header length)``; ``IntegrityError`` if the header is damaged."""
+    def header(self) -> LogHeader:
+        """The log's header; ``IntegrityError`` if it is damaged."""
         try:
             with open(self.path, "rb") as fh:
                 line = fh.readline(4096)
@@ -188,7 +286,7 @@ class BatchLog:
             raise IntegrityError(f"{self.path}: damaged log header")
         if fmt > LOG_FORMAT:
             raise SchemaVersionError(f"{self.path}: log format {fmt} is newer than {LOG_FORMAT}")
-        return generation, len(line)
+        return LogHeader(generation, len(line))
 
     def size(self) -> int:
         try:
@@ -202,41 +300,49 @@ class BatchLog:
 
     def write_batch(
         self,
-        lines: Sequence[bytes],
+        offset: int,
         *,
         batch_id: str,
         kind: str,
         committed_at: str,
-        offset: int,
+        puts: Sequence[bytes] = (),
+        deletes: Sequence[str] = (),
         req: str | None = None,
-    ) -> tuple[str, int]:
-        """Write ``lines`` + a commit line at ``offset`` and fsync; returns ``(sha256, end)``.
+    ) -> WrittenBatch:
+        """Write one batch at ``offset`` (the records ``puts``, given as their canonical JSON,
+        then tombstones for ``deletes``) closed by its commit line, and fsync.
 
         On any failure the file is truncated back to ``offset`` before the error is raised,
-        so a failed write never leaves bytes that a later append would bury.
+        so a failed write never leaves bytes that a later append would bury. ``put_offsets``
+        gives where each record's line went.
         """
-        commit, digest = commit_line(lines, batch_id, kind, committed_at, req=req)
+        meta = CommitMeta(batch_id, kind, committed_at, len(puts) + len(deletes), "", None, req)
         try:
             fd = os.open(self.path, os.O_WRONLY)
         except OSError as exc:
             raise io_error("opening", self.path, exc) from exc
         pos = offset
         try:
-            for chunk in _chunks([*lines, commit]):
-                view = memoryview(chunk)
-                while view:
-                    written = os.pwrite(fd, view, pos)
-                    pos += written
-                    view = view[written:]
+            h = hashlib.sha256()
+            pending = b""
+            for chunk in _entry_chunks(puts, deletes):
+                h.update(chunk)
+                if pending:
+                    pos = _pwrite_all(fd, pending, pos)
+                pending = chunk
+            commit, digest = _closing(h, meta)
+            pos = _pwrite_all(fd, pending + commit, pos)
             os.fsync(fd)
-        except OSError as exc:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, offset)
                 os.fsync(fd)
-            raise io_error("appending to", self.path, exc) from exc
+            if isinstance(exc, OSError):
+                raise io_error("appending to", self.path, exc) from exc
+            raise
         finally:
             os.close(fd)
-        return digest, pos
+        return WrittenBatch(offset, pos, digest)
 
     def truncate(self, offset: int) -> None:
         """Cut the file back to ``offset`` (a torn tail) durably."""
@@ -252,86 +358,10 @@ class BatchLog:
 
     # -- reading ------------------------------------------------------------------------
 
-    def scan(self, start: int, state: ScanState | None = None) -> Iterator[Batch]:
-        """Yield every committed batch from ``start`` (a batch boundary) in order.
-
-        ``IntegrityError`` on damage followed by a valid commit. A torn tail sets
-        ``state.tail`` and ``state.valid_end`` to where it starts.
-        """
-        st = state if state is not None else ScanState(valid_end=start, size=0)
-        st.valid_end = start
-        try:
-            fh = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise io_error("reading", self.path, exc) from exc
-        with fh:
-            size = os.fstat(fh.fileno()).st_size
-            st.size = size
-            if size <= start:
-                return
-            with mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ) as mm:
-                yield from self._scan_mapped(mm, start, size, st)
-
-    def _scan_mapped(self, mm: mmap.mmap, start: int, size: int, st: ScanState) -> Iterator[Batch]:
-        pos = batch_start = start
-        entries: list[Entry] = []
-        while pos < size:
-            nl = mm.find(b"\n", pos)
-            if nl < 0:
-                break  # partial last line: part of a torn tail
-            line = mm[pos : nl + 1]
-            if line.startswith(PUT) or line.startswith(DEL):
-                entry = _parse_entry(line, pos)
-                if entry is None:
-                    self._damage_or_tail(mm, pos, nl, size, st)
-                    return
-                entries.append(entry)
-            elif line.startswith(COMMIT):
-                meta = _parse_commit(line)
-                if meta is None:
-                    self._damage_or_tail(mm, pos, nl, size, st)
-                    return
-                batch_id, kind, at, n, digest, receipt, req = meta
-                body = memoryview(mm)[batch_start:pos]
-                ok = n == len(entries) and (
-                    _commit_digest(body, batch_id, kind, at, n, receipt, req) == digest
-                )
-                body.release()
-                if not ok:
-                    raise IntegrityError(
-                        f"{self.path}: checksum mismatch in batch {batch_id!r} "
-                        f"(bytes {batch_start}-{nl + 1})"
-                    )
-                end = nl + 1
-                rc, rs = receipt if receipt is not None else (n, digest)
-                yield Batch(batch_id, kind, at, digest, batch_start, end, entries, rc, rs, req)
-                st.valid_end = end
-                st.batches += 1
-                st.entries += len(entries)
-                batch_start = end
-                entries = []
-            else:
-                self._damage_or_tail(mm, pos, nl, size, st)
-                return
-            pos = nl + 1
-        if batch_start < size:
-            st.tail = True
-            st.valid_end = batch_start
-
-    def _damage_or_tail(self, mm: mmap.mmap, pos: int, nl: int, size: int, st: ScanState) -> None:
-        """A bad line: corruption if a valid commit follows it, else the torn tail."""
-        search = nl
-        while True:
-            at = mm.find(b"\n" + COMMIT, search)
-            if at < 0:
-                break
-            end = mm.find(b"\n", at + 1)
-            if end >= 0 and _parse_commit(mm[at + 1 : end + 1]) is not None:
-                raise IntegrityError(f"{self.path}: damaged data at byte {pos}")
-            search = at + 1
-        st.tail = True
+    def scan(self, start: int) -> LogScan:
+        """Every committed batch from ``start`` (a batch boundary), in order, as a ``LogScan``
+        (iterate it; then read where it stopped)."""
+        return LogScan(self.path, start)
 
     def _verified(self, mm: mmap.mmap, start: int, end: int) -> Iterator[tuple[int, int, int]]:
         """``(batch start, commit line start, batch end)`` of each batch in ``[start, end)``,
@@ -347,7 +377,7 @@ class BatchLog:
             body = memoryview(mm)[pos : at + 1]
             try:
                 n = mm[pos : at + 1].count(b"\n")
-                ok = n == meta[3] and _commit_digest(body, *meta[:4], *meta[5:]) == meta[4]
+                ok = n == meta.entries and _commit_digest(body, meta) == meta.sha256
             finally:
                 body.release()
             if not ok:
@@ -376,9 +406,9 @@ class BatchLog:
                     raise IntegrityError(f"{self.path}: no single batch at byte {start}")
                 _, commit_start, _ = found[0]
                 meta = _parse_commit(mm[commit_start:end])
-        if meta is None or meta[0] != batch_id:
+        if meta is None or meta.batch_id != batch_id:
             raise IntegrityError(f"{self.path}: batch {batch_id[:80]!r} is not at byte {start}")
-        return meta[6]
+        return meta.req
 
     def copy_verified(self, start: int, end: int, dst: IO[bytes]) -> int:
         """Copy the committed batches in ``[start, end)`` to ``dst`` after verifying each
@@ -414,7 +444,7 @@ class BatchLog:
         """Offsets of the entry lines that may concern ``record_id`` (a byte search; callers
         parse and verify the batches found)."""
         key = orjson.dumps(record_id)
-        needles = (b'"id":' + key, DEL + key + b"}\n")
+        needles = (b'"id":' + key, DEL + key + _END)
         found: set[int] = set()
         try:
             fh = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
@@ -433,23 +463,174 @@ class BatchLog:
         return sorted(found)
 
 
-def _chunks(lines: Sequence[bytes]) -> Iterator[bytes]:
-    buf: list[bytes] = []
-    size = 0
-    for line in lines:
-        buf.append(line)
-        size += len(line)
-        if size >= WRITE_CHUNK:
-            yield b"".join(buf)
-            buf, size = [], 0
-    if buf:
-        yield b"".join(buf)
+class LogScan(Iterator[Batch]):
+    """One pass over a log's committed batches from ``start``, and where it stopped.
+
+    Iterate it for the batches, checksum verified and in order (``IntegrityError`` on damage
+    followed by a valid commit). Its attributes describe what has been read so far, and once
+    the iteration is over, the whole file:
+
+    - ``valid_end``: the end of the last valid commit (``start`` before the first);
+    - ``tail``: True when bytes after ``valid_end`` hold no valid commit (a torn write: the
+      owner truncates the file to ``valid_end`` under its writer lock);
+    - ``size``: the file's size when the pass opened it (0 if it does not exist).
+
+    It replaces a state object the caller had to pass in and read back: the scan is the
+    state. A scan is iterated once; stopping early leaves ``valid_end`` at the last batch
+    read.
+    """
+
+    def __init__(self, path: Path, start: int) -> None:
+        self.path = path
+        self.valid_end = start
+        self.size = 0
+        self.tail = False
+        self._batches = self._run(start)
+
+    def __next__(self) -> Batch:
+        return next(self._batches)
+
+    def close(self) -> None:
+        """Stop early and release the file now (else it is released when the scan is)."""
+        self._batches.close()
+
+    def _run(self, start: int) -> Generator[Batch, None, None]:
+        try:
+            fh = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise io_error("reading", self.path, exc) from exc
+        with fh:
+            size = os.fstat(fh.fileno()).st_size
+            self.size = size
+            if size <= start:
+                return
+            with mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ) as mm:
+                yield from self._scan_mapped(mm, start, size)
+
+    def _scan_mapped(self, mm: mmap.mmap, start: int, size: int) -> Generator[Batch, None, None]:
+        pos = batch_start = start
+        entries: list[Entry] = []
+        while pos < size:
+            nl = mm.find(b"\n", pos)
+            if nl < 0:
+                break  # partial last line: part of a torn tail
+            line = mm[pos : nl + 1]
+            if line.startswith(PUT) or line.startswith(DEL):
+                entry = _parse_entry(line, pos)
+                if entry is None:
+                    self._damage_or_tail(mm, pos, nl)
+                    return
+                entries.append(entry)
+            elif line.startswith(COMMIT):
+                meta = _parse_commit(line)
+                if meta is None:
+                    self._damage_or_tail(mm, pos, nl)
+                    return
+                body = memoryview(mm)[batch_start:pos]
+                ok = meta.entries == len(entries) and _commit_digest(body, meta) == meta.sha256
+                body.release()
+                if not ok:
+                    raise IntegrityError(
+                        f"{self.path}: checksum mismatch in batch {meta.batch_id!r} "
+                        f"(bytes {batch_start}-{nl + 1})"
+                    )
+                end = nl + 1
+                receipt = meta.receipt or Receipt(meta.entries, meta.sha256)
+                yield Batch(
+                    meta.batch_id,
+                    meta.kind,
+                    meta.committed_at,
+                    meta.sha256,
+                    batch_start,
+                    end,
+                    entries,
+                    receipt.entries,
+                    receipt.sha256,
+                    meta.req,
+                )
+                self.valid_end = end
+                batch_start = end
+                entries = []
+            else:
+                self._damage_or_tail(mm, pos, nl)
+                return
+            pos = nl + 1
+        if batch_start < size:
+            self.tail = True
+            self.valid_end = batch_start
+
+    def _damage_or_tail(self, mm: mmap.mmap, pos: int, nl: int) -> None:
+        """A bad line: corruption if a valid commit follows it, else the torn tail."""
+        search = nl
+        while True:
+            at = mm.find(b"\n" + COMMIT, search)
+            if at < 0:
+                break
+            end = mm.find(b"\n", at + 1)
+            if end >= 0 and _parse_commit(mm[at + 1 : end + 1]) is not None:
+                raise IntegrityError(f"{self.path}: damaged data at byte {pos}")
+            search = at + 1
+        self.tail = True
+
+
+class LogWriter:
+    """Writes a whole new log to an open binary file: its header, then batches rewritten from
+    an existing log (compaction, a compacted copy for export). ``end`` is the offset the next
+    batch starts at."""
+
+    def __init__(self, fh: IO[bytes], generation: str) -> None:
+        self._fh = fh
+        header = header_line(generation)
+        fh.write(header)
+        self.end = len(header)
+
+    def rewrite(self, batch: Batch, kept: Iterable[Entry]) -> Batch:
+        """Write the entries ``kept`` of ``batch`` (in order) closed by a commit line that
+        carries over every field of the original (batch id, kind, time, its receipt and
+        request digest; ``n`` and ``sha256`` are recomputed for the kept lines). An emptied
+        batch stays as its commit line, so batch ids stay idempotent. Returns the batch as
+        written: new offsets, the original receipt."""
+        start = pos = self.end
+        lines: list[bytes] = []
+        entries: list[Entry] = []
+        h = hashlib.sha256()
+        for e in kept:
+            line = _entry_line(e)
+            h.update(line)
+            lines.append(line)
+            entries.append(Entry(pos, e.record_id, e.data))
+            pos += len(line)
+        receipt = Receipt(batch.receipt_count, batch.receipt_sha256)
+        meta = CommitMeta(
+            batch.batch_id, batch.kind, batch.committed_at, len(lines), "", receipt, batch.req
+        )
+        commit, digest = _closing(h, meta)
+        self._fh.write(b"".join(lines))
+        self._fh.write(commit)
+        self.end = pos + len(commit)
+        return Batch(
+            batch.batch_id,
+            batch.kind,
+            batch.committed_at,
+            digest,
+            start,
+            self.end,
+            entries,
+            receipt.entries,
+            receipt.sha256,
+            batch.req,
+        )
+
+
+# -- parsing --------------------------------------------------------------------------------
 
 
 def _parse_entry(line: bytes, pos: int) -> Entry | None:
-    if not line.endswith(b"}\n"):
+    if not line.endswith(_END):
         return None
-    body = line[len(PUT) : -2]  # PUT and DEL prefixes have the same length
+    body = line[len(PUT) : -len(_END)]  # PUT and DEL prefixes have the same length
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -463,14 +644,11 @@ def _parse_entry(line: bytes, pos: int) -> Entry | None:
     return Entry(pos, value, None)
 
 
-CommitMeta = tuple[str, str, str, int, str, tuple[int, str] | None, str | None]
-
-
 def _parse_commit(line: bytes) -> CommitMeta | None:
-    if not line.endswith(b"}\n"):
+    if not line.endswith(_END):
         return None
     try:
-        meta = orjson.loads(line[len(COMMIT) : -2])
+        meta = orjson.loads(line[len(COMMIT) : -len(_END)])
         batch_id, kind, at, n, digest = (
             meta["batch"],
             meta["kind"],
@@ -490,4 +668,6 @@ def _parse_commit(line: bytes) -> CommitMeta | None:
         return None
     if req is not None and not isinstance(req, str):
         return None
-    return batch_id, kind, at, n, digest, receipt, req
+    return CommitMeta(
+        batch_id, kind, at, n, digest, None if receipt is None else Receipt(*receipt), req
+    )

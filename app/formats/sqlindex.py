@@ -18,8 +18,9 @@ import itertools
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -33,8 +34,47 @@ FETCH = 2000
 
 ROWS_PER_INSERT = 500  # rows per multi-row INSERT (4 parameters each; SQLite allows 32766)
 
-BatchRow = tuple[str, str, str, int, int, int, str, str]
-"""(batch_id, collection, kind, start, end, count, sha256, committed_at)"""
+
+PutRow = tuple[int, str, bytes]
+"""``(pos, id, data)`` of a record version to store: its line's offset in the log, its id and
+its canonical JSON (a plain tuple: the append path makes one per record)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    """One row of the ``batches`` table: a committed batch of ``collection`` occupying bytes
+    ``[start, end)`` of its log; ``count`` and ``sha256`` are its receipt (as first committed:
+    a compaction keeps them)."""
+
+    batch_id: str
+    collection: str
+    kind: str
+    start: int
+    end: int
+    count: int
+    sha256: str
+    committed_at: str
+
+    def values(self) -> tuple[str, str, str, int, int, int, str, str]:
+        """The row's columns in table order (the parameters of an INSERT)."""
+        return (
+            self.batch_id,
+            self.collection,
+            self.kind,
+            self.start,
+            self.end,
+            self.count,
+            self.sha256,
+            self.committed_at,
+        )
+
+
+class CollectionState(NamedTuple):
+    """A collection's row in ``collections``: the generation of the log the index was built
+    from and how far into that log it has applied (``log_end``)."""
+
+    generation: str
+    log_end: int
 
 
 def table(collection: str) -> str:
@@ -151,14 +191,14 @@ class SqliteIndex(SqliteFile):
             )
         return row is not None
 
-    def collection_state(self, collection: str) -> tuple[str, int] | None:
+    def collection_state(self, collection: str) -> CollectionState | None:
         with self.errors():
             row = (
                 self.conn()
                 .execute("SELECT generation, log_end FROM collections WHERE name=?", (collection,))
                 .fetchone()
             )
-        return None if row is None else (row[0], row[1])
+        return None if row is None else CollectionState(row[0], row[1])
 
     def has_table(self, collection: str) -> bool:
         if collection in self._known:
@@ -217,7 +257,7 @@ class SqliteIndex(SqliteFile):
         conn: sqlite3.Connection,
         collection: str,
         batch: BatchRow,
-        puts: Iterable[tuple[int, str, bytes]],
+        puts: Iterable[PutRow],
         deletes: Sequence[str],
     ) -> None:
         """``apply`` to the side tables of ``collection`` (inside an open ``write()``)."""
@@ -271,7 +311,7 @@ class SqliteIndex(SqliteFile):
         conn: sqlite3.Connection,
         collection: str,
         batch: BatchRow,
-        puts: Iterable[tuple[int, str, bytes]],
+        puts: Iterable[PutRow],
         deletes: Sequence[str],
     ) -> None:
         """Apply one batch inside an open ``write()`` transaction."""
@@ -283,7 +323,7 @@ class SqliteIndex(SqliteFile):
         t: str,
         batches: str,
         batch: BatchRow,
-        puts: Iterable[tuple[int, str, bytes]],
+        puts: Iterable[PutRow],
         deletes: Sequence[str],
     ) -> None:
         crc32 = zlib.crc32
@@ -299,7 +339,7 @@ class SqliteIndex(SqliteFile):
             conn.execute(_insert_sql(t, len(part) // 4), part)
         if deletes:
             conn.executemany(f"DELETE FROM {t} WHERE id=?", [(d,) for d in deletes])
-        conn.execute(f"INSERT OR REPLACE INTO {batches} VALUES (?,?,?,?,?,?,?,?)", batch)
+        conn.execute(f"INSERT OR REPLACE INTO {batches} VALUES (?,?,?,?,?,?,?,?)", batch.values())
 
     @staticmethod
     def set_log_end(conn: sqlite3.Connection, collection: str, log_end: int) -> None:
@@ -314,18 +354,14 @@ class SqliteIndex(SqliteFile):
                 .execute("SELECT * FROM batches WHERE batch_id=?", (batch_id,))
                 .fetchone()
             )
-        return (
-            None
-            if row is None
-            else (row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
-        )
+        return None if row is None else BatchRow(*row)
 
     def batches(self, collection: str) -> Iterator[BatchRow]:
         with self.errors():
             cur = self.conn().execute(
                 "SELECT * FROM batches WHERE collection=? ORDER BY start", (collection,)
             )
-            yield from cur
+            yield from itertools.starmap(BatchRow, cur)
 
     def batch_at(self, collection: str, pos: int) -> BatchRow | None:
         """The batch whose byte range contains ``pos``."""
@@ -339,9 +375,10 @@ class SqliteIndex(SqliteFile):
                 )
                 .fetchone()
             )
-        if row is None or not row[3] <= pos < row[4]:
+        if row is None:
             return None
-        return (row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+        found = BatchRow(*row)
+        return found if found.start <= pos < found.end else None
 
     # -- reading records ----------------------------------------------------------------
 

@@ -40,20 +40,19 @@ from app.core.errors import (
     io_error,
 )
 from app.core.filters import Predicate, compile_order, compile_where, is_utf8, predicate
+from app.core.layout import CATALOG_FILE, INDEX_SUFFIX, LOG_SUFFIX, collection_of, index_name
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.nofollow import link_problems
 from app.core.schemas import BatchReceipt, CompactionReport, IntegrityReport, RecordVersion
-from app.formats.batchlog import del_line, put_line
 from app.formats.sqlindex import BatchRow, SqliteIndex
-from app.managers.catalog import Catalog, normalise_indexes
-from app.managers.collection import CollectionLog
 from app.managers.ctxfiles import check_layout, layout_problems
 from app.managers.embeddings import EmbeddingStore
 from app.managers.models import ModelStore
 from app.managers.parts import ContextPart, parts
 from app.managers.parts.embeddings import EMBEDDINGS
 from app.managers.parts.models import MODELS
+from app.managers.records import Catalog, CollectionLog, normalise_indexes
 
 if TYPE_CHECKING:
     from app.managers.buffer import AppendBuffer
@@ -110,14 +109,13 @@ def _damage_only(exc: Exception) -> str:
 
 
 def _receipt(row: BatchRow, duplicate: bool) -> BatchReceipt:
-    batch_id, collection, _kind, _start, _end, count, sha256, committed_at = row
     return BatchReceipt(
-        batch_id=batch_id,
-        collection=collection,
-        count=count,
+        batch_id=row.batch_id,
+        collection=row.collection,
+        count=row.count,
         duplicate=duplicate,
-        committed_at=committed_at,
-        sha256=sha256,
+        committed_at=row.committed_at,
+        sha256=row.sha256,
     )
 
 
@@ -130,8 +128,8 @@ class Context(icontract.DBC):
         self.path = path
         self._trust_dir = trust_dir
         self._lock = WriterLock(path / ".lock")
-        self._index = SqliteIndex(path / f"{name}.sqlite")
-        self._catalog = Catalog(path / "context.json", name)
+        self._index = SqliteIndex(path / index_name(name))
+        self._catalog = Catalog(path / CATALOG_FILE, name)
         self._logs: dict[str, CollectionLog] = {}
         self._ready = False
         self._ready_guard = threading.Lock()
@@ -147,7 +145,7 @@ class Context(icontract.DBC):
     def _log(self, collection: str) -> CollectionLog:
         log = self._logs.get(collection)
         if log is None:
-            path = child(self.path, collection, "collection", ".jsonl")
+            path = child(self.path, collection, "collection", LOG_SUFFIX)
             log = CollectionLog(collection, path, self._index, self._catalog)
             self._logs[collection] = log
         return log
@@ -169,12 +167,7 @@ class Context(icontract.DBC):
         self._catalog.check()
         if not self._index.path.is_file() or not self._index.is_initialised():
             return False
-        for name in self._log_names():
-            state = self._index.collection_state(name)
-            log = self._log(name).log
-            if state is None or state != (log.header()[0], log.size()):
-                return False
-        return True
+        return all(self._log(name).caught_up() for name in self._log_names())
 
     def _recover_locked(self) -> None:
         try:
@@ -207,7 +200,7 @@ class Context(icontract.DBC):
                     self._recover_locked()
                 self._ready = True
 
-    @ensure(lambda result: all(".sqlite" in p for p in result), "problems name the index")
+    @ensure(lambda result: all(INDEX_SUFFIX in p for p in result), "problems name the index")
     def missing_logs(self) -> list[str]:
         """A problem for every collection the index holds whose log is gone (its records
         would silently be missing from a copy of the context)."""
@@ -267,11 +260,7 @@ class Context(icontract.DBC):
             names = os.listdir(self.path)
         except OSError as exc:  # EMFILE, EACCES...: not damage
             raise io_error("listing", self.path, exc) from exc
-        return sorted(
-            n[: -len(".jsonl")]
-            for n in names
-            if n.endswith(".jsonl") and is_valid_name(n[: -len(".jsonl")])
-        )
+        return sorted(c for c in map(collection_of, names) if c is not None and is_valid_name(c))
 
     def _duplicate(self, batch_id: str, collection: str, digest: str | None) -> BatchRow | None:
         """The committed batch ``batch_id`` if this request repeats it; ``ConflictError`` if
@@ -284,12 +273,13 @@ class Context(icontract.DBC):
         row = self._index.batch(batch_id)
         if row is None:
             return None
-        if row[1] != collection:
+        if row.collection != collection:
             raise ConflictError(
-                f"batch_id: {batch_id[:80]!r} was already committed to collection {row[1]!r}"
+                f"batch_id: {batch_id[:80]!r} was already committed to collection "
+                f"{row.collection!r}"
             )
         if digest is not None:
-            stored = self._log(collection).log.request_digest(row[3], row[4], batch_id)
+            stored = self._log(collection).request_digest(row)
             if stored is not None and stored != digest:
                 raise ConflictError(
                     f"batch_id: {batch_id[:80]!r} was already committed with a different "
@@ -330,15 +320,14 @@ class Context(icontract.DBC):
             self._catalog.schema(collection),
             batch_id=batch_id,
             collection=collection,
-            frame=put_line,
         )
-        ids, lines = prepared.ids, prepared.encoded
         bid = batch_id if batch_id is not None else new_id()
         with self._writing():
             duplicate = self._duplicate(bid, collection, prepared.digest)
             if duplicate is not None:
                 return _receipt(duplicate, duplicate=True)
-            row = self._log(collection).commit("append", bid, ids, lines, prepared.digest)
+            log = self._log(collection)
+            row = log.append(bid, prepared.ids, prepared.encoded, prepared.digest)
         return _receipt(row, duplicate=False)
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
@@ -391,7 +380,7 @@ class Context(icontract.DBC):
         with self._writing():
             duplicate = self._duplicate(bid, collection, digest)
             if duplicate is not None:
-                return int(duplicate[5])
+                return duplicate.count
             log = self._log(collection)
             if log.recover(create=False) is None:
                 return 0
@@ -404,7 +393,7 @@ class Context(icontract.DBC):
                     targets = [t for t in targets if t in keep]
             if not targets and batch_id is None:
                 return 0
-            log.commit("delete", bid, targets, [del_line(t) for t in targets], digest)
+            log.delete(bid, targets, digest)
         return len(targets)
 
     @staticmethod
@@ -635,7 +624,7 @@ class Context(icontract.DBC):
     @ensure(lambda self: self._ready, "the new index is caught up with every log")
     def rebuild_index(self) -> None:
         """Rebuild the SQLite index from the logs (repairs any damage to the index)."""
-        from app.managers.rebuild import rebuild_index
+        from app.managers.records import rebuild_index
 
         with self._lock.hold():
             rebuild_index(self._index, [self._log(n) for n in self._log_names()])
@@ -710,7 +699,7 @@ class Context(icontract.DBC):
             log = self._log(collection)
             if log.recover(create=False) is None:
                 raise NotFoundError(f"collection {collection!r} not found in {self.name!r}")
-            return log.write_compacted(fh, os.urandom(8).hex())[1]
+            return log.write_compacted(fh)[1]
 
     @require(lambda collection: valid_name(collection, "collection"), "collection", "invalid")
     def records_from_log(self, collection: str) -> list[dict[str, Any]]:

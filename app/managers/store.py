@@ -38,9 +38,9 @@ from app.core.version import __version__
 from app.core.workflow_types import WorkflowStatus
 from app.formats.sqlindex import check_index_version
 from app.managers.buffer import close_buffers
-from app.managers.catalog import Catalog
 from app.managers.context import Context
 from app.managers.ctxfiles import is_context_folder
+from app.managers.records.catalog import Catalog
 from app.managers.staging import holding, staging_folder, sweep
 from app.managers.stats import store_stats
 from app.managers.swap import fsync_tree, refuse_linked_target, swap_in

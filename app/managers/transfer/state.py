@@ -19,9 +19,9 @@ from app.core.atomic import write_atomic
 from app.core.errors import InvalidInput
 from app.core.names import check_name, child
 from app.core.transfer_types import ContextState, Manifest
-from app.managers.catalog import Catalog
 from app.managers.host import ContextHost
 from app.managers.parts import ContextPart, parts
+from app.managers.records.catalog import Catalog
 from app.managers.transfer.fs import copy_file, relative_files
 from app.managers.transfer.manifest import build_manifest, has_part, summaries
 

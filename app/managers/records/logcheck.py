@@ -1,6 +1,6 @@
 """Verification of one collection: its index rows and batches against its log's bytes.
 
-The log is the truth (SPEC 22): ``verify`` reports an index that misses, adds or alters rows
+The log is the truth (docs/api.md): ``verify`` reports an index that misses, adds or alters rows
 (data, position or checksum; the row's bytes are compared with the log's through a digest, so
 a row whose CRC was recomputed to match altered data is found too) and batches the index
 misses, adds or alters. One verified pass over the log, one over the index rows.
@@ -13,9 +13,9 @@ import zlib
 from pathlib import Path
 
 from app.core.codec import legacy_value
-from app.formats.batchlog import BatchLog, ScanState
+from app.formats.batchlog import BatchLog
 from app.formats.sqlindex import BatchRow, SqliteIndex
-from app.managers.side_table import batch_row
+from app.managers.records.side_table import batch_row
 
 MAX_REPORTED = 10
 
@@ -23,19 +23,19 @@ MAX_REPORTED = 10
 def check_collection(name: str, log: BatchLog, index: SqliteIndex, problems: list[str]) -> None:
     """Append to ``problems`` every disagreement between the log and the index of ``name``."""
     path = log.path
-    generation, header_len = log.header()
+    header = log.header()
     expected: dict[str, tuple[int, bytes]] = {}
     log_batches: dict[str, BatchRow] = {}
-    st = ScanState(valid_end=header_len, size=0)
+    scan = log.scan(header.length)
     legacy = 0
-    for batch in log.scan(header_len, st):
+    for batch in scan:
         log_batches[batch.batch_id] = batch_row(name, batch)
         for e in batch.entries:
             if e.data is None:
                 expected.pop(e.record_id, None)
                 continue
             expected[e.record_id] = (e.pos, _fingerprint(e.data))
-            found = legacy_value(e.data)  # SPEC 22: v1 values that v2 refuses are listed
+            found = legacy_value(e.data)  # v1 values that v2 refuses are listed (docs/api.md)
             if found is not None:
                 legacy += 1
                 if legacy <= MAX_REPORTED:
@@ -44,19 +44,20 @@ def check_collection(name: str, log: BatchLog, index: SqliteIndex, problems: lis
                         "(written before v2; it reads back, but cannot be appended again)"
                     )
     state = index.collection_state(name)
-    if st.tail:
-        where = "inside the indexed range" if state and st.valid_end < state[1] else "uncommitted"
+    if scan.tail:
+        inside = state is not None and scan.valid_end < state.log_end
+        where = "inside the indexed range" if inside else "uncommitted"
         problems.append(
-            f"{path}: {st.size - st.valid_end} damaged or torn bytes after byte "
-            f"{st.valid_end} ({where})"
+            f"{path}: {scan.size - scan.valid_end} damaged or torn bytes after byte "
+            f"{scan.valid_end} ({where})"
         )
-    if state is None or state[0] != generation:
+    if state is None or state.generation != header.generation:
         problems.append(f"{index.path}: collection {name!r} is not indexed")
         return
-    if state[1] != st.valid_end:
+    if state.log_end != scan.valid_end:
         problems.append(
-            f"{index.path}: index of {name!r} covers {state[1]} bytes of {path}, "
-            f"whose committed data ends at {st.valid_end}"
+            f"{index.path}: index of {name!r} covers {state.log_end} bytes of {path}, "
+            f"whose committed data ends at {scan.valid_end}"
         )
     _check_rows(name, path, index, expected, problems)
     _check_batches(name, path, index, log_batches, problems)
@@ -96,11 +97,11 @@ def _check_batches(
     extra: list[str] = []
     altered: list[str] = []
     for row in index.batches(name):
-        exp = log_batches.pop(row[0], None)
+        exp = log_batches.pop(row.batch_id, None)
         if exp is None:
-            extra.append(row[0])
-        elif tuple(exp) != tuple(row):
-            altered.append(row[0])
+            extra.append(row.batch_id)
+        elif exp != row:
+            altered.append(row.batch_id)
     _report(problems, where, "batches", extra, f"are not in {path}")
     _report(problems, where, "batches", altered, f"differ from {path}")
     _report(problems, where, "batches", list(log_batches), f"of {path} are missing")

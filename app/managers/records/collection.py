@@ -3,14 +3,17 @@
 Every method that writes must be called with the context's writer lock held. This is where the
 write path (log fsync, then index transaction), recovery (catch-up, torn-tail truncation) and
 compaction live; ``Context`` adds the public API and its contracts on top. The log is the truth
-(SPEC 22): compaction and export decide what survives from the log alone, and whole-collection
-index rewrites are built aside and swapped in (``side_table``); ``logcheck`` verifies.
+(docs/api.md, "the logs are the truth"): compaction and export decide what survives from the
+log alone, and whole-collection index rewrites are built aside and swapped in
+(``side_table``); ``logcheck`` verifies.
+
+Records reach this module as their canonical JSON bytes and leave the log as ``Batch`` /
+``Entry`` objects: the log's line syntax stays inside ``app.formats.batchlog``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,37 +21,33 @@ from pathlib import Path
 from typing import IO, Any
 
 from app.core.atomic import atomic_file
+from app.core.clock import utc_iso
 from app.core.codec import decode
 from app.core.errors import IntegrityError, StorageError, environmental
 from app.core.schemas import CompactionReport, RecordVersion
-from app.formats.batchlog import (
-    PUT,
-    Batch,
-    BatchLog,
-    ScanState,
-    commit_line,
-    header_line,
-    put_line,
-)
-from app.formats.sqlindex import BatchRow, SqliteIndex
-from app.managers.catalog import Catalog
-from app.managers.logcheck import check_collection
-from app.managers.side_table import SideBuilder, batch_row, put_rows
+from app.formats.batchlog import Batch, BatchLog, LogScan, LogWriter, put_offsets
+from app.formats.sqlindex import BatchRow, PutRow, SqliteIndex
+from app.managers.records.catalog import Catalog
+from app.managers.records.logcheck import check_collection
+from app.managers.records.side_table import APPLY_EVERY, SideBuilder, batch_row, put_rows
 
-APPLY_EVERY = 50_000
 FEW_IDS = 4
 FULL_SCAN_BELOW = 1 << 20
 
 
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
-
-
 def new_generation() -> str:
+    """A fresh log generation (a new log, or a log rewritten by compaction)."""
     return os.urandom(8).hex()
 
 
 class CollectionLog:
+    """One collection: its batch log (``log``) and its slice of the context's ``index``.
+
+    Used by ``Context``: ``recover``, ``append`` / ``delete`` (the write path), ``compact``,
+    ``write_compacted``, ``versions``, ``current_records``, ``latest_commits``,
+    ``request_digest``, ``caught_up``, ``verify`` and ``rebuild_into``.
+    """
+
     def __init__(self, name: str, path: Path, index: SqliteIndex, catalog: Catalog) -> None:
         self.name = name
         self.log = BatchLog(path)
@@ -69,10 +68,10 @@ class CollectionLog:
             end = self.log.create(generation)
             self.index.reset_collection(self.name, generation, end, self.catalog.indexes(self.name))
             return end
-        generation, header_len = self.log.header()
-        if state is None or state[0] != generation:
-            return self._reindex(generation, header_len)
-        start = state[1]
+        header = self.log.header()
+        if state is None or state.generation != header.generation:
+            return self._reindex(header.generation, header.length)
+        start = state.log_end
         size = self.log.size()
         if size == start:
             return start
@@ -88,26 +87,26 @@ class CollectionLog:
         its re-index, or the collection is new to this index); cuts a torn tail."""
         side = SideBuilder(self.index, self.name)
         with side.abandoned_on_failure():
-            st = ScanState(valid_end=header_len, size=0)
-            for batch in self.log.scan(header_len, st):
+            scan = self.log.scan(header_len)
+            for batch in scan:
                 dels = [e.record_id for e in batch.entries if e.data is None]
                 side.add(batch_row(self.name, batch), put_rows(batch.entries), dels)
-            side.swap(generation, st.valid_end, self.catalog.indexes(self.name))
-        if st.tail:
-            self.log.truncate(st.valid_end)
-        return st.valid_end
+            side.swap(generation, scan.valid_end, self.catalog.indexes(self.name))
+        if scan.tail:
+            self.log.truncate(scan.valid_end)
+        return scan.valid_end
 
     def committed(self, start: int) -> Iterator[Batch]:
         """The log's batches from ``start``, verified; ``IntegrityError`` if the log ends (in a
         tail) before the end the index records as committed: a damaged final commit line
         is never mistaken for a torn tail."""
-        st = ScanState(valid_end=start, size=0)
-        yield from self.log.scan(start, st)
-        if st.tail:
+        scan = self.log.scan(start)
+        yield from scan
+        if scan.tail:
             state = self.index.collection_state(self.name)
-            if state is not None and st.valid_end < state[1]:
+            if state is not None and scan.valid_end < state.log_end:
                 raise IntegrityError(
-                    f"{self.log.path}: damaged committed data at byte {st.valid_end}"
+                    f"{self.log.path}: damaged committed data at byte {scan.valid_end}"
                 )
 
     def rebuild_into(self, index: SqliteIndex, witness_end: int | None) -> None:
@@ -115,31 +114,36 @@ class CollectionLog:
 
         ``witness_end``: how far the old index said the log was committed, if it could still
         be read; a tail starting before it is damage, not a torn write."""
-        generation, header_len = self.log.header()
-        index.reset_collection(self.name, generation, header_len, self.catalog.indexes(self.name))
+        header = self.log.header()
+        index.reset_collection(
+            self.name, header.generation, header.length, self.catalog.indexes(self.name)
+        )
         builder = CollectionLog(self.name, self.log.path, index, self.catalog)
-        st = builder._apply_scan(header_len)
-        if st.tail and witness_end is not None and st.valid_end < witness_end:
-            raise IntegrityError(f"{self.log.path}: damaged committed data at byte {st.valid_end}")
+        scan = builder._apply_scan(header.length)
+        if scan.tail and witness_end is not None and scan.valid_end < witness_end:
+            raise IntegrityError(
+                f"{self.log.path}: damaged committed data at byte {scan.valid_end}"
+            )
 
-    def _apply_scan(self, start: int) -> ScanState:
-        st = ScanState(valid_end=start, size=0)
+    def _apply_scan(self, start: int) -> LogScan:
+        """Apply every batch from ``start`` to the index; returns the finished scan."""
+        scan = self.log.scan(start)
         pending: list[Batch] = []
         entries = 0
-        for batch in self.log.scan(start, st):
+        for batch in scan:
             pending.append(batch)
             entries += len(batch.entries)
             if entries >= APPLY_EVERY:
                 self._apply(pending)
                 pending, entries = [], 0
         self._apply(pending)
-        return st
+        return scan
 
     def _catch_up(self, start: int) -> int:
-        st = self._apply_scan(start)
-        if st.tail:
-            self.log.truncate(st.valid_end)
-        return st.valid_end
+        scan = self._apply_scan(start)
+        if scan.tail:
+            self.log.truncate(scan.valid_end)
+        return scan.valid_end
 
     def _apply(self, batches: list[Batch]) -> None:
         if not batches:
@@ -154,53 +158,83 @@ class CollectionLog:
 
     # -- writing ------------------------------------------------------------------------
 
-    def commit(
-        self, kind: str, batch_id: str, ids: list[str], lines: list[bytes], req: str | None = None
+    def append(
+        self, batch_id: str, ids: Sequence[str], records: Sequence[bytes], req: str | None = None
     ) -> BatchRow:
-        """Durably write one batch (log fsync, then index); all or nothing. ``req`` is the
-        request digest kept in the commit line (SPEC 16)."""
+        """Durably write one batch of record versions (log fsync, then index); all or
+        nothing. ``records`` are the canonical JSON of each record, ``ids`` their ids (same
+        order); ``req`` is the request digest kept in the commit line (docs/api.md,
+        idempotent batches)."""
         end = self.recover(create=True)
         assert end is not None
-        at = now_iso()
-        digest, new_end = self.log.write_batch(
-            lines, batch_id=batch_id, kind=kind, committed_at=at, offset=end, req=req
+        at = utc_iso()
+        written = self.log.write_batch(
+            end, batch_id=batch_id, kind="append", committed_at=at, puts=records, req=req
         )
-        row: BatchRow = (batch_id, self.name, kind, end, new_end, len(lines), digest, at)
+        row = BatchRow(
+            batch_id, self.name, "append", end, written.end, len(records), written.sha256, at
+        )
+        # lazily: never a copy of the batch
+        puts: Iterator[PutRow] = zip(put_offsets(end, records), ids, records, strict=True)
+        self._index_batch(row, puts, ())
+        return row
 
-        def puts() -> Iterator[tuple[int, str, bytes]]:  # lazily: never a copy of the batch
-            pos = end
-            for rid, line in zip(ids, lines, strict=True):
-                yield pos, rid, line[len(PUT) : -2]
-                pos += len(line)
+    def delete(self, batch_id: str, ids: Sequence[str], req: str | None = None) -> BatchRow:
+        """Durably write one batch of tombstones for ``ids`` (log fsync, then index); all or
+        nothing. An empty ``ids`` commits an empty batch (its id is then taken)."""
+        end = self.recover(create=True)
+        assert end is not None
+        at = utc_iso()
+        written = self.log.write_batch(
+            end, batch_id=batch_id, kind="delete", committed_at=at, deletes=ids, req=req
+        )
+        row = BatchRow(
+            batch_id, self.name, "delete", end, written.end, len(ids), written.sha256, at
+        )
+        self._index_batch(row, (), ids)
+        return row
 
+    def _index_batch(self, row: BatchRow, puts: Iterable[PutRow], deletes: Sequence[str]) -> None:
+        """Apply a batch just written to the log; on failure take it back out of the log."""
         try:
             with self.index.write() as conn:
-                if kind == "append":
-                    self.index.apply(conn, self.name, row, puts(), [])
-                else:
-                    self.index.apply(conn, self.name, row, [], ids)
-                self.index.set_log_end(conn, self.name, new_end)
+                self.index.apply(conn, self.name, row, puts, deletes)
+                self.index.set_log_end(conn, self.name, row.end)
         except BaseException:
-            self._undo(end, new_end)
+            self._undo(row.start, row.end)
             raise
-        return row
 
     def _undo(self, end: int, new_end: int) -> None:
         """After a failed index update, take the batch back out of the log (old state)."""
         with contextlib.suppress(StorageError):
             state = self.index.collection_state(self.name)
-            if state is None or state[1] != new_end:
+            if state is None or state.log_end != new_end:
                 self.log.truncate(end)
+
+    def request_digest(self, row: BatchRow) -> str | None:
+        """The request digest stored in the commit line of the batch ``row`` (None for a
+        batch committed before digests existed); ``IntegrityError`` if it is not there."""
+        return self.log.request_digest(row.start, row.end, row.batch_id)
+
+    def caught_up(self) -> bool:
+        """True when the index covers this log exactly (same generation, up to its end);
+        reads only, never writes."""
+        state = self.index.collection_state(self.name)
+        return (
+            state is not None
+            and state.generation == self.log.header().generation
+            and state.log_end == self.log.size()
+        )
 
     # -- compaction ---------------------------------------------------------------------
 
     def compact(self) -> CompactionReport:
         """Rewrite the log without superseded versions and tombstones (atomic replace).
 
-        The log decides what survives (SPEC 22: the index is never trusted for it), and the
+        The log decides what survives (the index is never trusted for it, docs/api.md), and the
         collection's index table is rebuilt from the new log aside, then swapped in with the
         new log state in one transaction: readers see the collection before or after, never
-        empty or partial (SPEC 4, 11, 22). So a compaction also repairs an index that
+        empty or partial (docs/api.md, compaction). So a compaction also repairs an index that
         missed, added or altered rows of this collection.
         """
         end = self.recover(create=False)
@@ -213,7 +247,8 @@ class CollectionLog:
                 bytes_after=0,
             )
         bytes_before = self.log.size()
-        generation, header_len = self.log.header()
+        header = self.log.header()
+        generation, header_len = header.generation, header.length
         latest, before = self.survivors(header_len)
         side = SideBuilder(self.index, self.name)
         with side.abandoned_on_failure():
@@ -269,45 +304,25 @@ class CollectionLog:
         """Write the log's header and batches keeping only the entries ``latest`` names;
         every batch keeps its id, time, receipt and commit fields (an emptied batch stays as
         its commit line, so batch ids stay idempotent). Returns the entries written."""
-        header = header_line(generation)
-        fh.write(header)
-        pos = len(header)
+        writer = LogWriter(fh, generation)
         kept = 0
         for batch in self.committed(header_len):
-            lines: list[bytes] = []
-            puts: list[tuple[int, str, bytes]] = []
-            start = pos
-            for e in batch.entries:
-                if e.data is not None and latest.get(e.record_id) == e.pos:
-                    line = put_line(e.data)
-                    puts.append((pos, e.record_id, e.data))
-                    lines.append(line)
-                    pos += len(line)
-            commit = recommit(batch, lines)
-            fh.write(b"".join(lines))
-            fh.write(commit)
-            pos += len(commit)
-            kept += len(lines)
+            survivors = [
+                e for e in batch.entries if e.data is not None and latest.get(e.record_id) == e.pos
+            ]
+            written = writer.rewrite(batch, survivors)
+            kept += len(written.entries)
             if side is not None:
-                row: BatchRow = (
-                    batch.batch_id,
-                    self.name,
-                    batch.kind,
-                    start,
-                    pos,
-                    batch.receipt_count,
-                    batch.receipt_sha256,
-                    batch.committed_at,
-                )
-                side.add(row, puts, [])
+                side.add(batch_row(self.name, written), put_rows(written.entries), [])
         return kept
 
-    def write_compacted(self, fh: IO[bytes], generation: str) -> tuple[int, int]:
-        """Write a compacted copy of the (recovered) log to ``fh``: ``(entries before, after)``.
-        Survival is decided from the log alone; the index is not read."""
-        _, header_len = self.log.header()
+    def write_compacted(self, fh: IO[bytes]) -> tuple[int, int]:
+        """Write a compacted copy of the (recovered) log, with a new generation, to ``fh``:
+        ``(entries before, after)``. Survival is decided from the log alone; the index is not
+        read."""
+        header_len = self.log.header().length
         latest, before = self.survivors(header_len)
-        after = self._write_survivors(fh, generation, header_len, latest, None)
+        after = self._write_survivors(fh, new_generation(), header_len, latest, None)
         _check_kept(self.log.path, after, len(latest))
         return before, after
 
@@ -318,7 +333,7 @@ class CollectionLog:
         out: dict[str, tuple[str, bool]] = {}
         if not wanted or not self.log.exists():
             return out
-        _, header_len = self.log.header()
+        header_len = self.log.header().length
         for batch in self.committed(header_len):
             for e in batch.entries:
                 if e.record_id in wanted:
@@ -342,7 +357,7 @@ class CollectionLog:
             if searched is not None:
                 return searched
             out = {rid: [] for rid in out}
-        _, header_len = self.log.header()
+        header_len = self.log.header().length
         for batch in self.committed(header_len):
             for e in batch.entries:
                 found = out.get(e.record_id)
@@ -352,7 +367,7 @@ class CollectionLog:
 
     def _generations(self) -> tuple[str, str | None]:
         state = self.index.collection_state(self.name)
-        return self.log.header()[0], None if state is None else state[0]
+        return self.log.header().generation, None if state is None else state.generation
 
     def _versions_by_search_stable(
         self, out: dict[str, list[RecordVersion]]
@@ -380,9 +395,11 @@ class CollectionLog:
             for pos in self.log.find_id_lines(rid):
                 row = self.index.batch_at(self.name, pos)
                 if row is not None:  # else: beyond what is committed and indexed
-                    starts.add(row[3])
+                    starts.add(row.start)
         for start in sorted(starts):
-            batch = next(self.log.scan(start), None)
+            scan = self.log.scan(start)
+            batch = next(scan, None)
+            scan.close()
             if batch is None:
                 raise IntegrityError(f"{self.log.path}: no committed batch at byte {start}")
             for e in batch.entries:
@@ -396,7 +413,7 @@ class CollectionLog:
         verified passes; the index is not read)."""
         if not self.log.exists():
             return
-        _, header_len = self.log.header()
+        header_len = self.log.header().length
         latest, _ = self.survivors(header_len)
         for batch in self.committed(header_len):
             for e in batch.entries:
@@ -406,7 +423,7 @@ class CollectionLog:
     def iter_log(self) -> Iterator[Batch]:
         if not self.log.exists():
             return
-        _, header_len = self.log.header()
+        header_len = self.log.header().length
         yield from self.committed(header_len)
 
     # -- verification -------------------------------------------------------------------
@@ -426,24 +443,6 @@ class CollectionLog:
 def _check_kept(path: Path, kept: int, current: int) -> None:
     if kept != current:
         raise IntegrityError(f"{path}: a compaction kept {kept} of {current} current records")
-
-
-def recommit(batch: Batch, lines: Sequence[bytes]) -> bytes:
-    """The commit line closing ``lines``, the entries of ``batch`` kept by a compaction.
-
-    Every field of the original commit is carried over (batch id, kind, time and its original
-    receipt); ``n`` and ``sha256`` are recomputed for the kept lines. The request digest of
-    the idempotency check (``req``) is carried over too.
-    """
-    commit, _ = commit_line(
-        lines,
-        batch.batch_id,
-        batch.kind,
-        batch.committed_at,
-        receipt=(batch.receipt_count, batch.receipt_sha256),
-        req=batch.req,
-    )
-    return commit
 
 
 def _version(

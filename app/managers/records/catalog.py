@@ -7,7 +7,6 @@ an importable ``module:QualName`` path so other processes apply it too.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import orjson
 from pydantic import BaseModel
 
 from app.core.atomic import write_atomic
+from app.core.clock import utc_iso
 from app.core.errors import IntegrityError, InvalidInput, SchemaVersionError, io_error
 from app.core.filters import field_path
 from app.core.schemas import BUILTIN_INDEXES, BUILTIN_SCHEMAS
@@ -75,7 +75,7 @@ class Catalog:
             {
                 "format": CONTEXT_FORMAT,
                 "context": context,
-                "created_at": dt.datetime.now(dt.UTC).isoformat(),
+                "created_at": utc_iso(),
                 "collections": {},
             },
             option=orjson.OPT_INDENT_2,

@@ -11,7 +11,7 @@ from pathlib import Path
 from app.core.atomic import fsync_dir
 from app.core.errors import IntegrityError, StorageError, io_error
 from app.formats.sqlindex import SqliteIndex
-from app.managers.collection import CollectionLog
+from app.managers.records.collection import CollectionLog
 
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
@@ -28,7 +28,7 @@ def _witness(index: SqliteIndex, name: str) -> int | None:
         state = index.collection_state(name)
     except StorageError:
         return None
-    return None if state is None else state[1]
+    return None if state is None else state.log_end
 
 
 def rebuild_index(index: SqliteIndex, logs: Iterable[CollectionLog]) -> None:

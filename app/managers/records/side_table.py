@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 from app.core.errors import StorageError
 from app.formats.batchlog import Batch, Entry
-from app.formats.sqlindex import BatchRow, SqliteIndex
+from app.formats.sqlindex import BatchRow, PutRow, SqliteIndex
 
 APPLY_EVERY = 50_000
+"""Entries applied to the index per transaction when many batches are (re)indexed."""
 
-Pending = tuple[BatchRow, list[tuple[int, str, bytes]], list[str]]
+
+class Pending(NamedTuple):
+    row: BatchRow
+    puts: list[PutRow]
+    deletes: list[str]
 
 
 class SideBuilder:
@@ -30,8 +36,8 @@ class SideBuilder:
         self._entries = 0
         index.start_side(collection)
 
-    def add(self, row: BatchRow, puts: list[tuple[int, str, bytes]], deletes: list[str]) -> None:
-        self._pending.append((row, puts, deletes))
+    def add(self, row: BatchRow, puts: list[PutRow], deletes: list[str]) -> None:
+        self._pending.append(Pending(row, puts, deletes))
         self._entries += len(puts) + len(deletes)
         if self._entries >= APPLY_EVERY:
             self._flush()
@@ -40,8 +46,8 @@ class SideBuilder:
         if not self._pending:
             return
         with self.index.write() as conn:
-            for row, puts, deletes in self._pending:
-                self.index.apply_side(conn, self.collection, row, puts, deletes)
+            for p in self._pending:
+                self.index.apply_side(conn, self.collection, p.row, p.puts, p.deletes)
         self._pending, self._entries = [], 0
 
     def swap(self, generation: str, log_end: int, indexes: Sequence[Sequence[str]]) -> None:
@@ -62,18 +68,18 @@ class SideBuilder:
 
 def batch_row(collection: str, batch: Batch) -> BatchRow:
     """The index row of a log batch (its receipt: the original count and digest)."""
-    return (
-        batch.batch_id,
-        collection,
-        batch.kind,
-        batch.start,
-        batch.end,
-        batch.receipt_count,
-        batch.receipt_sha256,
-        batch.committed_at,
+    return BatchRow(
+        batch_id=batch.batch_id,
+        collection=collection,
+        kind=batch.kind,
+        start=batch.start,
+        end=batch.end,
+        count=batch.receipt_count,
+        sha256=batch.receipt_sha256,
+        committed_at=batch.committed_at,
     )
 
 
-def put_rows(entries: Iterable[Entry]) -> list[tuple[int, str, bytes]]:
+def put_rows(entries: Iterable[Entry]) -> list[PutRow]:
     """``(position, id, data)`` of the record versions among ``entries``."""
     return [(e.pos, e.record_id, e.data) for e in entries if e.data is not None]

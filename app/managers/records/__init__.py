@@ -1,0 +1,22 @@
+"""The records part of a context: one batch log per collection plus the context's query index.
+
+Modules (each named for what lives in it):
+
+- ``collection``: ``CollectionLog``, one collection's log and its slice of the index kept in
+  step (write path, recovery, compaction, reads of the log);
+- ``catalog``: ``Catalog``, the context's collection catalogue (schemas, indexed fields);
+- ``side_table``: building a collection's next index content aside, then swapping it in;
+- ``logcheck``: verification of a collection's index against its log;
+- ``rebuild``: rebuilding a context's index from its logs.
+
+The on-disk formats live below, in ``app.formats.batchlog`` (the log's bytes) and
+``app.formats.sqlindex`` (the index's tables). See ``docs/api.md`` for the public API.
+"""
+
+from __future__ import annotations
+
+from app.managers.records.catalog import Catalog, normalise_indexes
+from app.managers.records.collection import CollectionLog
+from app.managers.records.rebuild import rebuild_index
+
+__all__ = ["Catalog", "CollectionLog", "normalise_indexes", "rebuild_index"]
