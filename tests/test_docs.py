@@ -93,3 +93,24 @@ def test_docs_use_the_public_package_name() -> None:
 def test_readme_and_index_point_to_the_reference() -> None:
     assert "docs/api.md" in (REPO / "README.md").read_text()
     assert "api.md" in (REPO / "docs" / "README.md").read_text()
+
+
+DOC_REF = re.compile(r'docs/api\.md,?\s+"([^"]+)"')
+
+
+def test_docstrings_point_to_existing_sections_and_never_to_spec() -> None:
+    """Docstrings cite docs/api.md by section title (``docs/api.md, "Models"``); every cited
+    title is the start of a heading there, and no docstring cites SPEC, which users never see."""
+    headings = [h.strip() for h in re.findall(r"^#{2,3} (.+)$", text(), re.M)]
+    wrong, spec = [], []
+    for path in sorted((REPO / "app").rglob("*.py")) + sorted((REPO / "ctxstore").rglob("*.py")):
+        body = path.read_text()
+        rel = path.relative_to(REPO)
+        wrong += [
+            f"{rel}: {title!r}"
+            for title in DOC_REF.findall(body)
+            if not any(h.startswith(title) for h in headings)
+        ]
+        spec += [f"{rel}:{n}" for n, line in enumerate(body.splitlines(), 1) if "SPEC" in line]
+    assert not wrong, f"docstrings cite sections docs/api.md does not have: {wrong}"
+    assert not spec, f"docstrings cite SPEC: {spec}"
