@@ -211,7 +211,7 @@ def stage_encode(item: dict[str, Any], where: str) -> bytes:
     try:
         data = orjson.dumps(item, default=_stage_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
     except orjson.JSONEncodeError as exc:
-        raise InvalidInput(f"{where}: {exc.__cause__ or exc}") from None
+        raise InvalidInput(f"{where}: {exc.__cause__ or exc}", argument=where) from None
     return data if b"null" not in data else encode(item, where)
 
 
