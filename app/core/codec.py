@@ -31,9 +31,9 @@ import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from app.core.errors import InvalidInput
+from app.core.rules import MAX_ID_CHARS
 from app.core.schemas import FAST_VALIDATORS
 
-MAX_ID_LENGTH = 256
 MAX_DEPTH = 64
 ENCODE_OPTIONS = orjson.OPT_SORT_KEYS
 INT_MIN = -(2**63)
@@ -137,9 +137,9 @@ def as_dict(record: object, where: str) -> dict[str, Any]:
 
 
 def check_id(value: object, where: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
         raise InvalidInput(
-            f'{where}: "id" must be a non-empty string of at most {MAX_ID_LENGTH} characters',
+            f'{where}: "id" must be a non-empty string of at most {MAX_ID_CHARS} characters',
             argument=where,
         )
     return value
