@@ -31,9 +31,9 @@ import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from app.core.errors import InvalidInput
+from app.core.rules import MAX_ID_CHARS
 from app.core.schemas import FAST_VALIDATORS
 
-MAX_ID_LENGTH = 256
 MAX_DEPTH = 64
 ENCODE_OPTIONS = orjson.OPT_SORT_KEYS
 INT_MIN = -(2**63)
@@ -131,14 +131,16 @@ def as_dict(record: object, where: str) -> dict[str, Any]:
     if isinstance(record, Mapping):
         return dict(record)
     raise InvalidInput(
-        f"{where}: expected a mapping or a pydantic model, got {type(record).__name__}"
+        f"{where}: expected a mapping or a pydantic model, got {type(record).__name__}",
+        argument=where,
     )
 
 
 def check_id(value: object, where: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
         raise InvalidInput(
-            f'{where}: "id" must be a non-empty string of at most {MAX_ID_LENGTH} characters'
+            f'{where}: "id" must be a non-empty string of at most {MAX_ID_CHARS} characters',
+            argument=where,
         )
     return value
 
@@ -181,15 +183,17 @@ def encode(record: dict[str, Any], where: str = "record") -> bytes:
         try:
             record = _norm(record, 0)
         except _Bad as bad:
-            raise InvalidInput(f"{where}: {bad}") from None
+            raise InvalidInput(f"{where}: {bad}", argument=where) from None
         except RecursionError:
-            raise InvalidInput(f"{where}: nested too deeply") from None
+            raise InvalidInput(f"{where}: nested too deeply", argument=where) from None
     try:
         data = orjson.dumps(record, option=ENCODE_OPTIONS)
     except orjson.JSONEncodeError as exc:
-        raise InvalidInput(f"{where}: {exc.__cause__ or exc}") from None
+        raise InvalidInput(f"{where}: {exc.__cause__ or exc}", argument=where) from None
     if NUL_ESCAPE in data and _has_nul(orjson.loads(data)):
-        raise InvalidInput(f"{where}: strings (values and keys) must not contain NUL")
+        raise InvalidInput(
+            f"{where}: strings (values and keys) must not contain NUL", argument=where
+        )
     return data
 
 
@@ -222,7 +226,8 @@ def validate_batch(
         loc = err.get("loc", ())
         pos = loc[0] + offset if loc and isinstance(loc[0], int) else "?"
         field = ".".join(str(p) for p in loc[1:]) or "record"
-        raise InvalidInput(f"{argument}[{pos}].{field}: {err.get('msg', 'invalid')}") from None
+        head = f"{argument}[{pos}].{field}"
+        raise InvalidInput(f"{head}: {err.get('msg', 'invalid')}", argument=head) from None
 
 
 MAX_BATCH_RECORDS = 1_000_000
@@ -242,7 +247,8 @@ class PreparedBatch(NamedTuple):
 def _too_large(argument: str, what: str) -> InvalidInput:
     return InvalidInput(
         f"{argument}: a batch holds at most {MAX_BATCH_RECORDS:,} records and "
-        f"{MAX_BATCH_BYTES >> 20:,} MiB of encoded records ({what}); split it or use a workflow"
+        f"{MAX_BATCH_BYTES >> 20:,} MiB of encoded records ({what}); split it or use a workflow",
+        argument=argument,
     )
 
 
@@ -269,7 +275,7 @@ def prepare_batch(
     before their ids were generated, since generated ids derive from (batch id, position).
     """
     if isinstance(records, Mapping | str | bytes) or not isinstance(records, Iterable):
-        raise InvalidInput(f"{argument}: expected an iterable of records")
+        raise InvalidInput(f"{argument}: expected an iterable of records", argument=argument)
     derive = id_deriver(batch_id) if batch_id is not None else None
     keep = frame if frame is not None else _exact
     h = hashlib.sha256() if batch_id is not None else None
@@ -390,7 +396,7 @@ def parse_user_json(raw: bytes | str, where: str) -> Any:
             return orjson.loads(data)
         return json.loads(data, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:  # both parsers' errors are ValueErrors
-        raise InvalidInput(f"{where}: not valid JSON ({exc})") from None
+        raise InvalidInput(f"{where}: not valid JSON ({exc})", argument=where) from None
 
 
 def decode(data: bytes | str) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from typing import IO, Any
 
 from typing_extensions import Buffer
 
-from app.core.errors import IntegrityError, InvalidInput, SchemaVersionError
+from app.core.errors import IntegrityError, SchemaVersionError
+from app.core.rules import METADATA, check
 
 PARALLEL_MIN = 1 << 20  # buffers at least this large are hashed on the worker thread
 
@@ -196,18 +197,14 @@ def canonical_json(value: object) -> bytes:
 
 
 def plain_json(value: object, argument: str) -> dict[str, Any]:
-    """A deep copy of ``value`` as plain JSON data; ``InvalidInput`` naming ``argument``
-    unless it is a mapping with string keys holding strict JSON (no NaN/Infinity)."""
+    """A deep copy of ``value`` as plain JSON data (``{}`` for ``None``); ``InvalidInput``
+    naming ``argument`` unless it keeps the ``Metadata`` rule of ``app.core.rules`` (a
+    mapping with string keys holding strict JSON, no NaN/Infinity)."""
+    check(METADATA, value, argument)
     if value is None:
         return {}
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-        raise InvalidInput(f"{argument}: must be a mapping with string keys")
-    try:
-        out: dict[str, Any] = json.loads(
-            json.dumps(dict(value), allow_nan=False), parse_constant=_reject_constant
-        )
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidInput(f"{argument}: not strict JSON ({str(exc)[:120]})") from None
+    assert isinstance(value, Mapping)
+    out: dict[str, Any] = json.loads(json.dumps(dict(value), allow_nan=False))
     return out
 
 

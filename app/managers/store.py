@@ -19,7 +19,7 @@ import orjson
 from app.core import layout
 from app.core.atomic import fsync_dir, write_atomic
 from app.core.clock import utc_iso
-from app.core.contracts import EXPENSIVE, ensure, invariant, require, valid_name
+from app.core.contracts import EXPENSIVE, ensure, invariant, require
 from app.core.errors import (
     ConflictError,
     IntegrityError,
@@ -32,6 +32,7 @@ from app.core.errors import (
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.nofollow import exists_as
+from app.core.rules import ContextName, Flag, OnConflict, UserPath, checked
 from app.core.schemas import IntegrityReport
 from app.core.transfer_types import ContextState, Manifest
 from app.core.version import __version__
@@ -44,13 +45,7 @@ from app.managers.records.catalog import Catalog
 from app.managers.staging import holding, staging_folder, sweep
 from app.managers.stats import store_stats
 from app.managers.swap import fsync_tree, refuse_linked_target, swap_in
-from app.managers.transfer import (
-    ON_CONFLICT,
-    export_context,
-    import_context,
-    load_context,
-    save_context,
-)
+from app.managers.transfer import export_context, import_context, load_context, save_context
 from app.managers.workflows import WorkflowManager
 
 FORMAT_VERSION = 1
@@ -59,20 +54,11 @@ MAX_OPEN_CONTEXTS = 32
 least recently used beyond this are closed (and reopen on their next use)."""
 
 
-def _path_ok(value: object) -> bool:
-    """A file-system path a user gave: a str or path-like without NUL."""
-    try:
-        text = os.fspath(value)  # type: ignore[call-overload]
-    except TypeError:
-        return False
-    return isinstance(text, str) and "\0" not in text and text != ""
-
-
-def resolve_root(root: str | os.PathLike[str] | None) -> Path:
+@checked
+def resolve_root(root: UserPath | None) -> Path:
+    """The absolute store folder: ``root``, else ``$CTXSTORE_ROOT``, else ``./storage``."""
     if root is None:
         root = os.environ.get("CTXSTORE_ROOT") or "storage"
-    if not _path_ok(root):
-        raise InvalidInput("root: must be a non-empty path without NUL characters")
     return Path(root).expanduser().absolute()
 
 
@@ -215,9 +201,9 @@ class Store(icontract.DBC):
             if is_valid_name(name) and is_context_folder(self._contexts_dir / name)
         )
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @checked
     @ensure(lambda name, result: result.name == name, "the context asked for")
-    def context(self, name: str = "default", *, create: bool = True) -> Context:
+    def context(self, name: ContextName = "default", *, create: bool = True) -> Context:
         """Open (and by default create) a context."""
         self.check_open()
         with self._guard:
@@ -255,9 +241,9 @@ class Store(icontract.DBC):
                 raise io_error("creating", path, exc) from exc
             write_atomic(layout.catalog(path), Catalog.initial(name))
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @checked
     @ensure(lambda self, name: name not in self.contexts(), "the context is gone")
-    def drop_context(self, name: str) -> None:
+    def drop_context(self, name: ContextName) -> None:
         """Delete a context and everything in it."""
         path = child(self._contexts_dir, name, "name")
         with self._lock.hold():
@@ -330,8 +316,8 @@ class Store(icontract.DBC):
         """The store's writer lock (held to create, drop and install contexts)."""
         return self._lock
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
-    def exists(self, name: str) -> bool:
+    @checked
+    def exists(self, name: ContextName) -> bool:
         """Whether the context ``name`` exists (its ``context.json`` is a file)."""
         return layout.catalog(child(self._contexts_dir, name, "name")).is_file()
 
@@ -348,17 +334,17 @@ class Store(icontract.DBC):
         with staging_folder(self._contexts_dir, purpose) as path:
             yield path
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @checked
     @ensure(lambda name, result: result.name == name, "a context of that name")
-    def open_staged(self, name: str, folder: Path, *, trusted: bool) -> Context:
+    def open_staged(self, name: ContextName, folder: Path, *, trusted: bool) -> Context:
         """A ``Context`` named ``name`` on the staged folder ``folder`` (close it after use);
         untrusted: an empty private trust folder inside ``folder``."""
         trust = self._trust_dir if trusted else folder / layout.NO_TRUST_DIR
         return Context(name, folder, trust)
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @checked
     @ensure(lambda self, name: self.exists(name), "the context is in place")
-    def install(self, name: str, staged: Path, *, replace: bool) -> None:
+    def install(self, name: ContextName, staged: Path, *, replace: bool) -> None:
         """Make ``staged`` the context ``name``: a rename when it is new; with ``replace`` an
         atomic exchange with the live directory (two renames where the kernel cannot exchange;
         ``staged`` then holds the old content, removed by its staging block). The caller holds
@@ -378,9 +364,9 @@ class Store(icontract.DBC):
         except OSError as exc:
             raise io_error("installing context", target, exc) from exc
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @checked
     @ensure(lambda self, name: name not in self._open, "the context is no longer open")
-    def forget(self, name: str) -> None:
+    def forget(self, name: ContextName) -> None:
         """Close and drop the open ``Context`` of ``name`` (its files were replaced)."""
         with self._guard:
             ctx = self._open.pop(name, None)
@@ -390,33 +376,26 @@ class Store(icontract.DBC):
 
     # -- whole contexts (app.managers.transfer) ------------------------------------------
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @checked
     @ensure(lambda name, result: result.context == name, "the manifest names the context")
-    def save_context(self, name: str, state: ContextState | Mapping[str, Any]) -> Manifest:
+    def save_context(self, name: ContextName, state: ContextState | Mapping[str, Any]) -> Manifest:
         """Replace a context's content by ``state`` (docs/api.md, "Whole contexts")."""
         return save_context(self, name, state)
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @checked
     @ensure(lambda result: isinstance(result, ContextState), "the context's content")
-    def load_context(self, name: str) -> ContextState:
+    def load_context(self, name: ContextName) -> ContextState:
         """The whole content of a context (docs/api.md, "Whole contexts")."""
         return load_context(self, name)
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
-    @require(lambda dest: _path_ok(dest), "dest", "must be a non-empty path without NUL")
-    def export_context(self, name: str, dest: str | os.PathLike[str]) -> Manifest:
+    @checked
+    def export_context(self, name: ContextName, dest: UserPath) -> Manifest:
         """Write a consistent snapshot of a context to a ``.tar.gz`` with a manifest."""
         return export_context(self, name, Path(dest))
 
-    @require(lambda name: name is None or valid_name(name, "name"), "name", "invalid")
-    @require(lambda src: _path_ok(src), "src", "must be a non-empty path without NUL")
-    @require(
-        lambda on_conflict: on_conflict in ON_CONFLICT,
-        "on_conflict",
-        f"must be one of {', '.join(ON_CONFLICT)}",
-    )
+    @checked
     def import_context(
-        self, src: str | os.PathLike[str], *, name: str | None = None, on_conflict: str = "fail"
+        self, src: UserPath, *, name: ContextName | None = None, on_conflict: OnConflict = "fail"
     ) -> Manifest:
         """Import an archive written by ``export_context`` after checking all of it."""
         return import_context(self, Path(src), name=name, on_conflict=on_conflict)
@@ -442,8 +421,8 @@ class Store(icontract.DBC):
         }
 
 
-@require(lambda create: isinstance(create, bool), "create", "must be a bool")
-def open_store(root: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
+@checked
+def open_store(root: UserPath | None = None, *, create: Flag = True) -> Store:
     """Open the store at ``root`` (default ``$CTXSTORE_ROOT`` or ``./storage``)."""
     path = resolve_root(root)
     marker = layout.marker(path)

@@ -9,7 +9,6 @@ prints it on one line and exits with ``exit_code``. Bad input is the user's mist
 from __future__ import annotations
 
 import errno
-import re
 from dataclasses import dataclass
 
 from app.core.errors import (
@@ -64,16 +63,10 @@ def kind_of(exc: StorageError) -> ErrorKind:
     return ERRORS[-1]
 
 
-_HEAD = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\[\]-]{0,63}): ")
-
-
 def location(exc: InvalidInput) -> str:
-    """What a bad-input answer names: the argument, or for an error raised without one (a
-    record's field, ``records[3].quality_score: ...``) the path its message starts with."""
-    if exc.argument:
-        return exc.argument
-    match = _HEAD.match(str(exc))
-    return match.group(1) if match else "request"
+    """What a bad-input answer names: the argument (for a record's field, the path
+    ``records[3].quality_score``), or ``"request"`` when no single argument is to blame."""
+    return exc.argument or "request"
 
 
 __all__ = ["ERRORS", "EXIT_FAILED", "EXIT_USAGE", "ErrorKind", "kind_of", "location"]

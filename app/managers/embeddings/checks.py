@@ -1,4 +1,5 @@
-"""Input checks of embedding sets: the always-on preconditions of ``EmbeddingStore``.
+"""Input checks of embedding sets: the always-on preconditions of ``EmbeddingStore`` on its
+arrays (the rules of its other arguments are in ``app.core.rules``).
 
 Each raises ``InvalidInput`` naming the argument, vectorised (one ``np.isfinite(...).all()``
 per array), before anything is written.
@@ -12,12 +13,10 @@ from typing import Any
 import numpy as np
 
 from app.core.errors import InvalidInput
+from app.core.rules import MAX_ID_CHARS
 from app.formats.setmeta import DTYPES
 
 Array = np.ndarray[Any, Any]
-
-MODES = ("overwrite", "append")
-MAX_ID_CHARS = 256
 
 
 def as_matrix(vectors: object, *, check: bool = True) -> Array:
@@ -113,7 +112,3 @@ def as_queries(query: object) -> Array:
     if not all_finite(arr):
         raise InvalidInput("query: contains NaN or infinite values")
     return arr.reshape(1, -1) if arr.ndim == 1 else arr
-
-
-def is_k(k: object) -> bool:
-    return isinstance(k, int) and not isinstance(k, bool) and k >= 1

@@ -26,7 +26,7 @@ from __future__ import annotations
 import builtins
 import itertools
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,7 +38,7 @@ from app.backends.local import LocalFileStore, LocalMetaStore
 from app.backends.protocols import FileDigest, FileStore, MetaStore
 from app.core.artifacts import EmbeddingInfo, EmbeddingSet, Hit, IdList, ShardInfo
 from app.core.clock import utc_iso
-from app.core.contracts import ensure, ensure_full, invariant, require, valid_name
+from app.core.contracts import ensure, ensure_full, invariant, require
 from app.core.errors import (
     IntegrityError,
     InvalidInput,
@@ -50,17 +50,16 @@ from app.core.layout import SET_META, SET_META_PATTERN, SHARD_PATTERN, shard_nam
 from app.core.locks import WriterLock
 from app.core.names import is_valid_name
 from app.core.nofollow import entries, exists_as, lstat_as, part_problems, read_regular
-from app.core.similarity import METRICS, TopK, compute_dtype, row_norms
+from app.core.rules import Count, Flag, Metadata, Metric, SaveMode, SetName, checked
+from app.core.similarity import TopK, compute_dtype, row_norms
 from app.formats import npz, setmeta
 from app.formats.hashio import plain_json
 from app.managers.embeddings.checks import (
-    MODES,
     as_ids,
     as_matrix,
     as_queries,
     check_query,
     check_rows,
-    is_k,
 )
 from app.managers.embeddings.search import (
     CACHE_SHARDS,
@@ -72,11 +71,6 @@ from app.managers.embeddings.search import (
 )
 
 T = TypeVar("T")
-
-
-def _metadata_ok(metadata: object) -> bool:
-    plain_json(metadata, "metadata")
-    return True
 
 
 def meta_key(name: str) -> str:
@@ -172,9 +166,7 @@ class EmbeddingStore(icontract.DBC):
 
     # -- writing ------------------------------------------------------------------------
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
-    @require(lambda mode: mode in MODES, "mode", "must be 'overwrite' or 'append'")
-    @require(lambda metadata: _metadata_ok(metadata), "metadata", "must be a JSON object")
+    @checked
     @require(lambda ids, vectors: check_rows(ids, vectors), "vectors", "invalid rows")
     @ensure(lambda name, result: result.name == name, "the info names the saved set")
     @ensure(
@@ -186,12 +178,12 @@ class EmbeddingStore(icontract.DBC):
     @ensure(lambda vectors, result: result.dim == np.shape(vectors)[1], "dimension recorded")
     def save(
         self,
-        name: str,
+        name: SetName,
         ids: Sequence[str],
         vectors: Any,
         *,
-        metadata: Mapping[str, Any] | None = None,
-        mode: str = "overwrite",
+        metadata: Metadata | None = None,
+        mode: SaveMode = "overwrite",
     ) -> EmbeddingInfo:
         """Save rows ``vectors`` with ``ids``: ``overwrite`` replaces the set, ``append`` adds
         a shard (same dimension, new ids). Durable when it returns."""
@@ -273,9 +265,9 @@ class EmbeddingStore(icontract.DBC):
             )
         return matrix
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @checked
     @ensure(lambda self, name: not self._meta.exists(meta_key(name)), "the set is gone")
-    def delete(self, name: str) -> None:
+    def delete(self, name: SetName) -> None:
         """Delete the set and its files; ``NotFoundError`` if it does not exist."""
         with self._lock.hold():
             if not self._meta.delete(meta_key(name)):  # the commit point
@@ -285,9 +277,7 @@ class EmbeddingStore(icontract.DBC):
 
     # -- reading ------------------------------------------------------------------------
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
-    @require(lambda mmap: isinstance(mmap, bool), "mmap", "must be a bool")
-    @require(lambda verify: isinstance(verify, bool), "verify", "must be a bool")
+    @checked
     @ensure(
         lambda result: (
             result.info is not None
@@ -295,7 +285,7 @@ class EmbeddingStore(icontract.DBC):
         ),
         "one id per row, as recorded",
     )
-    def load(self, name: str, *, mmap: bool = True, verify: bool = True) -> EmbeddingSet:
+    def load(self, name: SetName, *, mmap: Flag = True, verify: Flag = True) -> EmbeddingSet:
         """The set's ids, vectors and metadata.
 
         Each shard's SHA-256 is checked the first time this process opens that file (by
@@ -322,9 +312,9 @@ class EmbeddingStore(icontract.DBC):
 
         return self._snapshot(name, read)
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @checked
     @ensure(lambda result: len(result.shards) == 1, "one shard left")
-    def compact(self, name: str) -> EmbeddingInfo:
+    def compact(self, name: SetName) -> EmbeddingInfo:
         """Merge the set's shards into one (rows, ids and metadata unchanged): a write, under
         the writer lock, reading the whole set once. Makes a set that ``append`` left in
         several shards mappable by ``load(mmap=True)`` again."""
@@ -335,15 +325,15 @@ class EmbeddingStore(icontract.DBC):
             whole = self.load(name, mmap=False)
             return self.save(name, whole.ids, np.asarray(whole.vectors), metadata=info.metadata)
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
-    @require(lambda metric: metric in METRICS, "metric", "must be 'cosine', 'dot' or 'l2'")
-    @require(lambda k: is_k(k), "k", "must be an int >= 1")
+    @checked
     @require(lambda query: check_query(query), "query", "invalid")
     @ensure(
         lambda query, k, metric, result: search_result_ok(result, query, k, metric),
         "at most k hits per query, best first",
     )
-    def search(self, name: str, query: Any, *, k: int = 10, metric: str = "cosine") -> Hits:
+    def search(
+        self, name: SetName, query: Any, *, k: Count = 10, metric: Metric = "cosine"
+    ) -> Hits:
         """Exact top-``k`` search. A 1-D ``query`` gives ``list[Hit]``; a 2-D one gives one
         list per row. ``l2`` scores are distances (smaller first)."""
         queries = as_queries(query)
@@ -381,14 +371,14 @@ class EmbeddingStore(icontract.DBC):
         ``verify`` reports it)."""
         return self._meta.holders(SET_META)
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @checked
     @ensure(lambda name, result: result.name == name, "the info names the set")
-    def info(self, name: str) -> EmbeddingInfo:
+    def info(self, name: SetName) -> EmbeddingInfo:
         """What the store records about the set; ``NotFoundError`` if absent."""
         return self._read(name)[0]
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
-    def exists(self, name: str) -> bool:
+    @checked
+    def exists(self, name: SetName) -> bool:
         return self._meta.exists(meta_key(name))
 
     # -- maintenance --------------------------------------------------------------------

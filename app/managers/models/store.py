@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import icontract
 from app.core.artifacts import ModelInfo
 from app.core.atomic import fsync_dir, write_atomic
 from app.core.clock import utc_iso
-from app.core.contracts import ensure, ensure_full, invariant, is_positive_int, require, valid_name
+from app.core.contracts import ensure, ensure_full, invariant, require
 from app.core.errors import (
     IntegrityError,
     InvalidInput,
@@ -32,15 +31,11 @@ from app.core.layout import model_file, model_record
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.nofollow import check_chain, entries, exists_as, part_problems, refuse_links
+from app.core.rules import Flag, Metadata, ModelName, Version, checked
 from app.formats import modelcodecs, modelrecord
 from app.formats.hashio import chunk_digests, plain_json
 from app.formats.modelcodecs import Codec
 from app.managers.models import folder, trust
-
-
-def _metadata_ok(metadata: object) -> bool:
-    plain_json(metadata, "metadata")
-    return True
 
 
 def _into_ok(into: object) -> bool:
@@ -100,9 +95,8 @@ class ModelStore(icontract.DBC):
             raise NotFoundError(f"model {name!r} not found in context {self.context!r}")
         return self._info(name, numbers[-1])
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
-    @require(lambda version: is_positive_int(version), "version", "must be an int >= 1")
-    def path_of(self, name: str, version: int) -> Path:
+    @checked
+    def path_of(self, name: ModelName, version: Version) -> Path:
         """The artefact file of a recorded version (for export and merge)."""
         return self._dir(name) / self._info(name, version).file
 
@@ -121,9 +115,8 @@ class ModelStore(icontract.DBC):
 
     # -- writing ------------------------------------------------------------------------
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @checked
     @require(lambda model: model is not None, "model", "must not be None")
-    @require(lambda metadata: _metadata_ok(metadata), "metadata", "must be a JSON object")
     @require(
         lambda format: _format_ok(format),
         "format",
@@ -141,10 +134,10 @@ class ModelStore(icontract.DBC):
     )
     def save(
         self,
-        name: str,
+        name: ModelName,
         model: Any,
         *,
-        metadata: Mapping[str, Any] | None = None,
+        metadata: Metadata | None = None,
         format: str | None = None,
     ) -> ModelInfo:
         """Save ``model`` as a new version (1, 2, ...) in ``format`` (``None``: a torch
@@ -199,19 +192,14 @@ class ModelStore(icontract.DBC):
         document = modelrecord.dump(info, chunks, modelcodecs.CHUNK)
         write_atomic(self._dir(info.name) / model_record(info.version), document)
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
-    @require(
-        lambda version: version is None or is_positive_int(version),
-        "version",
-        "must be None or an int >= 1",
-    )
+    @checked
     @ensure(
         lambda self, name, version: (
             not self._numbers(name) if version is None else version not in self._numbers(name)
         ),
         "the deleted versions are gone",
     )
-    def delete(self, name: str, *, version: int | None = None) -> None:
+    def delete(self, name: ModelName, *, version: Version | None = None) -> None:
         """Delete one version, or every version (``version=None``) of the model."""
         with self._lock.hold():
             model_dir = self._checked_dir(name)
@@ -242,10 +230,10 @@ class ModelStore(icontract.DBC):
                             path.unlink()
                     model_dir.rmdir()
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @checked
     @require(lambda info: isinstance(info, ModelInfo), "info", "must be a ModelInfo")
     @ensure(lambda name, result: result.name == name, "a new version of the named model")
-    def add_untrusted_version(self, name: str, source: Path, info: ModelInfo) -> ModelInfo:
+    def add_untrusted_version(self, name: ModelName, source: Path, info: ModelInfo) -> ModelInfo:
         """Add the artefact file ``source`` (e.g. from an imported archive) as a new version.
 
         Its size and SHA-256 must match ``info``; no trust mark is created, so a file whose
@@ -268,17 +256,16 @@ class ModelStore(icontract.DBC):
 
     # -- reading ------------------------------------------------------------------------
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
-    @require(
-        lambda version: version is None or is_positive_int(version),
-        "version",
-        "must be None or an int >= 1",
-    )
+    @checked
     @require(lambda into: _into_ok(into), "into", "must be None or a torch.nn.Module")
-    @require(lambda trusted: isinstance(trusted, bool), "trusted", "must be a bool")
     @ensure(lambda into, result: into is None or result is into, "into is filled and returned")
     def load(
-        self, name: str, *, version: int | None = None, into: Any = None, trusted: bool = False
+        self,
+        name: ModelName,
+        *,
+        version: Version | None = None,
+        into: Any = None,
+        trusted: Flag = False,
     ) -> Any:
         """The model (latest version unless ``version``): tensors as their state dict, or
         loaded into ``into`` (returned); a pickled object as the unpickled object."""
@@ -317,22 +304,17 @@ class ModelStore(icontract.DBC):
             if is_valid_name(e.name) and e.is_dir(follow_symlinks=False) and self._numbers(e.name)
         )
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
+    @checked
     @ensure(
         lambda result: [i.version for i in result] == sorted({i.version for i in result}),
         "versions ascending",
     )
-    def versions(self, name: str) -> builtins.list[ModelInfo]:
+    def versions(self, name: ModelName) -> builtins.list[ModelInfo]:
         """Every version of the model, oldest first (empty if there is none)."""
         return [self._info(name, n) for n in self._numbers(name)]
 
-    @require(lambda name: valid_name(name, "name"), "name", "invalid")
-    @require(
-        lambda version: version is None or is_positive_int(version),
-        "version",
-        "must be None or an int >= 1",
-    )
-    def info(self, name: str, *, version: int | None = None) -> ModelInfo:
+    @checked
+    def info(self, name: ModelName, *, version: Version | None = None) -> ModelInfo:
         """The record of one version (default: the latest)."""
         return self._latest(name) if version is None else self._info(name, version)
 

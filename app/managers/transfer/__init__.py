@@ -13,7 +13,7 @@ context parts (``app.managers.parts``) and never names a part, and works on the 
 from __future__ import annotations
 
 from app.managers.transfer.export import export_context
-from app.managers.transfer.importing import ON_CONFLICT, import_context
+from app.managers.transfer.importing import import_context
 from app.managers.transfer.state import load_context, save_context
 
-__all__ = ["ON_CONFLICT", "export_context", "import_context", "load_context", "save_context"]
+__all__ = ["export_context", "import_context", "load_context", "save_context"]

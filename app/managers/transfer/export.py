@@ -17,7 +17,6 @@ import orjson
 
 from app.core import layout
 from app.core.errors import IntegrityError, InvalidInput
-from app.core.names import check_name
 from app.core.nofollow import refuse_links
 from app.core.transfer_types import Manifest
 from app.formats.archive import write_archive
@@ -63,8 +62,8 @@ def _snapshot(
 
 
 def export_context(host: ContextHost, name: str, dest: Path) -> Manifest:
-    """Write a consistent snapshot of context ``name`` to the archive ``dest``."""
-    check_name(name, "name")
+    """Write a consistent snapshot of context ``name`` to the archive ``dest`` (the
+    arguments come checked by ``Store.export_context``)."""
     if dest.is_dir():
         raise InvalidInput(f"dest: {dest} is a directory; give the path of a .tar.gz file")
     if not dest.parent.is_dir():

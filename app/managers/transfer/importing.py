@@ -19,8 +19,9 @@ import orjson
 
 from app.core import layout
 from app.core.atomic import write_atomic
-from app.core.errors import ConflictError, IntegrityError, InvalidInput, NotFoundError
-from app.core.names import check_name, is_valid_name
+from app.core.errors import ConflictError, IntegrityError, NotFoundError
+from app.core.names import is_valid_name
+from app.core.rules import ContextName, OnConflictValue, check
 from app.core.transfer_types import Manifest
 from app.formats.archive import Limits, read_archive
 from app.formats.batchlog import BatchLog
@@ -28,8 +29,6 @@ from app.managers.host import ContextHost
 from app.managers.parts import parts
 from app.managers.transfer.manifest import has_part, parse_manifest
 from app.managers.transfer.merge import merge_into
-
-ON_CONFLICT = ("fail", "overwrite", "merge", "skip")
 
 
 def _check_layout(manifest: Manifest, staged: Path, src: Path) -> None:
@@ -122,23 +121,20 @@ def import_context(
     src: Path,
     *,
     name: str | None = None,
-    on_conflict: str = "fail",
+    on_conflict: OnConflictValue = "fail",
     limits: Limits | None = None,
 ) -> Manifest:
-    """Check the archive ``src`` completely, then make it the context ``name``."""
-    if on_conflict not in ON_CONFLICT:
-        raise InvalidInput(f"on_conflict: must be one of {', '.join(ON_CONFLICT)}")
-    if name is not None:
-        check_name(name, "name")
-        if on_conflict == "fail" and host.exists(name):
-            raise ConflictError(f"context {name!r} already exists (on_conflict='fail')")
+    """Check the archive ``src`` completely, then make it the context ``name`` (the
+    arguments come checked by ``Store.import_context``)."""
+    if name is not None and on_conflict == "fail" and host.exists(name):
+        raise ConflictError(f"context {name!r} already exists (on_conflict='fail')")
     if not src.is_file():
         raise NotFoundError(f"archive {src} not found")
     with host.staging("import") as staged:
         raw = read_archive(src, staged, limits=limits)
         manifest = parse_manifest(raw, src)
         target = name if name is not None else manifest.context
-        check_name(target, "name")
+        check(ContextName, target, "name")  # the archive's own name
         if on_conflict == "fail" and host.exists(target):
             raise ConflictError(f"context {target!r} already exists (on_conflict='fail')")
         _check_layout(manifest, staged, src)
@@ -159,4 +155,4 @@ def import_context(
     return manifest
 
 
-__all__ = ["ON_CONFLICT", "import_context"]
+__all__ = ["import_context"]

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from app.core import layout
 from app.core.atomic import write_atomic
 from app.core.errors import InvalidInput
-from app.core.names import check_name, child
+from app.core.names import child
+from app.core.rules import NAME, CollectionName, check
 from app.core.transfer_types import ContextState, Manifest
 from app.managers.host import ContextHost
 from app.managers.parts import ContextPart, parts
@@ -49,7 +50,7 @@ def _items(state: ContextState, part: ContextPart[Any]) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise InvalidInput(f"state.{part.name}: must be a dict of items by name")
     for n in value:
-        check_name(n, f"state.{part.name}")
+        check(NAME, n, f"state.{part.name}")
     return value
 
 
@@ -59,11 +60,11 @@ def _chunks(records: list[dict[str, Any]], size: int) -> Iterable[list[dict[str,
 
 
 def save_context(host: ContextHost, name: str, state: object) -> Manifest:
-    """Replace the content of context ``name`` by ``state`` (all or nothing)."""
-    check_name(name, "name")
+    """Replace the content of context ``name`` by ``state`` (all or nothing; ``name`` comes
+    checked by ``Store.save_context``)."""
     st = _as_state(state)
     for coll in st.collections:
-        check_name(coll, "state.collections")
+        check(CollectionName, coll, "state.collections")
     items = {part.name: _items(st, part) for part in parts()}
     with host.staging("save") as staged:
         existing = child(host.contexts_dir, name, "name")
@@ -102,7 +103,6 @@ def save_context(host: ContextHost, name: str, state: object) -> Manifest:
 
 def load_context(host: ContextHost, name: str) -> ContextState:
     """The whole content of context ``name`` (a consistent snapshot)."""
-    check_name(name, "name")
     ctx = host.context(name, create=False)
     with ctx.writer_lock.hold():
         collections = {c: ctx.records_from_log(c) for c in ctx.collections()}

@@ -26,7 +26,7 @@ from app.backends.protocols import WorkflowTracker
 from app.core.codec import as_dict, check_id, delete_digest, encode, id_deriver, new_id
 from app.core.errors import InvalidInput
 from app.core.filters import compile_where
-from app.core.names import check_name
+from app.core.rules import CollectionName, check, checked
 from app.core.schemas import BatchReceipt
 from app.managers.context import Context
 
@@ -82,11 +82,11 @@ class ChunkWriter:
         self.calls += 1
         return call, chunk_batch_id(self._workflow_id, self._chunk_no, call)
 
+    @checked
     def append(
-        self, collection: str, records: Iterable[Any], *, batch_id: str | None = None
+        self, collection: CollectionName, records: Iterable[Any], *, batch_id: str | None = None
     ) -> BatchReceipt:
         """``Context.append`` with the derived batch id (a given ``batch_id`` is ignored)."""
-        check_name(collection, "collection")
         if isinstance(records, Mapping | str | bytes):
             raise InvalidInput("records: expected an iterable of records")
         call, bid = self._next_batch_id()
@@ -104,16 +104,16 @@ class ChunkWriter:
         )
         return self._ctx._append(collection, batch, batch_id=bid)
 
+    @checked
     def delete(
         self,
-        collection: str,
+        collection: CollectionName,
         ids: Iterable[str] | None = None,
         *,
         where: Mapping[str, Any] | None = None,
         batch_id: str | None = None,
     ) -> int:
         """``Context.delete`` with the derived batch id (targets are resolved first)."""
-        check_name(collection, "collection")
         if ids is None and where is None:
             raise InvalidInput("ids: give ids, where, or both")
         if isinstance(ids, str):
@@ -177,7 +177,7 @@ def check_params(workflow_type: str, params: Mapping[str, Any], has_items: bool)
     if workflow_type == "append" or workflow_type == DELETE_TYPE:
         if "collection" not in params:
             raise InvalidInput(f"params: {workflow_type!r} workflows need params['collection']")
-        check_name(params["collection"], "params['collection']")
+        check(CollectionName, params["collection"], "params['collection']")
     elif workflow_type in APPEND_TYPES and "collection" in params:
         fixed = APPEND_TYPES[workflow_type]
         if params["collection"] != fixed:
@@ -211,7 +211,7 @@ def stage_encode(item: dict[str, Any], where: str) -> bytes:
     try:
         data = orjson.dumps(item, default=_stage_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
     except orjson.JSONEncodeError as exc:
-        raise InvalidInput(f"{where}: {exc.__cause__ or exc}") from None
+        raise InvalidInput(f"{where}: {exc.__cause__ or exc}", argument=where) from None
     return data if b"null" not in data else encode(item, where)
 
 

@@ -30,16 +30,20 @@ import icontract
 from app.backends.protocols import Row, WorkflowTracker
 from app.core import clock
 from app.core.codec import encode
-from app.core.contracts import (
-    ensure,
-    invariant,
-    is_non_negative_int,
-    is_positive_int,
-    require,
-    valid_name,
-)
+from app.core.contracts import ensure, invariant, require
 from app.core.errors import ConflictError, InvalidInput, environmental
-from app.core.names import is_valid_name
+from app.core.rules import (
+    ChunkSize,
+    ContextName,
+    Limit,
+    Offset,
+    Seconds,
+    Status,
+    WorkflowId,
+    WorkflowType,
+    check,
+    checked,
+)
 from app.core.workflow_types import (
     FINISHED,
     BatchWorkflow,
@@ -61,18 +65,7 @@ from app.managers.workflows.host import WorkflowHost
 from app.managers.workflows.rollback import apply_rollback, listed, plan_rollback
 from app.managers.workflows.runner import ChunkRunner, Progress, to_model
 
-MAX_CHUNK_SIZE = 1_000_000
 ORPHAN_AGE_S = 3600.0
-
-
-def _workflow_id_ok(value: object) -> bool:
-    return value is None or valid_name(value, "workflow_id")
-
-
-def _status_ok(value: object) -> bool:
-    if value is not None:
-        parse_status(value)
-    return True
 
 
 @invariant(
@@ -108,18 +101,7 @@ class WorkflowManager(icontract.DBC):
 
     # -- submitting ---------------------------------------------------------------------
 
-    @require(
-        lambda workflow_type: isinstance(workflow_type, str) and is_valid_name(workflow_type),
-        "workflow_type",
-        "must be a valid name",
-    )
-    @require(lambda context: valid_name(context, "context"), "context", "invalid")
-    @require(lambda workflow_id: _workflow_id_ok(workflow_id), "workflow_id", "invalid")
-    @require(
-        lambda chunk_size: is_positive_int(chunk_size) and chunk_size <= MAX_CHUNK_SIZE,
-        "chunk_size",
-        f"must be an int in 1..{MAX_CHUNK_SIZE}",
-    )
+    @checked
     @require(
         lambda params: params is None or isinstance(params, Mapping),
         "params",
@@ -133,13 +115,13 @@ class WorkflowManager(icontract.DBC):
     @ensure(lambda result: result.status == WorkflowStatus.PENDING, "a new workflow is pending")
     def submit(
         self,
-        workflow_type: str,
+        workflow_type: WorkflowType,
         *,
-        context: str,
+        context: ContextName,
         items: Iterable[Any] | None = None,
         params: Mapping[str, Any] | None = None,
-        workflow_id: str | None = None,
-        chunk_size: int = 1000,
+        workflow_id: WorkflowId | None = None,
+        chunk_size: ChunkSize = 1000,
     ) -> BatchWorkflow:
         """Stage ``items`` durably and return a ``pending`` workflow; nothing is written to the
         context before ``process``."""
@@ -187,7 +169,7 @@ class WorkflowManager(icontract.DBC):
     )
     def register(self, workflow_type: str, handler: Callable[..., None]) -> None:
         """Register ``handler(ctx, chunk, params)`` for a custom workflow type (this process)."""
-        valid_name(workflow_type, "workflow_type")
+        check(WorkflowType, workflow_type, "workflow_type")
         if not callable(handler):
             raise InvalidInput("handler: must be callable")
         if workflow_type in BUILTIN_TYPES:
@@ -196,11 +178,11 @@ class WorkflowManager(icontract.DBC):
 
     # -- processing ---------------------------------------------------------------------
 
-    @require(lambda workflow_id: valid_name(workflow_id, "workflow_id"), "workflow_id", "invalid")
+    @checked
     @ensure(lambda workflow_id, result: result.workflow_id == workflow_id, "the workflow asked for")
     def process(
         self,
-        workflow_id: str,
+        workflow_id: WorkflowId,
         *,
         stop: threading.Event | None = None,
         on_progress: Progress | None = None,
@@ -222,9 +204,7 @@ class WorkflowManager(icontract.DBC):
         handler = self._handlers[claimed["workflow_type"]]
         return self._runner.run(claimed, owner, handler, stop, on_progress)
 
-    @require(
-        lambda limit: limit is None or is_non_negative_int(limit), "limit", "must be an int >= 0"
-    )
+    @checked
     @ensure(
         lambda limit, result: limit is None or len(result) <= limit,
         "never more workflows than the limit",
@@ -232,7 +212,7 @@ class WorkflowManager(icontract.DBC):
     def process_pending(
         self,
         *,
-        limit: int | None = None,
+        limit: Limit | None = None,
         stop: threading.Event | None = None,
         on_progress: Progress | None = None,
     ) -> list[BatchWorkflow]:
@@ -253,32 +233,27 @@ class WorkflowManager(icontract.DBC):
 
     # -- reading ------------------------------------------------------------------------
 
-    @require(lambda workflow_id: valid_name(workflow_id, "workflow_id"), "workflow_id", "invalid")
+    @checked
     @ensure(lambda workflow_id, result: result.workflow_id == workflow_id, "the workflow asked for")
-    def get(self, workflow_id: str) -> BatchWorkflow:
+    def get(self, workflow_id: WorkflowId) -> BatchWorkflow:
         """The workflow's current state; ``NotFoundError`` if unknown."""
         return self._model(self._tracker.get(workflow_id))
 
-    @require(lambda status: _status_ok(status), "status", "invalid")
+    @checked
     @require(
         lambda workflow_type: workflow_type is None or isinstance(workflow_type, str),
         "workflow_type",
         "must be None or a string",
     )
-    @require(
-        lambda context: context is None or valid_name(context, "context"), "context", "invalid"
-    )
-    @require(lambda limit: is_non_negative_int(limit), "limit", "must be an int >= 0")
-    @require(lambda offset: is_non_negative_int(offset), "offset", "must be an int >= 0")
     @ensure(lambda limit, result: len(result) <= limit, "never more than the limit")
     def list(
         self,
         *,
-        status: WorkflowStatus | str | None = None,
+        status: Status | None = None,
         workflow_type: str | None = None,
-        context: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
+        context: ContextName | None = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
     ) -> builtins.list[BatchWorkflow]:
         """Workflows matching the filters, newest first (without their batch ids)."""
         rows = self._tracker.list_rows(
@@ -292,7 +267,7 @@ class WorkflowManager(icontract.DBC):
 
     # -- changing -----------------------------------------------------------------------
 
-    @require(lambda workflow_id: valid_name(workflow_id, "workflow_id"), "workflow_id", "invalid")
+    @checked
     @ensure(
         lambda result: (
             result.status == WorkflowStatus.CANCELLED
@@ -300,13 +275,13 @@ class WorkflowManager(icontract.DBC):
         ),
         "cancelled, or a processing one asked to stop at its next chunk",
     )
-    def cancel(self, workflow_id: str) -> BatchWorkflow:
+    def cancel(self, workflow_id: WorkflowId) -> BatchWorkflow:
         """Cancel a pending workflow; a processing one stops at its next chunk boundary."""
         return self._model(self._tracker.cancel(workflow_id, clock.wall()))
 
-    @require(lambda workflow_id: valid_name(workflow_id, "workflow_id"), "workflow_id", "invalid")
+    @checked
     @ensure(lambda result: result.status == WorkflowStatus.ROLLED_BACK, "rolled back")
-    def rollback(self, workflow_id: str) -> BatchWorkflow:
+    def rollback(self, workflow_id: WorkflowId) -> BatchWorkflow:
         """Undo the workflow's writes (see ``rollback``); ``ConflictError`` if it is
         not finished or earlier versions it needs were compacted away."""
         row = self._tracker.get(workflow_id)
@@ -337,22 +312,14 @@ class WorkflowManager(icontract.DBC):
         assert moved is not None
         return self._model(moved)
 
-    @require(
-        lambda stale_after: (
-            isinstance(stale_after, int | float)
-            and not isinstance(stale_after, bool)
-            and stale_after >= 0
-        ),
-        "stale_after",
-        "must be a number of seconds >= 0",
-    )
+    @checked
     @ensure(
         lambda result: all(
             w.status in (WorkflowStatus.PENDING, WorkflowStatus.CANCELLED) for w in result
         ),
         "recovered workflows are pending (or cancelled, if asked)",
     )
-    def recover(self, *, stale_after: float = 60.0) -> builtins.list[BatchWorkflow]:
+    def recover(self, *, stale_after: Seconds = 60.0) -> builtins.list[BatchWorkflow]:
         """Hand processing workflows whose heartbeat is older than ``stale_after`` seconds back
         to ``pending`` (``cancelled`` if a cancel was asked for); returns them."""
         ids = self._tracker.recover_stale(stale_after, clock.now())
