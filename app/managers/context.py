@@ -19,6 +19,8 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple, TypeVar
 import icontract
 from pydantic import BaseModel
 
+from app.backends.local import LocalBackend
+from app.backends.protocols import Backend
 from app.core.codec import decode, delete_digest, new_id, prepare_batch
 from app.core.contracts import (
     FULL,
@@ -123,9 +125,14 @@ def _receipt(row: BatchRow, duplicate: bool) -> BatchReceipt:
 class Context(icontract.DBC):
     """A named context: record collections, an index, embedding sets and models."""
 
-    def __init__(self, name: str, path: Path, trust_dir: Path) -> None:
+    def __init__(
+        self, name: str, path: Path, trust_dir: Path, *, backend: Backend | None = None
+    ) -> None:
+        """The context ``name`` in the folder ``path``; ``backend`` keeps its records and
+        its parts' files and documents (default: the embedded backend of ``path`` alone)."""
         self.name = name
         self.path = path
+        self.backend: Backend = backend if backend is not None else LocalBackend.at(name, path)
         self._trust_dir = trust_dir
         self._lock = WriterLock(path / ".lock")
         self._index = SqliteIndex(path / index_name(name))

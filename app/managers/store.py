@@ -16,6 +16,9 @@ from typing import Any
 import icontract
 import orjson
 
+from app.backends.local import LocalBackend
+from app.backends.protocols import Backend
+from app.backends.registry import backend_for, scheme_of
 from app.core import layout
 from app.core.atomic import fsync_dir, write_atomic
 from app.core.clock import utc_iso
@@ -68,9 +71,15 @@ def _path_ok(value: object) -> bool:
     return isinstance(text, str) and "\0" not in text and text != ""
 
 
-def resolve_root(root: str | os.PathLike[str] | None) -> Path:
+def given_root(root: str | os.PathLike[str] | None) -> str | os.PathLike[str]:
+    """The root as given, or ``$CTXSTORE_ROOT``, or ``storage``: a directory or a URL."""
     if root is None:
-        root = os.environ.get("CTXSTORE_ROOT") or "storage"
+        return os.environ.get("CTXSTORE_ROOT") or "storage"
+    return root
+
+
+def resolve_root(root: str | os.PathLike[str] | None) -> Path:
+    root = given_root(root)
     if not _path_ok(root):
         raise InvalidInput("root: must be a non-empty path without NUL characters")
     return Path(root).expanduser().absolute()
@@ -96,8 +105,11 @@ def _check_marker(path: Path) -> None:
 class Store(icontract.DBC):
     """A store directory holding named contexts and a workflow tracker."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, backend: Backend | None = None) -> None:
+        """The store at ``root``; ``backend`` keeps its records, tracker, files and documents
+        (default: the embedded ``LocalBackend`` of ``root``)."""
         self.root = root
+        self.backend: Backend = backend if backend is not None else LocalBackend(root)
         self._contexts_dir = layout.contexts_dir(root)
         self._trust_dir = layout.trust_dir(root)
         self._lock = WriterLock(root / layout.STORE_LOCK)
@@ -239,7 +251,7 @@ class Store(icontract.DBC):
                 self._create_context(name, path)
             if ctx is not None:
                 self._forget_open(ctx)
-            ctx = Context(name, path, self._trust_dir)
+            ctx = Context(name, path, self._trust_dir, backend=self.backend)
             ctx.on_use = self._touch
             self._open[name] = ctx
             return ctx
@@ -289,7 +301,9 @@ class Store(icontract.DBC):
 
     @cached_property
     def workflows(self) -> WorkflowManager:
-        return WorkflowManager(layout.workflows_dir(self.root), self)
+        return WorkflowManager(
+            layout.workflows_dir(self.root), self, tracker=self.backend.tracker()
+        )
 
     @ensure(lambda result: result.ok == (not result.problems), "ok means no problem was found")
     def verify(self) -> IntegrityReport:
@@ -352,9 +366,10 @@ class Store(icontract.DBC):
     @ensure(lambda name, result: result.name == name, "a context of that name")
     def open_staged(self, name: str, folder: Path, *, trusted: bool) -> Context:
         """A ``Context`` named ``name`` on the staged folder ``folder`` (close it after use);
-        untrusted: an empty private trust folder inside ``folder``."""
+        untrusted: an empty private trust folder inside ``folder``. A staged copy is a local
+        folder on every backend (``LocalBackend.at``)."""
         trust = self._trust_dir if trusted else folder / layout.NO_TRUST_DIR
-        return Context(name, folder, trust)
+        return Context(name, folder, trust, backend=LocalBackend.at(name, folder))
 
     @require(lambda name: valid_name(name, "name"), "name", "invalid")
     @ensure(lambda self, name: self.exists(name), "the context is in place")
@@ -444,8 +459,18 @@ class Store(icontract.DBC):
 
 @require(lambda create: isinstance(create, bool), "create", "must be a bool")
 def open_store(root: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
-    """Open the store at ``root`` (default ``$CTXSTORE_ROOT`` or ``./storage``)."""
-    path = resolve_root(root)
+    """Open the store at ``root`` (default ``$CTXSTORE_ROOT`` or ``./storage``): a directory,
+    or a URL served by a registered backend (``app.backends.registry``)."""
+    given = given_root(root)
+    if scheme_of(given) is not None:
+        # a server backend; the registry raises InvalidInput (password redacted) for a scheme
+        # no backend of this version serves
+        backend = backend_for(given)
+        raise InvalidInput(
+            f"root: {backend.url}: this version of ctxstore opens stores in a directory only",
+            argument="root",
+        )
+    path = resolve_root(given)
     marker = layout.marker(path)
     if not marker.is_file():
         if path.exists() and not path.is_dir():
@@ -468,7 +493,7 @@ def open_store(root: str | os.PathLike[str] | None = None, *, create: bool = Tru
     if create:  # open_store(create=False) never writes (docs/api.md, "Guarantees")
         with contextlib.suppress(OSError):
             layout.contexts_dir(path).mkdir(exist_ok=True)
-    store = Store(path)
+    store = Store(path, backend_for(path))
     store.check_versions()  # contexts open, and recover, on first use
     with contextlib.suppress(StorageError):  # leftovers of killed operations (never live ones)
         sweep(layout.contexts_dir(path))

@@ -10,7 +10,7 @@ Files and documents: the part folders of each context (``LocalFileStore``,
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from app.backends.local.files import LocalFileStore
@@ -60,9 +60,31 @@ def part_files(part: str) -> PartFiles:
 class LocalBackend:
     """The embedded backend of the store directory ``root``."""
 
-    def __init__(self, root: Path, *, records: RecordsOpener | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        records: RecordsOpener | None = None,
+        folders: Mapping[str, Path] | None = None,
+    ) -> None:
+        """``folders`` places some contexts elsewhere than ``<root>/contexts/<name>`` (a
+        staged copy of a context is one folder outside the contexts folder: ``at``)."""
         self.root = root
         self._records = records
+        self._folders = dict(folders or {})
+
+    @classmethod
+    def at(cls, context: str, folder: Path) -> LocalBackend:
+        """A backend holding only ``context``, in the folder ``folder`` (a staged copy of a
+        context that import, merge and ``save_context`` build before installing it)."""
+        return cls(folder.parent, folders={context: folder})
+
+    def context_folder(self, context: str) -> Path:
+        """The folder of ``context`` (checked to be a valid name)."""
+        found = self._folders.get(context)
+        if found is not None:
+            return found
+        return context_dir(self.root, check_name(context, "context"))
 
     def __repr__(self) -> str:
         return f"LocalBackend({str(self.root)!r})"
@@ -81,13 +103,13 @@ class LocalBackend:
                 f"{self.root}: no records implementation is attached to this LocalBackend "
                 "(the store attaches the embedded one when it opens)"
             )
-        return self._records(context_dir(self.root, check_name(context, "context")), context)
+        return self._records(self.context_folder(context), context)
 
     def tracker(self) -> TrackerDB:
         return TrackerDB(workflows_dir(self.root))
 
     def _part(self, context: str, part: str) -> Path:
-        return part_dir(context_dir(self.root, check_name(context, "context")), part)
+        return part_dir(self.context_folder(context), part)
 
     def files(self, context: str, part: str) -> LocalFileStore:
         kind = part_files(part)
