@@ -20,6 +20,8 @@ import icontract
 from pydantic import BaseModel
 
 from app.backends.local import LocalBackend
+from app.backends.local.ctxfiles import check_layout, layout_problems
+from app.backends.local.records import Catalog, CollectionLog
 from app.backends.protocols import Backend
 from app.core.codec import decode, delete_digest, new_id, prepare_batch
 from app.core.contracts import (
@@ -42,19 +44,18 @@ from app.core.errors import (
     io_error,
 )
 from app.core.filters import Predicate, compile_order, compile_where, is_utf8, predicate
+from app.core.indexes import normalise_indexes
 from app.core.layout import CATALOG_FILE, INDEX_SUFFIX, LOG_SUFFIX, collection_of, index_name
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.nofollow import link_problems
 from app.core.schemas import BatchReceipt, CompactionReport, IntegrityReport, RecordVersion
 from app.formats.sqlindex import BatchRow, SqliteIndex
-from app.managers.ctxfiles import check_layout, layout_problems
 from app.managers.embeddings import EmbeddingStore
 from app.managers.models import ModelStore
 from app.managers.parts import ContextPart, parts
 from app.managers.parts.embeddings import EMBEDDINGS
 from app.managers.parts.models import MODELS
-from app.managers.records import Catalog, CollectionLog, normalise_indexes
 
 if TYPE_CHECKING:
     from app.managers.buffer import AppendBuffer
@@ -631,7 +632,7 @@ class Context(icontract.DBC):
     @ensure(lambda self: self._ready, "the new index is caught up with every log")
     def rebuild_index(self) -> None:
         """Rebuild the SQLite index from the logs (repairs any damage to the index)."""
-        from app.managers.records import rebuild_index
+        from app.backends.local.records import rebuild_index
 
         with self._lock.hold():
             rebuild_index(self._index, [self._log(n) for n in self._log_names()])

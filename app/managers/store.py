@@ -17,6 +17,8 @@ import icontract
 import orjson
 
 from app.backends.local import LocalBackend
+from app.backends.local.ctxfiles import is_context_folder
+from app.backends.local.records.catalog import Catalog
 from app.backends.protocols import Backend
 from app.backends.registry import backend_for, scheme_of
 from app.core import layout
@@ -42,8 +44,6 @@ from app.core.workflow_types import WorkflowStatus
 from app.formats.sqlindex import check_index_version
 from app.managers.buffer import close_buffers
 from app.managers.context import Context
-from app.managers.ctxfiles import is_context_folder
-from app.managers.records.catalog import Catalog
 from app.managers.staging import holding, staging_folder, sweep
 from app.managers.stats import store_stats
 from app.managers.swap import fsync_tree, refuse_linked_target, swap_in

@@ -15,8 +15,9 @@ The on-disk formats live below, in ``app.formats.batchlog`` (the log's bytes) an
 
 from __future__ import annotations
 
-from app.managers.records.catalog import Catalog, normalise_indexes
-from app.managers.records.collection import CollectionLog
-from app.managers.records.rebuild import rebuild_index
+from app.backends.local.records.catalog import Catalog
+from app.backends.local.records.collection import CollectionLog
+from app.backends.local.records.context_records import LocalRecords
+from app.backends.local.records.rebuild import rebuild_index
 
-__all__ = ["Catalog", "CollectionLog", "normalise_indexes", "rebuild_index"]
+__all__ = ["Catalog", "CollectionLog", "LocalRecords", "rebuild_index"]
