@@ -99,3 +99,21 @@ def test_a_staged_context_lives_in_its_own_folder(tmp_path: Path) -> None:
         store_files = staged.backend.files("c", EMBEDDINGS_DIR)
         assert isinstance(store_files, LocalFileStore)
         assert store_files.root == folder / EMBEDDINGS_DIR
+
+
+def test_context_reaches_records_only_through_the_protocol() -> None:
+    """``Context`` imports no storage format and no part of the embedded records
+    implementation: a new backend's ``Records`` needs no edit of it."""
+    import ast
+
+    source = Path(__file__).resolve().parent.parent / "app" / "managers" / "context.py"
+    imported = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    storage = sorted(
+        m for m in imported if m.startswith(("app.formats", "app.backends.local.", "sqlite3"))
+    )
+    assert storage == [], storage
