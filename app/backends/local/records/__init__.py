@@ -1,7 +1,10 @@
-"""The records part of a context: one batch log per collection plus the context's query index.
+"""The embedded backend's records: one batch log per collection plus the context's query index.
 
 Modules (each named for what lives in it):
 
+- ``context_records``: ``LocalRecords``, the ``Records`` of one context
+  (``app.backends.protocols``): readiness and recovery, the writer lock, and every call
+  ``app.managers.context.Context`` makes, over the modules below;
 - ``collection``: ``CollectionLog``, one collection's log and its slice of the index kept in
   step (write path, recovery, compaction, reads of the log);
 - ``catalog``: ``Catalog``, the context's collection catalogue (schemas, indexed fields);
