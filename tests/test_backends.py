@@ -13,19 +13,18 @@ import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
 
 import pytest
 
 import app
 from app.backends.local import LocalBackend, LocalFileStore, LocalMetaStore
+from app.backends.local.records import LocalRecords
 from app.backends.protocols import (
     Backend,
     FileDigest,
     FileStore,
     FileWriter,
     MetaStore,
-    Records,
     WorkflowTracker,
 )
 from app.backends.registry import SCHEMES, backend_for, redact
@@ -259,21 +258,12 @@ def test_local_stores_live_where_the_layout_says(local: LocalBackend) -> None:
         local.files("../up", PART)
 
 
-def test_the_records_of_a_local_backend_come_from_the_attached_implementation(
-    local: LocalBackend,
-) -> None:
-    with pytest.raises(app.StorageError, match="no records implementation"):
-        local.records(CONTEXT)
-    opened: list[tuple[Path, str]] = []
-    fake = cast(Records, object())
-
-    def opener(folder: Path, name: str) -> Records:
-        opened.append((folder, name))
-        return fake
-
-    local.attach_records(opener)
-    assert local.records(CONTEXT) is fake
-    assert opened == [(local.root / "contexts" / CONTEXT, CONTEXT)]
+def test_the_records_of_a_local_backend_are_the_embedded_ones(local: LocalBackend) -> None:
+    records = local.records(CONTEXT)
+    assert isinstance(records, LocalRecords)
+    assert records.path == local.root / "contexts" / CONTEXT and records.name == CONTEXT
+    staged = LocalBackend.at(CONTEXT, local.root / "elsewhere").records(CONTEXT)
+    assert isinstance(staged, LocalRecords) and staged.path == local.root / "elsewhere"
 
 
 def _as_protocol(tracker: TrackerDB) -> WorkflowTracker:

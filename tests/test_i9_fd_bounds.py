@@ -96,7 +96,7 @@ def test_thousand_short_lived_threads_keep_files_bounded(tmp_path: Path) -> None
         # the next open: at most about one per concurrent thread.) No growth across waves:
         assert max(after_waves) <= before + 40, (before, after_waves)
         assert max(after_waves[25:]) <= max(after_waves[:25]) + 5, (before, after_waves)
-        assert ctx._index.open_connections <= 2
+        assert ctx._records.index.open_connections <= 2
 
 
 # -- item 19: contexts -----------------------------------------------------------------------

@@ -24,6 +24,9 @@ from typing import IO, Any, NamedTuple, Protocol, runtime_checkable
 from pydantic import BaseModel
 
 from app.core.clock import Stamp
+from app.core.errors import IntegrityError
+from app.core.indexes import Indexes
+from app.core.locks import WriterLock
 from app.core.schemas import CompactionReport, RecordVersion
 from app.core.workflow_types import WorkflowStatus
 from app.formats.staged_items import ChunkIndex, StagedItems
@@ -162,6 +165,8 @@ class CommittedBatch(Protocol):
     @property
     def collection(self) -> str: ...
     @property
+    def kind(self) -> str: ...
+    @property
     def count(self) -> int: ...
     @property
     def sha256(self) -> str: ...
@@ -177,61 +182,113 @@ class CompiledQuery(Protocol):
     def check(self) -> Callable[[Mapping[str, Any]], bool] | None: ...
 
 
+OtherChecks = Callable[[], tuple[list[str], list[str]]]
+"""The checks of a context's other parts, run by ``Records.verify`` under the same writer
+lock: returns ``(problems, what was checked)``."""
+
+
 class Records(Protocol):
     """One context's record collections: the committed-batch log (the truth) and the query
     index derived from it.
 
-    Writers are serialised by ``writing()`` (one writer per context at a time, across
-    processes and, on a server backend, machines); readers never wait and never see a
-    partial batch.
+    The managers (``app.managers.context.Context``) validate, encode (``app.core.codec``:
+    canonical JSON bytes per record), decide idempotency, build receipts and re-check
+    filters; a ``Records`` implementation only stores and finds. Writers are serialised by
+    ``writing()`` (one writer per context at a time, across processes and, on a server
+    backend, machines); readers never wait and never see a partial batch. Every read of the
+    index is preceded by ``ready()``.
+
+    Changes from the first cut of this seam (each needed by today's behaviour): ``commit``
+    became ``append`` / ``delete`` (a batch carries encoded records or ids, never log-line
+    syntax: the log format is the backend's business); ``get_many`` became ``get`` (one
+    lookup, what the API reads); added ``writer_lock``, ``is_ready``, ``ready_if_idle``,
+    ``has``, ``damaged``, ``missing_logs``; ``verify`` takes the other parts' checks, run
+    under the same lock; ``current_records`` returns a list read under the writer lock.
     """
+
+    @property
+    def writer_lock(self) -> WriterLock:
+        """The context's writer lock (re-entrant within a thread; across processes). The
+        context's other parts and whole-context operations hold it too."""
+        ...
+
+    @property
+    def is_ready(self) -> bool:
+        """True once ``ready`` (or ``ready_if_idle``, ``rebuild``) brought the index up to the
+        log in this process, until ``close``."""
+        ...
 
     def ready(self) -> None:
         """Bring the index up to the log (cut a torn tail, apply committed batches the index
-        misses); idempotent, cheap when nothing is behind."""
+        misses), taking the writer lock only when something is behind; follows an index
+        another process replaced. Idempotent, cheap when nothing is behind. ``IntegrityError``
+        for damaged context files; a ``StorageError`` naming the fix when the index is behind
+        and cannot be written here."""
+        ...
+
+    def ready_if_idle(self) -> bool:
+        """``ready`` if no writer holds the lock now; returns whether the index is ready."""
         ...
 
     def writing(self) -> AbstractContextManager[None]:
         """Hold the context's writer lock (re-entrant in a thread) for a sequence of reads
-        and one commit that must see no other writer."""
+        and one commit that must see no other writer; follows an index another process
+        replaced before the block runs."""
         ...
 
     def schema(self, collection: str) -> type[BaseModel] | None:
         """The collection's pydantic schema from the catalog (None: schemaless)."""
         ...
 
-    def define(
-        self, collection: str, schema: type[BaseModel] | None, indexes: Sequence[Sequence[str]]
-    ) -> None:
-        """Record the collection in the catalog, create its log and its indexes (writer)."""
+    def define(self, collection: str, schema: type[BaseModel] | None, indexes: Indexes) -> None:
+        """Record the collection in the catalog, create its log and its indexes (normalised
+        by ``app.core.indexes``); the caller holds ``writing()``."""
         ...
 
-    def commit(
+    def collections(self) -> list[str]:
+        """The collections that have a log, sorted."""
+        ...
+
+    def has(self, collection: str) -> bool:
+        """Whether the collection has a log (cuts its torn tail first; caller holds
+        ``writing()``)."""
+        ...
+
+    def append(
         self,
         collection: str,
-        kind: str,
         batch_id: str,
-        ids: list[str],
-        lines: list[bytes],
+        ids: Sequence[str],
+        records: Sequence[bytes],
         digest: str | None,
     ) -> CommittedBatch:
-        """Commit one batch of encoded entry lines (``app.formats.batchlog``) atomically and
-        durably: on return every line is in the log and the index; a crash before the
-        commit point leaves none of them visible, after it all of them. The caller holds
-        ``writing()`` and has checked ``batch`` first (idempotency by batch id)."""
+        """Commit one batch of record versions (``records``: each record's canonical JSON,
+        ``ids`` their ids in the same order) atomically and durably: on return every record
+        is in the log and the index; a crash before the commit point leaves none of them
+        visible, after it all of them. ``digest`` (the request digest) is stored with the
+        batch. Creates the collection's log if needed. The caller holds ``writing()`` and has
+        checked ``batch`` first (idempotency by batch id)."""
+        ...
+
+    def delete(
+        self, collection: str, batch_id: str, ids: Sequence[str], digest: str | None
+    ) -> CommittedBatch:
+        """Commit one batch of deletions of ``ids`` (all existing), as ``append`` does; an
+        empty ``ids`` commits an empty batch (its id is then taken)."""
         ...
 
     def batch(self, batch_id: str) -> CommittedBatch | None:
         """The committed batch with this id (in any collection), or None."""
         ...
 
-    def request_digest(self, batch: CommittedBatch) -> str | None:
-        """The request digest stored in the batch's commit line (None for batches written
-        before digests existed): what tells a repeat from a different payload."""
+    def request_digest(self, batch: Any) -> str | None:
+        """The request digest stored with ``batch`` (a ``CommittedBatch`` this backend
+        returned, typed ``Any`` so each backend takes its own row type; None for batches
+        written before digests existed): what tells a repeat from a different payload."""
         ...
 
-    def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, str]:
-        """The current encoded version of each of ``ids`` that exists (not deleted)."""
+    def get(self, collection: str, record_id: str) -> str | None:
+        """The current encoded version of the record (None if absent or deleted)."""
         ...
 
     def existing(self, collection: str, ids: Sequence[str]) -> list[str]:
@@ -243,20 +300,25 @@ class Records(Protocol):
         ...
 
     def query(
-        self, collection: str, plan: CompiledQuery, limit: int | None, offset: int
+        self, collection: str, plan: Any, limit: int | None, offset: int
     ) -> list[dict[str, Any]]:
-        """Current records matching ``plan``, in its order (ties: commit order), from one
-        snapshot."""
+        """Current records matching ``plan`` (from ``compile``), in its order (ties: commit
+        order), from one snapshot."""
         ...
 
-    def stream(self, collection: str, plan: CompiledQuery) -> Iterator[dict[str, Any]]:
-        """``query`` without a limit, with flat memory."""
+    def stream(self, collection: str, plan: Any) -> Iterator[dict[str, Any]]:
+        """``query`` without a limit, with flat memory, from one snapshot."""
         ...
 
-    def count(self, collection: str, plan: CompiledQuery) -> int: ...
+    def count(self, collection: str, plan: Any) -> int: ...
 
-    def select_ids(self, collection: str, plan: CompiledQuery) -> list[str]:
+    def select_ids(self, collection: str, plan: Any) -> list[str]:
         """Ids of the current records matching ``plan`` (the targets of a delete)."""
+        ...
+
+    def damaged(self, collection: str) -> IntegrityError:
+        """The error naming the collection's index when a returned record fails a re-check
+        (raised by the caller)."""
         ...
 
     def history(self, collection: str, ids: Iterable[str]) -> dict[str, list[RecordVersion]]:
@@ -264,37 +326,47 @@ class Records(Protocol):
         ...
 
     def latest_commits(self, collection: str, ids: Iterable[str]) -> dict[str, tuple[str, bool]]:
-        """``(commit time, deleted)`` of each id's latest log entry, read from the log."""
+        """``(commit time, deleted)`` of each id's latest log entry, read from the log under
+        the writer lock."""
         ...
 
-    def current_records(self, collection: str) -> Iterator[dict[str, Any]]:
-        """Every current record in commit order, read from the log (the truth)."""
+    def current_records(self, collection: str) -> list[dict[str, Any]]:
+        """Every current record in commit order, read from the log (the truth) under the
+        writer lock."""
         ...
 
     def compact(self, collection: str) -> CompactionReport:
-        """Drop superseded versions and tombstones, atomically (writer)."""
+        """Drop superseded versions and tombstones from the log, atomically (caller holds
+        ``writing()``)."""
         ...
 
     def write_compacted(self, collection: str, fh: IO[bytes]) -> int:
-        """A compacted copy of the collection's log to ``fh``; returns the records written."""
+        """Write a compacted copy of the collection's log (batch-log format) to ``fh``; the
+        live log is untouched. Returns the records written; ``NotFoundError`` for a
+        collection without a log. The caller holds ``writing()``."""
         ...
 
-    def collections(self) -> list[str]: ...
+    def missing_logs(self) -> list[str]:
+        """A problem for every collection the index holds whose log is gone."""
+        ...
 
-    def verify(self) -> list[str]:
-        """Problems of the log and the index, each naming what is damaged; never raises for
-        damage."""
+    def verify(self, others: OtherChecks) -> tuple[list[str], list[str]]:
+        """``(problems, checked)`` over the context's files, the log of every collection, the
+        index and, under the same writer lock, ``others``. Reports damage, never raises for
+        it (I/O and permission errors are raised)."""
         ...
 
     def rebuild(self) -> None:
-        """Rebuild the index from the log (repairs any damage to the index)."""
+        """Re-derive the index from the logs (repairs any damage to the index)."""
         ...
 
     def release(self) -> bool:
-        """Close idle connections; returns whether none is left open."""
+        """Close idle connections (reopened on next use); whether none is left open."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Close every connection; the next use calls ``ready`` again."""
+        ...
 
 
 # -- the workflow tracker ------------------------------------------------------------------

@@ -16,6 +16,11 @@ from typing import Any
 import icontract
 import orjson
 
+from app.backends.local import LocalBackend
+from app.backends.local.ctxfiles import is_context_folder
+from app.backends.local.records.catalog import Catalog
+from app.backends.protocols import Backend
+from app.backends.registry import backend_for, scheme_of
 from app.core import layout
 from app.core.atomic import fsync_dir, write_atomic
 from app.core.clock import utc_iso
@@ -40,8 +45,6 @@ from app.core.workflow_types import WorkflowStatus
 from app.formats.sqlindex import check_index_version
 from app.managers.buffer import close_buffers
 from app.managers.context import Context
-from app.managers.ctxfiles import is_context_folder
-from app.managers.records.catalog import Catalog
 from app.managers.staging import holding, staging_folder, sweep
 from app.managers.stats import store_stats
 from app.managers.swap import fsync_tree, refuse_linked_target, swap_in
@@ -54,11 +57,17 @@ MAX_OPEN_CONTEXTS = 32
 least recently used beyond this are closed (and reopen on their next use)."""
 
 
+def given_root(root: str | os.PathLike[str] | None) -> str | os.PathLike[str]:
+    """The root as given, or ``$CTXSTORE_ROOT``, or ``storage``: a directory or a URL."""
+    if root is None:
+        return os.environ.get("CTXSTORE_ROOT") or "storage"
+    return root
+
+
 @checked
 def resolve_root(root: UserPath | None) -> Path:
     """The absolute store folder: ``root``, else ``$CTXSTORE_ROOT``, else ``./storage``."""
-    if root is None:
-        root = os.environ.get("CTXSTORE_ROOT") or "storage"
+    root = given_root(root)
     return Path(root).expanduser().absolute()
 
 
@@ -82,8 +91,11 @@ def _check_marker(path: Path) -> None:
 class Store(icontract.DBC):
     """A store directory holding named contexts and a workflow tracker."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, backend: Backend | None = None) -> None:
+        """The store at ``root``; ``backend`` keeps its records, tracker, files and documents
+        (default: the embedded ``LocalBackend`` of ``root``)."""
         self.root = root
+        self.backend: Backend = backend if backend is not None else LocalBackend(root)
         self._contexts_dir = layout.contexts_dir(root)
         self._trust_dir = layout.trust_dir(root)
         self._lock = WriterLock(root / layout.STORE_LOCK)
@@ -225,7 +237,7 @@ class Store(icontract.DBC):
                 self._create_context(name, path)
             if ctx is not None:
                 self._forget_open(ctx)
-            ctx = Context(name, path, self._trust_dir)
+            ctx = Context(name, path, self._trust_dir, backend=self.backend)
             ctx.on_use = self._touch
             self._open[name] = ctx
             return ctx
@@ -275,7 +287,9 @@ class Store(icontract.DBC):
 
     @cached_property
     def workflows(self) -> WorkflowManager:
-        return WorkflowManager(layout.workflows_dir(self.root), self)
+        return WorkflowManager(
+            layout.workflows_dir(self.root), self, tracker=self.backend.tracker()
+        )
 
     @ensure(lambda result: result.ok == (not result.problems), "ok means no problem was found")
     def verify(self) -> IntegrityReport:
@@ -338,9 +352,10 @@ class Store(icontract.DBC):
     @ensure(lambda name, result: result.name == name, "a context of that name")
     def open_staged(self, name: ContextName, folder: Path, *, trusted: bool) -> Context:
         """A ``Context`` named ``name`` on the staged folder ``folder`` (close it after use);
-        untrusted: an empty private trust folder inside ``folder``."""
+        untrusted: an empty private trust folder inside ``folder``. A staged copy is a local
+        folder on every backend (``LocalBackend.at``)."""
         trust = self._trust_dir if trusted else folder / layout.NO_TRUST_DIR
-        return Context(name, folder, trust)
+        return Context(name, folder, trust, backend=LocalBackend.at(name, folder))
 
     @checked
     @ensure(lambda self, name: self.exists(name), "the context is in place")
@@ -423,8 +438,18 @@ class Store(icontract.DBC):
 
 @checked
 def open_store(root: UserPath | None = None, *, create: Flag = True) -> Store:
-    """Open the store at ``root`` (default ``$CTXSTORE_ROOT`` or ``./storage``)."""
-    path = resolve_root(root)
+    """Open the store at ``root`` (default ``$CTXSTORE_ROOT`` or ``./storage``): a directory,
+    or a URL served by a registered backend (``app.backends.registry``)."""
+    given = given_root(root)
+    if scheme_of(given) is not None:
+        # a server backend; the registry raises InvalidInput (password redacted) for a scheme
+        # no backend of this version serves
+        backend = backend_for(given)
+        raise InvalidInput(
+            f"root: {backend.url}: this version of ctxstore opens stores in a directory only",
+            argument="root",
+        )
+    path = resolve_root(given)
     marker = layout.marker(path)
     if not marker.is_file():
         if path.exists() and not path.is_dir():
@@ -447,7 +472,7 @@ def open_store(root: UserPath | None = None, *, create: Flag = True) -> Store:
     if create:  # open_store(create=False) never writes (docs/api.md, "Guarantees")
         with contextlib.suppress(OSError):
             layout.contexts_dir(path).mkdir(exist_ok=True)
-    store = Store(path)
+    store = Store(path, backend_for(path))
     store.check_versions()  # contexts open, and recover, on first use
     with contextlib.suppress(StorageError):  # leftovers of killed operations (never live ones)
         sweep(layout.contexts_dir(path))

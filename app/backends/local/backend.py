@@ -1,8 +1,8 @@
 """``LocalBackend``: the embedded backend (one directory on one host; docs/api.md "Opening").
 
 Records: JSONL batch logs and a SQLite index per context (``app.formats.batchlog``,
-``app.formats.sqlindex``; the log/index coordination lives with the record managers, which
-attach it as ``records``). Tracker: ``workflows/tracker.sqlite`` (``app.formats.tracker``).
+``app.formats.sqlindex``), coordinated by ``app.backends.local.records.LocalRecords``.
+Tracker: ``workflows/tracker.sqlite`` (``app.formats.tracker``).
 Files and documents: the part folders of each context (``LocalFileStore``,
 ``LocalMetaStore``). Every name comes from ``app.core.layout``.
 """
@@ -10,13 +10,14 @@ Files and documents: the part folders of each context (``LocalFileStore``,
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 
 from app.backends.local.files import LocalFileStore
 from app.backends.local.meta import LocalMetaStore
+from app.backends.local.records import LocalRecords
 from app.backends.protocols import Records
-from app.core.errors import InvalidInput, StorageError
+from app.core.errors import InvalidInput
 from app.core.layout import (
     EMBEDDINGS_DIR,
     MODEL_FILE_PATTERN,
@@ -30,9 +31,6 @@ from app.core.layout import (
 )
 from app.core.names import check_name
 from app.formats.tracker import TrackerDB
-
-RecordsOpener = Callable[[Path, str], Records]
-"""Opens the records of a context, given its folder and name."""
 
 
 class PartFiles:
@@ -60,9 +58,29 @@ def part_files(part: str) -> PartFiles:
 class LocalBackend:
     """The embedded backend of the store directory ``root``."""
 
-    def __init__(self, root: Path, *, records: RecordsOpener | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        folders: Mapping[str, Path] | None = None,
+    ) -> None:
+        """``folders`` places some contexts elsewhere than ``<root>/contexts/<name>`` (a
+        staged copy of a context is one folder outside the contexts folder: ``at``)."""
         self.root = root
-        self._records = records
+        self._folders = dict(folders or {})
+
+    @classmethod
+    def at(cls, context: str, folder: Path) -> LocalBackend:
+        """A backend holding only ``context``, in the folder ``folder`` (a staged copy of a
+        context that import, merge and ``save_context`` build before installing it)."""
+        return cls(folder.parent, folders={context: folder})
+
+    def context_folder(self, context: str) -> Path:
+        """The folder of ``context`` (checked to be a valid name)."""
+        found = self._folders.get(context)
+        if found is not None:
+            return found
+        return context_dir(self.root, check_name(context, "context"))
 
     def __repr__(self) -> str:
         return f"LocalBackend({str(self.root)!r})"
@@ -71,23 +89,16 @@ class LocalBackend:
     def url(self) -> str:
         return str(self.root)
 
-    def attach_records(self, opener: RecordsOpener) -> None:
-        """Attach the embedded records implementation (the record managers do, once)."""
-        self._records = opener
-
     def records(self, context: str) -> Records:
-        if self._records is None:
-            raise StorageError(
-                f"{self.root}: no records implementation is attached to this LocalBackend "
-                "(the store attaches the embedded one when it opens)"
-            )
-        return self._records(context_dir(self.root, check_name(context, "context")), context)
+        """A new ``LocalRecords`` of the context (its ``Context`` keeps it)."""
+        records: Records = LocalRecords(self.context_folder(context), context)
+        return records
 
     def tracker(self) -> TrackerDB:
         return TrackerDB(workflows_dir(self.root))
 
     def _part(self, context: str, part: str) -> Path:
-        return part_dir(context_dir(self.root, check_name(context, "context")), part)
+        return part_dir(self.context_folder(context), part)
 
     def files(self, context: str, part: str) -> LocalFileStore:
         kind = part_files(part)

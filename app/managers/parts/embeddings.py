@@ -35,7 +35,13 @@ class EmbeddingsPart:
     folder = layout.EMBEDDINGS_DIR
 
     def open(self, ctx: PartContext) -> EmbeddingStore:
-        return EmbeddingStore(ctx.path / self.folder, ctx.writer_lock, ctx.name)
+        return EmbeddingStore(
+            ctx.path / self.folder,
+            ctx.writer_lock,
+            ctx.name,
+            files=ctx.backend.files(ctx.name, self.folder),
+            meta=ctx.backend.meta(ctx.name, self.folder),
+        )
 
     def recorded_files(self, folder: Path) -> dict[str, tuple[int, str]]:
         return recorded_files(folder)

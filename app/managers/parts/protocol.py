@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from app.backends.protocols import Backend
 from app.core.locks import WriterLock
 
 H = TypeVar("H")
@@ -46,6 +47,11 @@ class PartContext(Protocol):
 
     @property
     def trust_dir(self) -> Path: ...
+
+    @property
+    def backend(self) -> Backend:
+        """Where the context's records, files and documents are kept."""
+        ...
 
     def part(self, part: ContextPart[H]) -> H: ...
 

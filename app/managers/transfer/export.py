@@ -15,13 +15,13 @@ from typing import Any
 
 import orjson
 
+from app.backends.local.ctxfiles import layout_problems
 from app.core import layout
 from app.core.errors import IntegrityError, InvalidInput
 from app.core.nofollow import refuse_links
 from app.core.transfer_types import Manifest
 from app.formats.archive import write_archive
 from app.managers.context import Context
-from app.managers.ctxfiles import layout_problems
 from app.managers.host import ContextHost
 from app.managers.parts import parts
 from app.managers.transfer.fs import copy_file, snapshot_tree

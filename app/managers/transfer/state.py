@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.backends.local.records.catalog import Catalog
 from app.core import layout
 from app.core.atomic import write_atomic
 from app.core.errors import InvalidInput
@@ -22,7 +23,6 @@ from app.core.rules import NAME, CollectionName, check
 from app.core.transfer_types import ContextState, Manifest
 from app.managers.host import ContextHost
 from app.managers.parts import ContextPart, parts
-from app.managers.records.catalog import Catalog
 from app.managers.transfer.fs import copy_file, relative_files
 from app.managers.transfer.manifest import build_manifest, has_part, summaries
 

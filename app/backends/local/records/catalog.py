@@ -18,26 +18,10 @@ from pydantic import BaseModel
 from app.core.atomic import write_atomic
 from app.core.clock import utc_iso
 from app.core.errors import IntegrityError, InvalidInput, SchemaVersionError, io_error
-from app.core.filters import field_path
+from app.core.indexes import Indexes
 from app.core.schemas import BUILTIN_INDEXES, BUILTIN_SCHEMAS
 
 CONTEXT_FORMAT = 1
-Indexes = tuple[tuple[str, ...], ...]
-
-
-def normalise_indexes(indexes: object) -> Indexes:
-    """``("a", ("b", "c"))`` -> ``(("a",), ("b", "c"))`` after validating every field path."""
-    if isinstance(indexes, str) or not isinstance(indexes, list | tuple):
-        raise InvalidInput("indexes: expected a sequence of field names or of tuples of them")
-    out: list[tuple[str, ...]] = []
-    for spec in indexes:
-        fields = (spec,) if isinstance(spec, str) else spec
-        if not isinstance(fields, list | tuple) or not fields:
-            raise InvalidInput("indexes: each index is a field name or a non-empty tuple")
-        for f in fields:
-            field_path(f, "indexes")
-        out.append(tuple(fields))
-    return tuple(out)
 
 
 def _schema_path(schema: type[BaseModel]) -> str:

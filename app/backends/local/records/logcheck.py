@@ -12,10 +12,10 @@ import hashlib
 import zlib
 from pathlib import Path
 
+from app.backends.local.records.side_table import batch_row
 from app.core.codec import legacy_value
 from app.formats.batchlog import BatchLog
 from app.formats.sqlindex import BatchRow, SqliteIndex
-from app.managers.records.side_table import batch_row
 
 MAX_REPORTED = 10
 

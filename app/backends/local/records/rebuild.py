@@ -8,10 +8,10 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
+from app.backends.local.records.collection import CollectionLog
 from app.core.atomic import fsync_dir
 from app.core.errors import IntegrityError, StorageError, io_error
 from app.formats.sqlindex import SqliteIndex
-from app.managers.records.collection import CollectionLog
 
 SIDE_FILES = ("-wal", "-shm", "-journal")
 

@@ -20,6 +20,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from app.backends.local.records.catalog import Catalog
+from app.backends.local.records.logcheck import check_collection
+from app.backends.local.records.side_table import APPLY_EVERY, SideBuilder, batch_row, put_rows
 from app.core.atomic import atomic_file
 from app.core.clock import utc_iso
 from app.core.codec import decode
@@ -27,9 +30,6 @@ from app.core.errors import IntegrityError, StorageError, environmental
 from app.core.schemas import CompactionReport, RecordVersion
 from app.formats.batchlog import Batch, BatchLog, LogScan, LogWriter, put_offsets
 from app.formats.sqlindex import BatchRow, PutRow, SqliteIndex
-from app.managers.records.catalog import Catalog
-from app.managers.records.logcheck import check_collection
-from app.managers.records.side_table import APPLY_EVERY, SideBuilder, batch_row, put_rows
 
 FEW_IDS = 4
 FULL_SCAN_BELOW = 1 << 20

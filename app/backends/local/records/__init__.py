@@ -1,7 +1,10 @@
-"""The records part of a context: one batch log per collection plus the context's query index.
+"""The embedded backend's records: one batch log per collection plus the context's query index.
 
 Modules (each named for what lives in it):
 
+- ``context_records``: ``LocalRecords``, the ``Records`` of one context
+  (``app.backends.protocols``): readiness and recovery, the writer lock, and every call
+  ``app.managers.context.Context`` makes, over the modules below;
 - ``collection``: ``CollectionLog``, one collection's log and its slice of the index kept in
   step (write path, recovery, compaction, reads of the log);
 - ``catalog``: ``Catalog``, the context's collection catalogue (schemas, indexed fields);
@@ -15,8 +18,9 @@ The on-disk formats live below, in ``app.formats.batchlog`` (the log's bytes) an
 
 from __future__ import annotations
 
-from app.managers.records.catalog import Catalog, normalise_indexes
-from app.managers.records.collection import CollectionLog
-from app.managers.records.rebuild import rebuild_index
+from app.backends.local.records.catalog import Catalog
+from app.backends.local.records.collection import CollectionLog
+from app.backends.local.records.context_records import LocalRecords
+from app.backends.local.records.rebuild import rebuild_index
 
-__all__ = ["Catalog", "CollectionLog", "normalise_indexes", "rebuild_index"]
+__all__ = ["Catalog", "CollectionLog", "LocalRecords", "rebuild_index"]

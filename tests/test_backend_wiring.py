@@ -1,0 +1,119 @@
+"""The store is wired to its backend (``app.backends``): ``open_store`` picks the backend by
+the root, and contexts, their parts and the workflows use that backend's stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import app
+from app.backends.local import LocalBackend, LocalFileStore, LocalMetaStore
+from app.backends.protocols import Backend
+from app.backends.registry import SCHEMES
+from app.core.layout import EMBEDDINGS_DIR
+from app.formats.tracker import TrackerDB
+from app.managers.store import open_store
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_open_store_with_a_postgresql_url_is_a_clear_error(scheme: str) -> None:
+    with pytest.raises(app.InvalidInput, match="not built") as caught:
+        open_store(f"{scheme}://alice:s3cret@db-host/ctx")
+    assert caught.value.argument == "root"
+    assert "s3cret" not in str(caught.value) and "alice:***@db-host" in str(caught.value)
+
+
+def test_ctxstore_root_may_hold_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTXSTORE_ROOT", "postgresql://bob:pw@h/db")
+    with pytest.raises(app.InvalidInput) as caught:
+        open_store()
+    assert caught.value.argument == "root" and "pw@" not in str(caught.value)
+
+
+def test_a_registered_backend_is_reached_through_open_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+
+    def opener(url: str) -> Backend:
+        seen.append(url)
+        return LocalBackend(tmp_path)
+
+    monkeypatch.setitem(SCHEMES, "postgresql", opener)
+    with pytest.raises(app.InvalidInput):  # no store layer over a server backend yet
+        open_store("postgresql://u@h/db")
+    assert seen == ["postgresql://u@h/db"]
+
+
+def test_a_directory_store_keeps_its_local_backend(tmp_path: Path) -> None:
+    with open_store(tmp_path / "s") as store:
+        assert isinstance(store.backend, LocalBackend)
+        assert store.backend.root == store.root
+        ctx = store.context("c")
+        assert ctx.backend is store.backend
+
+
+def test_parts_and_workflows_use_the_backends_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files_calls: list[tuple[str, str]] = []
+    meta_calls: list[tuple[str, str]] = []
+    trackers: list[TrackerDB] = []
+
+    class Spy(LocalBackend):
+        def files(self, context: str, part: str) -> LocalFileStore:
+            files_calls.append((context, part))
+            return super().files(context, part)
+
+        def meta(self, context: str, part: str) -> LocalMetaStore:
+            meta_calls.append((context, part))
+            return super().meta(context, part)
+
+        def tracker(self) -> TrackerDB:
+            trackers.append(super().tracker())
+            return trackers[-1]
+
+    root = tmp_path / "s"
+    open_store(root).close()
+    store = app.Store(root, Spy(root))
+    try:
+        ctx = store.context("c")
+        ctx.embeddings.save("e", ["a", "b"], np.ones((2, 3), dtype=np.float32))
+        assert files_calls == [("c", EMBEDDINGS_DIR)] and meta_calls == [("c", EMBEDDINGS_DIR)]
+        assert ctx.embeddings.info("e").count == 2
+        assert store.workflows.list() == []
+        assert len(trackers) == 1
+    finally:
+        store.close()
+
+
+def test_a_staged_context_lives_in_its_own_folder(tmp_path: Path) -> None:
+    with open_store(tmp_path / "s") as store:
+        folder = tmp_path / "staged"
+        folder.mkdir()
+        staged = store.open_staged("c", folder, trusted=True)
+        assert isinstance(staged.backend, LocalBackend)
+        assert staged.backend.context_folder("c") == folder
+        store_files = staged.backend.files("c", EMBEDDINGS_DIR)
+        assert isinstance(store_files, LocalFileStore)
+        assert store_files.root == folder / EMBEDDINGS_DIR
+
+
+def test_context_reaches_records_only_through_the_protocol() -> None:
+    """``Context`` imports no storage format and no part of the embedded records
+    implementation: a new backend's ``Records`` needs no edit of it."""
+    import ast
+
+    source = Path(__file__).resolve().parent.parent / "app" / "managers" / "context.py"
+    imported = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    storage = sorted(
+        m for m in imported if m.startswith(("app.formats", "app.backends.local.", "sqlite3"))
+    )
+    assert storage == [], storage
