@@ -1,5 +1,5 @@
 """ctxstore: design-by-contract storage for research records, embeddings, models and batch
-workflows. ``open_store`` is the entry point; see README.md and SPEC.md (shared)."""
+workflows. ``open_store`` is the entry point; see README.md and docs/api.md."""
 
 from app.core.artifacts import EmbeddingInfo, EmbeddingSet, Hit, ModelInfo
 from app.core.errors import (

@@ -1,4 +1,4 @@
-"""Public home of the manager Protocols (SPEC section 10)."""
+"""Public home of the manager Protocols (docs/api.md, "Contracts and types")."""
 
 from app.core.protocols import (
     BatchPersistenceProtocol,

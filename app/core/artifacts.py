@@ -1,4 +1,5 @@
-"""Pydantic models for embedding sets and models crossing the public boundary (SPEC 5, 6)."""
+"""Pydantic models for embedding sets and models crossing the public boundary (docs/api.md,
+"Embeddings" and "Models")."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from it, so callers never share mutable state with the store.
 
 Ids generated under a ``batch_id`` derive from it and the record's position (``derived_id``),
 so a retried request is byte-identical; ``request_digest`` names the request as given (before
-ids were generated) for the idempotency check (SPEC 16).
+ids were generated) for the idempotency check (docs/api.md, "Idempotency keys").
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 import icontract
 
 from app.core.errors import InvalidInput
-from app.core.names import check_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,12 +85,6 @@ def invariant(
         error=lambda self: icontract.ViolationError(f"invariant violated: {description}"),
     )
     return decorator
-
-
-def valid_name(value: object, argument: str) -> bool:
-    """Condition helper: raises ``InvalidInput`` with the offending value, else True."""
-    check_name(value, argument)
-    return True
 
 
 def is_non_negative_int(value: object) -> bool:

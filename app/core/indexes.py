@@ -1,5 +1,5 @@
 """The indexed fields of a collection (``define_collection(..., indexes=)``, docs/api.md
-"Record collections"): validated and normalised the same way on every backend."""
+"Records"): validated and normalised the same way on every backend."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Nothing inside a store follows a symbolic link (SPEC 22): the one place that checks.
+"""Nothing inside a store follows a symbolic link (docs/api.md, "Guarantees"): the one place
+that checks.
 
 Every file and folder a store consists of (context folders, logs, indexes, ``context.json``,
 part folders, embedding shards, model files, their records) must be exactly what it should

@@ -1,4 +1,4 @@
-"""Runtime-checkable Protocols typing the managers (SPEC section 10).
+"""Runtime-checkable Protocols typing the managers (docs/api.md, "Contracts and types").
 
 They describe the public surface only; the concrete classes are ``icontract.DBC`` subclasses
 (a class cannot be both DBC and Protocol) that satisfy them structurally.

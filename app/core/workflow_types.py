@@ -1,6 +1,6 @@
 """Batch workflow types: the status enum, its legal-transition table and the public model.
 
-Pure definitions (no I/O). The state machine (SPEC section 7)::
+Pure definitions (no I/O). The state machine (docs/api.md, "Batch workflows")::
 
     pending ──> processing ──> completed ──┐
        │          │  │  └───> failed ─────┼──> rolled_back

@@ -1,4 +1,4 @@
-"""SHA-256 checks remembered per process by file identity (SPEC 22).
+"""SHA-256 checks remembered per process by file identity (docs/api.md, "Guarantees").
 
 A file the store wrote is never changed in place (every write is a new file renamed over the
 old one), so a file whose identity -- device, inode, size, mtime_ns and ctime_ns -- is the

@@ -9,9 +9,9 @@ or ``flush_interval`` seconds. It takes the whole queue under the lock and encod
 outside it, so producers never wait for I/O and the flusher never waits for producers; a refused
 ``record`` yields the interpreter once, so threads spinning on a full buffer do not starve it.
 
-What is durable when (docs/api.md, "Durability"): an item is durable once the batch holding it
-is committed (``written`` counts them). ``flush()``, ``close()``, ``Store.close()`` (every
-buffer of the store) and a normal interpreter exit (an ``atexit`` hook closes every live buffer:
+What is durable when (docs/api.md, "Concurrency and durability"): an item is durable once the
+batch holding it is committed (``written`` counts them). ``flush()``, ``close()``,
+``Store.close()`` (every buffer of the store) and a normal interpreter exit (an ``atexit`` hook closes every live buffer:
 the end of the script, ``sys.exit``, an uncaught exception) write everything accepted. A process
 that is killed (SIGKILL, the OOM killer, ``os._exit``, a power cut) or dies on a signal Python
 does not handle loses the items still pending: at most ``max_pending`` items, and at most
@@ -111,7 +111,7 @@ if hasattr(os, "register_at_fork"):
 @atexit.register
 def _close_all_at_exit() -> None:
     """Normal interpreter exit: write what every live buffer still holds (docs/api.md,
-    "Durability")."""
+    "Concurrency and durability")."""
     for buf in _live():
         try:
             buf.close()

@@ -1,4 +1,4 @@
-"""``Context``: the record-store API of one named context (docs/api.md, "Record collections"),
+"""``Context``: the record-store API of one named context (docs/api.md, "Records"),
 with its contracts.
 
 Validation, encoding (``app.core.codec``), idempotency decisions, receipts and filter
@@ -153,9 +153,8 @@ class Context(icontract.DBC):
         *,
         batch_id: UserBatchId | None = None,
     ) -> BatchReceipt:
-        """Append a batch of records all-or-nothing and durably (docs/api.md, "Record
-        collections" and "Idempotency keys"; a ``batch_id`` starting with ``wf:`` is reserved
-        for workflows)."""
+        """Append a batch of records all-or-nothing and durably (docs/api.md, "Records" and
+        "Idempotency keys"; a ``batch_id`` starting with ``wf:`` is reserved for workflows)."""
         return self._append(collection, records, batch_id=batch_id)
 
     def _append(

@@ -1,5 +1,5 @@
 """``ContextHost``: what whole-context operations and workflows need of the store that holds
-the contexts (``app.managers.store.Store`` implements it). See docs/api.md, "Store".
+the contexts (``app.managers.store.Store`` implements it). See docs/api.md, "Opening a store".
 
 Transfer (``app.managers.transfer``), stats and workflows depend on this protocol, not on
 ``Store``: the store calls them, they never import it, so the managers floor has no import

@@ -3,7 +3,7 @@
 Every method that writes must be called with the context's writer lock held. This is where the
 write path (log fsync, then index transaction), recovery (catch-up, torn-tail truncation) and
 compaction live; ``Context`` adds the public API and its contracts on top. The log is the truth
-(docs/api.md, "the logs are the truth"): compaction and export decide what survives from the
+(docs/api.md, "Guarantees"): compaction and export decide what survives from the
 log alone, and whole-collection index rewrites are built aside and swapped in
 (``side_table``); ``logcheck`` verifies.
 

@@ -1,5 +1,4 @@
-"""``LocalRecords``: the embedded backend's ``Records`` of one context (docs/api.md, "Record
-collections").
+"""``LocalRecords``: the embedded backend's ``Records`` of one context (docs/api.md, "Records").
 
 The context's folder holds ``context.json`` (the catalogue, ``Catalog``), one JSONL batch log
 per collection (``CollectionLog``; the truth) and one SQLite index derived from the logs
