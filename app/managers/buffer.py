@@ -11,12 +11,13 @@ outside it, so producers never wait for I/O and the flusher never waits for prod
 
 What is durable when (docs/api.md, "Concurrency and durability"): an item is durable once the
 batch holding it is committed (``written`` counts them). ``flush()``, ``close()``,
-``Store.close()`` (every buffer of the store) and a normal interpreter exit (an ``atexit`` hook closes every live buffer:
-the end of the script, ``sys.exit``, an uncaught exception) write everything accepted. A process
-that is killed (SIGKILL, the OOM killer, ``os._exit``, a power cut) or dies on a signal Python
-does not handle loses the items still pending: at most ``max_pending`` items, and at most
-``flush_interval`` seconds of records at a low rate. Writers that cannot lose any record call
-``flush()`` at their own commit points, or use ``Context.append`` directly.
+``Store.close()`` (every buffer of the store) and a normal interpreter exit (an ``atexit`` hook
+closes every live buffer: the end of the script, ``sys.exit``, an uncaught exception) write
+everything accepted. A process that is killed (SIGKILL, the OOM killer, ``os._exit``, a power
+cut) or dies on a signal Python does not handle loses the items still pending: at most
+``max_pending`` items, and at most ``flush_interval`` seconds of records at a low rate. Writers
+that cannot lose any record call ``flush()`` at their own commit points, or use
+``Context.append`` directly.
 
 Accounting, exact at every instant under the lock: ``accepted == written + failed + pending``.
 A batch that ``append`` rejects as invalid is split in halves until the offending items are
