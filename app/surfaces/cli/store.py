@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from app.managers.parts import parts
 from app.surfaces.cli.output import err, fail, out, print_json, progress
 from app.surfaces.cli.root import State, cli, pass_state
 from app.surfaces.errors import EXIT_FAILED
@@ -55,15 +56,15 @@ def stats(state: State, as_json: bool) -> None:
         return
     from rich.table import Table
 
+    part_names = [p.name for p in parts()]  # one column per registered part
     table = Table(title=f"store {data.get('root', '')}")
-    for col in ("context", "records", "embedding sets", "models", "index", "total size"):
+    for col in ("context", "records", *part_names, "index", "total size"):
         table.add_column(col, justify="left" if col == "context" else "right")
     for name, c in data.get("contexts", {}).items():
         table.add_row(
             name,
             str(c.get("records", 0)),
-            str(len(c.get("embeddings", {}))),
-            str(len(c.get("models", {}))),
+            *(str(len(c.get(part, {}))) for part in part_names),
             _human(c.get("index_bytes", 0)),
             _human(c.get("bytes", 0)),
         )
