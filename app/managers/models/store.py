@@ -1,10 +1,13 @@
 """``ModelStore`` (``ctx.models``): versioned models of one context (docs/api.md, "Models").
 
-Layout (``app.core.layout``): ``models/<name>/vNNNN.<format>`` (the file, written by the
-format's codec) and ``vNNNN.json`` (the checksummed record, ``app.formats.modelrecord``).
-The record is the commit point: a save writes the file, then (formats whose reading runs
-code) the trust mark, then the record, each atomically. Every file's SHA-256 is checked
-before it is read; which formats need trust is the codec's ``runs_code`` (see ``trust``).
+A version is a file ``<name>/vNNNN.<format>`` (written by the format's codec) in the part's
+``FileStore`` and a checksummed record ``<name>/vNNNN.json`` (``app.formats.modelrecord``) in
+its ``MetaStore`` (``app.backends``; the embedded backend keeps both in ``models/<name>/``).
+The record is the commit point: a save puts the file (durable first), then (formats whose
+reading runs code) writes the trust mark, then the record, each atomically. Every file is
+opened without following a link and its SHA-256 checked on that descriptor before it is
+decoded (the codec reads ``FileStore.local_path``); which formats need trust is the codec's
+``runs_code`` (see ``trust``).
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from typing import Any
 
 import icontract
 
+from app.backends.local import LocalFileStore, LocalMetaStore
+from app.backends.protocols import FileDigest, FileStore, MetaStore
 from app.core.artifacts import ModelInfo
-from app.core.atomic import fsync_dir, write_atomic
+from app.core.atomic import write_atomic
 from app.core.clock import utc_iso
 from app.core.contracts import ensure, ensure_full, invariant, require
 from app.core.errors import (
@@ -27,15 +32,16 @@ from app.core.errors import (
     StorageError,
     environmental,
 )
-from app.core.layout import model_file, model_record
+from app.core.layout import MODEL_FILE_PATTERN, MODEL_RECORD_PATTERN, model_file
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
-from app.core.nofollow import check_chain, entries, exists_as, part_problems, refuse_links
+from app.core.nofollow import check_chain, part_problems
 from app.core.rules import Flag, Metadata, ModelName, Version, checked
 from app.formats import modelcodecs, modelrecord
 from app.formats.hashio import chunk_digests, plain_json
-from app.formats.modelcodecs import Codec
+from app.formats.modelcodecs import Codec, Written
 from app.managers.models import folder, trust
+from app.managers.models.folder import file_key, record_key
 
 
 def _into_ok(into: object) -> bool:
@@ -53,11 +59,24 @@ def _format_ok(format: object) -> bool:
 class ModelStore(icontract.DBC):
     """Versioned models of one context: save / load / list / versions / delete."""
 
-    def __init__(self, root: Path, lock: WriterLock, context: str, trust_dir: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        lock: WriterLock,
+        context: str,
+        trust_dir: Path,
+        *,
+        files: FileStore | None = None,
+        meta: MetaStore | None = None,
+    ) -> None:
+        """The models of ``context`` in its part folder ``root``; ``files`` and ``meta`` are
+        the backend's stores for this part (default: the embedded ones over ``root``)."""
         self.root = root
         self.context = context
         self.trust_dir = trust_dir
         self._lock = lock
+        self._files: FileStore = files or LocalFileStore(root, MODEL_FILE_PATTERN, "model")
+        self._meta: MetaStore = meta or LocalMetaStore(root, MODEL_RECORD_PATTERN)
 
     def __repr__(self) -> str:
         return f"ModelStore({self.context!r})"
@@ -73,18 +92,15 @@ class ModelStore(icontract.DBC):
         return check_chain(self.root.parent, self.root.name, self._dir(name).name, last="dir")
 
     def _numbers(self, name: str) -> builtins.list[int]:
-        return folder.record_numbers(self._checked_dir(name))
+        return folder.record_numbers(self._meta, self._dir(name).name)
 
     def _record(self, name: str, version: int) -> modelrecord.VersionRecord:
-        path = self._checked_dir(name) / model_record(version)
-        try:
-            if exists_as(path, "file"):
-                return modelrecord.read(path, name)
-        except FileNotFoundError:  # deleted meanwhile
-            pass
-        raise NotFoundError(
-            f"model {name!r} version {version} not found in context {self.context!r}"
-        )
+        record = folder.read_record(self._meta, self._dir(name).name, version)
+        if record is None:  # missing, or deleted meanwhile
+            raise NotFoundError(
+                f"model {name!r} version {version} not found in context {self.context!r}"
+            )
+        return record
 
     def _info(self, name: str, version: int) -> ModelInfo:
         return self._record(name, version).info
@@ -98,7 +114,7 @@ class ModelStore(icontract.DBC):
     @checked
     def path_of(self, name: ModelName, version: Version) -> Path:
         """The artefact file of a recorded version (for export and merge)."""
-        return self._dir(name) / self._info(name, version).file
+        return self._files.local_path(file_key(name, self._info(name, version).file))
 
     @require(lambda sha256: isinstance(sha256, str), "sha256", "must be a string")
     def is_trusted(self, sha256: str) -> bool:
@@ -146,11 +162,16 @@ class ModelStore(icontract.DBC):
         codec = self._codec_to_save(model, format)
         user_meta = plain_json(metadata, "metadata")
         with self._lock.hold():
-            model_dir = self._checked_dir(name)
-            refuse_links(model_dir)  # a link in the model's folder is damage
-            version = self._next_version(name)
+            version = self._next_version(name)  # refuses a link in the model's folder
             file = model_file(version, codec.suffix)
-            written = codec.write(model_dir / file, model)
+            wrote: builtins.list[Written] = []
+
+            def write(path: Path) -> FileDigest:
+                wrote.append(codec.write(path, model))
+                return FileDigest(wrote[0].sha256, wrote[0].size_bytes)
+
+            self._files.put(file_key(name, file), write)  # durable before the record
+            written = wrote[0]
             trust.mark(self.trust_dir, codec, written.sha256)
             info = ModelInfo(
                 name=name,
@@ -181,16 +202,15 @@ class ModelStore(icontract.DBC):
         return codec
 
     def _next_version(self, name: str) -> int:
-        """One more than any version recorded or with a file left by a crash (lock held)."""
-        model_dir = self._checked_dir(name)
-        used = folder.record_numbers(model_dir)
-        if exists_as(model_dir, "dir"):
-            used += folder.used_numbers(model_dir)
-        return max(used, default=0) + 1
+        """One more than any version recorded, with a file left by a crash, or deleted (the
+        high-water mark); lock held. Refuses a link or special file in the model's folder."""
+        used = self._numbers(name) + folder.file_numbers(self._files, name)
+        mark = folder.high_water(self._checked_dir(name))
+        return max([*used, *([] if mark is None else [mark])], default=0) + 1
 
     def _commit(self, info: ModelInfo, chunks: builtins.list[str] | None = None) -> None:
         document = modelrecord.dump(info, chunks, modelcodecs.CHUNK)
-        write_atomic(self._dir(info.name) / model_record(info.version), document)
+        self._meta.write(record_key(info.name, info.version), document)  # the commit point
 
     @checked
     @ensure(
@@ -211,24 +231,26 @@ class ModelStore(icontract.DBC):
             try:
                 if version is not None:  # a version number is never given out twice
                     write_atomic(model_dir / folder.HIGH_WATER, str(max(numbers)).encode())
-                for number in doomed:  # records first: once gone, the version is gone
-                    (model_dir / model_record(number)).unlink()
-                fsync_dir(model_dir)
-                for number, path in folder.model_files(model_dir):
-                    if number in doomed:
-                        path.unlink()
             except OSError as exc:
                 raise StorageError(
                     f"deleting in {model_dir} failed: {exc}", errno=exc.errno
                 ) from exc
+            for number in doomed:  # records first: once gone, the version is gone
+                self._meta.delete(record_key(name, number))
+            for number in doomed:
+                for suffix in modelcodecs.formats():
+                    self._files.delete(file_key(name, model_file(number, suffix)))
             if version is None:
                 with contextlib.suppress(OSError):
-                    for path in [Path(e.path) for e in entries(model_dir)]:
-                        if path.name == folder.HIGH_WATER or (
-                            path.name.startswith(".") and path.name.endswith(".tmp")
-                        ):
-                            path.unlink()
-                    model_dir.rmdir()
+                    (model_dir / folder.HIGH_WATER).unlink()
+                self._sweep(name)
+
+    def _sweep(self, name: str) -> None:
+        """After deleting every version: remove leftovers of interrupted writes and the
+        model's folder if nothing is left. Files without a record (a save interrupted before
+        its commit point) are kept, as are links (``verify`` reports them)."""
+        with contextlib.suppress(IntegrityError):  # a link in the folder: sweep nothing
+            self._files.retain(name, set(self._files.list(name)))
 
     @checked
     @require(lambda info: isinstance(info, ModelInfo), "info", "must be a ModelInfo")
@@ -242,11 +264,14 @@ class ModelStore(icontract.DBC):
         codec = modelcodecs.codec_for(info.format)
         data = modelcodecs.read_verified(Path(source), info.sha256, info.size_bytes)
         with self._lock.hold():
-            model_dir = self._checked_dir(name)
-            refuse_links(model_dir)
-            version = self._next_version(name)
+            version = self._next_version(name)  # refuses a link in the model's folder
             file = model_file(version, codec.suffix)
-            write_atomic(model_dir / file, data)
+
+            def write(path: Path) -> FileDigest:
+                write_atomic(path, data)
+                return FileDigest(info.sha256, len(data))
+
+            self._files.put(file_key(name, file), write)  # durable before the record
             added = info.model_copy(
                 update={"name": name, "version": version, "file": file, "created_at": utc_iso()}
             )
@@ -277,7 +302,7 @@ class ModelStore(icontract.DBC):
         record = self._record(name, version)
         info = record.info
         codec = modelcodecs.codec_for(info.format)
-        path = self._checked_dir(name) / info.file
+        path = self._files.local_path(file_key(name, info.file))
 
         def permit() -> None:
             trust.check(self.trust_dir, codec, path, info.sha256, trusted=trusted)
@@ -297,12 +322,7 @@ class ModelStore(icontract.DBC):
     def names(self) -> builtins.list[str]:
         """Names of the models (``IntegrityError`` if the ``models`` folder is a link or a
         file; a damaged model folder is not listed: ``verify`` reports it)."""
-        check_chain(self.root.parent, self.root.name, last="dir")
-        return sorted(
-            e.name
-            for e in entries(self.root)
-            if is_valid_name(e.name) and e.is_dir(follow_symlinks=False) and self._numbers(e.name)
-        )
+        return [name for name in folder.model_names(self.root) if self._numbers(name)]
 
     @checked
     @ensure(
@@ -336,12 +356,13 @@ class ModelStore(icontract.DBC):
 
     def _verify_model(self, model_dir: Path) -> builtins.list[str]:
         problems: builtins.list[str] = []
-        for number in self._numbers(model_dir.name):
-            path = model_dir / model_record(number)
+        name = model_dir.name
+        for number in self._numbers(name):
             try:
-                if not exists_as(path, "file"):
+                record = folder.read_record(self._meta, name, number)
+                if record is None:  # deleted meanwhile
                     continue
-                info = modelrecord.read(path, model_dir.name).info
+                info = record.info
             except IntegrityError as exc:
                 problems.append(str(exc))
                 continue
@@ -350,7 +371,7 @@ class ModelStore(icontract.DBC):
                     raise  # an I/O failure, not damage
                 problems.append(str(exc))
                 continue
-            problem = modelcodecs.verify_file(model_dir / info.file, info.sha256, info.size_bytes)
+            problem = self._files.check(file_key(name, info.file), info.size_bytes, info.sha256)
             if problem:
                 problems.append(problem)
         return problems

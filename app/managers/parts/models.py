@@ -26,7 +26,14 @@ class ModelsPart:
     folder = layout.MODELS_DIR
 
     def open(self, ctx: PartContext) -> ModelStore:
-        return ModelStore(ctx.path / self.folder, ctx.writer_lock, ctx.name, ctx.trust_dir)
+        return ModelStore(
+            ctx.path / self.folder,
+            ctx.writer_lock,
+            ctx.name,
+            ctx.trust_dir,
+            files=ctx.backend.files(ctx.name, self.folder),
+            meta=ctx.backend.meta(ctx.name, self.folder),
+        )
 
     def recorded_files(self, folder: Path) -> dict[str, tuple[int, str]]:
         return recorded_files(folder)
@@ -78,7 +85,7 @@ def _merge_model(target: ModelStore, source: ModelStore, name: str, mode: str) -
     for info in source.versions(name):
         # Copied as verified bytes, never deserialised; a format whose reading runs code
         # (pickle) stays untrusted in the target until loaded with trusted=True.
-        target.add_untrusted_version(name, source.root / name / info.file, info)
+        target.add_untrusted_version(name, source.path_of(name, info.version), info)
 
 
 MODELS = ModelsPart()
