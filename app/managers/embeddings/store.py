@@ -49,7 +49,7 @@ from app.core.errors import (
 from app.core.layout import SET_META, SET_META_PATTERN, SHARD_PATTERN, shard_name
 from app.core.locks import WriterLock
 from app.core.names import is_valid_name
-from app.core.nofollow import entries, exists_as, lstat_as, part_problems, read_regular
+from app.core.nofollow import entries, part_problems
 from app.core.rules import Count, Flag, Metadata, Metric, SaveMode, SetName, checked
 from app.core.similarity import TopK, compute_dtype, row_norms
 from app.formats import npz, setmeta
@@ -395,14 +395,15 @@ class EmbeddingStore(icontract.DBC):
         return part_problems(self.root, "an embedding set folder", self._verify_set)
 
     def _verify_set(self, set_dir: Path) -> builtins.list[str]:
-        meta = set_dir / SET_META
+        name = set_dir.name
+        if not is_valid_name(name):  # no key names it: only its shards can be reported
+            return _unnamed_set(set_dir)
+        key = meta_key(name)
         try:
-            present = lstat_as(meta, "file") is not None
-            if not present or not is_valid_name(set_dir.name):
-                if any(SHARD_PATTERN.fullmatch(e.name) for e in entries(set_dir)):
-                    return [f"{meta}: missing (shards without metadata)"]
-                return []
-            info, _ = _read_meta(meta)
+            data = self._meta.read(key)
+            if data is None:
+                return self._without_metadata(name)
+            info, _ = setmeta.parse(data, self._meta.where(key))
         except IntegrityError as exc:
             return [str(exc)]
         except StorageError as exc:
@@ -411,32 +412,46 @@ class EmbeddingStore(icontract.DBC):
             return [str(exc)]
         problems: builtins.list[str] = []
         for shard in info.shards:
-            problem = self._files.check(
-                shard_key(set_dir.name, shard.file), shard.size_bytes, shard.sha256
-            )
+            problem = self._files.check(shard_key(name, shard.file), shard.size_bytes, shard.sha256)
             if problem is not None:
                 problems.append(problem)
         return problems
 
+    def _without_metadata(self, name: str) -> builtins.list[str]:
+        """The problem of a set folder holding shards but no ``metadata.json`` (a save
+        interrupted before its first commit, or a lost document), else nothing. A link in
+        the folder makes ``FileStore.list`` refuse it: ``verify`` reports the link itself."""
+        try:
+            shards = self._files.list(name)
+        except IntegrityError:
+            return []
+        if shards:
+            return [f"{self._meta.where(meta_key(name))}: missing (shards without metadata)"]
+        return []
 
-def _read_meta(path: Path) -> tuple[EmbeddingInfo, int]:
-    """Parse a set's ``metadata.json`` file (read without following a link)."""
-    return setmeta.parse(read_regular(path), path)
+
+def _unnamed_set(set_dir: Path) -> list[str]:
+    """A folder whose name is no set name (no store key can name it) holding shards."""
+    if any(SHARD_PATTERN.fullmatch(e.name) for e in entries(set_dir)):
+        return [f"{set_dir / SET_META}: missing (shards without metadata)"]
+    return []
 
 
 def recorded_files(root: Path) -> dict[str, tuple[int, str]]:
     """``(size, sha256)`` on record for every shard of every set below the ``embeddings``
-    folder ``root``, keyed by ``<set>/<shard file>`` (for export's check of what it packs).
-    A damaged ``metadata.json`` raises ``IntegrityError`` naming it."""
+    folder ``root``, keyed by ``<set>/<shard file>`` (for export's check of what it packs),
+    read through the embedded ``MetaStore`` over ``root`` (export packs a local folder). A
+    damaged ``metadata.json`` raises ``IntegrityError`` naming it."""
+    meta = LocalMetaStore(root, SET_META_PATTERN)
     out: dict[str, tuple[int, str]] = {}
-    for entry in entries(root):
-        meta = Path(entry.path) / SET_META
-        if not (is_valid_name(entry.name) and entry.is_dir(follow_symlinks=False)):
+    for name in meta.holders(SET_META):
+        key = meta_key(name)
+        data = meta.read(key)
+        if data is None:  # deleted meanwhile
             continue
-        if exists_as(meta, "file"):
-            info, _ = _read_meta(meta)
-            for shard in info.shards:
-                out[f"{entry.name}/{shard.file}"] = (shard.size_bytes, shard.sha256)
+        info, _ = setmeta.parse(data, meta.where(key))
+        for shard in info.shards:
+            out[shard_key(name, shard.file)] = (shard.size_bytes, shard.sha256)
     return out
 
 
