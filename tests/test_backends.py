@@ -29,7 +29,13 @@ from app.backends.protocols import (
 )
 from app.backends.registry import SCHEMES, backend_for, redact
 from app.core.atomic import atomic_file
-from app.core.layout import SET_META, shard_name
+from app.core.layout import (
+    MODEL_FILE_PATTERN,
+    MODEL_RECORD_PATTERN,
+    MODELS_DIR,
+    SET_META,
+    shard_name,
+)
 from app.formats.tracker import TrackerDB
 
 FACTORIES: dict[str, Callable[[Path], Backend]] = {
@@ -316,3 +322,22 @@ def test_redact() -> None:
     assert redact("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
     assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
     assert redact("postgresql://h/db") == "postgresql://h/db"
+
+
+def test_a_file_store_never_touches_the_parts_documents(local: LocalBackend) -> None:
+    """A model record ``v0001.json`` matches the model file pattern too: a store told the
+    part's document names never lists, removes, reads or writes one."""
+    part = local.root / "contexts" / CONTEXT / MODELS_DIR
+    files = LocalFileStore(part, MODEL_FILE_PATTERN, "model", documents=MODEL_RECORD_PATTERN)
+    meta = local.meta(CONTEXT, MODELS_DIR)
+    files.put("m/v0001.pth", writing(b"weights"))
+    meta.write("m/v0001.json", b"record")
+    assert files.list("m") == ["m/v0001.pth"]
+    for call in (files.local_path, files.open, files.delete):
+        with pytest.raises(app.InvalidInput, match="document"):
+            call("m/v0001.json")
+    with pytest.raises(app.InvalidInput, match="document"):
+        files.put("m/v0002.json", writing(b"x"))
+    files.retain("m", set())
+    assert meta.read("m/v0001.json") == b"record"
+    assert files.list("m") == []

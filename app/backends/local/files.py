@@ -50,22 +50,42 @@ def is_leftover(name: str) -> bool:
 
 class LocalFileStore:
     """Immutable files below ``root`` (a part folder), named by ``pattern``; ``what`` names a
-    file in messages (``"shard"``)."""
+    file in messages (``"shard"``). ``documents``: the names of the part's documents when
+    ``pattern`` also matches them (``v0001.json`` is a model file name too): those are never
+    files of this store (not listed, removed, read or written here)."""
 
-    def __init__(self, root: Path, pattern: re.Pattern[str], what: str = "file") -> None:
+    def __init__(
+        self,
+        root: Path,
+        pattern: re.Pattern[str],
+        what: str = "file",
+        documents: re.Pattern[str] | None = None,
+    ) -> None:
         self.root = root
         self.pattern = pattern
         self.what = what
+        self.documents = documents
 
     def __repr__(self) -> str:
         return f"LocalFileStore({str(self.root)!r})"
 
-    def _path(self, key: str) -> Path:
+    def _is_file(self, name: str) -> bool:
+        return self.pattern.fullmatch(name) is not None and not (
+            self.documents is not None and self.documents.fullmatch(name)
+        )
+
+    def _split(self, key: str) -> tuple[str, str]:
         item, name = split_key(key, self.pattern)
+        if not self._is_file(name):
+            raise InvalidInput(f"key: {key[:120]!r} names a document, not a file", argument="key")
+        return item, name
+
+    def _path(self, key: str) -> Path:
+        item, name = self._split(key)
         return self.root / item / name
 
     def put(self, key: str, write: FileWriter) -> StoredFile:
-        item, name = split_key(key, self.pattern)
+        item, name = self._split(key)
         path = check_chain(self.root.parent, self.root.name, item, name)
         if exists_as(path, "file"):
             raise ConflictError(f"{path}: a stored {self.what} is never replaced")
@@ -105,10 +125,10 @@ class LocalFileStore:
     def list(self, item: str) -> list[str]:
         folder = check_chain(self.root.parent, self.root.name, check_item(item), last="dir")
         refuse_links(folder)
-        return [f"{item}/{e.name}" for e in entries(folder) if self.pattern.fullmatch(e.name)]
+        return [f"{item}/{e.name}" for e in entries(folder) if self._is_file(e.name)]
 
     def delete(self, key: str) -> bool:
-        item, name = split_key(key, self.pattern)
+        item, name = self._split(key)
         path = check_chain(self.root.parent, self.root.name, item, name)
         try:
             path.unlink()
@@ -123,7 +143,7 @@ class LocalFileStore:
         folder = self.root / check_item(item)
         for entry in entries(folder):
             stale = (
-                self.pattern.fullmatch(entry.name) and f"{item}/{entry.name}" not in keep
+                self._is_file(entry.name) and f"{item}/{entry.name}" not in keep
             ) or is_leftover(entry.name)
             if stale:
                 with contextlib.suppress(OSError):

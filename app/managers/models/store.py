@@ -75,7 +75,9 @@ class ModelStore(icontract.DBC):
         self.context = context
         self.trust_dir = trust_dir
         self._lock = lock
-        self._files: FileStore = files or LocalFileStore(root, MODEL_FILE_PATTERN, "model")
+        self._files: FileStore = files or LocalFileStore(
+            root, MODEL_FILE_PATTERN, "model", documents=MODEL_RECORD_PATTERN
+        )
         self._meta: MetaStore = meta or LocalMetaStore(root, MODEL_RECORD_PATTERN)
 
     def __repr__(self) -> str:
