@@ -17,7 +17,7 @@ from importlib import import_module
 
 from app.core.errors import InvalidInput
 from app.formats.modelcodecs.codec import Codec, Recorded, Written
-from app.formats.modelcodecs.hashing import CHUNK, read_verified, verify_file
+from app.formats.modelcodecs.hashing import CHUNK, read_verified
 
 
 def _codec(module: str) -> Codec:
@@ -82,5 +82,4 @@ __all__ = [
     "pick",
     "read_verified",
     "runs_code",
-    "verify_file",
 ]

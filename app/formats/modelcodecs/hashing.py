@@ -6,14 +6,13 @@ link: the bytes decoded are the bytes checked."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from app.core.atomic import atomic_file
-from app.core.errors import IntegrityError, io_error
+from app.core.errors import IntegrityError
 from app.core.nofollow import open_regular, read_regular
 from app.formats.hashio import HashingWriter, chunk_digests_fd, sha256_fd
 from app.formats.modelcodecs.codec import Recorded
@@ -94,23 +93,3 @@ def read_verified(path: Path, sha256: str, size: int) -> bytes:
         raise missing(path) from None
     check_bytes(data, path, sha256, size)
     return data
-
-
-def verify_file(path: Path, sha256: str, size: int) -> str | None:
-    """A problem naming ``path``, or None when its size and SHA-256 match."""
-    try:
-        fd = open_regular(path)  # I/O failures raise StorageError keeping the errno
-    except FileNotFoundError:
-        return f"{path}: model file is missing"
-    except IntegrityError as exc:  # a link or a directory where the file belongs
-        return str(exc)
-    try:
-        check_fd(fd, path, Recorded(sha256, size))
-    except IntegrityError as exc:
-        return str(exc)
-    except OSError as exc:
-        raise io_error("reading", path, exc) from exc
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    return None
