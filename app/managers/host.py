@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
-from app.core.locks import WriterLock
+from app.core.locks import Lock
 from app.managers.context import Context
 
 
@@ -32,7 +32,7 @@ class ContextHost(Protocol):
         ...
 
     @property
-    def writer_lock(self) -> WriterLock:
+    def writer_lock(self) -> Lock:
         """The store's writer lock (held to create, drop and install contexts)."""
         ...
 

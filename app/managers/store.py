@@ -19,6 +19,8 @@ import orjson
 from app.backends.local import LocalBackend
 from app.backends.local.ctxfiles import is_context_folder
 from app.backends.local.records.catalog import Catalog
+from app.backends.local.staging import holding, staging_folder, sweep
+from app.backends.local.swap import fsync_tree, refuse_linked_target, swap_in
 from app.backends.protocols import Backend
 from app.backends.registry import backend_for, scheme_of
 from app.core import layout
@@ -34,7 +36,7 @@ from app.core.errors import (
     StorageError,
     io_error,
 )
-from app.core.locks import WriterLock
+from app.core.locks import Lock, WriterLock
 from app.core.names import child, is_valid_name
 from app.core.nofollow import exists_as
 from app.core.rules import ContextName, Flag, OnConflict, UserPath, checked
@@ -45,9 +47,7 @@ from app.core.workflow_types import WorkflowStatus
 from app.formats.sqlindex import check_index_version
 from app.managers.buffer import close_buffers
 from app.managers.context import Context
-from app.managers.staging import holding, staging_folder, sweep
 from app.managers.stats import store_stats
-from app.managers.swap import fsync_tree, refuse_linked_target, swap_in
 from app.managers.transfer import export_context, import_context, load_context, save_context
 from app.managers.workflows import WorkflowManager
 
@@ -326,7 +326,7 @@ class Store(icontract.DBC):
         return self._trust_dir
 
     @property
-    def writer_lock(self) -> WriterLock:
+    def writer_lock(self) -> Lock:
         """The store's writer lock (held to create, drop and install contexts)."""
         return self._lock
 
