@@ -1,9 +1,9 @@
 """``LocalContexts``: the embedded backend's catalogue of contexts (docs/api.md "Opening a
 store", "Contexts").
 
-The store directory holds ``store.json`` (the marker: the store's format version), a lock file
-and ``contexts/``, one folder per context (a context is a folder with a ``context.json`` or any
-other file, ``ctxfiles.is_context_folder``). Whole-context operations stage in private dot
+The store directory holds ``ctxstore.json`` (the marker: the store's format version), a lock
+file and ``contexts/``, one folder per context (a context is a folder with a ``context.json`` or
+any other file, ``ctxfiles.is_context_folder``). Whole-context operations stage in private dot
 folders of ``contexts/`` (``staging``) and are put in place by a rename or an atomic exchange
 (``swap``). ``app.managers.store.Store`` keeps the logic and calls this through
 ``app.backends.protocols.ContextCatalog``. Every name comes from ``app.core.layout``.
@@ -42,7 +42,7 @@ from app.core.version import __version__
 from app.formats.sqlindex import check_index_version
 
 FORMAT_VERSION = 1
-"""The store format this version reads and writes (``store.json``'s ``format_version``)."""
+"""The store format this version reads and writes (``ctxstore.json``'s ``format_version``)."""
 
 
 def check_marker(path: Path) -> None:
