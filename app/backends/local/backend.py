@@ -70,7 +70,7 @@ class LocalBackend:
         staged copy of a context is one folder outside the contexts folder: ``at``)."""
         self.root = root
         self._folders = dict(folders or {})
-        self._catalog: LocalContexts | None = None
+        self._catalog = LocalContexts(root)  # holds the store's writer lock: one per backend
 
     @classmethod
     def at(cls, context: str, folder: Path) -> LocalBackend:
@@ -111,8 +111,5 @@ class LocalBackend:
         return LocalMetaStore(self._part(context, part), part_files(part).documents)
 
     def catalog(self) -> LocalContexts:
-        """The store directory's ``LocalContexts`` (one per backend: it holds the store's
-        writer lock)."""
-        if self._catalog is None:
-            self._catalog = LocalContexts(self.root)
+        """The store directory's ``LocalContexts`` (the same object on every call)."""
         return self._catalog
