@@ -1,5 +1,6 @@
-"""``LocalContexts``: the embedded backend's catalogue of contexts (docs/api.md "Opening a
-store", "Contexts").
+"""``LocalContexts``: the embedded backend's catalogue of contexts.
+
+See docs/api.md, "Opening a store" and "Contexts".
 
 The store directory holds ``ctxstore.json`` (the marker: the store's format version), a lock
 file and ``contexts/``, one folder per context (a context is a folder with a ``context.json`` or
