@@ -35,16 +35,49 @@ def test_ctxstore_root_may_hold_the_url(monkeypatch: pytest.MonkeyPatch) -> None
 def test_a_registered_backend_is_reached_through_open_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A registered scheme's backend becomes the store's: the store's catalogue of contexts,
+    records, parts and tracker all go through it (the fake server is a ``LocalBackend`` on a
+    temporary folder, reached through the protocols only)."""
     seen: list[str] = []
+    fake = LocalBackend(tmp_path / "server")
 
     def opener(url: str) -> Backend:
         seen.append(url)
-        return LocalBackend(tmp_path)
+        return fake
 
-    monkeypatch.setitem(SCHEMES, "postgresql", opener)
-    with pytest.raises(app.InvalidInput):  # no store layer over a server backend yet
-        open_store("postgresql://u@h/db")
-    assert seen == ["postgresql://u@h/db"]
+    monkeypatch.setitem(SCHEMES, "fakedb", opener)
+    with open_store("fakedb://u:secret@h/db") as store:
+        assert seen == ["fakedb://u:secret@h/db"]
+        assert store.backend is fake and store.root == fake.root
+        assert store.contexts() == []
+        ctx = store.context("c")
+        ctx.define_collection("items")
+        ctx.append("items", [{"id": "a", "v": 1}])
+        assert ctx.backend is fake
+        assert store.contexts() == ["c"] and store.exists("c")
+        store.drop_context("c")
+        assert store.contexts() == []
+
+
+def test_a_registered_backend_without_a_store_is_not_found_unless_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = LocalBackend(tmp_path / "server")
+    monkeypatch.setitem(SCHEMES, "fakedb", lambda url: fake)
+    with pytest.raises(app.NotFoundError):
+        open_store("fakedb://h/db", create=False)
+    assert not fake.root.exists()  # create=False writes nothing
+    open_store("fakedb://h/db").close()
+    open_store("fakedb://h/db", create=False).close()
+
+
+def test_an_unbuilt_server_scheme_never_reaches_a_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[object] = []
+    monkeypatch.setattr("app.managers.store.Store", built.append)
+    with pytest.raises(app.InvalidInput, match="not built") as caught:
+        open_store("postgresql://alice:s3cret@db-host/ctx")
+    assert caught.value.argument == "root" and "s3cret" not in str(caught.value)
+    assert built == []
 
 
 def test_a_directory_store_keeps_its_local_backend(tmp_path: Path) -> None:
@@ -77,7 +110,7 @@ def test_parts_and_workflows_use_the_backends_stores(
 
     root = tmp_path / "s"
     open_store(root).close()
-    store = app.Store(root, Spy(root))
+    store = app.Store(Spy(root))
     try:
         ctx = store.context("c")
         ctx.embeddings.save("e", ["a", "b"], np.ones((2, 3), dtype=np.float32))

@@ -1,11 +1,12 @@
-"""The backend seam: the four things a storage backend provides to the managers.
+"""The backend seam: what a storage backend provides to the managers.
 
 - ``Records``: a context's committed-batch log and query index (the truth for records);
 - ``WorkflowTracker``: the store's batch-workflow tracker (rows, claims, journal, staged items);
 - ``FileStore``: immutable files (embedding shards, model files, staged workflow items);
 - ``MetaStore``: small documents that are commit points (an embedding set's
   ``metadata.json``, a model version's ``vNNNN.json``; later aliases, tags, lineage, tokens,
-  audit).
+  audit);
+- ``ContextCatalog``: the store's catalogue of contexts (marker, list, create, drop, install).
 
 ``Backend`` bundles them; ``app.backends.registry.backend_for`` picks one by the store's root
 (a directory: ``app.backends.local.LocalBackend``). The full contract (what is atomic, what
@@ -26,7 +27,7 @@ from pydantic import BaseModel
 from app.core.clock import Stamp
 from app.core.errors import IntegrityError
 from app.core.indexes import Indexes
-from app.core.locks import WriterLock
+from app.core.locks import Lock, WriterLock
 from app.core.schemas import CompactionReport, RecordVersion
 from app.core.workflow_types import WorkflowStatus
 from app.formats.staged_items import ChunkIndex, StagedItems
@@ -524,6 +525,114 @@ class WorkflowTracker(Protocol):
     def close(self) -> None: ...
 
 
+# -- the catalogue of contexts -------------------------------------------------------------
+
+
+class ContextCatalog(Protocol):
+    """The store's catalogue of contexts: the store's format marker, which contexts exist,
+    creating and dropping them, the leftovers of killed operations, and putting a whole staged
+    context in place (docs/api.md "Opening a store", "Contexts", "Whole contexts").
+
+    ``app.managers.store.Store`` keeps the logic: contracts and errors of the public API, the
+    open ``Context`` objects and their LRU, and the lock order (the store's ``writer_lock``,
+    then a context's writer lock). It calls this for everything that touches where contexts
+    live; the caller holds ``writer_lock`` around ``create``, ``drop`` and ``install``.
+
+    Where this stops (chosen, not forgotten): a staged copy of a whole context (import,
+    merge, ``save_context``, export snapshots) is a **local folder** on every backend --
+    ``staging`` makes one, the store opens it with ``LocalBackend.at`` -- and ``install``
+    takes such a folder. The embedded backend renames it into ``contexts/`` or exchanges it
+    atomically with the live folder (``renameat2``); a server backend copies its records and
+    part files into the server under one transaction per context, and ``forget`` runs before
+    the live context changes. ``root``, ``contexts_dir`` and ``folder`` are local folders:
+    the embedded store directory and its context folders; for a server backend, its local
+    working folder (trust marks, append buffers, staging) and per-context cache.
+    """
+
+    @property
+    def root(self) -> Path:
+        """The store's local folder (embedded: the store directory)."""
+        ...
+
+    @property
+    def contexts_dir(self) -> Path:
+        """The local folder that holds the contexts' folders and the staging folders."""
+        ...
+
+    @property
+    def writer_lock(self) -> Lock:
+        """The store's writer lock (create, drop and install hold it; re-entrant)."""
+        ...
+
+    def open(self, *, create: bool) -> None:
+        """Check the store's marker (format version), creating the store first when it does
+        not exist and ``create``: ``NotFoundError`` (no store, not ``create``),
+        ``InvalidInput`` (the root is not a store location), ``IntegrityError`` (damaged
+        marker), ``SchemaVersionError`` (a format this version does not read). Without
+        ``create`` nothing is written."""
+        ...
+
+    def sweep(self) -> None:
+        """Remove what killed operations left (staging folders, half-dropped contexts), never
+        what a running operation holds; best effort, never raises for it."""
+        ...
+
+    def check(self) -> None:
+        """``IntegrityError`` if the catalogue itself is damaged (e.g. a link or a file where
+        the contexts folder belongs)."""
+        ...
+
+    def check_versions(self) -> None:
+        """``SchemaVersionError`` if a context's index was written by an unknown version;
+        opens nothing for good."""
+        ...
+
+    def names(self) -> list[str]:
+        """The contexts, sorted, damaged ones and unfinished creations included."""
+        ...
+
+    def exists(self, name: str) -> bool:
+        """Whether ``name`` exists complete (its catalog was written)."""
+        ...
+
+    def present(self, name: str) -> bool:
+        """Whether something stands where ``name`` belongs (a complete context, a damaged one,
+        a creation that never finished): it is opened, never silently re-created empty."""
+        ...
+
+    def folder(self, name: str) -> Path:
+        """The local folder a ``Context`` of ``name`` works in; ``IntegrityError`` if it is a
+        symbolic link (never used through one)."""
+        ...
+
+    def create(self, name: str) -> None:
+        """Create ``name`` with its initial catalog, durably; nothing if ``present``."""
+        ...
+
+    def drop(self, name: str, release: Callable[[], AbstractContextManager[None]]) -> None:
+        """Remove ``name`` and everything in it (a link where it belongs: the link only, its
+        target untouched, ``release`` not called); ``NotFoundError`` if not ``present``.
+        The removal runs inside ``release()``: the store holds the context's writer lock and
+        closes it there. Atomic: a crash leaves the context whole or gone (a leftover
+        removed by ``sweep``)."""
+        ...
+
+    def staging(self, purpose: str) -> AbstractContextManager[Path]:
+        """A fresh private local folder, locked while in use and removed afterwards unless it
+        was installed (``purpose`` in ``layout.STAGING_PURPOSES``); never listed by
+        ``names``."""
+        ...
+
+    def install(
+        self, name: str, staged: Path, *, replace: bool, forget: Callable[[], None]
+    ) -> None:
+        """Make the staged folder ``staged`` the context ``name``, durably and atomically:
+        new (``replace`` False) or replacing the live one (``NotFoundError`` if there is
+        none; ``forget()`` is called first so the store drops its open ``Context``). Readers
+        see the old content or the new, never a mix. Never installs into or over a link."""
+        ...
+
+
 # -- the bundle ----------------------------------------------------------------------------
 
 
@@ -549,4 +658,8 @@ class Backend(Protocol):
 
     def meta(self, context: str, part: str) -> MetaStore:
         """The commit-point documents of one part of a context."""
+        ...
+
+    def catalog(self) -> ContextCatalog:
+        """The store's catalogue of contexts (the same object on every call)."""
         ...

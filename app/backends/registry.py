@@ -2,8 +2,9 @@
 
 A directory (a path, or a string without a ``scheme://``) is the embedded backend. A URL is
 looked up by its scheme in ``SCHEMES``; a server backend is added with one registration line,
-e.g. ``SCHEMES["postgresql"] = SCHEMES["postgres"] = open_postgres``. Messages show a URL with
-its password redacted (``redact``).
+e.g. ``SCHEMES["postgresql"] = SCHEMES["postgres"] = open_postgres``, and ``open_store`` builds
+the ``Store`` on the backend it returns (its ``ContextCatalog`` checks or creates the store).
+Messages show a URL with its password redacted (``redact``).
 """
 
 from __future__ import annotations

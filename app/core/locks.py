@@ -1,5 +1,9 @@
 """Writer locks: one ``flock`` file per context, re-entrant within a thread, shared by threads.
 
+``Lock`` is what the rest of the code needs of a writer lock (``hold()``); ``WriterLock`` is the
+embedded backend's implementation. A server backend provides its own (e.g. a PostgreSQL
+advisory lock) and satisfies the same protocol.
+
 ``flock`` (what ``filelock`` uses on POSIX) belongs to the open file description, so it survives
 an unrelated open/close of the same file in this process (``fcntl`` record locks do not).
 """
@@ -10,14 +14,25 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from filelock import FileLock, Timeout
 
 from app.core.errors import ConflictError, io_error
 
 DEFAULT_TIMEOUT = 120.0
+
+
+class Lock(Protocol):
+    """A writer lock: serialises writers across threads and processes (on a server backend,
+    across machines); re-entrant within a thread."""
+
+    def hold(self, timeout: float | None = None) -> AbstractContextManager[None]:
+        """Hold the lock while the ``with`` block runs; ``ConflictError`` if it cannot be had
+        within ``timeout`` seconds (default: the lock's own)."""
+        ...
 
 
 class WriterLock:

@@ -3,9 +3,10 @@ the contexts (``app.managers.store.Store`` implements it). See docs/api.md, "Ope
 
 Transfer (``app.managers.transfer``), stats and workflows depend on this protocol, not on
 ``Store``: the store calls them, they never import it, so the managers floor has no import
-cycle, and nothing outside the store touches its fields. The store owns its directory: only
-it creates staging folders in it, installs a staged context (rename, or atomic exchange with
-the live one) and forgets the contexts it has open.
+cycle, and nothing outside the store touches its fields. The store owns its contexts: only
+it creates staging folders, installs a staged context (through its backend's
+``ContextCatalog``: on the embedded backend a rename, or an atomic exchange with the live
+folder) and forgets the contexts it has open.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
-from app.core.locks import WriterLock
+from app.core.locks import Lock
 from app.managers.context import Context
 
 
@@ -32,7 +33,7 @@ class ContextHost(Protocol):
         ...
 
     @property
-    def writer_lock(self) -> WriterLock:
+    def writer_lock(self) -> Lock:
         """The store's writer lock (held to create, drop and install contexts)."""
         ...
 

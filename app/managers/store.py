@@ -1,10 +1,15 @@
-"""``Store`` and ``open_store``: the store directory, its format version and its contexts."""
+"""``Store`` and ``open_store``: a store, its contexts and the whole-store operations.
+
+The store's catalogue of contexts (marker, listing, create, drop, staging, install) is its
+backend's ``ContextCatalog`` (``app.backends.protocols``); ``Store`` keeps the logic: the
+public API's contracts and errors, the open contexts and their LRU, and the lock order.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
+import shutil  # noqa: F401 -- tests/test_i9_staging_sweep.py patches shutil.rmtree here
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -14,44 +19,31 @@ from types import TracebackType
 from typing import Any
 
 import icontract
-import orjson
 
 from app.backends.local import LocalBackend
-from app.backends.local.ctxfiles import is_context_folder
-from app.backends.local.records.catalog import Catalog
-from app.backends.protocols import Backend
+from app.backends.local.contexts import FORMAT_VERSION
+from app.backends.protocols import Backend, ContextCatalog
 from app.backends.registry import backend_for, scheme_of
 from app.core import layout
-from app.core.atomic import fsync_dir, write_atomic
-from app.core.clock import utc_iso
 from app.core.contracts import EXPENSIVE, ensure, invariant, require
 from app.core.errors import (
     ConflictError,
     IntegrityError,
-    InvalidInput,
     NotFoundError,
     SchemaVersionError,
     StorageError,
-    io_error,
 )
-from app.core.locks import WriterLock
-from app.core.names import child, is_valid_name
-from app.core.nofollow import exists_as
+from app.core.locks import Lock
 from app.core.rules import ContextName, Flag, OnConflict, UserPath, checked
 from app.core.schemas import IntegrityReport
 from app.core.transfer_types import ContextState, Manifest
-from app.core.version import __version__
 from app.core.workflow_types import WorkflowStatus
-from app.formats.sqlindex import check_index_version
 from app.managers.buffer import close_buffers
 from app.managers.context import Context
-from app.managers.staging import holding, staging_folder, sweep
 from app.managers.stats import store_stats
-from app.managers.swap import fsync_tree, refuse_linked_target, swap_in
 from app.managers.transfer import export_context, import_context, load_context, save_context
 from app.managers.workflows import WorkflowManager
 
-FORMAT_VERSION = 1
 MAX_OPEN_CONTEXTS = 32
 """Contexts of one ``Store`` whose index stays open between uses (about 3 files each): the
 least recently used beyond this are closed (and reopen on their next use)."""
@@ -71,34 +63,17 @@ def resolve_root(root: UserPath | None) -> Path:
     return Path(root).expanduser().absolute()
 
 
-def _check_marker(path: Path) -> None:
-    try:
-        meta = orjson.loads(path.read_bytes())
-        version = meta["format_version"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        raise IntegrityError(f"{path}: damaged store description") from None
-    except OSError as exc:
-        raise io_error("reading", path, exc) from exc
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise IntegrityError(f"{path}: format_version must be an integer")
-    if version > FORMAT_VERSION or version < 1:
-        raise SchemaVersionError(
-            f"{path}: store format {version} is unknown (this ctxstore reads {FORMAT_VERSION})"
-        )
-
-
 @invariant(lambda self: not self._closed or not self._open, "a closed store holds no open context")
 class Store(icontract.DBC):
-    """A store directory holding named contexts and a workflow tracker."""
+    """A store holding named contexts and a workflow tracker."""
 
-    def __init__(self, root: Path, backend: Backend | None = None) -> None:
-        """The store at ``root``; ``backend`` keeps its records, tracker, files and documents
-        (default: the embedded ``LocalBackend`` of ``root``)."""
-        self.root = root
-        self.backend: Backend = backend if backend is not None else LocalBackend(root)
-        self._contexts_dir = layout.contexts_dir(root)
-        self._trust_dir = layout.trust_dir(root)
-        self._lock = WriterLock(root / layout.STORE_LOCK)
+    def __init__(self, backend: Backend) -> None:
+        """The store kept by ``backend`` (its catalogue of contexts, records, tracker, files
+        and documents); ``open_store`` checks or creates it first."""
+        self.backend = backend
+        self._catalog: ContextCatalog = backend.catalog()
+        self.root = self._catalog.root
+        self._trust_dir = layout.trust_dir(self.root)
         self._open: dict[str, Context] = {}
         self._guard = threading.Lock()
         self._closed = False
@@ -169,8 +144,7 @@ class Store(icontract.DBC):
     def check_versions(self) -> None:
         """``SchemaVersionError`` if a context's index was written by an unknown version (each
         index is opened read-only and closed again)."""
-        for name in self.contexts():
-            check_index_version(self._contexts_dir / name / layout.index_name(name))
+        self._catalog.check_versions()
 
     def _touch(self, ctx: Context) -> None:
         """Called by a context of this store at the start of each operation: keeps at most
@@ -201,17 +175,7 @@ class Store(icontract.DBC):
     @ensure(lambda result: len(set(result)) == len(result), "each context is listed once")
     def contexts(self) -> list[str]:
         """Names of the store's contexts, sorted."""
-        if not self._contexts_dir.is_dir():
-            return []
-        try:
-            entries = os.listdir(self._contexts_dir)
-        except OSError as exc:  # EMFILE, EACCES...: not damage
-            raise io_error("listing", self._contexts_dir, exc) from exc
-        return sorted(
-            name
-            for name in entries
-            if is_valid_name(name) and is_context_folder(self._contexts_dir / name)
-        )
+        return self._catalog.names()
 
     @checked
     @ensure(lambda name, result: result.name == name, "the context asked for")
@@ -219,22 +183,20 @@ class Store(icontract.DBC):
         """Open (and by default create) a context."""
         self.check_open()
         with self._guard:
+            catalog = self._catalog
             ctx = self._open.get(name)
-            if ctx is not None and ctx.path.is_dir() and is_context_folder(ctx.path):
+            if ctx is not None and catalog.present(name):
                 return ctx
             if ctx is not None:  # dropped or replaced by another process: reopened below
                 ctx.close()
-            path = child(self._contexts_dir, name, "name")
-            if path.is_symlink():  # never used through a link (nothing may be written there)
-                raise IntegrityError(f"{path}: the context folder is a symbolic link")
+            path = catalog.folder(name)  # IntegrityError for a link
             # a folder with a context's files but no context.json is a damaged context: it is
             # opened (and raises IntegrityError on use), never silently re-created empty
-            if not layout.catalog(path).is_file() and not (
-                path.is_dir() and is_context_folder(path)
-            ):
+            if not catalog.present(name):
                 if not create:
                     raise NotFoundError(f"context {name!r} not found in {self.root}")
-                self._create_context(name, path)
+                with catalog.writer_lock.hold():
+                    catalog.create(name)
             if ctx is not None:
                 self._forget_open(ctx)
             ctx = Context(name, path, self._trust_dir, backend=self.backend)
@@ -242,46 +204,24 @@ class Store(icontract.DBC):
             self._open[name] = ctx
             return ctx
 
-    def _create_context(self, name: str, path: Path) -> None:
-        with self._lock.hold():
-            if layout.catalog(path).is_file() or (path.is_dir() and is_context_folder(path)):
-                return
-            try:
-                path.mkdir(parents=True, exist_ok=True)
-                fsync_dir(self._contexts_dir)
-            except OSError as exc:
-                raise io_error("creating", path, exc) from exc
-            write_atomic(layout.catalog(path), Catalog.initial(name))
-
     @checked
     @ensure(lambda self, name: name not in self.contexts(), "the context is gone")
     def drop_context(self, name: ContextName) -> None:
         """Delete a context and everything in it."""
-        path = child(self._contexts_dir, name, "name")
-        with self._lock.hold():
-            if path.is_symlink():  # a planted link: removed, its target left alone
-                try:
-                    path.unlink()
-                    fsync_dir(self._contexts_dir)
-                except OSError as exc:
-                    raise io_error("dropping", path, exc) from exc
-                return
-            if not (path.is_dir() and is_context_folder(path)):  # damaged ones can be dropped
-                raise NotFoundError(f"context {name!r} not found in {self.root}")
-            ctx = self.context(name, create=False)
-            with holding(path), ctx.writer_lock.hold():
-                ctx.close()
-                dropped = f"{layout.staging_prefix('dropped')}{name}-{os.urandom(4).hex()}"
-                trash = self._contexts_dir / dropped
-                try:
-                    os.replace(path, trash)
-                    fsync_dir(self._contexts_dir)
-                except OSError as exc:
-                    raise io_error("dropping", path, exc) from exc
-                with self._guard:
-                    self._open.pop(name, None)
-                self._forget_open(ctx)
-                shutil.rmtree(trash, ignore_errors=True)  # a sweep removes it if killed here
+        with self._catalog.writer_lock.hold():
+            self._catalog.drop(name, lambda: self._releasing(name))
+
+    @contextlib.contextmanager
+    def _releasing(self, name: str) -> Iterator[None]:
+        """Around a context's removal: its writer lock held, the context closed, and no
+        longer open afterwards."""
+        ctx = self.context(name, create=False)
+        with ctx.writer_lock.hold():
+            ctx.close()
+            yield
+            with self._guard:
+                self._open.pop(name, None)
+            self._forget_open(ctx)
 
     # -- whole-store operations -----------------------------------------------------------
 
@@ -297,7 +237,7 @@ class Store(icontract.DBC):
         problems: list[str] = []
         checked: list[str] = []
         try:
-            exists_as(self._contexts_dir, "dir")
+            self._catalog.check()
         except IntegrityError as exc:  # a link or a file where the contexts folder belongs
             return IntegrityReport(ok=False, problems=[str(exc)], checked=checked)
         for name in self.contexts():
@@ -318,7 +258,7 @@ class Store(icontract.DBC):
     @property
     def contexts_dir(self) -> Path:
         """The folder holding one folder per context."""
-        return self._contexts_dir
+        return self._catalog.contexts_dir
 
     @property
     def trust_dir(self) -> Path:
@@ -326,14 +266,14 @@ class Store(icontract.DBC):
         return self._trust_dir
 
     @property
-    def writer_lock(self) -> WriterLock:
+    def writer_lock(self) -> Lock:
         """The store's writer lock (held to create, drop and install contexts)."""
-        return self._lock
+        return self._catalog.writer_lock
 
     @checked
     def exists(self, name: ContextName) -> bool:
         """Whether the context ``name`` exists (its ``context.json`` is a file)."""
-        return layout.catalog(child(self._contexts_dir, name, "name")).is_file()
+        return self._catalog.exists(name)
 
     @require(
         lambda purpose: purpose in layout.STAGING_PURPOSES,
@@ -343,9 +283,9 @@ class Store(icontract.DBC):
     @contextlib.contextmanager
     def staging(self, purpose: str) -> Iterator[Path]:
         """A fresh private folder ``<contexts>/.<purpose>-<hex>``, locked while in use
-        (``app.managers.staging``), removed afterwards unless it was installed. Dot names are
-        never listed as contexts."""
-        with staging_folder(self._contexts_dir, purpose) as path:
+        (``app.backends.local.staging``), removed afterwards unless it was installed. Dot
+        names are never listed as contexts."""
+        with self._catalog.staging(purpose) as path:
             yield path
 
     @checked
@@ -364,20 +304,7 @@ class Store(icontract.DBC):
         atomic exchange with the live directory (two renames where the kernel cannot exchange;
         ``staged`` then holds the old content, removed by its staging block). The caller holds
         ``writer_lock`` and, when replacing, the live context's writer lock."""
-        target = child(self._contexts_dir, name, "name")
-        refuse_linked_target(target)  # never swap with, or merge into, a link
-        try:
-            fsync_tree(staged)
-            if not replace:
-                os.rename(staged, target)
-                fsync_dir(self._contexts_dir)
-                return
-            if not layout.catalog(target).is_file():
-                raise NotFoundError(f"context {name!r} not found in {self.root}")
-            self.forget(name)
-            swap_in(staged, target, name)
-        except OSError as exc:
-            raise io_error("installing context", target, exc) from exc
+        self._catalog.install(name, staged, replace=replace, forget=lambda: self.forget(name))
 
     @checked
     @ensure(lambda self, name: name not in self._open, "the context is no longer open")
@@ -441,41 +368,15 @@ def open_store(root: UserPath | None = None, *, create: Flag = True) -> Store:
     """Open the store at ``root`` (default ``$CTXSTORE_ROOT`` or ``./storage``): a directory,
     or a URL served by a registered backend (``app.backends.registry``)."""
     given = given_root(root)
-    if scheme_of(given) is not None:
-        # a server backend; the registry raises InvalidInput (password redacted) for a scheme
-        # no backend of this version serves
-        backend = backend_for(given)
-        raise InvalidInput(
-            f"root: {backend.url}: this version of ctxstore opens stores in a directory only",
-            argument="root",
-        )
-    path = resolve_root(given)
-    marker = layout.marker(path)
-    if not marker.is_file():
-        if path.exists() and not path.is_dir():
-            raise InvalidInput(f"root: {path} exists and is not a directory")
-        if not create:
-            raise NotFoundError(f"no store at {path}")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            with WriterLock(path / layout.STORE_LOCK).hold():
-                if not marker.is_file():
-                    meta = {
-                        "format_version": FORMAT_VERSION,
-                        "created_at": utc_iso(),
-                        "created_by": f"ctxstore {__version__}",
-                    }
-                    write_atomic(marker, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
-        except OSError as exc:
-            raise io_error("creating store", path, exc) from exc
-    _check_marker(marker)
-    if create:  # open_store(create=False) never writes (docs/api.md, "Guarantees")
-        with contextlib.suppress(OSError):
-            layout.contexts_dir(path).mkdir(exist_ok=True)
-    store = Store(path, backend_for(path))
+    if scheme_of(given) is None:
+        given = resolve_root(given)
+    # a URL reaches its registered backend; the registry raises InvalidInput (argument root,
+    # password redacted) for a scheme no backend of this version serves
+    backend = backend_for(given)
+    backend.catalog().open(create=create)
+    store = Store(backend)
     store.check_versions()  # contexts open, and recover, on first use
-    with contextlib.suppress(StorageError):  # leftovers of killed operations (never live ones)
-        sweep(layout.contexts_dir(path))
+    backend.catalog().sweep()  # leftovers of killed operations (never live ones)
     return store
 
 

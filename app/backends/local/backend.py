@@ -4,7 +4,8 @@ Records: JSONL batch logs and a SQLite index per context (``app.formats.batchlog
 ``app.formats.sqlindex``), coordinated by ``app.backends.local.records.LocalRecords``.
 Tracker: ``workflows/tracker.sqlite`` (``app.formats.tracker``).
 Files and documents: the part folders of each context (``LocalFileStore``,
-``LocalMetaStore``). Every name comes from ``app.core.layout``.
+``LocalMetaStore``). Contexts: one folder each under ``contexts/`` (``LocalContexts``).
+Every name comes from ``app.core.layout``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from app.backends.local.contexts import LocalContexts
 from app.backends.local.files import LocalFileStore
 from app.backends.local.meta import LocalMetaStore
 from app.backends.local.records import LocalRecords
@@ -68,6 +70,7 @@ class LocalBackend:
         staged copy of a context is one folder outside the contexts folder: ``at``)."""
         self.root = root
         self._folders = dict(folders or {})
+        self._catalog = LocalContexts(root)  # holds the store's writer lock: one per backend
 
     @classmethod
     def at(cls, context: str, folder: Path) -> LocalBackend:
@@ -106,3 +109,7 @@ class LocalBackend:
 
     def meta(self, context: str, part: str) -> LocalMetaStore:
         return LocalMetaStore(self._part(context, part), part_files(part).documents)
+
+    def catalog(self) -> LocalContexts:
+        """The store directory's ``LocalContexts`` (the same object on every call)."""
+        return self._catalog

@@ -1,6 +1,6 @@
 """Putting a staged context folder in place: a rename when the context is new, else an atomic
 exchange with the live folder (``renameat2(RENAME_EXCHANGE)``; two renames where the kernel
-cannot exchange). Used by ``Store.install`` only: the store owns its directory.
+cannot exchange). Used by the embedded context catalogue only (``app.backends.local.contexts``).
 
 Everything staged is fsynced first, so what becomes visible is durable; nothing here follows a
 symbolic link (the live side being a link is refused, ``app.core.nofollow``).
