@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import app
-from app.managers.staging import PREFIXES, staging_folder, sweep
+from app.backends.local.staging import PREFIXES, staging_folder, sweep
 
 CHILD = r"""
 import os, sys, time, shutil
@@ -29,7 +29,6 @@ import app.managers.transfer.export as transfer_export
 import app.managers.transfer.importing as transfer_import
 import app.managers.transfer.merge as transfer_merge
 import app.managers.transfer.state as transfer_state
-import app.managers.store as store_mod
 root, op, archive, marker, go = sys.argv[1:6]
 
 def pausing(fn):
@@ -59,7 +58,7 @@ elif op == "drop":
         if ".dropped-" in str(path):
             pausing(lambda: None)()
         return real(path, *a, **k)
-    store_mod.shutil.rmtree = rmtree
+    shutil.rmtree = rmtree  # the one shutil module every caller uses
     s.drop_context("x")
 s.close()
 print("done", flush=True)
@@ -171,7 +170,7 @@ def test_creating_a_staging_folder_while_a_sweeper_holds_a_fresh_one(tmp_path: P
     is abandoned (the sweeper removes it) and a new name is tried."""
     import fcntl
 
-    from app.managers import staging
+    from app.backends.local import staging
 
     real_mkdir = Path.mkdir
     stolen: list[int] = []

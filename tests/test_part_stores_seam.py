@@ -119,7 +119,7 @@ def spied(tmp_path: Path) -> Iterator[tuple[app.Context, RecordingBackend]]:
     root = tmp_path / "s"
     open_store(root).close()
     backend = RecordingBackend(root)
-    store = app.Store(root, backend)
+    store = app.Store(backend)
     try:
         yield store.context("c"), backend
     finally:

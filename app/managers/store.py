@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil  # noqa: F401 -- tests/test_i9_staging_sweep.py patches shutil.rmtree here
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping

@@ -105,7 +105,9 @@ class LocalBackend:
 
     def files(self, context: str, part: str) -> LocalFileStore:
         kind = part_files(part)
-        return LocalFileStore(self._part(context, part), kind.files, kind.what)
+        return LocalFileStore(
+            self._part(context, part), kind.files, kind.what, documents=kind.documents
+        )
 
     def meta(self, context: str, part: str) -> LocalMetaStore:
         return LocalMetaStore(self._part(context, part), part_files(part).documents)
