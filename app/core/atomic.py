@@ -60,3 +60,16 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically and durably."""
     with atomic_file(path) as fh:
         fh.write(data)
+
+
+def unlink_durable(path: Path) -> bool:
+    """Remove the file ``path`` and fsync its folder; False if it did not exist. Other
+    failures raise ``StorageError`` keeping the errno."""
+    try:
+        path.unlink()
+        fsync_dir(path.parent)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise io_error("deleting", path, exc) from exc
+    return True

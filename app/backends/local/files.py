@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from app.backends.protocols import FileWriter, StoredFile
-from app.core.atomic import fsync_dir
+from app.core.atomic import unlink_durable
 from app.core.errors import ConflictError, IntegrityError, InvalidInput, NotFoundError, io_error
 from app.core.names import is_valid_name
 from app.core.nofollow import check_chain, entries, exists_as, open_regular, refuse_links
@@ -130,14 +130,7 @@ class LocalFileStore:
     def delete(self, key: str) -> bool:
         item, name = self._split(key)
         path = check_chain(self.root.parent, self.root.name, item, name)
-        try:
-            path.unlink()
-            fsync_dir(path.parent)
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise io_error("deleting", path, exc) from exc
-        return True
+        return unlink_durable(path)
 
     def retain(self, item: str, keep: set[str]) -> None:
         folder = self.root / check_item(item)

@@ -14,8 +14,7 @@ import re
 from pathlib import Path
 
 from app.backends.local.files import check_item, split_key
-from app.core.atomic import fsync_dir, write_atomic
-from app.core.errors import io_error
+from app.core.atomic import unlink_durable, write_atomic
 from app.core.names import is_valid_name
 from app.core.nofollow import check_chain, entries, exists_as, read_regular
 
@@ -53,14 +52,7 @@ class LocalMetaStore:
 
     def delete(self, key: str) -> bool:
         path = self._checked(key)
-        try:
-            path.unlink()
-            fsync_dir(path.parent)
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise io_error("deleting", path, exc) from exc
-        return True
+        return unlink_durable(path)
 
     def names(self, item: str) -> list[str]:
         folder = check_chain(self.root.parent, self.root.name, check_item(item), last="dir")
