@@ -139,11 +139,6 @@ def entries(folder: Path) -> Iterator[os.DirEntry[str]]:
     yield from sorted(items, key=lambda e: e.name)
 
 
-def subdirs(folder: Path) -> list[Path]:
-    """The real subdirectories of ``folder`` (links and files skipped: see ``link_problems``)."""
-    return [Path(e.path) for e in entries(folder) if e.is_dir(follow_symlinks=False)]
-
-
 def link_problems(root: Path) -> list[str]:
     """Every symbolic link or special file at or below ``root`` (a real directory tree), each
     as a problem naming it; links are reported, never followed. Empty for a missing root."""

@@ -410,22 +410,6 @@ class BatchLog:
             raise IntegrityError(f"{self.path}: batch {batch_id[:80]!r} is not at byte {start}")
         return meta.req
 
-    def copy_verified(self, start: int, end: int, dst: IO[bytes]) -> int:
-        """Copy the committed batches in ``[start, end)`` to ``dst`` after verifying each
-        batch's checksum; returns the number of entries copied."""
-        fh, size = self._mapped()
-        entries = 0
-        with fh:
-            if end > size:
-                raise IntegrityError(f"{self.path}: committed data ends early at byte {size}")
-            if end <= start:
-                return 0
-            with mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ) as mm:
-                for batch_start, commit_start, batch_end in self._verified(mm, start, end):
-                    entries += mm[batch_start:commit_start].count(b"\n")
-                    dst.write(mm[batch_start:batch_end])
-        return entries
-
     def count_verified(self, start: int) -> int:
         """Verify every batch from ``start`` to the end of the file (which must end with a
         commit: no tail) and return the number of record versions (put lines) in them."""

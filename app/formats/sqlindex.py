@@ -297,13 +297,6 @@ class SqliteIndex(SqliteFile):
             ", ".join(exprs) + ")"
         )
 
-    def drop_collection(self, collection: str) -> None:
-        with self.write() as conn:
-            conn.execute(f"DROP TABLE IF EXISTS {table(collection)}")
-            conn.execute("DELETE FROM batches WHERE collection=?", (collection,))
-            conn.execute("DELETE FROM collections WHERE name=?", (collection,))
-        self._known.discard(collection)
-
     # -- applying batches ---------------------------------------------------------------
 
     def apply(

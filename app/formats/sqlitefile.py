@@ -218,11 +218,6 @@ class SqliteFile:
             self._epoch += 1
             self._initialised = False
 
-    def open_count(self) -> int:
-        """Connections of this file open in this process."""
-        with self._guard:
-            return sum(1 for slot in self._slots if slot.conn is not None)
-
     def close_idle(self) -> bool:
         """Close the connections no thread is inside an operation with (their threads
         reconnect on next use); returns True when none is left open."""

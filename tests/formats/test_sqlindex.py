@@ -194,9 +194,7 @@ def test_side_tables_replace_a_collection_in_one_step(notes: SqliteIndex) -> Non
     assert notes.collection_state("notes") == CollectionState("gen2", 160)
 
 
-def test_reset_and_drop_a_collection(notes: SqliteIndex) -> None:
+def test_reset_a_collection(notes: SqliteIndex) -> None:
     notes.reset_collection("notes", "gen3", 10, [])
     assert notes.count("notes") == 0 and list(notes.batches("notes")) == []
     assert notes.collection_state("notes") == CollectionState("gen3", 10)
-    notes.drop_collection("notes")
-    assert notes.collection_state("notes") is None and not notes.has_table("notes")
