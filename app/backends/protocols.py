@@ -28,7 +28,7 @@ from app.core.clock import Stamp
 from app.core.errors import IntegrityError
 from app.core.indexes import Indexes
 from app.core.locks import Lock, WriterLock
-from app.core.schemas import CompactionReport, RecordVersion
+from app.core.schemas import CompactionReport, LatestCommit, RecordVersion
 from app.core.workflow_types import WorkflowStatus
 from app.formats.staged_items import ChunkIndex, StagedItems
 
@@ -326,7 +326,7 @@ class Records(Protocol):
         """Every version and deletion of ``ids`` still in the log, oldest first."""
         ...
 
-    def latest_commits(self, collection: str, ids: Iterable[str]) -> dict[str, tuple[str, bool]]:
+    def latest_commits(self, collection: str, ids: Iterable[str]) -> dict[str, LatestCommit]:
         """``(commit time, deleted)`` of each id's latest log entry, read from the log under
         the writer lock."""
         ...

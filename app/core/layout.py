@@ -156,6 +156,11 @@ def staged_items_name(workflow_id: str, token: str) -> str:
     return f"{workflow_id}.{token}{ITEMS_SUFFIX}"
 
 
+def rebuild_name(index_file: str) -> str:
+    """The index being rebuilt aside, next to ``index_file`` (swapped in when complete)."""
+    return f".{index_file}.rebuild"
+
+
 __all__ = [
     "CATALOG_FILE",
     "CONTEXTS_DIR",
@@ -190,6 +195,7 @@ __all__ = [
     "model_record",
     "model_stem",
     "part_dir",
+    "rebuild_name",
     "shard_name",
     "staged_items_name",
     "staging_prefix",

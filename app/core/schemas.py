@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
@@ -114,3 +114,11 @@ BUILTIN_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
     "frames": (("name",),),
     "concepts": (("name",),),
 }
+
+
+class LatestCommit(NamedTuple):
+    """The latest log entry of one record id: when its batch committed, and whether it is a
+    deletion (read from the log by ``Context.latest_commits``)."""
+
+    committed_at: str
+    deleted: bool

@@ -69,6 +69,15 @@ class BatchRow:
         )
 
 
+class IndexRow(NamedTuple):
+    """One stored row of a collection table, unchecked (what ``verify`` compares with the log)."""
+
+    pos: int
+    id: str
+    data: str
+    crc: int
+
+
 class CollectionState(NamedTuple):
     """A collection's row in ``collections``: the generation of the log the index was built
     from and how far into that log it has applied (``log_end``)."""
@@ -493,8 +502,8 @@ class SqliteIndex(SqliteFile):
             )
         return int(row[0])
 
-    def rows(self, collection: str) -> Iterator[tuple[int, str, str, int]]:
-        """Every ``(pos, id, data, crc)`` in commit order, unchecked (for ``verify``)."""
+    def rows(self, collection: str) -> Iterator[IndexRow]:
+        """Every row in commit order, unchecked (for ``verify``)."""
         if not self.has_table(collection):
             return
         with self.errors():
@@ -502,7 +511,7 @@ class SqliteIndex(SqliteFile):
                 f"SELECT pos, id, data, crc FROM {table(collection)} ORDER BY pos"
             )
             while rows := cur.fetchmany(FETCH):
-                yield from rows
+                yield from map(IndexRow._make, rows)
 
     def collection_names(self) -> list[str]:
         with self.errors():

@@ -37,7 +37,13 @@ from app.core.rules import (
     UserBatchId,
     checked,
 )
-from app.core.schemas import BatchReceipt, CompactionReport, IntegrityReport, RecordVersion
+from app.core.schemas import (
+    BatchReceipt,
+    CompactionReport,
+    IntegrityReport,
+    LatestCommit,
+    RecordVersion,
+)
 from app.managers.embeddings import EmbeddingStore
 from app.managers.models import ModelStore
 from app.managers.parts import ContextPart, parts
@@ -501,8 +507,9 @@ class Context(icontract.DBC):
     @ensure(lambda result: isinstance(result, dict), "the latest commit by id")
     def latest_commits(
         self, collection: CollectionName, ids: Iterable[str]
-    ) -> dict[str, tuple[str, bool]]:
-        """For each of ``ids`` the log holds: ``(commit time of its latest entry, deleted)``,
+    ) -> dict[str, LatestCommit]:
+        """For each of ``ids`` the log holds: its ``LatestCommit`` (commit time of its latest
+        entry, deleted),
         read from the log (the truth), not from the index. Takes the writer lock."""
         id_list = self._id_list(ids) or []
         self._ensure_ready()

@@ -75,10 +75,10 @@ def _merge_catalog(merged: Path, staged: Path) -> None:
 def _merge_records(target: Context, log: Path, coll: str, mode: str, token: str) -> int:
     at: dict[str, str] = {rid: when for rid, when, _ in _imported(log)}
     live = target.latest_commits(coll, at)  # from the target's log, not its index
-    existing = {rid for rid, (_, deleted) in live.items() if not deleted}
+    existing = {rid for rid, latest in live.items() if not latest.deleted}
     wins: set[str] = set()
     if mode == "merge":
-        wins = {rid for rid in existing if at[rid] > live[rid][0]}
+        wins = {rid for rid in existing if at[rid] > live[rid].committed_at}
     if coll not in target.collections():
         target.define_collection(coll)
     written = 0

@@ -27,7 +27,7 @@ from app.core.atomic import atomic_file
 from app.core.clock import utc_iso
 from app.core.codec import decode
 from app.core.errors import IntegrityError, StorageError, environmental
-from app.core.schemas import CompactionReport, RecordVersion
+from app.core.schemas import CompactionReport, LatestCommit, RecordVersion
 from app.formats.batchlog import Batch, BatchLog, LogScan, LogWriter, put_offsets
 from app.formats.sqlindex import BatchRow, PutRow, SqliteIndex
 
@@ -326,18 +326,18 @@ class CollectionLog:
         _check_kept(self.log.path, after, len(latest))
         return before, after
 
-    def latest_commits(self, ids: Iterable[str]) -> dict[str, tuple[str, bool]]:
+    def latest_commits(self, ids: Iterable[str]) -> dict[str, LatestCommit]:
         """For each of ``ids`` found in the log: ``(commit time of its latest entry, whether
         that entry is a tombstone)``, from one verified pass over the log."""
         wanted = set(ids)
-        out: dict[str, tuple[str, bool]] = {}
+        out: dict[str, LatestCommit] = {}
         if not wanted or not self.log.exists():
             return out
         header_len = self.log.header().length
         for batch in self.committed(header_len):
             for e in batch.entries:
                 if e.record_id in wanted:
-                    out[e.record_id] = (batch.committed_at, e.data is None)
+                    out[e.record_id] = LatestCommit(batch.committed_at, e.data is None)
         return out
 
     # -- reading the log ----------------------------------------------------------------

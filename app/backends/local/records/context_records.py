@@ -37,7 +37,7 @@ from app.core.layout import CATALOG_FILE, LOG_SUFFIX, collection_of, index_name
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.nofollow import link_problems
-from app.core.schemas import CompactionReport, RecordVersion
+from app.core.schemas import CompactionReport, LatestCommit, RecordVersion
 from app.formats.sqlindex import BatchRow, SqliteIndex
 
 READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
@@ -269,7 +269,7 @@ class LocalRecords:
     def history(self, collection: str, ids: Iterable[str]) -> dict[str, list[RecordVersion]]:
         return self._log(collection).versions(ids)
 
-    def latest_commits(self, collection: str, ids: Iterable[str]) -> dict[str, tuple[str, bool]]:
+    def latest_commits(self, collection: str, ids: Iterable[str]) -> dict[str, LatestCommit]:
         with self.writer_lock.hold():
             return self._log(collection).latest_commits(ids)
 

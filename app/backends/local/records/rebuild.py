@@ -11,6 +11,7 @@ from pathlib import Path
 from app.backends.local.records.collection import CollectionLog
 from app.core.atomic import fsync_dir
 from app.core.errors import IntegrityError, StorageError, io_error
+from app.core.layout import rebuild_name
 from app.formats.sqlindex import SqliteIndex
 
 SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -43,7 +44,7 @@ def rebuild_index(index: SqliteIndex, logs: Iterable[CollectionLog]) -> None:
     first (an old WAL must never be replayed into a new database) and other processes notice
     the new file at their next operation and reconnect.
     """
-    fresh_path = index.path.with_name(f".{index.path.name}.rebuild")
+    fresh_path = index.path.with_name(rebuild_name(index.path.name))
     _remove_db(fresh_path)
     fresh = SqliteIndex(fresh_path)
     try:
