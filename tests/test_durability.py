@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
-import json
 import os
 import random
 import shutil
@@ -26,15 +25,10 @@ from recdata import analogy
 
 import app
 
-REPO = Path(__file__).resolve().parent.parent
-ZYGOTE = Path(__file__).resolve().parent / "workers" / "zygote.py"
+sys.path.insert(0, str(Path(__file__).resolve().parent / "workers"))  # the crash harness
+from zygote import Zygote, kill, wait_ready
+
 CTX = "c"
-
-
-def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "CTXSTORE_ROOT"}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def log_file(root: Path, collection: str, context: str = CTX) -> Path:
@@ -73,61 +67,6 @@ def _check_after_crash(root: Path, collection: str, acked: dict[str, int]) -> in
         return len(per_tag)
 
 
-class Zygote:
-    """A helper process that has imported ``app`` and forks appender children on request."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ZYGOTE)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=child_env(),
-            cwd=str(REPO),
-        )
-
-    def spawn(self, out: Path, args: list[str]) -> int:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write((json.dumps({"out": str(out), "args": args}) + "\n").encode())
-        self.proc.stdin.flush()
-        return int(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _wait_ready(out: Path, pid: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if out.exists() and out.read_bytes().startswith(b"ready\n"):
-            return
-        assert _alive(pid), "appender child died before it was ready"
-        time.sleep(0.002)
-    raise AssertionError("appender child never became ready")
-
-
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while _alive(pid):  # the zygote ignores SIGCHLD: the dead child is reaped at once
-        assert time.monotonic() < deadline, "killed child did not go away"
-        time.sleep(0.001)
-
-
 def _crash_lane(base: Path, lane: int, rounds: int, seed: int) -> tuple[int, int]:
     rng = random.Random(seed)
     collection = "crash"
@@ -143,16 +82,18 @@ def _crash_lane(base: Path, lane: int, rounds: int, seed: int) -> tuple[int, int
                 acked = {}
             prefix = f"L{lane}R{r}"
             out = base / f"out-{r}.txt"
-            pid = zygote.spawn(out, [str(root), CTX, collection, prefix, str(rng.random())])
+            pid = zygote.spawn(
+                out=str(out), args=[str(root), CTX, collection, prefix, str(rng.random())]
+            )
             try:
                 if rng.random() < 0.1:
                     # any instant, including while the child opens and recovers the store
                     time.sleep(rng.uniform(0.0, 0.05))
                 else:
-                    _wait_ready(out, pid)
+                    assert wait_ready(out, pid), "appender child died before it was ready"
                     time.sleep(rng.uniform(0.0, 0.12))
             finally:
-                _kill(pid)
+                kill(pid)  # the zygote ignores SIGCHLD: the dead child is reaped at once
             text = out.read_text() if out.exists() else ""
             assert "done" not in text
             for line in text.splitlines(keepends=True):
