@@ -21,6 +21,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from app.formats.readonly import sqlite_target
 from app.formats.sqlerrors import classify
 
 BUSY_TIMEOUT_S = 60.0
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 MAX_IDLE_CONNECTIONS = 64
 """Connections (about 2 files each) the process keeps open between operations; beyond this an
 operation closes its thread's connection when it ends."""
@@ -121,6 +123,25 @@ class SqliteFile:
             )
 
     def _connect(self) -> sqlite3.Connection:
+        """A configured connection. SQLite answers "database is locked" to the set-up pragmas
+        without calling the busy handler while another connection checkpoints or recovers the
+        WAL as it opens or closes; that moment is short, so set-up is retried until the busy
+        timeout has passed."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        delay = 0.001
+        while True:
+            try:
+                return self._connect_once()
+            except StorageError as exc:
+                busy = isinstance(exc.__cause__, sqlite3.Error) and (
+                    getattr(exc.__cause__, "sqlite_errorcode", None) in _BUSY_CODES
+                )
+                if not busy or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def _connect_once(self) -> sqlite3.Connection:
         target, uri = sqlite_target(self.path)  # read-only URI where the folder is read-only
         try:
             conn = sqlite3.connect(
@@ -135,7 +156,8 @@ class SqliteFile:
         try:
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             self.check_version(conn)
-            conn.execute("PRAGMA journal_mode=WAL")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.SYNCHRONOUS}")
             conn.execute("PRAGMA cell_size_check=ON")
             self._configure(conn)
