@@ -13,6 +13,10 @@ from records_support import people_data
 import app
 
 os.environ.pop("CTXSTORE_ROOT", None)
+# Never the real home: every test process (and every subprocess it starts) signs with this
+# key, and a test that needs the per-user key file points XDG_CONFIG_HOME at a tmp folder.
+os.environ["CTXSTORE_TRUST_KEY"] = "test-trust-key-" + "0123456789abcdef" * 2
+os.environ["XDG_CONFIG_HOME"] = "/nonexistent/ctxstore-test-config"  # loud if ever used
 
 
 @pytest.fixture
