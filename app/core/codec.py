@@ -241,7 +241,7 @@ MAX_BATCH_BYTES = 64 << 30
 """The caps of one batch: 1,073,741,824 records and 64 GiB of encoded records. Past
 ``SPOOL_AT`` a batch is prepared on disk (``app.core.spool``), so these bound the disk a batch
 may take, not memory."""
-SPOOL_AT = 64 << 20
+SPOOL_AT = 32 << 20
 """Estimated memory (encoded bytes plus ``HELD_COST`` per record) past which a batch being
 prepared moves to a spool, when the caller gave one (``spill``)."""
 HELD_COST = 128
@@ -289,10 +289,18 @@ class PreparedBatch:
         self.close()
 
 
+def _size_text(n: int) -> str:
+    for shift, unit in ((30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift:,} {unit}"
+    return f"{n:,} bytes"
+
+
 def _too_large(argument: str, what: str) -> InvalidInput:
     return InvalidInput(
         f"{argument}: a batch holds at most {MAX_BATCH_RECORDS:,} records and "
-        f"{MAX_BATCH_BYTES >> 20:,} MiB of encoded records ({what}); split it or use a workflow",
+        f"{_size_text(MAX_BATCH_BYTES)} of encoded records ({what}); split it or use a "
+        "workflow",
         argument=argument,
     )
 
