@@ -299,6 +299,52 @@ def test_a_killed_spooled_append_leaves_no_batch_and_its_spool_is_swept(
         assert ctx.append("t", [{"n": 1}], batch_id="killed").count == 1  # never committed
 
 
+FULL = r"""
+import errno, json, resource, signal, sys
+from pathlib import Path
+import app
+from app.core import codec
+root = Path(sys.argv[1])
+codec.SPOOL_AT = 64 << 10
+codec.PREPARE_STEP = 256
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+out = {}
+with app.open_store(root) as store:
+    ctx = store.context("c")
+    ctx.append("t", [{"id": "keep"}])
+    records = [{"n": i, "text": "x" * 500} for i in range(6000)]  # ~3.2 MiB encoded
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))  # no file may pass 1 MiB
+    try:
+        ctx.append("t", iter(records), batch_id="full")
+    except app.StorageError as exc:
+        out["error"] = [exc.errno == errno.EFBIG, "spool" in str(exc)]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # space is back
+    out["count"] = ctx.count("t")
+    out["spools"] = [p.name for p in (root / "contexts").iterdir() if p.name.startswith(".")]
+    out["retry"] = ctx.append("t", iter(records), batch_id="full").count
+    out["ok"] = ctx.verify().ok
+print(json.dumps(out))
+"""
+
+
+def test_a_spool_that_cannot_be_written_is_a_storage_error_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """A file-size limit (as a full disk would) stops the spool: ``StorageError`` with the
+    errno, nothing committed, the spool folder gone, and the same batch id commits later."""
+    res = subprocess.run(
+        [sys.executable, "-c", FULL, str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
+    assert res.returncode == 0, res.stderr
+    found = json.loads(res.stdout)
+    assert found == {"error": [True, True], "count": 1, "spools": [], "retry": 6000, "ok": True}
+
+
 # -- the spool files themselves --------------------------------------------------------------
 
 

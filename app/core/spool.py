@@ -42,11 +42,24 @@ class SizedIterable(Protocol[T_co]):
 
 
 def _temp_file(folder: Path) -> IO[bytes]:
-    """A nameless temporary file in ``folder`` (``O_TMPFILE``, or created and unlinked)."""
+    """A nameless, unbuffered temporary file in ``folder`` (``O_TMPFILE``, or created and
+    unlinked): callers gather their writes themselves, and closing never writes."""
     try:
-        return tempfile.TemporaryFile(dir=folder, buffering=WRITE_BUFFER)
+        return tempfile.TemporaryFile(dir=folder, buffering=0)
     except OSError as exc:
         raise io_error("creating a spool file in", folder, exc) from exc
+
+
+def _append_all(fh: IO[bytes], data: bytes | bytearray, folder: Path) -> None:
+    """Write all of ``data`` at the end of ``fh`` (a short write is continued)."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fh.fileno(), view) :]
+    except OSError as exc:  # ENOSPC, EFBIG, EIO...
+        raise io_error("spooling a batch to", folder, exc) from exc
+    finally:
+        view.release()
 
 
 def _pread_exact(fd: int, size: int, offset: int) -> bytes:
@@ -83,20 +96,13 @@ class SpoolFile:
             self._write()
 
     def _write(self) -> None:
-        try:
-            self._fh.write(self._pending)
-        except OSError as exc:  # ENOSPC, EIO...
-            raise io_error("spooling a batch to", self._folder, exc) from exc
+        _append_all(self._fh, self._pending, self._folder)
         self._size += len(self._pending)
         self._pending.clear()
 
     def seal(self) -> None:
         """No more items: write what is pending; the file is readable from now on."""
         self._write()
-        try:
-            self._fh.flush()
-        except OSError as exc:
-            raise io_error("spooling a batch to", self._folder, exc) from exc
         self._sealed = True
 
     @property
@@ -183,19 +189,12 @@ class Spool:
         return spool
 
     def add_flags(self, flags: bytes | bytearray) -> None:
-        """Append per-record flag bytes."""
-        try:
-            self._flags.write(flags)
-        except OSError as exc:
-            raise io_error("spooling a batch to", self._folder, exc) from exc
+        """Append per-record flag bytes (callers gather them: each call is a write)."""
+        _append_all(self._flags, flags, self._folder)
         self._flag_count += len(flags)
 
     def flag_chunks(self) -> Iterator[bytes]:
         """The flag bytes written so far, in ``READ_CHUNK`` pieces."""
-        try:
-            self._flags.flush()
-        except OSError as exc:
-            raise io_error("spooling a batch to", self._folder, exc) from exc
         fd = self._flags.fileno()
         for offset in range(0, self._flag_count, READ_CHUNK):
             yield _pread_exact(fd, min(READ_CHUNK, self._flag_count - offset), offset)
