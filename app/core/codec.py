@@ -248,6 +248,10 @@ HELD_COST = 128
 """Estimated bytes a record held in memory costs besides its encoding (its id string, the
 bytes object's header, two list slots)."""
 PREPARE_STEP = 8192
+"""Most records validated and encoded together (one pydantic call per step)."""
+FIRST_STEP = 64
+"""Records in the first step; later steps hold about ``STEP_BYTES`` (``_next_step``)."""
+STEP_BYTES = 4 << 20
 
 
 class PreparedBatch:
@@ -340,6 +344,8 @@ class _Held:
         if self._spool is None:
             self.encoded.append(memoryview(data).tobytes())  # exact size (see prepare_batch)
             self.memory += len(data) + HELD_COST
+            if self.memory > SPOOL_AT:  # also mid-step: a step of large records
+                self.check_memory()
         else:
             self._spool.records.add(data)
 
@@ -431,6 +437,7 @@ def _prepare(
     h = hashlib.sha256() if batch_id is not None else None
     size = 0
     step: list[dict[str, Any]] = []
+    step_len = min(FIRST_STEP, PREPARE_STEP)
     for i, record in enumerate(records):
         if i >= MAX_BATCH_RECORDS:
             raise _too_large(argument, "too many records")
@@ -442,15 +449,13 @@ def _prepare(
             rec = {**rec, "id": rid}
         held.add_id(check_id(rid, f"{argument}[{i}]"), generated)
         step.append(rec)
-        if len(step) >= PREPARE_STEP:
-            size += _encode_step(step, schema, argument, held, h)
-            if size > MAX_BATCH_BYTES:
-                raise _too_large(argument, "too many bytes")
+        if len(step) >= step_len:
+            before = size
+            size = _encode_step(step, schema, argument, held, h, size)
             held.check_memory()
+            step_len = _next_step(len(step), size - before)
             step = []
-    size += _encode_step(step, schema, argument, held, h)
-    if size > MAX_BATCH_BYTES:
-        raise _too_large(argument, "too many bytes")
+    _encode_step(step, schema, argument, held, h, size)
     digest = None
     if h is not None:
         head = hashlib.sha256(orjson.dumps(["append", collection, held.count]))
@@ -460,19 +465,30 @@ def _prepare(
     return held.batch(digest)
 
 
+def _next_step(records: int, encoded: int) -> int:
+    """How many records the next step takes: about ``STEP_BYTES`` of encodings at the size the
+    last step's records had (between 16 and ``PREPARE_STEP``), so a step of large records
+    never holds much memory as Python objects."""
+    return max(16, min(PREPARE_STEP, STEP_BYTES * records // max(encoded, 1)))
+
+
 def _encode_step(
     step: list[dict[str, Any]],
     schema: type[BaseModel] | None,
     argument: str,
     held: _Held,
     h: Any,
+    size: int,
 ) -> int:
+    """Validate and encode ``step`` into ``held``; returns ``size`` (the encoded bytes so
+    far) grown by the step's encodings. ``InvalidInput`` past ``MAX_BATCH_BYTES``."""
     validate_batch(step, schema, argument, held.count)
-    size = 0
     add = held.add_encoded
     for i, rec in enumerate(step, held.count):
         data = encode(rec, f"{argument}[{i}]")
         size += len(data)
+        if size > MAX_BATCH_BYTES:
+            raise _too_large(argument, "too many bytes")
         if h is not None:
             h.update(data)
         add(data)
