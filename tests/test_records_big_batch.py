@@ -353,6 +353,76 @@ def test_a_spool_that_cannot_be_written_is_a_storage_error_and_leaves_nothing(
     assert found == {"error": [True, True], "count": 1, "spools": [], "retry": 6000, "ok": True}
 
 
+CRASH_BEFORE_INDEX = r"""
+import os, sys
+import app
+from app.backends.local.records import collection
+root = sys.argv[1]
+with app.open_store(root) as store:
+    ctx = store.context("c")
+    ctx.append("t", [{"id": "keep"}])
+    collection.CollectionLog._index_batch = lambda *a, **k: os._exit(9)  # after the log fsync
+    ctx.append("t", ({"n": i, "text": "x" * 300} for i in range(6000)), batch_id="big")
+"""
+
+
+def test_a_large_batch_the_index_missed_is_caught_up_from_the_log_streaming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process killed between a large batch's log fsync and its index commit: the next use
+    catches the index up from the log (the batch is committed: all of it is visible), reading
+    the batch's entries again from the log instead of holding them (``LAZY_BATCH`` lowered so
+    a 2 MiB batch takes that path); compaction, history and verify read it the same way."""
+    root = tmp_path / "s"
+    res = subprocess.run(
+        [sys.executable, "-c", CRASH_BEFORE_INDEX, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
+    assert res.returncode == 9, res.stderr
+    monkeypatch.setattr(batchlog, "LAZY_BATCH", 64 << 10)
+    monkeypatch.setattr(batchlog, "RELEASE_EVERY", 256 << 10)
+    with app.open_store(root) as store:
+        ctx = store.context("c", create=False)
+        assert ctx.count("t") == 6001
+        assert ctx.get("t", codec.derived_id("big", 5999))["n"] == 5999
+        versions = ctx.history("t", codec.derived_id("big", 17))
+        assert [v.data["n"] for v in versions if v.data] == [17]
+        assert ctx.verify().ok
+        ctx.delete("t", [codec.derived_id("big", i) for i in range(0, 6000, 2)])
+        report = ctx.compact("t")
+        assert (report.records_before, report.records_after) == (9001, 3001)
+        assert ctx.count("t") == 3001
+        ctx.rebuild_index()
+        assert ctx.count("t") == 3001
+        assert ctx.verify().ok
+
+
+def test_mapped_entries_read_a_batch_again_from_the_log(tmp_path: Path) -> None:
+    log = batchlog.BatchLog(tmp_path / "t.jsonl")
+    start = log.create("g")
+    records = [b'{"id":"r%d","v":"%s"}' % (i, b"y" * (i * 37 % 5000)) for i in range(400)]
+    written = log.write_batch(start, batch_id="b", kind="append", committed_at="t", puts=records)
+    end = log.write_batch(
+        written.end, batch_id="d", kind="delete", committed_at="t", deletes=["r1", "r2"]
+    ).end
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batchlog, "LAZY_BATCH", 4096)
+        mp.setattr(batchlog.MappedEntries, "READ_CHUNK", 1000)  # lines span reads
+        scan = log.scan(start)
+        batches = list(scan)
+    assert scan.valid_end == end and not scan.tail
+    big, small = batches
+    assert isinstance(big.entries, batchlog.MappedEntries) and isinstance(small.entries, list)
+    assert len(big.entries) == big.entries.puts == 400
+    assert [e.data for e in big.entries] == records
+    assert [e.pos for e in big.entries] == list(batchlog.put_offsets(start, records))
+    assert [e.record_id for e in big.entries] == [f"r{i}" for i in range(400)]  # again
+    assert [(e.record_id, e.data) for e in small.entries] == [("r1", None), ("r2", None)]
+
+
 # -- the spool files themselves --------------------------------------------------------------
 
 

@@ -39,6 +39,7 @@ import contextlib
 import hashlib
 import mmap
 import os
+import weakref
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,13 @@ _PUT_SEP = _END + PUT
 FRAME = len(PUT) + len(_END)
 """Bytes an entry line adds around its JSON (the put and del prefixes have the same length)."""
 WRITE_CHUNK = 4 << 20
+LAZY_BATCH = 16 << 20
+RELEASE_EVERY = 64 << 20
+"""A scan hands the pages of the log it has read back to the kernel (``MADV_DONTNEED``) every
+this many bytes, so a pass over a large log does not keep it all resident in the process."""
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+"""A scanned batch whose entry lines pass this many bytes is not held: its ``entries`` are a
+``MappedEntries`` view that reads them again when iterated (flat memory for huge batches)."""
 
 
 # -- what the log holds ---------------------------------------------------------------------
@@ -86,10 +94,60 @@ class Batch:
     sha256: str
     start: int
     end: int
-    entries: list[Entry]
+    entries: SizedIterable[Entry]
     receipt_count: int
     receipt_sha256: str
     req: str | None = None
+
+
+class MappedEntries:
+    """The entries of one large, already verified batch, read again from the log each time
+    they are iterated (``READ_CHUNK``-sized ``pread``s on a duplicate of the scan's file
+    descriptor: the same file even if the log is renamed or replaced meanwhile). ``len`` is
+    the number of entries, ``puts`` the number of record versions among them."""
+
+    READ_CHUNK = 4 << 20
+
+    def __init__(self, path: Path, fd: int, start: int, end: int, count: int, puts: int) -> None:
+        self.path = path
+        self.start = start
+        self.end = end
+        self.puts = puts
+        self._count = count
+        self._fd = os.dup(fd)
+        self._closer = weakref.finalize(self, os.close, self._fd)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Entry]:
+        fd, end = self._fd, self.end
+        offset = self.start  # of the next read
+        rest = b""  # a partial line carried over from the previous read
+        line_pos = offset  # of the first byte of ``rest``
+        while offset < end:
+            try:
+                chunk = os.pread(fd, min(self.READ_CHUNK, end - offset), offset)
+            except OSError as exc:
+                raise io_error("reading", self.path, exc) from exc
+            if not chunk:
+                raise IntegrityError(f"{self.path}: log ends inside the batch at {self.start}")
+            offset += len(chunk)
+            data = rest + chunk
+            at = 0
+            while (nl := data.find(b"\n", at)) >= 0:
+                entry = _parse_entry(data[at : nl + 1], line_pos + at)
+                if entry is None:
+                    raise IntegrityError(f"{self.path}: damaged data at byte {line_pos + at}")
+                yield entry
+                at = nl + 1
+            rest = data[at:]
+            line_pos += at
+        if rest:
+            raise IntegrityError(f"{self.path}: damaged data at byte {line_pos}")
+
+    def close(self) -> None:
+        self._closer()
 
 
 class Receipt(NamedTuple):
@@ -484,6 +542,7 @@ class LogScan(Iterator[Batch]):
         self.valid_end = start
         self.size = 0
         self.tail = False
+        self._released = start - start % mmap.PAGESIZE
         self._batches = self._run(start)
 
     def __next__(self) -> Batch:
@@ -506,11 +565,15 @@ class LogScan(Iterator[Batch]):
             if size <= start:
                 return
             with mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ) as mm:
-                yield from self._scan_mapped(mm, start, size)
+                yield from self._scan_mapped(mm, fh.fileno(), start, size)
 
-    def _scan_mapped(self, mm: mmap.mmap, start: int, size: int) -> Generator[Batch, None, None]:
+    def _scan_mapped(
+        self, mm: mmap.mmap, fd: int, start: int, size: int
+    ) -> Generator[Batch, None, None]:
         pos = batch_start = start
         entries: list[Entry] = []
+        count = puts = 0  # entry lines of the batch so far, record versions among them
+        held = True  # False past LAZY_BATCH bytes: entries are checked, not kept
         while pos < size:
             nl = mm.find(b"\n", pos)
             if nl < 0:
@@ -521,15 +584,21 @@ class LogScan(Iterator[Batch]):
                 if entry is None:
                     self._damage_or_tail(mm, pos, nl)
                     return
-                entries.append(entry)
+                count += 1
+                puts += entry.data is not None
+                if pos - self._released >= RELEASE_EVERY:
+                    self._release(mm, pos)
+                if held:
+                    entries.append(entry)
+                    if nl - batch_start >= LAZY_BATCH:
+                        held, entries = False, []
             elif line.startswith(COMMIT):
                 meta = _parse_commit(line)
                 if meta is None:
                     self._damage_or_tail(mm, pos, nl)
                     return
-                body = memoryview(mm)[batch_start:pos]
-                ok = meta.entries == len(entries) and _commit_digest(body, meta) == meta.sha256
-                body.release()
+                digest = self._digest(mm, batch_start, pos, meta)
+                ok = meta.entries == count and digest == meta.sha256
                 if not ok:
                     raise IntegrityError(
                         f"{self.path}: checksum mismatch in batch {meta.batch_id!r} "
@@ -537,6 +606,9 @@ class LogScan(Iterator[Batch]):
                     )
                 end = nl + 1
                 receipt = meta.receipt or Receipt(meta.entries, meta.sha256)
+                found: SizedIterable[Entry] = (
+                    entries if held else MappedEntries(self.path, fd, batch_start, pos, count, puts)
+                )
                 yield Batch(
                     meta.batch_id,
                     meta.kind,
@@ -544,14 +616,14 @@ class LogScan(Iterator[Batch]):
                     meta.sha256,
                     batch_start,
                     end,
-                    entries,
+                    found,
                     receipt.entries,
                     receipt.sha256,
                     meta.req,
                 )
                 self.valid_end = end
                 batch_start = end
-                entries = []
+                entries, count, puts, held = [], 0, 0, True
             else:
                 self._damage_or_tail(mm, pos, nl)
                 return
@@ -559,6 +631,27 @@ class LogScan(Iterator[Batch]):
         if batch_start < size:
             self.tail = True
             self.valid_end = batch_start
+
+    def _release(self, mm: mmap.mmap, upto: int) -> None:
+        """Let the pages of the mapping before ``upto`` go (they are read again from the page
+        cache if touched later): a scan's resident memory stays near ``RELEASE_EVERY``."""
+        end = upto - upto % mmap.PAGESIZE
+        if _DONTNEED is not None and end > self._released:
+            mm.madvise(_DONTNEED, self._released, end - self._released)
+        self._released = max(self._released, end)
+
+    def _digest(self, mm: mmap.mmap, start: int, end: int, meta: CommitMeta) -> str:
+        """``_commit_digest`` of the batch body ``[start, end)``, hashed ``RELEASE_EVERY`` bytes
+        at a time with the pages released behind."""
+        h = hashlib.sha256()
+        for at in range(start, end, RELEASE_EVERY):
+            with memoryview(mm)[at : min(end, at + RELEASE_EVERY)] as body:
+                h.update(body)
+            if end - start > RELEASE_EVERY:
+                self._released = min(self._released, at - at % mmap.PAGESIZE)
+                self._release(mm, min(end, at + RELEASE_EVERY))
+        h.update(_meta_bytes(meta))
+        return h.hexdigest()
 
     def _damage_or_tail(self, mm: mmap.mmap, pos: int, nl: int) -> None:
         """A bad line: corruption if a valid commit follows it, else the torn tail."""

@@ -22,7 +22,13 @@ from typing import IO, Any
 
 from app.backends.local.records.catalog import Catalog
 from app.backends.local.records.logcheck import check_collection
-from app.backends.local.records.side_table import APPLY_EVERY, SideBuilder, batch_row, put_rows
+from app.backends.local.records.side_table import (
+    APPLY_EVERY,
+    SideBuilder,
+    batch_row,
+    deleted_ids,
+    put_rows,
+)
 from app.core.atomic import atomic_file
 from app.core.clock import utc_iso
 from app.core.codec import decode
@@ -90,7 +96,7 @@ class CollectionLog:
         with side.abandoned_on_failure():
             scan = self.log.scan(header_len)
             for batch in scan:
-                dels = [e.record_id for e in batch.entries if e.data is None]
+                dels = deleted_ids(batch.entries)
                 side.add(batch_row(self.name, batch), put_rows(batch.entries), dels)
             side.swap(generation, scan.valid_end, self.catalog.indexes(self.name))
         if scan.tail:
@@ -151,7 +157,7 @@ class CollectionLog:
             return
         with self.index.write() as conn:
             for b in batches:
-                dels = [e.record_id for e in b.entries if e.data is None]
+                dels = deleted_ids(b.entries)
                 self.index.apply(
                     conn, self.name, batch_row(self.name, b), put_rows(b.entries), dels
                 )

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 from app.core.errors import StorageError
-from app.formats.batchlog import Batch, Entry
+from app.core.spool import SizedIterable
+from app.formats.batchlog import Batch, Entry, MappedEntries
 from app.formats.sqlindex import BatchRow, PutRow, SqliteIndex
 
 APPLY_EVERY = 50_000
@@ -22,7 +23,7 @@ APPLY_EVERY = 50_000
 
 class Pending(NamedTuple):
     row: BatchRow
-    puts: list[PutRow]
+    puts: SizedIterable[PutRow]
     deletes: list[str]
 
 
@@ -36,7 +37,7 @@ class SideBuilder:
         self._entries = 0
         index.start_side(collection)
 
-    def add(self, row: BatchRow, puts: list[PutRow], deletes: list[str]) -> None:
+    def add(self, row: BatchRow, puts: SizedIterable[PutRow], deletes: list[str]) -> None:
         self._pending.append(Pending(row, puts, deletes))
         self._entries += len(puts) + len(deletes)
         if self._entries >= APPLY_EVERY:
@@ -80,6 +81,32 @@ def batch_row(collection: str, batch: Batch) -> BatchRow:
     )
 
 
-def put_rows(entries: Iterable[Entry]) -> list[PutRow]:
-    """``(position, id, data)`` of the record versions among ``entries``."""
+class _MappedPuts:
+    """``put_rows`` of a large batch's ``MappedEntries``: read from the log when iterated."""
+
+    def __init__(self, entries: MappedEntries) -> None:
+        self._entries = entries
+
+    def __len__(self) -> int:
+        return self._entries.puts
+
+    def __iter__(self) -> Iterator[PutRow]:
+        for e in self._entries:
+            if e.data is not None:
+                yield e.pos, e.record_id, e.data
+
+
+def deleted_ids(entries: Iterable[Entry]) -> list[str]:
+    """The ids tombstoned among ``entries`` (a large batch of record versions only is not
+    read again for it)."""
+    if isinstance(entries, MappedEntries) and entries.puts == len(entries):
+        return []
+    return [e.record_id for e in entries if e.data is None]
+
+
+def put_rows(entries: Iterable[Entry]) -> SizedIterable[PutRow]:
+    """``(position, id, data)`` of the record versions among ``entries`` (a list, or for a
+    large batch scanned from the log a view that reads them again: never held whole)."""
+    if isinstance(entries, MappedEntries):
+        return _MappedPuts(entries)
     return [(e.pos, e.record_id, e.data) for e in entries if e.data is not None]
