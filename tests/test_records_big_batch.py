@@ -398,6 +398,12 @@ def test_a_large_batch_the_index_missed_is_caught_up_from_the_log_streaming(
         ctx.rebuild_index()
         assert ctx.count("t") == 3001
         assert ctx.verify().ok
+        store.export_context("c", tmp_path / "c.tar.gz")
+        store.import_context(tmp_path / "c.tar.gz", name="d")
+        copy = store.context("d", create=False)
+        assert copy.count("t") == 3001
+        assert copy.get("t", codec.derived_id("big", 5999))["n"] == 5999
+        assert copy.verify().ok
 
 
 def test_mapped_entries_read_a_batch_again_from_the_log(tmp_path: Path) -> None:
@@ -421,6 +427,26 @@ def test_mapped_entries_read_a_batch_again_from_the_log(tmp_path: Path) -> None:
     assert [e.pos for e in big.entries] == list(batchlog.put_offsets(start, records))
     assert [e.record_id for e in big.entries] == [f"r{i}" for i in range(400)]  # again
     assert [(e.record_id, e.data) for e in small.entries] == [("r1", None), ("r2", None)]
+
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        open(tmp_path / "new.jsonl", "w+b") as fh,
+    ):
+        mp.setattr(batchlog, "LAZY_BATCH", 4096)
+        mp.setattr(batchlog, "WRITE_CHUNK", 3000)
+        writer = batchlog.LogWriter(fh, "g2")
+        kept = [e for e in big.entries if e.record_id not in ("r1", "r2")]
+        again = writer.rewrite(big, iter(kept))
+        dropped = writer.rewrite(small, iter([]), keep_entries=False)
+        assert isinstance(again.entries, batchlog.MappedEntries)
+        assert [(e.record_id, e.data) for e in again.entries] == [
+            (e.record_id, e.data) for e in kept
+        ]
+        assert len(again.entries) == 398 and list(dropped.entries) == []
+        fh.flush()
+        rescanned = list(batchlog.BatchLog(tmp_path / "new.jsonl").scan(again.start))
+    assert [b.sha256 for b in rescanned] == [again.sha256, dropped.sha256]
+    assert [e.pos for e in rescanned[0].entries] == [e.pos for e in again.entries]
 
 
 # -- the spool files themselves --------------------------------------------------------------

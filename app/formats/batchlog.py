@@ -672,36 +672,58 @@ class LogWriter:
     an existing log (compaction, a compacted copy for export). ``end`` is the offset the next
     batch starts at."""
 
-    def __init__(self, fh: IO[bytes], generation: str) -> None:
+    def __init__(self, fh: IO[bytes], generation: str, where: Path | None = None) -> None:
+        """``where`` names the log being written in errors (default: the file's name)."""
         self._fh = fh
+        self._where = where if where is not None else Path(str(getattr(fh, "name", "log")))
         header = header_line(generation)
         fh.write(header)
         self.end = len(header)
 
-    def rewrite(self, batch: Batch, kept: Iterable[Entry]) -> Batch:
+    def rewrite(self, batch: Batch, kept: Iterable[Entry], *, keep_entries: bool = True) -> Batch:
         """Write the entries ``kept`` of ``batch`` (in order) closed by a commit line that
         carries over every field of the original (batch id, kind, time, its receipt and
         request digest; ``n`` and ``sha256`` are recomputed for the kept lines). An emptied
         batch stays as its commit line, so batch ids stay idempotent. Returns the batch as
-        written: new offsets, the original receipt."""
+        written: new offsets, the original receipt.
+
+        Lines are written ``WRITE_CHUNK`` bytes at a time as ``kept`` is iterated, so a huge
+        batch is never held: past ``LAZY_BATCH`` bytes the returned entries are a
+        ``MappedEntries`` view reading them back from the file (which must then be readable),
+        or, with ``keep_entries`` False, empty (the caller needs only the file)."""
         start = pos = self.end
-        lines: list[bytes] = []
+        group: list[bytes] = []
+        size = count = puts = 0
         entries: list[Entry] = []
+        held = keep_entries
         h = hashlib.sha256()
         for e in kept:
             line = _entry_line(e)
             h.update(line)
-            lines.append(line)
-            entries.append(Entry(pos, e.record_id, e.data))
+            group.append(line)
+            size += len(line)
+            count += 1
+            puts += e.data is not None
+            if held:
+                entries.append(Entry(pos, e.record_id, e.data))
             pos += len(line)
+            if size >= WRITE_CHUNK:
+                self._fh.write(b"".join(group))
+                group, size = [], 0
+            if held and pos - start >= LAZY_BATCH:
+                held, entries = False, []
         receipt = Receipt(batch.receipt_count, batch.receipt_sha256)
         meta = CommitMeta(
-            batch.batch_id, batch.kind, batch.committed_at, len(lines), "", receipt, batch.req
+            batch.batch_id, batch.kind, batch.committed_at, count, "", receipt, batch.req
         )
         commit, digest = _closing(h, meta)
-        self._fh.write(b"".join(lines))
+        self._fh.write(b"".join(group))
         self._fh.write(commit)
         self.end = pos + len(commit)
+        found: SizedIterable[Entry] = entries
+        if keep_entries and not held:
+            self._fh.flush()
+            found = MappedEntries(self._where, self._fh.fileno(), start, pos, count, puts)
         return Batch(
             batch.batch_id,
             batch.kind,
@@ -709,7 +731,7 @@ class LogWriter:
             digest,
             start,
             self.end,
-            entries,
+            found,
             receipt.entries,
             receipt.sha256,
             batch.req,

@@ -35,7 +35,7 @@ from app.core.codec import decode
 from app.core.errors import IntegrityError, StorageError, environmental
 from app.core.schemas import CompactionReport, LatestCommit, RecordVersion
 from app.core.spool import SizedIterable
-from app.formats.batchlog import Batch, BatchLog, LogScan, LogWriter, placed_puts
+from app.formats.batchlog import Batch, BatchLog, Entry, LogScan, LogWriter, placed_puts
 from app.formats.sqlindex import BatchRow, PutRow, SqliteIndex
 
 FEW_IDS = 4
@@ -317,14 +317,15 @@ class CollectionLog:
         """Write the log's header and batches keeping only the entries ``latest`` names;
         every batch keeps its id, time, receipt and commit fields (an emptied batch stays as
         its commit line, so batch ids stay idempotent). Returns the entries written."""
-        writer = LogWriter(fh, generation)
+        writer = LogWriter(fh, generation, self.log.path)
         kept = 0
         for batch in self.committed(header_len):
-            survivors = [
+            survivors = (
                 e for e in batch.entries if e.data is not None and latest.get(e.record_id) == e.pos
-            ]
-            written = writer.rewrite(batch, survivors)
-            kept += len(written.entries)
+            )
+            counted = _Counted(survivors)
+            written = writer.rewrite(batch, counted, keep_entries=side is not None)
+            kept += counted.count  # streamed: a huge batch is never held (LogWriter.rewrite)
             if side is not None:
                 side.add(batch_row(self.name, written), put_rows(written.entries), [])
         return kept
@@ -451,6 +452,19 @@ class CollectionLog:
                 raise
             problems.append(str(exc))
         return problems
+
+
+class _Counted(Iterator[Entry]):
+    """Entries passed through, counted."""
+
+    def __init__(self, entries: Iterator[Entry]) -> None:
+        self._entries = entries
+        self.count = 0
+
+    def __next__(self) -> Entry:
+        entry = next(self._entries)
+        self.count += 1
+        return entry
 
 
 def _check_kept(path: Path, kept: int, current: int) -> None:
