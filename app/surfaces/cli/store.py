@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from app.managers.parts import parts
+from app.surfaces.cli.inputs import parse_size
 from app.surfaces.cli.output import err, fail, out, print_json, progress
 from app.surfaces.cli.root import State, cli, pass_state
 from app.surfaces.errors import EXIT_FAILED
@@ -80,16 +81,46 @@ def stats(state: State, as_json: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--no-worker", is_flag=True, help="Do not process submitted workflows in-process.")
+@click.option(
+    "--max-body",
+    default="64MiB",
+    show_default=True,
+    metavar="SIZE",
+    help="Largest request body (123, 64KiB, 64MiB, 1GB...); more is answered 413.",
+)
+@click.option(
+    "--max-upload",
+    default="4GiB",
+    show_default=True,
+    metavar="SIZE",
+    help="Largest archive uploaded to POST /import.",
+)
+@click.option("--no-auth", is_flag=True, help="Serve without tokens (loopback only).")
 @pass_state
-def serve(state: State, host: str, port: int, no_worker: bool) -> None:
+def serve(
+    state: State,
+    host: str,
+    port: int,
+    no_worker: bool,
+    max_body: str,
+    max_upload: str,
+    no_auth: bool,
+) -> None:
     """Serve the HTTP API (FastAPI) with uvicorn."""
+    body_limit = parse_size(max_body, "--max-body")
+    upload_limit = parse_size(max_upload, "--max-upload")
     try:
         import uvicorn
 
         from app.surfaces.http import create_app
     except ImportError as exc:
         fail(f"the HTTP service needs the 'service' extra (pip install 'ctxstore[service]'): {exc}")
-    application = create_app(state.store(), process_workflows=not no_worker)
+    application = create_app(
+        state.store(),
+        process_workflows=not no_worker,
+        max_body=body_limit,
+        max_upload=upload_limit,
+    )
     err.print(f"serving store {state.store().root} on http://{host}:{port} (docs at /docs)")
     uvicorn.run(application, host=host, port=port, log_level="info")
 

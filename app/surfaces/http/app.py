@@ -18,6 +18,7 @@ from app.managers.store import Store
 from app.surfaces.http import contexts, embeddings, health, records, transfer, workflows
 from app.surfaces.http.deps import Service
 from app.surfaces.http.handlers import install_handlers
+from app.surfaces.http.limits import DEFAULT_MAX_BODY, DEFAULT_MAX_UPLOAD, UPLOAD_PATHS, BodyLimit
 
 ROUTERS = (
     health.router,
@@ -30,10 +31,17 @@ ROUTERS = (
 """In the order of the OpenAPI document."""
 
 
-def create_app(store: Store, *, process_workflows: bool = True) -> FastAPI:
+def create_app(
+    store: Store,
+    *,
+    process_workflows: bool = True,
+    max_body: int = DEFAULT_MAX_BODY,
+    max_upload: int = DEFAULT_MAX_UPLOAD,
+) -> FastAPI:
     """The FastAPI application serving ``store``. With ``process_workflows`` a workflow
     submitted over HTTP is processed by a background task after the response is sent
-    (otherwise run ``ctxstore worker``)."""
+    (otherwise run ``ctxstore worker``). Request bodies are at most ``max_body`` bytes,
+    archives uploaded to ``POST /import`` at most ``max_upload`` (413 otherwise)."""
     application = FastAPI(
         title="ctxstore",
         version=__version__,
@@ -41,6 +49,9 @@ def create_app(store: Store, *, process_workflows: bool = True) -> FastAPI:
     )
     application.state.ctxstore = Service(store, process_workflows)
     install_handlers(application)
+    application.add_middleware(
+        BodyLimit, max_body=max_body, max_upload=max_upload, upload_paths=UPLOAD_PATHS
+    )
     for router in ROUTERS:
         application.include_router(router)
     return application
