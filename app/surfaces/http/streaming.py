@@ -48,6 +48,8 @@ def lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
     an empty remainder after the final ``\\n`` does not."""
     held: list[bytes] = []
     for chunk in chunks:
+        if not chunk:
+            continue
         pieces = chunk.split(b"\n")
         if len(pieces) == 1:
             held.append(chunk)
