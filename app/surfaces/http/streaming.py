@@ -14,12 +14,31 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import anyio.from_thread
+import orjson
 
 from app.core.codec import parse_user_json
 from app.core.errors import InvalidInput
 
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
 """Media types of a body of newline-delimited JSON."""
+
+
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
+
+
+def parse_line(line: bytes, where: str) -> Any:
+    """``parse_user_json`` of one line, fast: a line without a run of 19 digits (which could
+    be an integer beyond int64, that orjson would turn into a float) and that orjson parses is
+    parsed by orjson alone; any other line goes through ``parse_user_json`` (its checks and its
+    errors). The run is found with ``bytes.translate`` + ``in``, several times faster than the
+    regular expression on long lines."""
+    if _LONG_RUN not in line.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass
+    return parse_user_json(line, where)
 
 
 def media_type(content_type: str | None) -> str:
@@ -69,10 +88,17 @@ def ndjson_records(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
         where = f"line {lineno}"
         if not line.strip():
             raise InvalidInput(f"{where}: empty (one JSON object a line)", argument=where)
-        record = parse_user_json(line, where)
+        record = parse_line(line, where)
         if not isinstance(record, dict):
             raise InvalidInput(f"{where}: a record must be a JSON object", argument=where)
         yield record
 
 
-__all__ = ["NDJSON_TYPES", "blocking_chunks", "lines", "media_type", "ndjson_records"]
+__all__ = [
+    "NDJSON_TYPES",
+    "blocking_chunks",
+    "lines",
+    "media_type",
+    "ndjson_records",
+    "parse_line",
+]
