@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -162,6 +163,11 @@ def test_json_body_over_limit_is_413(small: Server) -> None:
         r = c.post(_url("refused"), json={"records": records})
     assert r.status_code == 413, r.text[:300]
     assert "1,048,576" in r.json()["detail"]
+    body = orjson.dumps({"workflow_type": "append", "context": CTX, "items": records})
+    with small.client() as c:  # chunked, into a body FastAPI parses itself
+        wf = c.post("/workflows", content=iter([body[:1000], body[1000:]]))
+        assert wf.status_code == 413, wf.text[:300]
+        assert c.get("/workflows").json() == []
     _healthy(small)
     assert _count(small, "refused") == 0
 
