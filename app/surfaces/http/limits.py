@@ -105,10 +105,8 @@ class BodyLimit:
 
 
 async def _refuse(exc: BodyTooLarge, scope: Scope, receive: Receive, send: Send) -> None:
-    response = JSONResponse(
-        {"detail": exc.detail, "type": "too_large"},
-        status_code=TOO_LARGE,
-    )
+    """413 with the body FastAPI gives an ``HTTPException`` (``{"detail": message}``)."""
+    response = JSONResponse({"detail": exc.detail}, status_code=TOO_LARGE)
     await response(scope, receive, send)
 
 
