@@ -34,6 +34,9 @@ from app.surfaces.http.streaming import NDJSON_TYPES, blocking_chunks, media_typ
 router = APIRouter(prefix="/contexts/{context}/collections/{collection}", tags=["contexts"])
 
 
+JSON_TYPES = frozenset({"", "application/json"})
+"""Media types of a JSON append body (none given counts as JSON, as FastAPI does)."""
+
 APPEND_BODY: dict[str, Any] = {
     "required": True,
     "content": {
@@ -102,9 +105,6 @@ async def append(
     if receipt.duplicate:
         response.status_code = 200
     return receipt
-
-
-JSON_TYPES = frozenset({"", "application/json"})
 
 
 async def _json_body(request: Request) -> AppendRequest:
