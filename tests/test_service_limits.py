@@ -14,9 +14,11 @@ import gzip
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from hypothesis import given
@@ -137,6 +139,36 @@ def test_ndjson_append_of_100mb_streams_with_bounded_memory(big: Server) -> None
         f"{rss.peak_kib * 1024 / 1e6:.0f} MB, VmHWM {peak_mb:.0f} MB"
     )
     assert peak_mb < RSS_LIMIT_MB, f"peak RSS {peak_mb:.0f} MB; samples {len(rss.samples)}"
+
+
+def test_a_slow_ndjson_client_blocks_neither_the_server_nor_other_writers(small: Server) -> None:
+    paused, resume = threading.Event(), threading.Event()
+    result: dict[str, httpx.Response] = {}
+
+    def slow_body() -> Iterator[bytes]:
+        yield b"".join(_line(i, "s") for i in range(100))
+        paused.set()
+        resume.wait(60)
+        yield b"".join(_line(i, "s") for i in range(100, 200))
+
+    def post() -> None:
+        with small.client() as c:
+            result["r"] = c.post(_url("slow"), content=slow_body(), headers=NDJSON)
+
+    sender = threading.Thread(target=post)
+    sender.start()
+    try:
+        assert paused.wait(60)
+        with small.client(timeout=30) as c:  # meanwhile: the same collection takes a batch
+            assert c.get("/health").status_code == 200
+            other = c.post(_url("slow"), json={"records": [{"id": "fast"}]})
+            assert other.status_code == 201, other.text
+        assert _count(small, "slow") == 1  # the slow batch is not visible halfway
+    finally:
+        resume.set()
+        sender.join(60)
+    assert result["r"].status_code == 201, result["r"].text
+    assert _count(small, "slow") == 201
 
 
 def _raw_request(server: Server, head: str, body: bytes = b"") -> bytes:
