@@ -20,7 +20,7 @@ import pytest
 import app
 from app.core import layout
 from app.core.access_types import AuditEvent
-from app.core.errors import InvalidInput, StorageError
+from app.core.errors import IntegrityError, InvalidInput, StorageError
 from app.formats.accessdb import AuditRow
 from app.managers.access.audit import MAX_FIELD_CHARS, MAX_PROBLEMS, chain_mac
 
@@ -391,3 +391,27 @@ def test_cli_audit_on_a_missing_store_creates_nothing(tmp_path: Path) -> None:
     done = cli("--root", str(tmp_path / "nowhere"), "audit")
     assert done.returncode == 1 and "no store" in done.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_an_entry_moved_before_the_first_is_found(logged: app.Store, store_root: Path) -> None:
+    sql(store_root, "UPDATE audit SET seq = -3 WHERE seq = 4")
+    problems = logged.audit.verify()
+    assert any("entry -3 breaks" in p for p in problems)
+    assert any("entries 4..4 are missing" in p for p in problems)
+
+
+def test_a_link_where_the_access_file_belongs_is_damage(
+    logged: app.Store, store_root: Path, tmp_path: Path
+) -> None:
+    logged.close()
+    real = layout.access_file(store_root)
+    moved = tmp_path / "elsewhere.sqlite"
+    real.rename(moved)
+    real.symlink_to(moved)
+    with app.open_store(store_root, create=False) as store:
+        with pytest.raises(IntegrityError, match="symbolic link"):
+            store.tokens.list()
+        with pytest.raises(IntegrityError, match="symbolic link"):
+            store.audit.record(event(1))
+        report = store.verify()
+        assert not report.ok and any("symbolic link" in p for p in report.problems)

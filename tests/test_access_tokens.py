@@ -306,7 +306,8 @@ def test_the_local_access_rows_keep_the_protocols_promises(tmp_path: Path) -> No
     stored = access.audit_rows()
     assert [r.seq for r in stored] == list(range(1, 201))
     assert all(len(r.mac) == r.seq - 1 for r in stored)  # each made from its predecessor
-    assert access.audit_rows(195, 10) == stored[195:]
+    assert access.audit_rows(195, 10) == stored[195:] == access.audit_after(195, 10)
+    assert access.audit_after(0, 3) == stored[:3]
     assert access.audit_count() == 200 and access.audit_last() == stored[-1]
     access.close()
 

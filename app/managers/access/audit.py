@@ -143,7 +143,7 @@ class AuditLog(icontract.DBC):
         previous = ""
         expected = 1
         seen_head = head is None
-        offset = 0
+        after = -(2**63)  # every stored row, a planted seq <= 0 too
 
         def problem(text: str) -> None:
             nonlocal found
@@ -152,10 +152,10 @@ class AuditLog(icontract.DBC):
                 problems.append(f"{where}: audit {text}")
 
         while True:
-            rows = self.access.audit_rows(offset, VERIFY_CHUNK)
+            rows = self.access.audit_after(after, VERIFY_CHUNK)
             if not rows:
                 break
-            offset += len(rows)
+            after = rows[-1].seq
             if key is None:
                 key = trust_key()
             for row in rows:
