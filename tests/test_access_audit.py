@@ -120,6 +120,8 @@ def test_page_returns_entries_oldest_first_with_the_total(logged: app.Store) -> 
         ({"limit": -1}, "limit"),
         ({"limit": 10_001}, "limit"),
         ({"offset": "3"}, "offset"),
+        ({"limit": "3"}, "limit"),
+        ({"limit": None}, "limit"),
     ],
 )
 def test_page_arguments_are_checked(
@@ -398,6 +400,11 @@ def test_an_entry_moved_before_the_first_is_found(logged: app.Store, store_root:
     problems = logged.audit.verify()
     assert any("entry -3 breaks" in p for p in problems)
     assert any("entries 4..4 are missing" in p for p in problems)
+    # a log whose every entry was moved below 1 still takes new entries from seq 1
+    sql(store_root, "UPDATE audit SET seq = seq - 100")
+    head = logged.audit.head()
+    assert head is not None and head.seq < 0
+    assert logged.audit.record(event(11)).seq == 1
 
 
 def test_a_link_where_the_access_file_belongs_is_damage(

@@ -89,7 +89,7 @@ class AuditLog(icontract.DBC):
 
         def make(last: AuditRow | None) -> AuditRow:
             unsigned = AuditRow(
-                seq=1 if last is None else last.seq + 1,
+                seq=1 if last is None else max(last.seq, 0) + 1,
                 at=clock.utc_iso(),
                 token=_short(event.token),
                 action=_short(event.action),
@@ -103,7 +103,11 @@ class AuditLog(icontract.DBC):
         return entry(self.access.append_audit(make))
 
     @checked
-    @require(lambda limit: limit <= MAX_PAGE, "limit", f"must be at most {MAX_PAGE}")
+    @require(
+        lambda limit: not isinstance(limit, int) or limit <= MAX_PAGE,  # non-int: Limit refuses
+        "limit",
+        f"must be at most {MAX_PAGE}",
+    )
     @ensure(lambda limit, result: len(result.entries) <= limit, "at most limit entries")
     @ensure(
         lambda result: all(a.seq < b.seq for a, b in itertools.pairwise(result.entries)),
@@ -116,7 +120,10 @@ class AuditLog(icontract.DBC):
         total = max(self.access.audit_count(), offset + len(rows))
         return AuditPage(entries=[entry(r) for r in rows], total=total, offset=offset)
 
-    @ensure(lambda result: result is None or result.seq >= 1, "entries are numbered from 1")
+    @ensure(
+        lambda self, result: (result is None) == (self.access.audit_count() == 0),
+        "None only for an empty log",
+    )
     def head(self) -> AuditEntry | None:
         """The newest entry (None for an empty log): remember its ``seq`` and ``mac``
         outside the store and pass it to ``verify(head=...)`` to catch removed newest
