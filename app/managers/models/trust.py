@@ -21,7 +21,7 @@ from typing import Literal
 
 from app.core import trustkey
 from app.core.atomic import write_atomic
-from app.core.errors import IntegrityError, UntrustedArtifactError
+from app.core.errors import IntegrityError, UntrustedArtifactError, io_error
 from app.core.nofollow import open_regular
 from app.formats.modelcodecs import Codec
 
@@ -51,6 +51,8 @@ def state(trust_dir: Path, sha256: str) -> MarkState:
         return "foreign"
     try:
         content = os.read(fd, MARK_BYTES + 1)  # never more: a mark is short
+    except OSError as exc:
+        raise io_error("reading", trust_dir / sha256, exc) from exc
     finally:
         os.close(fd)
     if not content:
