@@ -387,3 +387,18 @@ def test_cli_uses_the_key_of_its_user(store: app.Store, tmp_path: Path) -> None:
     )
     with pytest.raises(app.UntrustedArtifactError, match="another key"):
         ctx.models.load("m")
+
+
+def test_cli_trust_existing_goes_on_past_a_damaged_context(store: app.Store) -> None:
+    good, bad = store.context("good"), store.context("bad")
+    info = good.models.save("m", {"v": 1})
+    bad.models.save("m", {"v": 2})
+    mark_of(store, info.sha256).write_bytes(b"")
+    models = Path(bad.path) / "models"
+    models.rename(Path(bad.path) / "elsewhere")
+    models.symlink_to(Path(bad.path) / "elsewhere")  # a link where the folder belongs
+    done = cli(Path(store.root), "models", "trust", "--existing")
+    assert done.returncode == 1
+    assert done.stdout == f"signed good/m/v1 {info.sha256}\n"
+    assert "error: context bad:" in done.stderr
+    assert good.models.load("m") == {"v": 1}

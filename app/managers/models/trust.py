@@ -92,9 +92,8 @@ def check(trust_dir: Path, codec: Codec, path: Path, sha256: str, *, trusted: bo
     if found == "v1":
         raise UntrustedArtifactError(
             f"{where} has a trust mark written by version 1, which is not signed: run "
-            f"`{EXISTING_COMMAND}` (it lists what it signs; --dry-run only lists) to re-sign "
-            "the marks of this store's own saves, or pass trusted=True only if you trust "
-            "its origin"
+            f"`{EXISTING_COMMAND}` to re-sign version 1's marks (it lists what it signs; "
+            "--dry-run lists only), or pass trusted=True only if you trust its origin"
         )
     if found == "foreign":
         raise UntrustedArtifactError(
