@@ -12,6 +12,7 @@ import click
 
 from app.core.artifacts import ModelInfo
 from app.core.errors import StorageError
+from app.managers.context import Context
 from app.surfaces.cli.output import one_line
 from app.surfaces.cli.root import State, cli, pass_state
 from app.surfaces.errors import EXIT_USAGE, kind_of
@@ -73,26 +74,35 @@ def trust(
 
 
 def _trust_existing(state: State, *, dry_run: bool) -> None:
+    """List every context's v1 marks first, then sign them context by context, so a digest
+    shared by two contexts is listed under both, in a dry run and a real one alike."""
     store = state.store(create=False)
-    verb = "would sign" if dry_run else "signed"
-    count, failed = 0, 0
+    failed = 0
+    listed: dict[str, list[ModelInfo]] = {}
     for context in store.contexts():
         try:
-            found = store.context(context, create=False).models.trust_existing(dry_run=dry_run)
+            listed[context] = _existing(store.context(context, create=False), dry_run=True)
         except StorageError as exc:
             if kind_of(exc).exit_code == EXIT_USAGE:
                 raise
             failed += 1
             click.echo(f"error: context {context}: {one_line(str(exc))}", err=True)
-            continue
+    count = 0
+    for context, found in listed.items():
+        if found and not dry_run:
+            _existing(store.context(context, create=False), dry_run=False)
         for info in found:
-            click.echo(f"{verb} {_line(context, info)}")
+            click.echo(f"{'would sign' if dry_run else 'signed'} {_line(context, info)}")
         count += len(found)
     marks = "mark" if count == 1 else "marks"
-    tail = " (dry run: nothing written)" if dry_run else ""
-    click.echo(f"{count} trust {marks} {'to sign' if dry_run else 'signed'}{tail}", err=True)
+    tail = " to sign (dry run: nothing written)" if dry_run else " signed"
+    click.echo(f"{count} trust {marks}{tail}", err=True)
     if failed:
         raise click.ClickException(f"{failed} context(s) could not be checked (see above)")
+
+
+def _existing(ctx: Context, *, dry_run: bool) -> list[ModelInfo]:
+    return ctx.models.trust_existing(dry_run=dry_run)
 
 
 __all__ = ["models", "trust"]
