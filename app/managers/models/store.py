@@ -5,11 +5,10 @@ A version is a file ``<name>/vNNNN.<format>`` (written by the format's codec) in
 its ``MetaStore`` (``app.backends``; the embedded backend keeps both in ``models/<name>/``).
 The record is the commit point: a save puts the file (durable first), then (formats whose
 reading runs code) writes the trust mark signed with the trust key, then the record, each
-atomically. Every file is
-opened without following a link and its SHA-256 checked on that descriptor before it is
-decoded (the codec reads ``FileStore.local_path``); which formats need trust is the codec's
-``runs_code`` (see ``trust``). ``trust`` signs the mark of a version the caller vouches for;
-``trust_existing`` re-signs the unsigned marks version 1 wrote.
+atomically. Every file is opened without following a link and its SHA-256 checked on that
+descriptor before it is decoded (the codec reads ``FileStore.local_path``); which formats need
+trust is the codec's ``runs_code`` (see ``trust``). ``trust`` signs the mark of a version the
+caller vouches for; ``trust_existing`` re-signs the unsigned marks version 1 wrote.
 """
 
 from __future__ import annotations
