@@ -11,6 +11,8 @@
 - ``start_server`` / ``stop_server``: the same in two halves, for tests that need them apart.
 - ``mint_token(root, name, scope="admin", contexts=None)``: a token created on the store (the
   same as ``ctxstore tokens create``); ``auth_headers(token)``.
+- ``local_client(application, token=None)``: an in-process ``TestClient`` that looks like a
+  loopback caller (``Host: localhost``, client address 127.0.0.1), with the bearer token.
 - ``rss_kib(pid)`` / ``hwm_kib(pid)``: ``VmRSS`` / ``VmHWM`` of a process from
   ``/proc/<pid>/status`` (KiB); ``RssSampler(pid)``: a thread sampling ``VmRSS`` while a block
   runs; ``.peak_kib`` is the highest sample (``VmHWM`` of a server also counts its start-up).
@@ -30,10 +32,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 import app
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60.0
@@ -170,6 +176,20 @@ def auth_headers(token: str | None) -> dict[str, str]:
     return {} if token is None else {"Authorization": f"Bearer {token}"}
 
 
+LOOPBACK_CLIENT = ("127.0.0.1", 50000)
+
+
+def local_client(application: Any, token: str | None = None, **kwargs: Any) -> TestClient:
+    """An in-process client the gate treats like a local caller (``Host: localhost``,
+    client 127.0.0.1), sending ``token`` as bearer token if given. Use it as a context
+    manager (``with local_client(...) as c:``) to run the app's lifespan."""
+    from fastapi.testclient import TestClient
+
+    kwargs.setdefault("base_url", "http://localhost")
+    kwargs.setdefault("client", LOOPBACK_CLIENT)
+    return TestClient(application, headers=auth_headers(token), **kwargs)
+
+
 def _status_kib(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
         for line in f:
@@ -236,6 +256,7 @@ __all__ = [
     "child_env",
     "free_port",
     "hwm_kib",
+    "local_client",
     "mint_token",
     "rss_kib",
     "serve",
