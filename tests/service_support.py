@@ -87,11 +87,12 @@ class Server:
             headers["Authorization"] = f"Bearer {token}"
         return httpx.Client(base_url=self.base, headers=headers, timeout=timeout)
 
-    def output(self) -> str:
-        """What the server wrote to stderr/stdout so far (for assertion messages)."""
+    def output(self, tail: int | None = None) -> str:
+        """What the server wrote to stderr/stdout so far (the last ``tail`` characters)."""
         if self.log is None or not self.log.exists():
             return ""
-        return self.log.read_text(errors="replace")[-4000:]
+        text = self.log.read_text(errors="replace")
+        return text if tail is None else text[-tail:]
 
 
 def start_server(
@@ -126,10 +127,12 @@ def start_server(
         except httpx.TransportError:
             pass
         if proc.poll() is not None:
-            raise AssertionError(f"the server exited with {proc.returncode}:\n{server.output()}")
+            raise AssertionError(
+                f"the server exited with {proc.returncode}:\n{server.output(4000)}"
+            )
         if time.monotonic() > deadline:
             stop_server(server)
-            raise AssertionError(f"the server did not start:\n{server.output()}")
+            raise AssertionError(f"the server did not start:\n{server.output(4000)}")
         time.sleep(0.1)
 
 

@@ -13,10 +13,12 @@ alone. See docs/api.md, "HTTP service" and "Service security".
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import chain
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute
 
 from app.core.version import __version__
 from app.managers.store import Store
@@ -87,6 +89,14 @@ def declare_security(schema: dict[str, Any]) -> None:
             responses.setdefault("403", {"description": "The token's scope is not enough"})
 
 
+def app_routes(application: FastAPI) -> list[BaseRoute]:
+    """Every route of the application as one flat list, each with its full path template:
+    the routes of ``ROUTERS`` and those added to the application itself (FastAPI keeps an
+    included router as one opaque entry)."""
+    own = (r for r in application.router.routes if isinstance(getattr(r, "path", None), str))
+    return list(chain(own, chain.from_iterable(router.routes for router in ROUTERS)))
+
+
 def create_app(
     store: Store,
     *,
@@ -120,7 +130,7 @@ def create_app(
         application.include_router(router)
     settings = GuardSettings.build(auth=auth, hosts=allowed_hosts, origins=allowed_origins)
     application.add_middleware(
-        Guard, store=store, routes=application.router.routes, settings=settings
+        Guard, store=store, routes=lambda: app_routes(application), settings=settings
     )
     if settings.cors:
         application.add_middleware(
@@ -133,4 +143,4 @@ def create_app(
     return application
 
 
-__all__ = ["MAX_BODY", "MAX_UPLOAD", "create_app"]
+__all__ = ["MAX_BODY", "MAX_UPLOAD", "app_routes", "create_app"]

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import anyio.to_thread
 import orjson
 from starlette.routing import BaseRoute, Match
@@ -127,14 +128,15 @@ class Refused(Exception):
 
 
 class Guard:
-    """The ASGI middleware; ``routes`` are the application's (read at each request)."""
+    """The ASGI middleware; ``routes()`` lists the application's routes (read at each
+    request, so a route added later is guarded too)."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
         store: Store,
-        routes: Sequence[BaseRoute],
+        routes: Callable[[], Iterable[BaseRoute]],
         settings: GuardSettings,
     ) -> None:
         self.app = app
@@ -240,7 +242,7 @@ class Guard:
 
     def _match(self, scope: Scope) -> RouteMatch | None:
         partial: RouteMatch | None = None
-        for route in self.routes:
+        for route in self.routes():
             match, child = route.matches(scope)
             if match is Match.NONE:
                 continue
@@ -318,7 +320,8 @@ class _Exchange:
             request_id=self.request_id,
         )
         try:
-            await anyio.to_thread.run_sync(self._record, event)
+            with anyio.CancelScope(shield=True):  # e.g. a response that saw the disconnect
+                await anyio.to_thread.run_sync(self._record, event)
         except Exception:  # never let the log break a response already sent
             log.exception("audit: cannot record request %s", self.request_id)
 
