@@ -515,3 +515,32 @@ def test_a_bad_size_is_a_usage_error(tmp_path: Path) -> None:
         timeout=120,
     )
     assert bad.returncode == 2 and "size" in bad.stderr
+
+
+def test_concurrent_callers_keep_one_audit_chain(world: World) -> None:
+    """16 threads append at once with two tokens: every request is answered, every one is
+    recorded once, and the chain verifies."""
+    import concurrent.futures
+
+    before = len(_audit_entries(world.root, 0))
+    names = {"write": "write-token", "admin": "admin-token"}
+
+    def one(i: int) -> tuple[str, httpx.Response]:
+        who = "write" if i % 2 else "admin"
+        body = {"records": [{"id": f"p{i}"}]}
+        path = "/contexts/c/collections/parallel/records"
+        return names[who], call(world, world.tokens[who], "POST", path, json=body)
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(one, range(48)))
+    assert all(r.status_code == 201 for _, r in answers), [r.text for _, r in answers][:3]
+    entries = _audit_entries(world.root, before + len(answers))[before:]
+    assert len(entries) == len(answers)
+    assert sorted(e.seq for e in entries) == list(range(before + 1, before + len(answers) + 1))
+    by_id = {e.request_id: e for e in entries}
+    assert all(by_id[r.headers["x-request-id"]].token == name for name, r in answers)
+    store = app.open_store(world.root, create=False)
+    try:
+        assert store.audit.verify() == []
+    finally:
+        store.close()
