@@ -70,6 +70,7 @@ class Server:
     port: int
     host: str = "127.0.0.1"
     log: Path | None = None
+    scheme: str = "http"
     extra_headers: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -78,14 +79,14 @@ class Server:
 
     @property
     def base(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def client(self, token: str | None = None, *, timeout: float = 60.0) -> httpx.Client:
         """An ``httpx.Client`` on the server, sending ``token`` as a bearer token if given."""
         headers = dict(self.extra_headers)
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        return httpx.Client(base_url=self.base, headers=headers, timeout=timeout)
+        return httpx.Client(base_url=self.base, headers=headers, timeout=timeout, verify=False)
 
     def output(self, tail: int | None = None) -> str:
         """What the server wrote to stderr/stdout so far (the last ``tail`` characters)."""
@@ -102,10 +103,12 @@ def start_server(
     env: dict[str, str] | None = None,
     log: Path | None = None,
     ready_path: str = "/health",
+    scheme: str = "http",
 ) -> Server:
     """Start ``python -m ctxstore --root ROOT serve --port P *args`` and wait until it answers
     ``GET ready_path`` (any status below 500). ``log``: file for the child's output (default:
-    ``<root>.serve.log`` next to the store)."""
+    ``<root>.serve-<port>.log`` next to the store). ``scheme="https"`` when ``args`` hold
+    ``--ssl-certfile/--ssl-keyfile`` (the clients do not verify the certificate)."""
     port = free_port() if port is None else port
     log = log or root.parent / f"{root.name}.serve-{port}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -118,11 +121,11 @@ def start_server(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-    server = Server(proc=proc, port=port, log=log)
+    server = Server(proc=proc, port=port, log=log, scheme=scheme)
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
-            if httpx.get(f"{server.base}{ready_path}", timeout=2).status_code < 500:
+            if httpx.get(f"{server.base}{ready_path}", timeout=2, verify=False).status_code < 500:
                 return server
         except httpx.TransportError:
             pass
@@ -152,9 +155,11 @@ def stop_server(server: Server) -> int:
 
 
 @contextlib.contextmanager
-def serve(root: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
+def serve(
+    root: Path, *args: str, env: dict[str, str] | None = None, scheme: str = "http"
+) -> Iterator[Server]:
     """A running server for the block; stopped (by PID) afterwards, also on failure."""
-    server = start_server(root, *args, env=env)
+    server = start_server(root, *args, env=env, scheme=scheme)
     try:
         yield server
     finally:

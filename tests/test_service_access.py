@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from service_support import Server, child_env, local_client, serve
+from service_support import Server, child_env, local_client, mint_token, serve
 
 import app
 from app.core.access_types import AuditEntry, includes
@@ -544,3 +544,28 @@ def test_concurrent_callers_keep_one_audit_chain(world: World) -> None:
         assert store.audit.verify() == []
     finally:
         store.close()
+
+
+OPENSSL_SELF_SIGNED = ("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1")
+OPENSSL_SELF_SIGNED += ("-subj", "/CN=localhost")
+
+
+def test_serve_with_tls(tmp_path: Path) -> None:
+    """``--ssl-certfile/--ssl-keyfile`` go to uvicorn; the server's own origin is https."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [*OPENSSL_SELF_SIGNED, "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    root = tmp_path / "s"
+    token = mint_token(root, "tls-admin")
+    tls = ("--ssl-certfile", str(cert), "--ssl-keyfile", str(key))
+    with serve(root, *tls, scheme="https") as server, server.client(token) as http:
+        assert http.get("/contexts").status_code == 200
+        own = {"Origin": server.base}
+        assert http.post("/contexts", json={"name": "t"}, headers=own).status_code == 201
+        plain = {"Origin": server.base.replace("https", "http")}
+        assert http.get("/contexts", headers=plain).status_code == 403
+        assert "https://" in server.output()
