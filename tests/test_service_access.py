@@ -254,6 +254,17 @@ def test_host_header_must_be_allowed(world: World) -> None:
         assert answer.json()["type"] == "bad_host"
 
 
+def test_a_repeated_host_origin_or_authorization_is_refused(world: World) -> None:
+    host = f"127.0.0.1:{world.server.port}"
+    token = world.tokens["read"]
+    for name, value in (("Host", host), ("Origin", world.server.base), ("Authorization", token)):
+        head = (
+            f"GET /contexts HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+            f"Origin: {world.server.base}\r\n{name}: {value}\r\n\r\n"
+        )
+        assert _raw_request(world, head).startswith(b"HTTP/1.1 400 "), name
+
+
 def test_origin_must_be_the_server_itself(world: World) -> None:
     admin = world.tokens["admin"]
     own = world.server.base

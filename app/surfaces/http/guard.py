@@ -265,9 +265,19 @@ class Guard:
             log.error("audit: cannot record %s %s: %s", event.action, event.target, exc)
 
 
+SINGLE_HEADERS = frozenset({"host", "origin", "authorization"})
+"""Headers the gate decides on: sent twice, the request is refused (which one would count?)."""
+
+
 def _headers(scope: Scope) -> dict[str, str]:
-    """The request's headers (lower-case names; the last of repeated ones)."""
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
+    """The request's headers (lower-case names); 400 if one of ``SINGLE_HEADERS`` repeats."""
+    found: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers") or ():
+        name = raw_name.decode("latin-1").lower()
+        if name in found and name in SINGLE_HEADERS:
+            raise Refused(400, "bad_request", f"header {name!r} sent more than once")
+        found[name] = raw_value.decode("latin-1")
+    return found
 
 
 class _Exchange:
