@@ -14,13 +14,13 @@ found, conflict, damage, I/O); a traceback only ever means a bug.
 """
 
 from app.managers.store import resolve_root
-from app.surfaces.cli import records, store, transfer, workflows
+from app.surfaces.cli import models, records, store, transfer, workflows
 from app.surfaces.cli.main import main
 from app.surfaces.cli.output import fail
 from app.surfaces.cli.root import State, cli
 from app.surfaces.errors import EXIT_FAILED, EXIT_USAGE
 
-COMMAND_MODULES = (records, transfer, store, workflows)
+COMMAND_MODULES = (records, transfer, store, workflows, models)
 """Imported for their commands (importing a module registers them on ``root``'s groups)."""
 
 __all__ = ["EXIT_FAILED", "EXIT_USAGE", "State", "cli", "fail", "main", "resolve_root"]
