@@ -358,23 +358,24 @@ def test_tokens_over_http(world: World) -> None:
     assert call(world, admin, "DELETE", "/tokens/t-http").status_code == 404
 
 
-def _audit_entries(root: Path, at_least: int) -> list[AuditEntry]:
-    """The audit log once it holds ``at_least`` entries (they are written after responses)."""
+def _audited(root: Path, responses: list[httpx.Response]) -> list[AuditEntry]:
+    """The whole audit log once it holds an entry for each response (by ``X-Request-ID``);
+    entries are written after their responses were sent."""
+    wanted = {r.headers["x-request-id"] for r in responses}
     deadline = time.monotonic() + 60
     while True:
         store = app.open_store(root, create=False)
         try:
-            page = store.audit.page(offset=0, limit=10_000)
+            entries = store.audit.page(offset=0, limit=10_000).entries
         finally:
             store.close()
-        if page.total >= at_least or time.monotonic() > deadline:
-            return page.entries
-        time.sleep(0.1)
+        if wanted <= {e.request_id for e in entries} or time.monotonic() > deadline:
+            return entries
 
 
 def test_mutating_requests_and_exports_are_audited(world: World) -> None:
-    before = len(_audit_entries(world.root, 0))
     log = "/contexts/d/collections/log"
+    read = call(world, world.tokens["read"], "GET", f"{log}/count")
     one = {"json": {"records": [{"id": "1"}]}}
     requests: list[tuple[str, str, str, dict[str, Any]]] = [
         ("write", "POST", f"{log}/records", one),
@@ -389,11 +390,10 @@ def test_mutating_requests_and_exports_are_audited(world: World) -> None:
         for who, m, p, kw in requests
     ]
     assert [r.status_code for _, r in sent] == [201, 200, 403, 200, 401, 201]
-    call(world, world.tokens["read"], "GET", f"{log}/count")  # a read: not audited
-    entries = _audit_entries(world.root, before + len(sent))
-    mine = entries[before:]
-    assert len(mine) == len(sent), mine
-    by_id = {e.request_id: e for e in mine}
+    entries = _audited(world.root, [r for _, r in sent])
+    by_id = {e.request_id: e for e in entries}
+    assert len(by_id) == len(entries), "one entry per request"
+    assert read.headers["x-request-id"] not in by_id  # a read is not audited
     for name, response in sent:
         entry = by_id[response.headers["x-request-id"]]
         assert entry.token == name
@@ -402,10 +402,8 @@ def test_mutating_requests_and_exports_are_audited(world: World) -> None:
     assert actions == ["append", "compact", "append", "export", "drop_context", "create_context"]
     targets = [by_id[r.headers["x-request-id"]].target for _, r in sent]
     assert targets == ["d/log", "d/log", "d/log", "d", "d", "made-by-writer"]
-    page = call(
-        world, world.tokens["admin"], "GET", "/audit", params={"offset": before, "limit": 2}
-    )
-    assert page.status_code == 200 and len(page.json()["entries"]) == 2
+    page = call(world, world.tokens["admin"], "GET", "/audit", params={"offset": 1, "limit": 2})
+    assert page.status_code == 200 and [e["seq"] for e in page.json()["entries"]] == [2, 3]
 
 
 # -- the serve command and settings ---------------------------------------------------------
@@ -533,7 +531,6 @@ def test_concurrent_callers_keep_one_audit_chain(world: World) -> None:
     recorded once, and the chain verifies."""
     import concurrent.futures
 
-    before = len(_audit_entries(world.root, 0))
     names = {"write": "write-token", "admin": "admin-token"}
 
     def one(i: int) -> tuple[str, httpx.Response]:
@@ -545,10 +542,10 @@ def test_concurrent_callers_keep_one_audit_chain(world: World) -> None:
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(one, range(48)))
     assert all(r.status_code == 201 for _, r in answers), [r.text for _, r in answers][:3]
-    entries = _audit_entries(world.root, before + len(answers))[before:]
-    assert len(entries) == len(answers)
-    assert sorted(e.seq for e in entries) == list(range(before + 1, before + len(answers) + 1))
+    entries = _audited(world.root, [r for _, r in answers])
+    assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
     by_id = {e.request_id: e for e in entries}
+    assert len(by_id) == len(entries), "one entry per request"
     assert all(by_id[r.headers["x-request-id"]].token == name for name, r in answers)
     store = app.open_store(world.root, create=False)
     try:
