@@ -241,6 +241,27 @@ def test_a_limited_token_sees_only_its_contexts(world: World) -> None:
     assert {"c", "d"} <= set(everything)
 
 
+def test_a_token_for_two_contexts_lists_their_workflows_in_pages(world: World) -> None:
+    store = app.open_store(world.root, create=False)
+    try:
+        store.context("e")
+        hidden = store.workflows.submit(
+            "append", context="e", items=[{"id": "h"}], params={"collection": "x"}
+        )
+    finally:
+        store.close()
+    token = mint_token(world.root, "cd-reader", "read", ["c", "d"])
+    everything = call(world, world.tokens["read"], "GET", "/workflows").json()
+    want = [w["workflow_id"] for w in everything if w["context"] in ("c", "d")]
+    assert hidden.workflow_id in {w["workflow_id"] for w in everything}
+    listed = call(world, token, "GET", "/workflows").json()
+    assert [w["workflow_id"] for w in listed] == want
+    page = call(world, token, "GET", "/workflows", params={"offset": 1, "limit": 2}).json()
+    assert [w["workflow_id"] for w in page] == want[1:3]
+    assert call(world, token, "GET", f"/workflows/{hidden.workflow_id}").status_code == 404
+    assert call(world, token, "GET", "/contexts").json() == {"contexts": ["c", "d"]}
+
+
 # -- host, origin, and checks before the body -----------------------------------------------
 
 

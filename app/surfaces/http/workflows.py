@@ -58,6 +58,8 @@ def list_workflows(
     limit: Annotated[int, Query(ge=0, le=10_000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[BatchWorkflow]:
+    if token.contexts is not None and len(token.contexts) == 1 and context is None:
+        context = token.contexts[0]  # one context: the store filters
     if token.contexts is None or context is not None:
         if context is not None and not token.sees(context):
             return []
