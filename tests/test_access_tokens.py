@@ -247,17 +247,154 @@ def test_reads_create_nothing_and_work_on_a_read_only_store(
             ro.tokens.create("more", scope="read")
 
 
-def test_every_public_method_has_a_contract_and_is_documented() -> None:
+CONTRACTS = """
+import inspect, json
+from app.managers.access import AuditLog, TokenManager
+print(json.dumps([
+    f"{cls.__name__}.{name}"
+    for cls in (TokenManager, AuditLog)
+    for name, fn in vars(cls).items()
+    if not name.startswith("_") and inspect.isfunction(fn)
+    and not (getattr(fn, "__preconditions__", None) or getattr(fn, "__postconditions__", None))
+]))
+"""
+
+
+def test_every_public_method_has_a_contract_at_the_default_level() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CTXSTORE_CONTRACTS"}
+    done = subprocess.run(
+        [sys.executable, "-c", CONTRACTS],
+        env=dict(env, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert orjson.loads(done.stdout) == []
+
+
+def test_every_public_method_is_documented() -> None:
     doc = API.read_text()
     section = doc[doc.index("## Service security") :]
-    for cls in (TokenManager, AuditLog):
-        for name, fn in vars(cls).items():
-            if name.startswith("_") or not inspect.isfunction(fn):
-                continue
-            assert getattr(fn, "__preconditions__", None) or getattr(
-                fn, "__postconditions__", None
-            ), f"{cls.__name__}.{name} has no contract"
-            receiver = "store.tokens" if cls is TokenManager else "store.audit"
-            assert re.search(rf"{re.escape(receiver)}\.{name}\b", section), (
+    for cls, receiver in ((TokenManager, "store.tokens"), (AuditLog, "store.audit")):
+        names = [n for n, f in vars(cls).items() if not n.startswith("_") and inspect.isfunction(f)]
+        assert len(names) == 4
+        for name in names:
+            assert re.search(rf"{re.escape(receiver)}\.{name}\(", section), (
                 f"{receiver}.{name} is not in docs/api.md, 'Service security'"
             )
+
+
+# -- the backend seam: ``Access`` rows ---------------------------------------------------------
+
+
+def test_the_local_access_rows_keep_the_protocols_promises(tmp_path: Path) -> None:
+    """``AccessDB`` against the ``Access`` contract: unique names, lookups by id, removal,
+    and one dense chain of audit rows with many threads appending at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.backends.local import LocalBackend
+    from app.backends.protocols import Access
+    from app.formats.accessdb import AuditRow, TokenRow
+
+    backend = LocalBackend(tmp_path / "s")
+    access: Access = backend.access()
+    assert access.where() == str(layout.access_file(tmp_path / "s"))
+    assert access.tokens() == [] and access.token("00" * 8) is None
+    assert access.audit_rows() == [] and access.audit_count() == 0
+    assert access.audit_last() is None and not access.remove_token("x")
+    assert not layout.access_file(tmp_path / "s").exists()  # reads create nothing
+    (tmp_path / "s").mkdir()
+    row = TokenRow("aa" * 8, "b", "read", ("c1", "c2"), "t0", "m" * 64)
+    access.add_token(row)
+    access.add_token(TokenRow("bb" * 8, "a", "admin", None, "t1", "n" * 64))
+    with pytest.raises(ConflictError):
+        access.add_token(row._replace(token_id="cc" * 8))
+    with pytest.raises(ConflictError):
+        access.add_token(row._replace(name="other"))
+    assert access.token("aa" * 8) == row
+    assert [t.name for t in access.tokens()] == ["a", "b"]
+    assert access.remove_token("b") and access.token("aa" * 8) is None
+
+    def make(last: AuditRow | None) -> AuditRow:
+        seq = 1 if last is None else last.seq + 1
+        return AuditRow(
+            seq, "t", "", "a", "", 200, str(seq), "" if last is None else last.mac + "x"
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        done = list(pool.map(lambda _: access.append_audit(make), range(200)))
+    assert sorted(r.seq for r in done) == list(range(1, 201))
+    stored = access.audit_rows()
+    assert [r.seq for r in stored] == list(range(1, 201))
+    assert all(len(r.mac) == r.seq - 1 for r in stored)  # each made from its predecessor
+    assert access.audit_rows(195, 10) == stored[195:] == access.audit_after(195, 10)
+    assert access.audit_after(0, 3) == stored[:3]
+    assert access.audit_count() == 200 and access.audit_last() == stored[-1]
+    access.close()
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ctxstore", *args],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_tokens_create_list_revoke(store_root: Path) -> None:
+    done = cli("--root", str(store_root), "tokens", "create", "ci", "--scope", "write",
+               "--context", "a", "--context", "b")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    assert done.stdout.count("\n") == 1 and TOKEN_PATTERN.fullmatch(token)  # the token alone
+    assert "shown only now" in done.stderr and "Authorization: Bearer" in done.stderr
+    with app.open_store(store_root, create=False) as store:
+        info = store.tokens.authenticate(token)
+        assert info is not None and info.scope == "write" and info.contexts == ("a", "b")
+    assert (
+        cli("--root", str(store_root), "tokens", "create", "ops", "--scope", "admin").returncode
+        == 0
+    )
+    done = cli("--root", str(store_root), "tokens", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    listed = orjson.loads(done.stdout)
+    assert [(t["name"], t["scope"], t["contexts"]) for t in listed] == [
+        ("ci", "write", ["a", "b"]),
+        ("ops", "admin", None),
+    ]
+    assert token not in done.stdout
+    done = cli("--root", str(store_root), "tokens", "list")
+    assert done.returncode == 0 and "ci" in done.stdout and "(all)" in done.stdout
+    done = cli("--root", str(store_root), "tokens", "revoke", "ci")
+    assert done.returncode == 0 and "revoked" in done.stdout
+    with app.open_store(store_root, create=False) as store:
+        assert store.tokens.authenticate(token) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["tokens", "create", "x", "--scope", "root"], 2, "scope"),
+        (["tokens", "create", "x"], 2, "--scope"),
+        (["tokens", "create", "../x", "--scope", "read"], 2, "name"),
+        (["tokens", "create", "x", "--scope", "read", "--context", "a/b"], 2, "contexts"),
+        (["tokens", "create", "dup", "--scope", "read"], 1, "already exists"),
+        (["tokens", "revoke", "nobody"], 1, "not found"),
+        (["tokens", "revoke", "../x"], 2, "name"),
+    ],
+)
+def test_cli_tokens_refuse_with_one_line(
+    store_root: Path, args: list[str], code: int, says: str
+) -> None:
+    with app.open_store(store_root) as store:
+        store.tokens.create("dup", scope="read")
+    done = cli("--root", str(store_root), *args)
+    assert done.returncode == code, (done.stdout, done.stderr)
+    assert done.stderr.startswith("error:") and says in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""

@@ -684,6 +684,11 @@ class Access(Protocol):
         """Entries in ``seq`` order, from the ``offset``-th, at most ``limit`` of them."""
         ...
 
+    def audit_after(self, seq: int, limit: int) -> list[AuditRow]:
+        """At most ``limit`` entries with a ``seq`` above ``seq``, in order (an indexed range
+        read: how ``verify`` walks a long log)."""
+        ...
+
     def audit_count(self) -> int:
         """How many entries the log holds."""
         ...

@@ -7,7 +7,8 @@ compute (``app.managers.access.tokens``). ``audit`` holds the chained audit entr
 their dense sequence number. This module stores and finds rows; it computes no hash and knows
 no key.
 
-The file is created by the first write only: every read of a store without it answers as an
+The file is never opened through a link (``IntegrityError``). It is created by the first
+write only: every read of a store without it answers as an
 empty database (no tokens, no entries), so listing works on a read-only store. Each write is
 one ``BEGIN IMMEDIATE`` transaction; ``append_audit`` reads the newest entry and inserts the
 next one inside the same transaction, so concurrent appenders (threads, processes) keep one
@@ -23,6 +24,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from app.core.errors import ConflictError, IntegrityError
+from app.core.nofollow import exists_as, lstat_as
 from app.formats.sqlitefile import SqliteFile
 
 ACCESS_VERSION = 1
@@ -108,8 +110,13 @@ class AccessDB(SqliteFile):
             tx.execute(f"PRAGMA user_version={ACCESS_VERSION}")
 
     def _exists(self) -> bool:
-        """Whether the file was created (reads of a store without it see nothing)."""
-        return self.path.is_file()
+        """Whether the file was created (reads of a store without it see nothing);
+        ``IntegrityError`` for a link or a folder where it belongs."""
+        return exists_as(self.path, "file")
+
+    def _connect(self) -> sqlite3.Connection:
+        lstat_as(self.path, "file")  # never opened through a link
+        return super()._connect()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if not self._exists():
@@ -185,6 +192,12 @@ class AccessDB(SqliteFile):
         rows = self._read(
             f"SELECT {_AUDIT_COLUMNS} FROM audit ORDER BY seq LIMIT ? OFFSET ?",
             (-1 if limit is None else limit, offset),
+        )
+        return [self._audit(r) for r in rows]
+
+    def audit_after(self, seq: int, limit: int) -> list[AuditRow]:
+        rows = self._read(
+            f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
         )
         return [self._audit(r) for r in rows]
 

@@ -89,7 +89,7 @@ class AuditLog(icontract.DBC):
 
         def make(last: AuditRow | None) -> AuditRow:
             unsigned = AuditRow(
-                seq=1 if last is None else last.seq + 1,
+                seq=1 if last is None else max(last.seq, 0) + 1,
                 at=clock.utc_iso(),
                 token=_short(event.token),
                 action=_short(event.action),
@@ -103,7 +103,11 @@ class AuditLog(icontract.DBC):
         return entry(self.access.append_audit(make))
 
     @checked
-    @require(lambda limit: limit <= MAX_PAGE, "limit", f"must be at most {MAX_PAGE}")
+    @require(
+        lambda limit: not isinstance(limit, int) or limit <= MAX_PAGE,  # non-int: Limit refuses
+        "limit",
+        f"must be at most {MAX_PAGE}",
+    )
     @ensure(lambda limit, result: len(result.entries) <= limit, "at most limit entries")
     @ensure(
         lambda result: all(a.seq < b.seq for a, b in itertools.pairwise(result.entries)),
@@ -116,7 +120,10 @@ class AuditLog(icontract.DBC):
         total = max(self.access.audit_count(), offset + len(rows))
         return AuditPage(entries=[entry(r) for r in rows], total=total, offset=offset)
 
-    @ensure(lambda result: result is None or result.seq >= 1, "entries are numbered from 1")
+    @ensure(
+        lambda self, result: (result is None) == (self.access.audit_count() == 0),
+        "None only for an empty log",
+    )
     def head(self) -> AuditEntry | None:
         """The newest entry (None for an empty log): remember its ``seq`` and ``mac``
         outside the store and pass it to ``verify(head=...)`` to catch removed newest
@@ -133,8 +140,9 @@ class AuditLog(icontract.DBC):
     def verify(self, *, head: AuditEntry | None = None) -> list[str]:
         """Problems of the chain (empty: intact): entries edited, inserted, reordered,
         removed in the middle or signed with another key. The newest entries removed are
-        only caught against ``head`` (an entry ``head()`` returned earlier): the log must
-        still hold it, unchanged. Needs the trust key once the log has entries."""
+        only caught against ``head`` (an entry ``head()`` returned earlier; its ``seq`` and
+        ``mac`` are compared): the log must still hold it, unchanged. Needs the trust key
+        once the log has entries."""
         where = self.access.where()
         problems: list[str] = []
         found = 0
@@ -142,7 +150,7 @@ class AuditLog(icontract.DBC):
         previous = ""
         expected = 1
         seen_head = head is None
-        offset = 0
+        after = -(2**63)  # every stored row, a planted seq <= 0 too
 
         def problem(text: str) -> None:
             nonlocal found
@@ -151,10 +159,10 @@ class AuditLog(icontract.DBC):
                 problems.append(f"{where}: audit {text}")
 
         while True:
-            rows = self.access.audit_rows(offset, VERIFY_CHUNK)
+            rows = self.access.audit_after(after, VERIFY_CHUNK)
             if not rows:
                 break
-            offset += len(rows)
+            after = rows[-1].seq
             if key is None:
                 key = trust_key()
             for row in rows:
@@ -167,7 +175,7 @@ class AuditLog(icontract.DBC):
                     )
                 if head is not None and row.seq == head.seq:
                     seen_head = True
-                    if not same(row.mac, head.mac) or canonical(row) != canonical(head):
+                    if not same(row.mac, head.mac):  # the mac signs every field
                         problem(f"entry {row.seq} differs from the remembered head")
                 previous, expected = row.mac, row.seq + 1
         if not seen_head and head is not None:
