@@ -379,6 +379,27 @@ def test_tokens_over_http(world: World) -> None:
     assert call(world, admin, "DELETE", "/tokens/t-http").status_code == 404
 
 
+def test_a_token_from_the_cli_works_at_once(world: World) -> None:
+    """``ctxstore tokens create`` on the store of a running server: usable without restart;
+    ``tokens revoke``: refused at once."""
+    cli = [sys.executable, "-m", "ctxstore", "--root", str(world.root), "tokens"]
+    made = subprocess.run(
+        [*cli, "create", "cli-writer", "--scope", "write", "--context", "c"],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip().splitlines()[-1]
+    coll = "/contexts/c/collections/cli/records"
+    assert call(world, token, "POST", coll, json={"records": [{"id": "1"}]}).status_code == 201
+    assert call(world, token, "GET", "/contexts/d").status_code == 404
+    gone = subprocess.run([*cli, "revoke", "cli-writer"], env=child_env(), timeout=120)
+    assert gone.returncode == 0
+    assert call(world, token, "GET", coll).status_code == 401
+
+
 def _audited(root: Path, responses: list[httpx.Response]) -> list[AuditEntry]:
     """The whole audit log once it holds an entry for each response (by ``X-Request-ID``);
     entries are written after their responses were sent."""
