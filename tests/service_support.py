@@ -172,7 +172,7 @@ def mint_token(
     """A new token on the store at ``root`` (created if missing), as the CLI would make it."""
     store = app.open_store(root)
     try:
-        token: str = store.tokens.create(  # type: ignore[attr-defined,unused-ignore]
+        token: str = store.tokens.create(
             name, scope=scope, contexts=list(contexts) if contexts is not None else None
         )
         return token
