@@ -11,6 +11,8 @@
 - ``start_server`` / ``stop_server``: the same in two halves, for tests that need them apart.
 - ``mint_token(root, name, scope="admin", contexts=None)``: a token created on the store (the
   same as ``ctxstore tokens create``); ``auth_headers(token)``.
+- ``local_client(application, token=None)``: an in-process ``TestClient`` that looks like a
+  loopback caller (``Host: localhost``, client address 127.0.0.1), with the bearer token.
 - ``rss_kib(pid)`` / ``hwm_kib(pid)``: ``VmRSS`` / ``VmHWM`` of a process from
   ``/proc/<pid>/status`` (KiB); ``RssSampler(pid)``: a thread sampling ``VmRSS`` while a block
   runs; ``.peak_kib`` is the highest sample (``VmHWM`` of a server also counts its start-up).
@@ -30,10 +32,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 import app
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60.0
@@ -64,6 +70,7 @@ class Server:
     port: int
     host: str = "127.0.0.1"
     log: Path | None = None
+    scheme: str = "http"
     extra_headers: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -72,20 +79,21 @@ class Server:
 
     @property
     def base(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def client(self, token: str | None = None, *, timeout: float = 60.0) -> httpx.Client:
         """An ``httpx.Client`` on the server, sending ``token`` as a bearer token if given."""
         headers = dict(self.extra_headers)
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        return httpx.Client(base_url=self.base, headers=headers, timeout=timeout)
+        return httpx.Client(base_url=self.base, headers=headers, timeout=timeout, verify=False)
 
-    def output(self) -> str:
-        """What the server wrote to stderr/stdout so far (for assertion messages)."""
+    def output(self, tail: int | None = None) -> str:
+        """What the server wrote to stderr/stdout so far (the last ``tail`` characters)."""
         if self.log is None or not self.log.exists():
             return ""
-        return self.log.read_text(errors="replace")[-4000:]
+        text = self.log.read_text(errors="replace")
+        return text if tail is None else text[-tail:]
 
 
 def start_server(
@@ -95,10 +103,12 @@ def start_server(
     env: dict[str, str] | None = None,
     log: Path | None = None,
     ready_path: str = "/health",
+    scheme: str = "http",
 ) -> Server:
     """Start ``python -m ctxstore --root ROOT serve --port P *args`` and wait until it answers
     ``GET ready_path`` (any status below 500). ``log``: file for the child's output (default:
-    ``<root>.serve.log`` next to the store)."""
+    ``<root>.serve-<port>.log`` next to the store). ``scheme="https"`` when ``args`` hold
+    ``--ssl-certfile/--ssl-keyfile`` (the clients do not verify the certificate)."""
     port = free_port() if port is None else port
     log = log or root.parent / f"{root.name}.serve-{port}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -111,19 +121,21 @@ def start_server(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-    server = Server(proc=proc, port=port, log=log)
+    server = Server(proc=proc, port=port, log=log, scheme=scheme)
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
-            if httpx.get(f"{server.base}{ready_path}", timeout=2).status_code < 500:
+            if httpx.get(f"{server.base}{ready_path}", timeout=2, verify=False).status_code < 500:
                 return server
         except httpx.TransportError:
             pass
         if proc.poll() is not None:
-            raise AssertionError(f"the server exited with {proc.returncode}:\n{server.output()}")
+            raise AssertionError(
+                f"the server exited with {proc.returncode}:\n{server.output(4000)}"
+            )
         if time.monotonic() > deadline:
             stop_server(server)
-            raise AssertionError(f"the server did not start:\n{server.output()}")
+            raise AssertionError(f"the server did not start:\n{server.output(4000)}")
         time.sleep(0.1)
 
 
@@ -143,9 +155,11 @@ def stop_server(server: Server) -> int:
 
 
 @contextlib.contextmanager
-def serve(root: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
+def serve(
+    root: Path, *args: str, env: dict[str, str] | None = None, scheme: str = "http"
+) -> Iterator[Server]:
     """A running server for the block; stopped (by PID) afterwards, also on failure."""
-    server = start_server(root, *args, env=env)
+    server = start_server(root, *args, env=env, scheme=scheme)
     try:
         yield server
     finally:
@@ -158,7 +172,7 @@ def mint_token(
     """A new token on the store at ``root`` (created if missing), as the CLI would make it."""
     store = app.open_store(root)
     try:
-        token: str = store.tokens.create(  # type: ignore[attr-defined,unused-ignore]
+        token: str = store.tokens.create(
             name, scope=scope, contexts=list(contexts) if contexts is not None else None
         )
         return token
@@ -168,6 +182,20 @@ def mint_token(
 
 def auth_headers(token: str | None) -> dict[str, str]:
     return {} if token is None else {"Authorization": f"Bearer {token}"}
+
+
+LOOPBACK_CLIENT = ("127.0.0.1", 50000)
+
+
+def local_client(application: Any, token: str | None = None, **kwargs: Any) -> TestClient:
+    """An in-process client the gate treats like a local caller (``Host: localhost``,
+    client 127.0.0.1), sending ``token`` as bearer token if given. Use it as a context
+    manager (``with local_client(...) as c:``) to run the app's lifespan."""
+    from fastapi.testclient import TestClient
+
+    kwargs.setdefault("base_url", "http://localhost")
+    kwargs.setdefault("client", LOOPBACK_CLIENT)
+    return TestClient(application, headers=auth_headers(token), **kwargs)
 
 
 def _status_kib(pid: int, key: str) -> int:
@@ -236,6 +264,7 @@ __all__ = [
     "child_env",
     "free_port",
     "hwm_kib",
+    "local_client",
     "mint_token",
     "rss_kib",
     "serve",

@@ -12,7 +12,6 @@ from app.core.errors import InvalidInput
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?")
 
 
 def parse_json_option(value: str | None, option: str) -> Any:
@@ -35,19 +34,6 @@ def parse_duration(text: str) -> dt.timedelta:
     if match is None:
         raise InvalidInput(f"--older-than: {text[:40]!r} is not a duration like 30s, 15m, 7d")
     return dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-
-
-def parse_size(text: str, option: str = "SIZE") -> int:
-    """``123``, ``64KiB``, ``64MiB``, ``4GiB`` (powers of 1024), ``1KB``, ``1GB`` (powers of
-    1000), ``2.5G`` -> bytes; else ``InvalidInput`` naming ``option``."""
-    match = _SIZE.fullmatch(text.strip().lower())
-    if match is None:
-        raise InvalidInput(f"{option}: {text[:40]!r} is not a size like 123, 64KiB, 64MiB, 4GiB")
-    number, prefix, binary = match.groups()
-    if prefix == "" and binary:
-        raise InvalidInput(f"{option}: {text[:40]!r} is not a size like 123, 64KiB, 64MiB, 4GiB")
-    base = 1024 if binary else 1000
-    return int(float(number) * base ** " kmgt".index(prefix or " "))
 
 
 def _read_jsonl(fh: IO[bytes], source: str) -> Iterator[tuple[int, Any]]:
@@ -87,11 +73,4 @@ def jsonl_items(fh: Any) -> Iterator[dict[str, Any]]:
         yield obj
 
 
-__all__ = [
-    "batches",
-    "jsonl_items",
-    "parse_duration",
-    "parse_json_option",
-    "parse_size",
-    "parse_where",
-]
+__all__ = ["batches", "jsonl_items", "parse_duration", "parse_json_option", "parse_where"]

@@ -29,7 +29,13 @@ from app.surfaces.http.models import (
     QueryRequest,
     Records,
 )
-from app.surfaces.http.streaming import NDJSON_TYPES, blocking_chunks, media_type, ndjson_records
+from app.surfaces.http.streaming import (
+    NDJSON_TYPES,
+    as_line_error,
+    blocking_chunks,
+    media_type,
+    ndjson_records,
+)
 
 router = APIRouter(prefix="/contexts/{context}/collections/{collection}", tags=["contexts"])
 
@@ -87,7 +93,10 @@ async def append(
         def run() -> BatchReceipt:
             ctx = open_context(store, context)
             chunks = blocking_chunks(request.stream())
-            return ctx.append(collection, ndjson_records(chunks), batch_id=bid)
+            try:
+                return ctx.append(collection, ndjson_records(chunks), batch_id=bid)
+            except InvalidInput as exc:  # a bad record: named by its line
+                raise as_line_error(exc) from None
 
     elif media in JSON_TYPES or media.endswith("+json"):
         body = await _json_body(request)

@@ -10,6 +10,7 @@ lock. ``ndjson_records`` turns chunks into records, one JSON object a line.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
@@ -22,6 +23,8 @@ from app.core.errors import InvalidInput
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
 """Media types of a body of newline-delimited JSON."""
 
+
+_RECORD_AT = re.compile(r"records\[(\d+)\]")
 
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_RUN = b"0" * 19
@@ -94,8 +97,23 @@ def ndjson_records(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
         yield record
 
 
+def as_line_error(exc: InvalidInput) -> InvalidInput:
+    """A bad record of an ndjson batch named by its line: ``records[4].quality_score: ...``
+    (what ``ctx.append`` says) becomes ``line 5.quality_score: ...``; other errors as given."""
+    argument = exc.argument or ""
+    match = _RECORD_AT.match(argument)
+    if match is None:
+        return exc
+    where = f"line {int(match.group(1)) + 1}{argument[match.end() :]}"
+    message = str(exc)
+    if message.startswith(argument):
+        message = where + message[len(argument) :]
+    return InvalidInput(message, argument=where, errno=exc.errno)
+
+
 __all__ = [
     "NDJSON_TYPES",
+    "as_line_error",
     "blocking_chunks",
     "lines",
     "media_type",

@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect
 from app.core.errors import IntegrityError, InvalidInput, SchemaVersionError
 from app.core.rules import ContextName, OnConflictValue, check
 from app.core.transfer_types import Manifest
-from app.surfaces.http.deps import StoreDep, open_context
+from app.surfaces.http.deps import StoreDep, audit_target, open_context
 from app.surfaces.http.streaming import blocking_chunks, media_type
 from app.surfaces.http.upload import FIELD, UPLOAD_TYPES, save_upload
 
@@ -102,10 +102,14 @@ async def import_archive(
                 raise InvalidInput(f"archive: {exc}") from None
         return manifest
 
+    if name is not None:
+        audit_target(request, name)
     try:
-        return await anyio.to_thread.run_sync(run)
+        manifest = await anyio.to_thread.run_sync(run)
     except ClientDisconnect:  # nothing imported, nobody to answer
         return Response(status_code=400)
+    audit_target(request, name or manifest.context)
+    return manifest
 
 
 _SEND = f"send multipart/form-data (field {FIELD!r}) or application/gzip"
