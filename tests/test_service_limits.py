@@ -14,6 +14,7 @@ import gzip
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import orjson
@@ -24,7 +25,9 @@ from service_support import (
     RssSampler,
     Server,
     hwm_kib,
+    mint_token,
     rss_kib,
+    serve,
     start_server,
     stop_server,
 )
@@ -324,6 +327,39 @@ def test_import_streams_raw_gzip_and_multipart_and_refuses_over_limit(small: Ser
         over = c.post("/import", content=chunks, headers={"Content-Type": "application/gzip"})
         assert over.status_code == 413
     _healthy(small)
+
+
+def test_streamed_bodies_behind_the_token_gate(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    writer = mint_token(root, "writer", scope="write")
+    admin = mint_token(root, "admin", scope="admin")
+    with serve(root, "--max-body", "1MiB") as server:
+        with server.client(admin) as c:
+            assert c.post("/contexts", json={"name": CTX}).status_code == 201
+        body = ndjson_stream(200_000, record_bytes=200)
+        with server.client(writer) as c:
+            r = c.post(_url("gated"), content=body, headers=NDJSON)
+            assert r.status_code == 201, r.text
+            too_big = c.post(_url("gated"), content=ndjson_stream(2 * MiB), headers=NDJSON)
+            assert too_big.status_code == 413
+            archive = c.get(f"/contexts/{CTX}/export").content
+            refused = c.post(
+                "/import", content=archive, headers={"Content-Type": "application/gzip"}
+            )
+            assert refused.status_code == 403  # import needs admin
+        with server.client(admin) as c:
+            done = c.post(
+                "/import",
+                params={"name": "gated_copy"},
+                content=archive,
+                headers={"Content-Type": "application/gzip"},
+            )
+            assert done.status_code == 201, done.text
+            audit = c.get("/audit", params={"limit": 10000}).json()["entries"]
+    outcomes = [(e["token"], e["action"], e["outcome"]) for e in audit]
+    assert ("writer", "append", 201) in outcomes
+    assert ("writer", "append", 413) in outcomes
+    assert ("admin", "import_archive", 201) in outcomes
 
 
 def test_openapi_documents_both_append_bodies(small: Server) -> None:
