@@ -30,6 +30,7 @@ from app.core.errors import IntegrityError
 from app.core.indexes import Indexes
 from app.core.locks import Lock, WriterLock
 from app.core.schemas import CompactionReport, LatestCommit, RecordVersion
+from app.core.spool import SizedIterable
 from app.core.workflow_types import WorkflowStatus
 from app.formats.accessdb import AuditMaker, AuditRow, TokenRow
 from app.formats.staged_items import ChunkIndex, StagedItems
@@ -261,8 +262,8 @@ class Records(Protocol):
         self,
         collection: str,
         batch_id: str,
-        ids: Sequence[str],
-        records: Sequence[bytes],
+        ids: SizedIterable[str],
+        records: SizedIterable[bytes],
         digest: str | None,
     ) -> CommittedBatch:
         """Commit one batch of record versions (``records``: each record's canonical JSON,
@@ -270,7 +271,12 @@ class Records(Protocol):
         is in the log and the index; a crash before the commit point leaves none of them
         visible, after it all of them. ``digest`` (the request digest) is stored with the
         batch. Creates the collection's log if needed. The caller holds ``writing()`` and has
-        checked ``batch`` first (idempotency by batch id)."""
+        checked ``batch`` first (idempotency by batch id).
+
+        ``ids`` and ``records`` are sized and re-iterable, not necessarily lists: a large
+        batch arrives as views over a spool on disk (``app.core.spool``), so an
+        implementation streams them (iterating each as often as it needs, never holding the
+        whole batch) and may not index into them."""
         ...
 
     def delete(

@@ -1,10 +1,11 @@
 """Record codec: strict-JSON checks, id assignment and canonical encoding of a batch.
 
-Pure functions (no I/O). A record made only of exact JSON types (``_plain``: one tight type
-walk) is encoded by orjson as it is; anything else goes through ``_norm``, which converts
-datetimes to ISO-8601 UTC strings, enums to their values and pydantic models to dicts, and
-rejects every other type (UUIDs, dataclasses, dates, sets...), non-finite floats, integers
-outside the signed 64-bit range and nesting deeper than ``MAX_DEPTH``. Strings (values and keys)
+Pure functions (no I/O; a batch too large to hold goes to ``app.core.spool``). A record made
+only of exact JSON types (``_plain``: one tight type walk) is encoded by orjson as it is;
+anything else goes through ``_norm``, which converts datetimes to ISO-8601 UTC strings, enums
+to their values and pydantic models to dicts, and rejects every other type (UUIDs,
+dataclasses, dates, sets...), non-finite floats, integers outside the signed 64-bit range and
+nesting deeper than ``MAX_DEPTH``. Strings (values and keys)
 containing NUL are refused too: the encoded bytes are searched once for ``\\u0000`` (orjson's
 escape of NUL) and only a hit walks the record. Schema validation runs once per batch.
 The stored form is canonical (sorted keys, compact), and what is returned later is decoded
@@ -17,6 +18,7 @@ ids were generated) for the idempotency check (docs/api.md, "Idempotency keys").
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import hashlib
@@ -25,14 +27,18 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from app.core.errors import InvalidInput
+from app.core.memtrim import release_free_memory
 from app.core.rules import MAX_ID_CHARS
 from app.core.schemas import FAST_VALIDATORS
+from app.core.spool import SizedIterable, Spool
 
 MAX_DEPTH = 64
 ENCODE_OPTIONS = orjson.OPT_SORT_KEYS
@@ -230,26 +236,158 @@ def validate_batch(
         raise InvalidInput(f"{head}: {err.get('msg', 'invalid')}", argument=head) from None
 
 
-MAX_BATCH_RECORDS = 1_000_000
-MAX_BATCH_BYTES = 512 << 20
+MAX_BATCH_RECORDS = 1 << 30
+MAX_BATCH_BYTES = 64 << 30
+"""The caps of one batch: 1,073,741,824 records and 64 GiB of encoded records. Past
+``SPOOL_AT`` a batch is prepared on disk (``app.core.spool``), so these bound the disk a batch
+may take, not memory."""
+SPOOL_AT = 32 << 20
+"""Estimated memory (encoded bytes plus ``HELD_COST`` per record) past which a batch being
+prepared moves to a spool, when the caller gave one (``spill``)."""
+HELD_COST = 128
+"""Estimated bytes a record held in memory costs besides its encoding (its id string, the
+bytes object's header, two list slots)."""
 PREPARE_STEP = 8192
+"""Most records validated and encoded together (one pydantic call per step)."""
+FIRST_STEP = 64
+"""Records in the first step; later steps hold about ``STEP_BYTES`` (``_next_step``)."""
+STEP_BYTES = 4 << 20
 
 
-class PreparedBatch(NamedTuple):
+class PreparedBatch:
     """A checked batch: its ids, canonical records and the request digest (``None`` without
-    a batch id: such a batch can never be a duplicate)."""
+    a batch id: such a batch can never be a duplicate).
 
-    ids: list[str]
-    encoded: list[bytes]
-    digest: str | None
+    ``ids`` and ``encoded`` are lists for a batch held in memory, or sized re-iterable views
+    over a spool (``spooled``); either way they satisfy ``SizedIterable``. Close it (or use it
+    as a context manager) once stored: that removes its spool."""
+
+    __slots__ = ("_close", "digest", "encoded", "ids", "spooled")
+
+    def __init__(
+        self,
+        ids: SizedIterable[str],
+        encoded: SizedIterable[bytes],
+        digest: str | None,
+        close: Callable[[], None] | None = None,
+    ) -> None:
+        self.ids = ids
+        self.encoded = encoded
+        self.digest = digest
+        self.spooled = close is not None
+        self._close = close
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def close(self) -> None:
+        """Remove the spool (if any); idempotent."""
+        close, self._close = self._close, None
+        if close is not None:
+            close()
+
+    def __enter__(self) -> PreparedBatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _size_text(n: int) -> str:
+    for shift, unit in ((30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift:,} {unit}"
+    return f"{n:,} bytes"
 
 
 def _too_large(argument: str, what: str) -> InvalidInput:
     return InvalidInput(
         f"{argument}: a batch holds at most {MAX_BATCH_RECORDS:,} records and "
-        f"{MAX_BATCH_BYTES >> 20:,} MiB of encoded records ({what}); split it or use a workflow",
+        f"{_size_text(MAX_BATCH_BYTES)} of encoded records ({what}); split it or use a "
+        "workflow",
         argument=argument,
     )
+
+
+Spill = Callable[[], AbstractContextManager[Path]]
+"""Gives a private folder for a spool, held while the returned context is open (removed
+when it closes)."""
+
+
+class _Held:
+    """The batch being prepared: in memory until its estimated size passes ``SPOOL_AT``, then
+    (given ``spill``) in a ``Spool``."""
+
+    def __init__(self, spill: Spill | None) -> None:
+        self.ids: list[str] = []
+        self.encoded: list[bytes] = []
+        self.generated = bytearray()
+        self.count = 0
+        self.memory = 0
+        self._spill = spill
+        self._spool: Spool | None = None
+        self._stack = contextlib.ExitStack()
+
+    def add_id(self, rid: str, generated: bool) -> None:
+        if self._spool is None:
+            self.ids.append(rid)
+            self.generated.append(generated)
+        else:
+            self._spool.ids.add(rid)
+            self.generated.append(generated)
+            if len(self.generated) >= FLAG_FLUSH:
+                self._spool.add_flags(self.generated)
+                self.generated.clear()
+
+    def add_encoded(self, data: bytes) -> None:
+        self.count += 1
+        if self._spool is None:
+            self.encoded.append(memoryview(data).tobytes())  # exact size (see prepare_batch)
+            self.memory += len(data) + HELD_COST
+            if self.memory > SPOOL_AT:  # also mid-step: a step of large records
+                self.check_memory()
+        else:
+            self._spool.records.add(data)
+
+    def check_memory(self) -> None:
+        """Move the batch to a spool once it holds more than ``SPOOL_AT`` (given ``spill``)."""
+        if self._spill is None or self._spool is not None:
+            return
+        if self.memory + (len(self.ids) - len(self.encoded)) * HELD_COST <= SPOOL_AT:
+            return
+        folder = self._stack.enter_context(self._spill())
+        spool = self._spool = Spool(folder)
+        self._stack.callback(spool.close)
+        for data in self.encoded:
+            spool.records.add(data)
+        for rid in self.ids:
+            spool.ids.add(rid)
+        spool.add_flags(self.generated)
+        self.ids, self.encoded, self.generated = [], [], bytearray()
+        self.memory = 0
+        release_free_memory()
+
+    def hash_generated(self, h: Any) -> None:
+        if self._spool is not None:
+            self._spool.add_flags(self.generated)
+            self.generated.clear()
+            for chunk in self._spool.flag_chunks():
+                h.update(chunk)
+        else:
+            h.update(self.generated)
+
+    def batch(self, digest: str | None) -> PreparedBatch:
+        spool = self._spool
+        if spool is None:
+            return PreparedBatch(self.ids, self.encoded, digest)
+        spool.seal()
+        return PreparedBatch(spool.ids, spool.records, digest, self._stack.close)
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+FLAG_FLUSH = 1 << 16
 
 
 def prepare_batch(
@@ -259,82 +397,101 @@ def prepare_batch(
     *,
     batch_id: str | None = None,
     collection: str = "",
-    frame: Callable[[bytes], bytes] | None = None,
+    spill: Spill | None = None,
 ) -> PreparedBatch:
     """Check, assign ids, validate and encode a batch.
 
     Records without an id get ``derived_id(batch_id, position)`` when a ``batch_id`` is given,
     a random id otherwise. Records are handled ``PREPARE_STEP`` at a time (copy, validate,
     encode), so only the encoded batch is held, never a second copy of every record; each
-    encoding is kept as ``frame(data)`` (e.g. its log line) or as an exact-size copy: orjson
-    returns its bytes inside a 4 KiB allocation, which held per record made a batch cost
-    ~4.5 KB a record. Raises ``InvalidInput`` naming the record (or the size limit) before
-    anything is written. The request digest (``batch_id`` given) is the SHA-256 of
+    encoding is kept as an exact-size copy: orjson returns its bytes inside a 4 KiB
+    allocation, which held per record made a batch cost ~4.5 KB a record. Given ``spill``, a
+    batch whose estimated memory passes ``SPOOL_AT`` moves to a spool in the folder
+    ``spill()`` gives (``app.core.spool``), so memory stays flat whatever its size; close the
+    result to remove the spool. Without ``spill`` the batch stays in memory. Raises
+    ``InvalidInput`` naming the record (or the size limit) before anything is written, with
+    any spool already removed. The request digest (``batch_id`` given) is the SHA-256 of
     ``["append", collection, count]``, one byte per record (1: its id was generated) and the
     canonical bytes of the records: given the batch id, the same as hashing the records
     before their ids were generated, since generated ids derive from (batch id, position).
     """
     if isinstance(records, Mapping | str | bytes) or not isinstance(records, Iterable):
         raise InvalidInput(f"{argument}: expected an iterable of records", argument=argument)
+    held = _Held(spill)
+    try:
+        return _prepare(records, schema, argument, batch_id, collection, held)
+    except BaseException:
+        held.close()
+        raise
+
+
+def _prepare(
+    records: Iterable[object],
+    schema: type[BaseModel] | None,
+    argument: str,
+    batch_id: str | None,
+    collection: str,
+    held: _Held,
+) -> PreparedBatch:
     derive = id_deriver(batch_id) if batch_id is not None else None
-    keep = frame if frame is not None else _exact
     h = hashlib.sha256() if batch_id is not None else None
-    ids: list[str] = []
-    encoded: list[bytes] = []
-    generated = bytearray()
     size = 0
     step: list[dict[str, Any]] = []
+    step_len = min(FIRST_STEP, PREPARE_STEP)
     for i, record in enumerate(records):
         if i >= MAX_BATCH_RECORDS:
             raise _too_large(argument, "too many records")
         rec = as_dict(record, f"{argument}[{i}]")
         rid = rec.get("id")
-        if rid is None and "id" not in rec:
+        generated = rid is None and "id" not in rec
+        if generated:
             rid = new_id() if derive is None else derive(i)
             rec = {**rec, "id": rid}
-            generated.append(1)
-        else:
-            generated.append(0)
-        ids.append(check_id(rid, f"{argument}[{i}]"))
+        held.add_id(check_id(rid, f"{argument}[{i}]"), generated)
         step.append(rec)
-        if len(step) >= PREPARE_STEP:
-            size += _encode_step(step, schema, argument, len(encoded), encoded, keep, h)
-            if size > MAX_BATCH_BYTES:
-                raise _too_large(argument, "too many bytes")
+        if len(step) >= step_len:
+            before = size
+            size = _encode_step(step, schema, argument, held, h, size)
+            held.check_memory()
+            step_len = _next_step(len(step), size - before)
             step = []
-    size += _encode_step(step, schema, argument, len(encoded), encoded, keep, h)
-    if size > MAX_BATCH_BYTES:
-        raise _too_large(argument, "too many bytes")
+    _encode_step(step, schema, argument, held, h, size)
     digest = None
     if h is not None:
-        head = hashlib.sha256(orjson.dumps(["append", collection, len(encoded)]))
-        head.update(generated)
+        head = hashlib.sha256(orjson.dumps(["append", collection, held.count]))
+        held.hash_generated(head)
         head.update(h.digest())
         digest = head.hexdigest()
-    return PreparedBatch(ids, encoded, digest)
+    return held.batch(digest)
 
 
-def _exact(data: bytes) -> bytes:
-    return memoryview(data).tobytes()
+def _next_step(records: int, encoded: int) -> int:
+    """How many records the next step takes: about ``STEP_BYTES`` of encodings at the size the
+    last step's records had (between 16 and ``PREPARE_STEP``), so a step of large records
+    never holds much memory as Python objects."""
+    return max(16, min(PREPARE_STEP, STEP_BYTES * records // max(encoded, 1)))
 
 
 def _encode_step(
     step: list[dict[str, Any]],
     schema: type[BaseModel] | None,
     argument: str,
-    offset: int,
-    out: list[bytes],
-    keep: Callable[[bytes], bytes],
+    held: _Held,
     h: Any,
+    size: int,
 ) -> int:
-    validate_batch(step, schema, argument, offset)
-    size = 0
-    for i, rec in enumerate(step, offset):
+    """Validate and encode ``step`` into ``held``; returns ``size`` (the encoded bytes so
+    far) grown by the step's encodings. ``InvalidInput`` past ``MAX_BATCH_BYTES``."""
+    validate_batch(step, schema, argument, held.count)
+    add = held.add_encoded
+    for i, rec in enumerate(step, held.count):
         data = encode(rec, f"{argument}[{i}]")
         size += len(data)
+        if size > MAX_BATCH_BYTES:
+            raise _too_large(argument, "too many bytes")
         if h is not None:
             h.update(data)
-        out.append(keep(data))
+        add(data)
     return size
 
 

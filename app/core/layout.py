@@ -8,7 +8,8 @@ A store directory::
         <collection>.jsonl            batch log per collection (the truth for records)
         <context>.sqlite              query index (derived from the logs)
         <part>/...                    one folder per file-holding part (embeddings, models)
-    contexts/.<purpose>-<hex>/        staging folders (swept at open)
+    contexts/.<purpose>-<hex>/        staging folders (swept at open; .spool-*: a large
+                                      batch being appended)
     workflows/tracker.sqlite          workflow tracker
     workflows/items/                  staged workflow items
     trust/                            pickle trust marks
@@ -114,7 +115,9 @@ NO_TRUST_DIR = ".no-trust"
 """Private, empty trust folder of a staged (imported) context: nothing it holds is trusted."""
 SHARD_SUFFIX = ".npz"
 """Suffix of embedding shard files (any such file in a set folder counts as a shard's data)."""
-STAGING_PURPOSES = ("import", "export", "save", "merge", "dropped", "replaced")
+SPOOL_PURPOSE = "spool"
+"""Staging purpose of the private folder a large batch is spooled in while it is appended."""
+STAGING_PURPOSES = ("import", "export", "save", "merge", "dropped", "replaced", SPOOL_PURPOSE)
 """Purposes of the dot-named staging folders in the contexts folder (never listed as contexts)."""
 
 
@@ -178,6 +181,7 @@ __all__ = [
     "SET_META_PATTERN",
     "SHARD_PATTERN",
     "SHARD_SUFFIX",
+    "SPOOL_PURPOSE",
     "STAGING_PURPOSES",
     "STORE_LOCK",
     "STORE_MARKER",

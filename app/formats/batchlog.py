@@ -25,7 +25,7 @@ bytes of each record) and tombstoned ids, and get back offsets:
 
 - ``BatchLog.write_batch(offset, puts=..., deletes=...)`` appends one batch and returns a
   ``WrittenBatch`` (start, end, digest); ``put_offsets`` gives the offset of each record's
-  line in it (the index's ``pos``);
+  line in it (the index's ``pos``), ``placed_puts`` the same with each id and record;
 - ``BatchLog.scan(start)`` returns a ``LogScan``: iterate it for the verified ``Batch``es
   (whose ``Entry``s carry offsets, ids and record bytes), then read where it stopped;
 - ``LogWriter`` writes a whole new log (compaction, export) batch by batch.
@@ -48,6 +48,7 @@ import orjson
 
 from app.core.atomic import write_atomic
 from app.core.errors import IntegrityError, SchemaVersionError, io_error
+from app.core.spool import SizedIterable
 
 LOG_FORMAT = 1
 PUT = b'{"put":'
@@ -211,7 +212,19 @@ def put_offsets(start: int, puts: Iterable[bytes]) -> Iterator[int]:
         pos += len(data) + FRAME
 
 
-def _entry_chunks(puts: Sequence[bytes], deletes: Sequence[str]) -> Iterator[bytes]:
+def placed_puts(
+    start: int, ids: Iterable[str], puts: Iterable[bytes]
+) -> Iterator[tuple[int, str, bytes]]:
+    """``(offset of its line, id, record)`` for each record of a batch written at ``start``
+    with ``puts`` (``ids`` in the same order; a different count is a ``ValueError``): one
+    pass over each, so a spooled batch is read once more, not twice."""
+    pos = start
+    for rid, data in zip(ids, puts, strict=True):
+        yield pos, rid, data
+        pos += len(data) + FRAME
+
+
+def _entry_chunks(puts: Iterable[bytes], deletes: Iterable[str]) -> Iterator[bytes]:
     """The entry lines of a batch (puts, then tombstones), joined into ~``WRITE_CHUNK``
     pieces: the batch is never held twice."""
     group: list[bytes] = []
@@ -305,12 +318,14 @@ class BatchLog:
         batch_id: str,
         kind: str,
         committed_at: str,
-        puts: Sequence[bytes] = (),
-        deletes: Sequence[str] = (),
+        puts: SizedIterable[bytes] = (),
+        deletes: SizedIterable[str] = (),
         req: str | None = None,
     ) -> WrittenBatch:
         """Write one batch at ``offset`` (the records ``puts``, given as their canonical JSON,
-        then tombstones for ``deletes``) closed by its commit line, and fsync.
+        then tombstones for ``deletes``) closed by its commit line, and fsync. ``puts`` and
+        ``deletes`` are iterated once, in ``WRITE_CHUNK`` pieces: a batch of any size (e.g. a
+        spooled one, ``app.core.spool``) is never held whole.
 
         On any failure the file is truncated back to ``offset`` before the error is raised,
         so a failed write never leaves bytes that a later append would bury. ``put_offsets``

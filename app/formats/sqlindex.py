@@ -33,6 +33,18 @@ FETCH = 2000
 
 
 ROWS_PER_INSERT = 500  # rows per multi-row INSERT (4 parameters each; SQLite allows 32766)
+FIRST_ROWS = 16
+INSERT_BYTES = 4 << 20
+"""About how much record text one INSERT binds (large records: fewer rows per INSERT)."""
+
+
+def _next_rows(part: list[Any]) -> int:
+    """Rows for the next INSERT: about ``INSERT_BYTES`` at the size the rows of ``part`` (the
+    parameters of the last one) had, a power of two up to ``ROWS_PER_INSERT``."""
+    rows = len(part) // 4
+    text = sum(map(len, itertools.islice(part, 2, None, 4))) or 1
+    fit = max(1, INSERT_BYTES * rows // text)
+    return min(ROWS_PER_INSERT, 1 << (fit.bit_length() - 1))
 
 
 PutRow = tuple[int, str, bytes]
@@ -330,15 +342,17 @@ class SqliteIndex(SqliteFile):
     ) -> None:
         crc32 = zlib.crc32
         rows = iter(puts)
-        while True:  # ROWS_PER_INSERT rows at a time: memory stays flat however large the batch
+        n = FIRST_ROWS
+        while True:  # a few rows at a time: memory stays flat however large the batch
             part = [
                 v
-                for pos, rid, data in itertools.islice(rows, ROWS_PER_INSERT)
+                for pos, rid, data in itertools.islice(rows, n)
                 for v in (pos, rid, data.decode(), crc32(data))
             ]
             if not part:
                 break
             conn.execute(_insert_sql(t, len(part) // 4), part)
+            n = _next_rows(part)
         if deletes:
             conn.executemany(f"DELETE FROM {t} WHERE id=?", [(d,) for d in deletes])
         conn.execute(f"INSERT OR REPLACE INTO {batches} VALUES (?,?,?,?,?,?,?,?)", batch.values())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -19,13 +20,14 @@ import icontract
 from pydantic import BaseModel
 
 from app.backends.local import LocalBackend
+from app.backends.local.staging import staging_folder
 from app.backends.protocols import Backend, CommittedBatch, CompiledQuery, Records
 from app.core.codec import decode, delete_digest, new_id, prepare_batch
 from app.core.contracts import FULL, ensure, ensure_full, invariant, require
 from app.core.errors import ConflictError, InvalidInput, NotFoundError
 from app.core.filters import is_utf8
 from app.core.indexes import normalise_indexes
-from app.core.layout import INDEX_SUFFIX
+from app.core.layout import INDEX_SUFFIX, SPOOL_PURPOSE
 from app.core.locks import WriterLock
 from app.core.rules import (
     CollectionName,
@@ -166,23 +168,34 @@ class Context(icontract.DBC):
     def _append(
         self, collection: str, records: Iterable[Any], *, batch_id: str | None
     ) -> BatchReceipt:
-        """``append`` without the reserved-namespace check: the entry point of workflows."""
+        """``append`` without the reserved-namespace check: the entry point of workflows.
+
+        The whole input is consumed (validated, encoded, spooled to disk past
+        ``codec.SPOOL_AT``) before the writer lock is taken, so a slow producer never holds
+        it; the spool is removed on success and on every failure."""
         self._ensure_ready()
-        prepared = prepare_batch(
+        with prepare_batch(
             records,
             self._records.schema(collection),
             batch_id=batch_id,
             collection=collection,
-        )
-        bid = batch_id if batch_id is not None else new_id()
-        with self._records.writing():
-            duplicate = self._duplicate(bid, collection, prepared.digest)
-            if duplicate is not None:
-                return _receipt(duplicate, duplicate=True)
-            row = self._records.append(
-                collection, bid, prepared.ids, prepared.encoded, prepared.digest
-            )
+            spill=self._spool_folder,
+        ) as prepared:
+            bid = batch_id if batch_id is not None else new_id()
+            with self._records.writing():
+                duplicate = self._duplicate(bid, collection, prepared.digest)
+                if duplicate is not None:
+                    return _receipt(duplicate, duplicate=True)
+                row = self._records.append(
+                    collection, bid, prepared.ids, prepared.encoded, prepared.digest
+                )
         return _receipt(row, duplicate=False)
+
+    def _spool_folder(self) -> AbstractContextManager[Path]:
+        """A private staging folder for a large batch's spool, beside the context's folder
+        (``.spool-*`` in the store's contexts folder: swept by ``open_store`` if this process
+        is killed; never listed as a context)."""
+        return staging_folder(self.path.parent, SPOOL_PURPOSE)
 
     @checked
     @require(

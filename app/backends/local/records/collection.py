@@ -28,7 +28,8 @@ from app.core.clock import utc_iso
 from app.core.codec import decode
 from app.core.errors import IntegrityError, StorageError, environmental
 from app.core.schemas import CompactionReport, LatestCommit, RecordVersion
-from app.formats.batchlog import Batch, BatchLog, LogScan, LogWriter, put_offsets
+from app.core.spool import SizedIterable
+from app.formats.batchlog import Batch, BatchLog, LogScan, LogWriter, placed_puts
 from app.formats.sqlindex import BatchRow, PutRow, SqliteIndex
 
 FEW_IDS = 4
@@ -159,12 +160,18 @@ class CollectionLog:
     # -- writing ------------------------------------------------------------------------
 
     def append(
-        self, batch_id: str, ids: Sequence[str], records: Sequence[bytes], req: str | None = None
+        self,
+        batch_id: str,
+        ids: SizedIterable[str],
+        records: SizedIterable[bytes],
+        req: str | None = None,
     ) -> BatchRow:
         """Durably write one batch of record versions (log fsync, then index); all or
         nothing. ``records`` are the canonical JSON of each record, ``ids`` their ids (same
         order); ``req`` is the request digest kept in the commit line (docs/api.md,
-        idempotent batches)."""
+        idempotent batches). Both are streamed (a spooled batch is read from disk): the log
+        write iterates ``records`` once, the index update ``records`` and ``ids`` once more;
+        neither holds the batch."""
         end = self.recover(create=True)
         assert end is not None
         at = utc_iso()
@@ -175,7 +182,7 @@ class CollectionLog:
             batch_id, self.name, "append", end, written.end, len(records), written.sha256, at
         )
         # lazily: never a copy of the batch
-        puts: Iterator[PutRow] = zip(put_offsets(end, records), ids, records, strict=True)
+        puts: Iterator[PutRow] = placed_puts(end, ids, records)
         self._index_batch(row, puts, ())
         return row
 

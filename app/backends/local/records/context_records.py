@@ -38,6 +38,7 @@ from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.nofollow import link_problems
 from app.core.schemas import CompactionReport, LatestCommit, RecordVersion
+from app.core.spool import SizedIterable
 from app.formats.sqlindex import BatchRow, SqliteIndex
 
 READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
@@ -205,8 +206,8 @@ class LocalRecords:
         self,
         collection: str,
         batch_id: str,
-        ids: Sequence[str],
-        records: Sequence[bytes],
+        ids: SizedIterable[str],
+        records: SizedIterable[bytes],
         digest: str | None,
     ) -> BatchRow:
         return self._log(collection).append(batch_id, ids, records, digest)
