@@ -250,6 +250,22 @@ def test_bad_line_is_422_naming_it_and_nothing_is_committed(
     assert _count(small, "lines") == 0
 
 
+def test_a_client_gone_midway_commits_nothing(small: Server) -> None:
+    head = (
+        f"POST {_url('gone')} HTTP/1.1\r\nHost: 127.0.0.1:{small.port}\r\n"
+        "Content-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    piece = b"".join(_line(i, "g") for i in range(200))
+    with socket.create_connection(("127.0.0.1", small.port), timeout=30) as s:
+        s.sendall(head.encode() + b"%x\r\n%s\r\n" % (len(piece), piece))
+        # closed before the final chunk: the batch must not be committed
+    _healthy(small)
+    with small.client() as c:  # the same collection takes a batch afterwards
+        assert c.post(_url("gone"), json={"records": [{"id": "after"}]}).status_code == 201
+    assert _count(small, "gone") == 1
+    assert "Traceback" not in small.output()
+
+
 def test_a_record_the_schema_refuses_is_named_by_its_line(small: Server) -> None:
     ok = b'{"source_domain": "a", "target_domain": "b", "quality_score": 0.5}\n'
     bad = b'{"source_domain": "a", "target_domain": "b", "quality_score": 2}\n'
