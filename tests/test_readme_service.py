@@ -48,7 +48,11 @@ def test_readme_service_example_runs(tmp_path: Path) -> None:
     token = made.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"ctx_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", token), made.stdout
     (tmp_path / "analogies.jsonl").write_bytes(
-        b"".join(orjson.dumps({"source": f"s{i}", "target": f"t{i}"}) + b"\n" for i in range(50))
+        b"".join(
+            orjson.dumps({"source_domain": f"s{i}", "target_domain": f"t{i}", "quality_score": 0.5})
+            + b"\n"
+            for i in range(50)
+        )
     )
     with serve(root) as server:
         for command in curls:
