@@ -240,6 +240,12 @@ class Records(Protocol):
         replaced before the block runs."""
         ...
 
+    def spool_folder(self) -> AbstractContextManager[Path]:
+        """A private local folder for the spool of a batch too large to hold in memory,
+        locked while in use and removed afterwards (also after a kill: swept when the store
+        next opens); never listed as a context."""
+        ...
+
     def schema(self, collection: str) -> type[BaseModel] | None:
         """The collection's pydantic schema from the catalog (None: schemaless)."""
         ...
