@@ -38,7 +38,9 @@ def tokens() -> None:
 @pass_state
 def create(state: State, name: str, scope: str, contexts: tuple[str, ...]) -> None:
     """Create a token NAME and print it (shown this once)."""
-    token = state.store().tokens.create(name, scope=scope, contexts=list(contexts) or None)
+    token = state.store(create=True).tokens.create(
+        name, scope=scope, contexts=list(contexts) or None
+    )
     click.echo(token)
     where = ", ".join(contexts) if contexts else "every context"
     click.echo(

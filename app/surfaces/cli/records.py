@@ -67,7 +67,7 @@ def append(
 ) -> None:
     """Append the records of FILE (JSON lines, '-' for stdin) in batches."""
     check(NOT_RESERVED, batch_prefix, "--batch-prefix", optional=True)
-    store = state.store()
+    store = state.store(create=True)
     ctx = store.context(context)
     source = "<stdin>" if file == "-" else file
     total_bytes = None if file == "-" else Path(file).stat().st_size

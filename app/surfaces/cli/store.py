@@ -175,7 +175,7 @@ def serve(
         from app.surfaces.http import create_app
     except ImportError as exc:
         fail(f"the HTTP service needs the 'service' extra (pip install 'ctxstore[service]'): {exc}")
-    store = state.store()
+    store = state.store(create=True)
     application = create_app(
         store,
         auth=not no_auth,
@@ -216,5 +216,7 @@ def demo(state: State, context: str, n: int, batch_size: int) -> None:
     """Create the store, append analogies in batches, query them, print a summary."""
     from app.surfaces.demo import print_summary, run_demo
 
-    summary = run_demo(state.store(), context=context, count=n, batch_size=batch_size, console=err)
+    summary = run_demo(
+        state.store(create=True), context=context, count=n, batch_size=batch_size, console=err
+    )
     print_summary(summary, out)
