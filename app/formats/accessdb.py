@@ -100,14 +100,7 @@ class AccessDB(SqliteFile):
         return str(self.path)
 
     def _first_use(self, conn: sqlite3.Connection) -> None:
-        if conn.execute("PRAGMA user_version").fetchone()[0] == ACCESS_VERSION:
-            return  # current schema: nothing to write (a read-only store opens for reading)
-        with self.write() as tx:
-            self.check_version(tx)
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    tx.execute(statement)
-            tx.execute(f"PRAGMA user_version={ACCESS_VERSION}")
+        self.create_schema(conn, _SCHEMA)
 
     def _exists(self) -> bool:
         """Whether the file was created (reads of a store without it see nothing);
