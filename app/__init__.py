@@ -1,6 +1,7 @@
 """ctxstore: design-by-contract storage for research records, embeddings, models and batch
 workflows. ``open_store`` is the entry point; see README.md and docs/api.md."""
 
+from app.core.access_types import AuditEntry, AuditEvent, AuditPage, TokenInfo
 from app.core.artifacts import EmbeddingInfo, EmbeddingSet, Hit, ModelInfo
 from app.core.errors import (
     ConflictError,
@@ -31,6 +32,9 @@ from app.managers.workflows import WorkflowManager
 __all__ = [
     "Analogy",
     "AppendBuffer",
+    "AuditEntry",
+    "AuditEvent",
+    "AuditPage",
     "BatchReceipt",
     "BatchWorkflow",
     "CompactionReport",
@@ -53,6 +57,7 @@ __all__ = [
     "SchemaVersionError",
     "StorageError",
     "Store",
+    "TokenInfo",
     "UntrustedArtifactError",
     "WorkflowManager",
     "WorkflowStatus",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.common import Row, format_table
 
-SECTIONS = ["records", "artifacts", "workflows", "transfer"]
+SECTIONS = ["records", "artifacts", "workflows", "transfer", "service"]
 
 
 def main(argv: list[str] | None = None) -> int:

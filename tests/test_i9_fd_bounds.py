@@ -257,7 +257,17 @@ def _service(root: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``ctxstore serve`` on a free port, up and answering; stopped by its PID afterwards."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "--root", str(root), "serve", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "--root",
+            str(root),
+            "serve",
+            "--port",
+            str(port),
+            "--no-auth",
+        ],
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

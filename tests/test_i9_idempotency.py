@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from service_support import local_client
 
 import app
 from app.core.codec import derived_id, encode, prepare_batch
@@ -22,7 +23,7 @@ from app.service import create_app
 
 @pytest.fixture
 def client(store: app.Store) -> Iterator[TestClient]:
-    with TestClient(create_app(store), raise_server_exceptions=True) as c:
+    with local_client(create_app(store, auth=False), raise_server_exceptions=True) as c:
         yield c
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
+from service_support import local_client
 
 import app
 from app.service import create_app
@@ -40,14 +40,14 @@ def test_cli_and_http_filters_refuse_integers_beyond_int64(tmp_path: Path) -> No
     done = _cli(tmp_path / "s", "query", "c", "x", "--where", '{"a": -9223372036854775809}')
     assert done.returncode != 0 and "64-bit" in done.stderr, done
     with app.open_store(tmp_path / "s") as store:
-        client = TestClient(create_app(store))
+        client = local_client(create_app(store, auth=False))
         for where in ('{"a":-9223372036854775809}', '{"a":{"$nin":[-9223372036854775809]}}'):
             r = client.get("/contexts/c/collections/x/records", params={"where": where})
             assert r.status_code == 422, (where, r.status_code, r.text)
 
 
 def test_http_invalid_body_with_nan_is_422_not_500(store: app.Store) -> None:
-    client = TestClient(create_app(store))
+    client = local_client(create_app(store, auth=False))
     store.context("c").append("x", [{"id": "a"}])
     for url, body in (
         ("/contexts", b'{"name":NaN}'),

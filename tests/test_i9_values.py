@@ -246,7 +246,12 @@ def test_http_answers_422_for_out_of_range_values(store: app.Store) -> None:
     from app.service import create_app
 
     store.context("default", create=True).append("notes", [{"id": "a", "n": 1}])
-    with TestClient(create_app(store), raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(store, auth=False),
+        raise_server_exceptions=False,
+        base_url="http://localhost",
+        client=("127.0.0.1", 50000),
+    ) as client:
         url = "/contexts/default/collections/notes"
         checks = [
             client.get(f"{url}/records", params={"offset": 2**63}),

@@ -23,6 +23,7 @@ from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
 
 import app
+from app.core import trustkey
 from app.core.artifacts import ModelInfo
 from app.formats.hashio import dump_checked
 from app.protocols import ModelStoreProtocol
@@ -369,7 +370,8 @@ def test_joblib_copied_from_another_store_is_untrusted(tmp_path: Path) -> None:
 def test_trust_is_recorded_outside_contexts_by_digest(store: app.Store) -> None:
     info = store.context("c").models.save("km", fitted_kmeans())
     marker = Path(store.root) / "trust" / info.sha256
-    assert marker.is_file() and marker.stat().st_size == 0
+    # the mark holds the digest's HMAC under the trust key (kept outside the store)
+    assert marker.read_text() == trustkey.sign("model-trust", info.sha256.encode())
     # the same bytes are trusted wherever they sit in this store
     other = store.context("d")
     shutil.copytree(Path(store.context("c").path) / "models", Path(other.path) / "models")

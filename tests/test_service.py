@@ -1,9 +1,11 @@
-"""The HTTP service: status codes and bodies with TestClient, and one real uvicorn server."""
+"""The HTTP service: status codes and bodies with TestClient, and one real uvicorn server.
+
+Every client here is a store-wide admin token minted on the store, calling from loopback
+(``service_support.local_client``); who may call what is tests/test_service_access.py."""
 
 from __future__ import annotations
 
 import io
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,14 +16,22 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 from recdata import analogy
+from service_support import auth_headers, free_port, local_client
 
 import app
 from app.service import create_app
 
 
 @pytest.fixture
-def client(store: app.Store) -> Iterator[TestClient]:
-    with TestClient(create_app(store), raise_server_exceptions=True) as c:
+def admin(store: app.Store) -> str:
+    """A store-wide admin token."""
+    token: str = store.tokens.create("test-admin", scope="admin")
+    return token
+
+
+@pytest.fixture
+def client(store: app.Store, admin: str) -> Iterator[TestClient]:
+    with local_client(create_app(store), admin, raise_server_exceptions=True) as c:
         yield c
 
 
@@ -114,8 +124,8 @@ def test_delete_by_criteria_is_a_workflow(client: TestClient) -> None:
     assert client.get("/workflows", params={"status": "bogus"}).status_code == 422
 
 
-def test_submit_workflow_and_cancel(store: app.Store) -> None:
-    with TestClient(create_app(store, process_workflows=False)) as client:
+def test_submit_workflow_and_cancel(store: app.Store, admin: str) -> None:
+    with local_client(create_app(store, process_workflows=False), admin) as client:
         client.post("/contexts", json={"name": "c"})
         body = {
             "workflow_type": "append",
@@ -178,17 +188,10 @@ def test_export_download_and_import_upload(client: TestClient, store: app.Store)
     assert client.get("/contexts/nope/export").status_code == 404
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def test_real_uvicorn_server(store: app.Store) -> None:
+def test_real_uvicorn_server(store: app.Store, admin: str) -> None:
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -199,7 +202,7 @@ def test_real_uvicorn_server(store: app.Store) -> None:
             assert time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.05)
         base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=10) as http:
+        with httpx.Client(base_url=base, timeout=10, headers=auth_headers(admin)) as http:
             assert http.get("/health").json()["status"] == "ok"
             assert http.post("/contexts", json={"name": "live"}).status_code == 201
             url = "/contexts/live/collections/notes/records"
@@ -225,7 +228,7 @@ ERROR_CASES = [
 
 @pytest.mark.parametrize(("exc", "status", "kind"), ERROR_CASES)
 def test_the_error_table_gives_the_status(
-    store: app.Store, exc: app.StorageError, status: int, kind: str
+    store: app.Store, admin: str, exc: app.StorageError, status: int, kind: str
 ) -> None:
     """One table (app/surfaces/errors.py) answers every error, over HTTP and in the CLI."""
     from app.surfaces.errors import kind_of
@@ -236,7 +239,7 @@ def test_the_error_table_gives_the_status(
         raise exc
 
     application.add_api_route("/boom", boom)
-    with TestClient(application) as c:
+    with local_client(application, admin) as c:
         answer = c.get("/boom")
     assert answer.status_code == status
     assert kind_of(exc).kind == kind

@@ -6,7 +6,8 @@
 - ``MetaStore``: small documents that are commit points (an embedding set's
   ``metadata.json``, a model version's ``vNNNN.json``; later aliases, tags, lineage, tokens,
   audit);
-- ``ContextCatalog``: the store's catalogue of contexts (marker, list, create, drop, install).
+- ``ContextCatalog``: the store's catalogue of contexts (marker, list, create, drop, install);
+- ``Access``: the store's service tokens and its chained audit log.
 
 ``Backend`` bundles them; ``app.backends.registry.backend_for`` picks one by the store's root
 (a directory: ``app.backends.local.LocalBackend``). The full contract (what is atomic, what
@@ -31,6 +32,7 @@ from app.core.locks import Lock, WriterLock
 from app.core.schemas import CompactionReport, LatestCommit, RecordVersion
 from app.core.spool import SizedIterable
 from app.core.workflow_types import WorkflowStatus
+from app.formats.accessdb import AuditMaker, AuditRow, TokenRow
 from app.formats.staged_items import ChunkIndex, StagedItems
 
 # -- files -------------------------------------------------------------------------------------
@@ -236,6 +238,12 @@ class Records(Protocol):
         """Hold the context's writer lock (re-entrant in a thread) for a sequence of reads
         and one commit that must see no other writer; follows an index another process
         replaced before the block runs."""
+        ...
+
+    def spool_folder(self) -> AbstractContextManager[Path]:
+        """A private local folder for the spool of a batch too large to hold in memory,
+        locked while in use and removed afterwards (also after a kill: swept when the store
+        next opens); never listed as a context."""
         ...
 
     def schema(self, collection: str) -> type[BaseModel] | None:
@@ -639,6 +647,73 @@ class ContextCatalog(Protocol):
         ...
 
 
+# -- service access: tokens and the audit log -----------------------------------------------
+
+
+class Access(Protocol):
+    """The store's service tokens and its audit log (docs/api.md, "Service security").
+
+    Rows only: the managers (``app.managers.access``) make the token hashes and the audit
+    chain under the trust key, which never reaches a backend. Tokens are ``TokenRow`` keyed by
+    their public id (one indexed read per lookup), names unique; audit entries are
+    ``AuditRow`` with a dense ``seq`` from 1.
+
+    Reads of a store where nothing was ever written answer empty (no tokens, no entries) and
+    create nothing, so a read-only store lists. Each write is one atomic, durable transaction.
+    Embedded: ``access.sqlite`` at the store's root (``app.formats.accessdb``). PostgreSQL:
+    two tables in the store's database; ``append_audit`` locks the log (``LOCK TABLE ... IN
+    EXCLUSIVE MODE`` or an advisory lock) in the transaction that reads the newest entry and
+    inserts the next.
+    """
+
+    def where(self) -> str:
+        """How errors and ``verify`` name the access data (a file; a URL without password)."""
+        ...
+
+    def add_token(self, row: TokenRow) -> None:
+        """Store a new token; ``ConflictError`` if its name (or id) is taken."""
+        ...
+
+    def token(self, token_id: str) -> TokenRow | None:
+        """The token with this public id, or None (one indexed read)."""
+        ...
+
+    def tokens(self) -> list[TokenRow]:
+        """Every token, sorted by name."""
+        ...
+
+    def remove_token(self, name: str) -> bool:
+        """Delete the token named ``name``; returns whether it existed."""
+        ...
+
+    def append_audit(self, make: AuditMaker) -> AuditRow:
+        """Append ``make(newest entry or None)`` in one transaction that holds the log against
+        every other appender (threads, processes, machines) from reading the newest entry to
+        committing the new one: the chain stays dense and linear. Returns the stored row."""
+        ...
+
+    def audit_rows(self, offset: int = 0, limit: int | None = None) -> list[AuditRow]:
+        """Entries in ``seq`` order, from the ``offset``-th, at most ``limit`` of them."""
+        ...
+
+    def audit_after(self, seq: int, limit: int) -> list[AuditRow]:
+        """At most ``limit`` entries with a ``seq`` above ``seq``, in order (an indexed range
+        read: how ``verify`` walks a long log)."""
+        ...
+
+    def audit_count(self) -> int:
+        """How many entries the log holds."""
+        ...
+
+    def audit_last(self) -> AuditRow | None:
+        """The newest entry, or None."""
+        ...
+
+    def close(self) -> None:
+        """Close every connection (reopened on next use)."""
+        ...
+
+
 # -- the bundle ----------------------------------------------------------------------------
 
 
@@ -668,4 +743,8 @@ class Backend(Protocol):
 
     def catalog(self) -> ContextCatalog:
         """The store's catalogue of contexts (the same object on every call)."""
+        ...
+
+    def access(self) -> Access:
+        """The store's service tokens and audit log."""
         ...

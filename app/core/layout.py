@@ -13,6 +13,7 @@ A store directory::
     workflows/tracker.sqlite          workflow tracker
     workflows/items/                  staged workflow items
     trust/                            pickle trust marks
+    access.sqlite                     service tokens and the audit log (created on first write)
 
 Inside the part folders::
 
@@ -207,3 +208,17 @@ __all__ = [
     "trust_dir",
     "workflows_dir",
 ]
+
+
+# -- added by issue 11 (service access: tokens and the audit log) ----------------------------
+
+ACCESS_FILE = "access.sqlite"
+"""The store's service tokens and audit log (one SQLite file, created on first write)."""
+
+
+def access_file(root: Path) -> Path:
+    """The tokens-and-audit database of the store at ``root``."""
+    return root / ACCESS_FILE
+
+
+__all__ += ["ACCESS_FILE", "access_file"]

@@ -25,13 +25,14 @@ import os
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
 import icontract
 from pydantic import BaseModel
 
+from app.core.access_types import SCOPES
 from app.core.contracts import is_non_negative_int, is_positive_int
 from app.core.errors import InvalidInput
 from app.core.filters import is_utf8
@@ -189,6 +190,30 @@ Status = Annotated[WorkflowStatus | str, STATUS]
 Record = Annotated[Mapping[str, Any] | BaseModel, RECORD]
 
 
+def _context_list(value: object) -> bool:
+    return (
+        isinstance(value, list | tuple) and len(value) > 0 and all(is_valid_name(v) for v in value)
+    )
+
+
+def _context_list_problem(value: object) -> str:
+    if not isinstance(value, list | tuple):
+        return f"must be None or a non-empty list of context names, got {type(value).__name__}"
+    if not value:
+        return "must be None (every context) or a non-empty list of context names"
+    bad = next(v for v in value if not is_valid_name(v))
+    return name_problem(bad)
+
+
+SCOPE = Rule(lambda v: v in SCOPES, "'read', 'write' or 'admin'")
+CONTEXT_LIST = Rule(_context_list, "a non-empty list of context names", _context_list_problem)
+TokenName = Annotated[str, NAME]
+"""The name of a service token (names follow the rule of context names)."""
+TokenScope = Annotated[str, SCOPE]
+ContextList = Annotated[Sequence[str], CONTEXT_LIST]
+"""``None`` (every context) or a non-empty list of valid context names."""
+
+
 # -- checking -------------------------------------------------------------------------------
 
 
@@ -284,6 +309,7 @@ def checked(fn: F) -> F:
 __all__ = [
     "BATCH_ID",
     "CHUNK_SIZE",
+    "CONTEXT_LIST",
     "FLAG",
     "FLUSH_INTERVAL",
     "MAX_CHUNK_SIZE",
@@ -303,12 +329,14 @@ __all__ = [
     "RESERVED_PREFIX",
     "SAVE_MODE",
     "SAVE_MODES",
+    "SCOPE",
     "SECONDS",
     "STATUS",
     "WORKFLOW_TYPE",
     "BatchId",
     "ChunkSize",
     "CollectionName",
+    "ContextList",
     "ContextName",
     "Count",
     "Flag",
@@ -329,6 +357,8 @@ __all__ = [
     "Seconds",
     "SetName",
     "Status",
+    "TokenName",
+    "TokenScope",
     "UserBatchId",
     "UserPath",
     "Version",

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
@@ -107,6 +107,27 @@ class SqliteFile:
 
     def _first_use(self, conn: sqlite3.Connection) -> None:
         """Called with the first connection this object opens (again after a failure)."""
+
+    def create_schema(
+        self,
+        conn: sqlite3.Connection,
+        schema: str,
+        migrate: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
+        """For ``_first_use``: unless the file already has ``VERSION``, run ``schema``
+        (statements separated by ``;``) and ``migrate`` and set ``VERSION``, in one write
+        transaction. A file at the current version is not written to (a read-only store opens
+        for reading)."""
+        if conn.execute("PRAGMA user_version").fetchone()[0] == self.VERSION:
+            return
+        with self.write() as tx:
+            self.check_version(tx)
+            for statement in schema.split(";"):
+                if statement.strip():
+                    tx.execute(statement)
+            if migrate is not None:
+                migrate(tx)
+            tx.execute(f"PRAGMA user_version={self.VERSION}")
 
     # -- connections ----------------------------------------------------------------------
 

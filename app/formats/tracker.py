@@ -156,15 +156,7 @@ class TrackerDB(SqliteFile):
             super().check_version(conn)
 
     def _first_use(self, conn: sqlite3.Connection) -> None:
-        if conn.execute("PRAGMA user_version").fetchone()[0] == TRACKER_VERSION:
-            return  # current schema: nothing to write (a read-only store opens for reading)
-        with self.write() as tx:
-            self.check_version(tx)
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    tx.execute(statement)
-            _migrate(tx)
-            tx.execute(f"PRAGMA user_version={TRACKER_VERSION}")
+        self.create_schema(conn, _SCHEMA, _migrate)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self.errors():

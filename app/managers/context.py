@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -20,14 +19,13 @@ import icontract
 from pydantic import BaseModel
 
 from app.backends.local import LocalBackend
-from app.backends.local.staging import staging_folder
 from app.backends.protocols import Backend, CommittedBatch, CompiledQuery, Records
 from app.core.codec import decode, delete_digest, new_id, prepare_batch
 from app.core.contracts import FULL, ensure, ensure_full, invariant, require
 from app.core.errors import ConflictError, InvalidInput, NotFoundError
 from app.core.filters import is_utf8
 from app.core.indexes import normalise_indexes
-from app.core.layout import INDEX_SUFFIX, SPOOL_PURPOSE
+from app.core.layout import INDEX_SUFFIX
 from app.core.locks import WriterLock
 from app.core.rules import (
     CollectionName,
@@ -179,7 +177,7 @@ class Context(icontract.DBC):
             self._records.schema(collection),
             batch_id=batch_id,
             collection=collection,
-            spill=self._spool_folder,
+            spill=self._records.spool_folder,
         ) as prepared:
             bid = batch_id if batch_id is not None else new_id()
             with self._records.writing():
@@ -190,12 +188,6 @@ class Context(icontract.DBC):
                     collection, bid, prepared.ids, prepared.encoded, prepared.digest
                 )
         return _receipt(row, duplicate=False)
-
-    def _spool_folder(self) -> AbstractContextManager[Path]:
-        """A private staging folder for a large batch's spool, beside the context's folder
-        (``.spool-*`` in the store's contexts folder: swept by ``open_store`` if this process
-        is killed; never listed as a context)."""
-        return staging_folder(self.path.parent, SPOOL_PURPOSE)
 
     @checked
     @require(

@@ -21,7 +21,7 @@ import icontract
 
 from app.backends.local import LocalBackend
 from app.backends.local.contexts import FORMAT_VERSION
-from app.backends.protocols import Backend, ContextCatalog
+from app.backends.protocols import Access, Backend, ContextCatalog
 from app.backends.registry import backend_for, scheme_of
 from app.core import layout
 from app.core.contracts import EXPENSIVE, ensure, invariant, require
@@ -37,6 +37,7 @@ from app.core.rules import ContextName, Flag, OnConflict, UserPath, checked
 from app.core.schemas import IntegrityReport
 from app.core.transfer_types import ContextState, Manifest
 from app.core.workflow_types import WorkflowStatus
+from app.managers.access import AuditLog, TokenManager
 from app.managers.buffer import close_buffers
 from app.managers.context import Context
 from app.managers.stats import store_stats
@@ -106,6 +107,9 @@ class Store(icontract.DBC):
         wf = self.__dict__.get("workflows")
         if wf is not None:
             wf.close()
+        access = self.__dict__.get("_access")
+        if access is not None:
+            access.close()
         self._closed = True
 
     @icontract.snapshot(lambda self: self.contexts(), name="contexts", enabled=EXPENSIVE)
@@ -230,9 +234,23 @@ class Store(icontract.DBC):
             layout.workflows_dir(self.root), self, tracker=self.backend.tracker()
         )
 
+    @cached_property
+    def _access(self) -> Access:
+        return self.backend.access()
+
+    @cached_property
+    def tokens(self) -> TokenManager:
+        """The HTTP service's bearer tokens (docs/api.md, "Service security")."""
+        return TokenManager(self._access)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        """The HTTP service's chained audit log (docs/api.md, "Service security")."""
+        return AuditLog(self._access)
+
     @ensure(lambda result: result.ok == (not result.problems), "ok means no problem was found")
     def verify(self) -> IntegrityReport:
-        """Verify every context and the workflow tracker."""
+        """Verify every context, the workflow tracker and the audit log's chain."""
         problems: list[str] = []
         checked: list[str] = []
         try:
@@ -250,6 +268,11 @@ class Store(icontract.DBC):
         wf_problems = self.workflows.verify()
         problems += wf_problems
         checked.append(str(layout.workflows_dir(self.root)))
+        try:
+            problems += self.audit.verify()
+        except StorageError as exc:  # no trust key here, or the access file unreadable
+            problems.append(f"{self._access.where()}: the audit log cannot be verified: {exc}")
+        checked.append(self._access.where())
         return IntegrityReport(ok=not problems, problems=problems, checked=checked)
 
     # -- the store's directory (``ContextHost``, used by transfer and workflows) ------------

@@ -3,6 +3,7 @@
 Records: JSONL batch logs and a SQLite index per context (``app.formats.batchlog``,
 ``app.formats.sqlindex``), coordinated by ``app.backends.local.records.LocalRecords``.
 Tracker: ``workflows/tracker.sqlite`` (``app.formats.tracker``).
+Tokens and audit log: ``access.sqlite`` (``app.formats.accessdb``).
 Files and documents: the part folders of each context (``LocalFileStore``,
 ``LocalMetaStore``). Contexts: one folder each under ``contexts/`` (``LocalContexts``).
 Every name comes from ``app.core.layout``.
@@ -27,11 +28,13 @@ from app.core.layout import (
     MODELS_DIR,
     SET_META_PATTERN,
     SHARD_PATTERN,
+    access_file,
     context_dir,
     part_dir,
     workflows_dir,
 )
 from app.core.names import check_name
+from app.formats.accessdb import AccessDB
 from app.formats.tracker import TrackerDB
 
 
@@ -115,3 +118,7 @@ class LocalBackend:
     def catalog(self) -> LocalContexts:
         """The store directory's ``LocalContexts`` (the same object on every call)."""
         return self._catalog
+
+    def access(self) -> AccessDB:
+        """The store's ``access.sqlite`` (created by its first write)."""
+        return AccessDB(access_file(self.root))

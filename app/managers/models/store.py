@@ -4,10 +4,11 @@ A version is a file ``<name>/vNNNN.<format>`` (written by the format's codec) in
 ``FileStore`` and a checksummed record ``<name>/vNNNN.json`` (``app.formats.modelrecord``) in
 its ``MetaStore`` (``app.backends``; the embedded backend keeps both in ``models/<name>/``).
 The record is the commit point: a save puts the file (durable first), then (formats whose
-reading runs code) writes the trust mark, then the record, each atomically. Every file is
-opened without following a link and its SHA-256 checked on that descriptor before it is
-decoded (the codec reads ``FileStore.local_path``); which formats need trust is the codec's
-``runs_code`` (see ``trust``).
+reading runs code) writes the trust mark signed with the trust key, then the record, each
+atomically. Every file is opened without following a link and its SHA-256 checked on that
+descriptor before it is decoded (the codec reads ``FileStore.local_path``); which formats need
+trust is the codec's ``runs_code`` (see ``trust``). ``trust`` signs the mark of a version the
+caller vouches for; ``trust_existing`` re-signs the unsigned marks version 1 wrote.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import icontract
 
 from app.backends.local import LocalFileStore, LocalMetaStore
 from app.backends.protocols import FileDigest, FileStore, MetaStore
+from app.core import trustkey
 from app.core.artifacts import ModelInfo
 from app.core.atomic import write_atomic
 from app.core.clock import utc_iso
@@ -120,8 +122,9 @@ class ModelStore(icontract.DBC):
 
     @require(lambda sha256: isinstance(sha256, str), "sha256", "must be a string")
     def is_trusted(self, sha256: str) -> bool:
-        """True when this store's own ``save`` wrote a file with this digest whose reading
-        runs code (a pickle): such a file loads without ``trusted=True``."""
+        """True when a file with this digest whose reading runs code (a pickle) carries a
+        trust mark signed with this user's trust key (written by this store's own ``save``
+        or by ``trust``): such a file loads without ``trusted=True``."""
         return trust.is_marked(self.trust_dir, sha256)
 
     @require(lambda format: isinstance(format, str), "format", "must be a string")
@@ -163,6 +166,8 @@ class ModelStore(icontract.DBC):
         picklable in ``.joblib``)."""
         codec = self._codec_to_save(model, format)
         user_meta = plain_json(metadata, "metadata")
+        if codec.runs_code:
+            trustkey.trust_key()  # a missing or unsafe key fails before anything is written
         with self._lock.hold():
             version = self._next_version(name)  # refuses a link in the model's folder
             file = model_file(version, codec.suffix)
@@ -280,6 +285,62 @@ class ModelStore(icontract.DBC):
             chunks = chunk_digests(data, modelcodecs.CHUNK) if codec.chunked else []
             self._commit(added, chunks)
             return added
+
+    # -- trust --------------------------------------------------------------------------
+
+    @checked
+    @ensure(
+        lambda name, version, result: (
+            result.name == name and (version is None or result.version == version)
+        ),
+        "the version asked for",
+    )
+    @ensure(
+        lambda self, result: not self.runs_code(result.format) or self.is_trusted(result.sha256),
+        "a version whose reading runs code is trusted afterwards",
+    )
+    def trust(self, name: ModelName, *, version: Version | None = None) -> ModelInfo:
+        """Vouch for one version (default: the latest) so it loads without ``trusted=True``:
+        re-checks the file's size and SHA-256 against the record (``IntegrityError`` on any
+        difference), then signs its trust mark with this user's trust key. A format whose
+        reading runs no code needs no mark: nothing is written. Returns the version's record."""
+        with self._lock.hold():
+            self._checked_dir(name)  # refuses a link in the model's folder
+            info = self._latest(name) if version is None else self._info(name, version)
+            problem = self._files.check(file_key(name, info.file), info.size_bytes, info.sha256)
+            if problem:
+                raise IntegrityError(f"{problem}; not trusted")
+            trust.mark(self.trust_dir, modelcodecs.codec_for(info.format), info.sha256)
+            return info
+
+    @checked
+    @ensure(
+        lambda self, dry_run, result: dry_run or all(self.is_trusted(i.sha256) for i in result),
+        "every listed version is trusted afterwards (unless a dry run)",
+    )
+    @ensure(
+        lambda result: all(modelcodecs.runs_code(i.format) for i in result),
+        "only formats whose reading runs code are listed",
+    )
+    def trust_existing(self, *, dry_run: Flag = False) -> builtins.list[ModelInfo]:
+        """Re-sign the trust marks version 1 wrote (empty files, which are not trusted) for
+        this context's model versions whose reading runs code, and return those versions
+        (``dry_run``: return them, sign nothing). Marks with other content (forged, or signed
+        with another key) are never re-signed here: ``trust`` vouches for one version after
+        checking its file. A v1 mark says only that some writer of the store made it, so look
+        at the list (``dry_run``) before signing."""
+        found: builtins.list[ModelInfo] = []
+        with self._lock.hold():
+            for name in self.names():
+                for info in self.versions(name):
+                    if not modelcodecs.runs_code(info.format):
+                        continue
+                    if trust.state(self.trust_dir, info.sha256) == "v1":
+                        found.append(info)
+            if not dry_run:
+                for sha256 in dict.fromkeys(i.sha256 for i in found):
+                    trust.sign(self.trust_dir, sha256)
+        return found
 
     # -- reading ------------------------------------------------------------------------
 

@@ -1,44 +1,119 @@
 """Trust marks for model files whose reading runs code (pickles; docs/api.md, "Models").
 
-``save`` of such a file creates the empty file ``<store>/trust/<sha256>``: outside every
-context, so an imported archive cannot bring its own. A file whose digest has no mark loads
-only with ``trusted=True``. Which formats need this is the codec's ``runs_code``; nothing
-here knows a format by name."""
+``save`` of such a file writes ``<store>/trust/<sha256>`` holding the HMAC of the digest under
+the trust key (``app.core.trustkey``, purpose ``model-trust``): outside every context, so an
+imported archive cannot bring its own, and bound to a key kept outside the store, so whoever
+can write the store but does not hold the key cannot forge one. A file whose digest has no
+mark with the right content loads only with ``trusted=True``. Which formats need this is the
+codec's ``runs_code``; nothing here knows a format by name.
+
+Mark states: ``signed`` (valid under this key), ``v1`` (the empty mark version 1 wrote: not
+trusted until ``ctxstore models trust --existing`` re-signs it), ``foreign`` (anything else:
+forged, damaged, or signed with another key, e.g. a store moved from another user), ``absent``.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+from typing import Literal
 
+from app.core import trustkey
 from app.core.atomic import write_atomic
-from app.core.errors import IntegrityError, UntrustedArtifactError
-from app.core.nofollow import lstat_as
+from app.core.errors import IntegrityError, UntrustedArtifactError, io_error
+from app.core.nofollow import open_regular
 from app.formats.modelcodecs import Codec
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
+PURPOSE = "model-trust"
+MARK_BYTES = 64  # a hex HMAC-SHA256
+EXISTING_COMMAND = "ctxstore models trust --existing"
+TRUST_COMMAND = "ctxstore models trust CTX NAME [VERSION]"
+
+MarkState = Literal["signed", "v1", "foreign", "absent"]
+
+
+def signature(sha256: str) -> str:
+    """What the mark of ``sha256`` holds under this user's trust key."""
+    return trustkey.sign(PURPOSE, sha256.encode())
+
+
+def state(trust_dir: Path, sha256: str) -> MarkState:
+    """The state of the mark of ``sha256`` (a link or a special file is ``foreign``)."""
+    if SHA256.fullmatch(sha256) is None:
+        return "absent"
+    try:
+        fd = open_regular(trust_dir / sha256)
+    except FileNotFoundError:
+        return "absent"
+    except IntegrityError:  # a link, a folder, a damaged path
+        return "foreign"
+    try:
+        content = os.read(fd, MARK_BYTES + 1)  # never more: a mark is short
+    except OSError as exc:
+        raise io_error("reading", trust_dir / sha256, exc) from exc
+    finally:
+        os.close(fd)
+    if not content:
+        return "v1"
+    if len(content) != MARK_BYTES:
+        return "foreign"
+    return "signed" if trustkey.same(content.decode("latin-1"), signature(sha256)) else "foreign"
 
 
 def is_marked(trust_dir: Path, sha256: str) -> bool:
-    """True when this store's own ``save`` marked the digest ``sha256`` as trusted."""
+    """True when the mark of ``sha256`` is signed with this user's trust key."""
+    return state(trust_dir, sha256) == "signed"
+
+
+def sign(trust_dir: Path, sha256: str) -> None:
+    """Write (or replace) the signed mark of ``sha256``, atomically and durably."""
     if SHA256.fullmatch(sha256) is None:
-        return False
-    try:  # a link is never a trust mark
-        return lstat_as(trust_dir / sha256, "file") is not None
-    except IntegrityError:
-        return False
+        raise IntegrityError(f"{sha256!r} is not a SHA-256 hex digest")
+    write_atomic(trust_dir / sha256, signature(sha256).encode())
 
 
 def mark(trust_dir: Path, codec: Codec, sha256: str) -> None:
     """After a save: mark the file trusted when reading it runs code (else nothing to do)."""
     if codec.runs_code:
-        write_atomic(trust_dir / sha256, b"")
+        sign(trust_dir, sha256)
 
 
 def check(trust_dir: Path, codec: Codec, path: Path, sha256: str, *, trusted: bool) -> None:
-    """``UntrustedArtifactError`` when reading ``path`` would run code that neither this
-    store's own ``save`` nor the caller (``trusted=True``) vouches for."""
-    if codec.runs_code and not trusted and not is_marked(trust_dir, sha256):
+    """``UntrustedArtifactError`` when reading ``path`` would run code that neither a mark
+    signed with this user's key nor the caller (``trusted=True``) vouches for."""
+    if not codec.runs_code or trusted:
+        return
+    found = state(trust_dir, sha256)
+    if found == "signed":
+        return
+    where = f"{path}: this .{codec.suffix} (unpickling runs code)"
+    if found == "v1":
         raise UntrustedArtifactError(
-            f"{path}: this .{codec.suffix} did not come from this store's own save; "
-            "pass trusted=True only if you trust its origin (unpickling runs code)"
+            f"{where} has a trust mark written by version 1, which is not signed: run "
+            f"`{EXISTING_COMMAND}` to re-sign version 1's marks (it lists what it signs; "
+            "--dry-run lists only), or pass trusted=True only if you trust its origin"
         )
+    if found == "foreign":
+        raise UntrustedArtifactError(
+            f"{where} has a trust mark that is not valid under this user's trust key "
+            "(forged, or signed with another key: a store moved from another user or host); "
+            f"if you trust its origin, re-trust it with `{TRUST_COMMAND}` or pass trusted=True"
+        )
+    raise UntrustedArtifactError(
+        f"{where} did not come from this store's own save; pass trusted=True only if you "
+        f"trust its origin, or trust it once with `{TRUST_COMMAND}`"
+    )
+
+
+__all__ = [
+    "EXISTING_COMMAND",
+    "MarkState",
+    "check",
+    "is_marked",
+    "mark",
+    "sign",
+    "signature",
+    "state",
+]

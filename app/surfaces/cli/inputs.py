@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any
@@ -46,19 +47,23 @@ def _read_jsonl(fh: IO[bytes], source: str) -> Iterator[tuple[int, Any]]:
 
 def batches(
     fh: IO[bytes], source: str, size: int, on_line: Callable[[int], None]
-) -> Iterator[list[Any]]:
-    """The records of a JSON-lines file in lists of ``size``; ``on_line`` sees each line."""
-    batch: list[Any] = []
+) -> Iterator[Iterator[dict[str, Any]]]:
+    """The records of a JSON-lines file in batches of at most ``size``; ``on_line`` sees each
+    line. A batch is a lazy iterator over the file (never a list): ``ctx.append`` consumes it
+    whole, spooling a big one to disk, before the next batch is read."""
+    records = _records(fh, source, on_line)
+    for first in records:  # the next batch starts only when the last one was consumed
+        yield itertools.chain((first,), itertools.islice(records, size - 1))
+
+
+def _records(
+    fh: IO[bytes], source: str, on_line: Callable[[int], None]
+) -> Iterator[dict[str, Any]]:
     for lineno, obj in _read_jsonl(fh, source):
         if not isinstance(obj, dict):
             raise InvalidInput(f"{source}:{lineno}: a record must be a JSON object")
-        batch.append(obj)
         on_line(lineno)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+        yield obj
 
 
 def jsonl_items(fh: Any) -> Iterator[dict[str, Any]]:

@@ -9,6 +9,7 @@ from typing import IO, Any
 import click
 import orjson
 
+from app.core.codec import MAX_BATCH_RECORDS
 from app.core.rules import NOT_RESERVED, check
 from app.surfaces.cli.inputs import batches, parse_where
 from app.surfaces.cli.output import fail, out, print_json, progress
@@ -45,7 +46,13 @@ def contexts(state: State, as_json: bool) -> None:
 @click.argument("context")
 @click.argument("collection")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
-@click.option("--batch-size", default=10_000, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option(
+    "--batch-size",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(1, MAX_BATCH_RECORDS),
+    help="Records per all-or-nothing batch (big batches are spooled to disk, not held).",
+)
 @click.option("--batch-prefix", default=None, help="Idempotency: batch ids PREFIX-0, PREFIX-1...")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_state
@@ -60,7 +67,7 @@ def append(
 ) -> None:
     """Append the records of FILE (JSON lines, '-' for stdin) in batches."""
     check(NOT_RESERVED, batch_prefix, "--batch-prefix", optional=True)
-    store = state.store()
+    store = state.store(create=True)
     ctx = store.context(context)
     source = "<stdin>" if file == "-" else file
     total_bytes = None if file == "-" else Path(file).stat().st_size

@@ -19,7 +19,9 @@ class State:
         self.root = root
         self._store: Store | None = None
 
-    def store(self, *, create: bool = True) -> Store:
+    def store(self, *, create: bool = False) -> Store:
+        """The store (opened once). Only commands that write create a missing store
+        (``create=True``); every read command fails on a missing one instead."""
         if self._store is None:
             self._store = open_store(self.root, create=create)
         return self._store

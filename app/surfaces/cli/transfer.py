@@ -45,7 +45,7 @@ def import_(
     state: State, archive: str, name: str | None, on_conflict: OnConflictValue, as_json: bool
 ) -> None:
     """Check ARCHIVE completely, then make it a context of the store."""
-    store = state.store()
+    store = state.store(create=True)
     with progress(None, "importing") as bar:
         bar.add_task("import", total=None)
         manifest = store.import_context(archive, name=name, on_conflict=on_conflict)

@@ -146,7 +146,7 @@ def submit(
     if parsed is not None and not isinstance(parsed, dict):
         raise InvalidInput("--params: must be a JSON object")
     records = None if items is None else jsonl_items(items)
-    wf = state.store().workflows.submit(
+    wf = state.store(create=True).workflows.submit(
         workflow_type,
         context=context,
         items=records,

@@ -14,6 +14,7 @@ import errno
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -23,6 +24,7 @@ from app.backends.local.ctxfiles import check_layout, layout_problems
 from app.backends.local.records.catalog import Catalog
 from app.backends.local.records.collection import CollectionLog
 from app.backends.local.records.rebuild import rebuild_index
+from app.backends.local.staging import staging_folder
 from app.core.errors import (
     ConflictError,
     IntegrityError,
@@ -33,7 +35,7 @@ from app.core.errors import (
 )
 from app.core.filters import Predicate, compile_order, compile_where, predicate
 from app.core.indexes import Indexes
-from app.core.layout import CATALOG_FILE, LOG_SUFFIX, collection_of, index_name
+from app.core.layout import CATALOG_FILE, LOG_SUFFIX, SPOOL_PURPOSE, collection_of, index_name
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.nofollow import link_problems
@@ -152,6 +154,11 @@ class LocalRecords:
         except ConflictError:
             return False
         return True
+
+    def spool_folder(self) -> AbstractContextManager[Path]:
+        # beside the context's folder (``.spool-*`` in the contexts folder, also for a staged
+        # copy, whose folder sits there too): swept by ``open_store`` after a kill
+        return staging_folder(self.path.parent, SPOOL_PURPOSE)
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
