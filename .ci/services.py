@@ -363,7 +363,7 @@ def cmd_start() -> int:
     else:
         try:
             state["pg"] = pg_start(tmp)
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, KeyError) as exc:
             log(f"PostgreSQL NOT started: {exc}")
             ok = False
     if os.environ.get(S3_ENV) and not state.get("s3"):
@@ -373,7 +373,7 @@ def cmd_start() -> int:
     else:
         try:
             state["s3"] = s3_start(tmp)
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, KeyError) as exc:
             log(f"S3 (moto) NOT started: {exc}")
             state.pop("s3", None)
             ok = False
