@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
 import app
 from app.backends.local import LocalBackend, LocalFileStore, LocalMetaStore
 from app.backends.local.records import LocalRecords
+from app.backends.objects import ObjectParts
 from app.backends.protocols import (
-    Backend,
     FileDigest,
     FileStore,
     FileWriter,
@@ -37,26 +38,53 @@ from app.core.layout import (
     shard_name,
 )
 from app.formats.tracker import TrackerDB
+from tests.objects_support import moto_bucket
 
-FACTORIES: dict[str, Callable[[Path], Backend]] = {
-    "local": lambda tmp: LocalBackend(tmp / "store"),
+
+class Parts(Protocol):
+    """What the contract tests use of a backend: its per-part file and document stores."""
+
+    def files(self, context: str, part: str) -> FileStore: ...
+    def meta(self, context: str, part: str) -> MetaStore: ...
+
+
+def _objects_dir(request: pytest.FixtureRequest, tmp: Path) -> Parts:
+    return ObjectParts(f"file://{tmp / 'objects'}", tmp / "cache")
+
+
+def _objects_s3(request: pytest.FixtureRequest, tmp: Path) -> Parts:
+    url: str = request.getfixturevalue("objects_s3_url")  # one bucket, a prefix per test
+    return ObjectParts(f"{url}/{tmp.name}", tmp / "cache")
+
+
+FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], Parts]] = {
+    "local": lambda request, tmp: LocalBackend(tmp / "store"),
+    "objects-dir": _objects_dir,
+    "objects-s3": _objects_s3,
 }
 CONTEXT, PART = "c1", "embeddings"
 
 
+@pytest.fixture(scope="session")
+def objects_s3_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh bucket on a real moto S3 server (HTTP) started for this session."""
+    with moto_bucket(tmp_path_factory.mktemp("moto")) as url:
+        yield url
+
+
 @pytest.fixture(params=sorted(FACTORIES))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Parts:
     factory = FACTORIES[request.param]
-    return factory(tmp_path)
+    return factory(request, tmp_path)
 
 
 @pytest.fixture
-def files(backend: Backend) -> FileStore:
+def files(backend: Parts) -> FileStore:
     return backend.files(CONTEXT, PART)
 
 
 @pytest.fixture
-def meta(backend: Backend) -> MetaStore:
+def meta(backend: Parts) -> MetaStore:
     return backend.meta(CONTEXT, PART)
 
 
