@@ -7,7 +7,7 @@ PYTEST := $(BIN)/python -m pytest
 
 .PHONY: install demo test lint typecheck test-fast test-persistence test-batch-workflows \
         test-persistence-performance test-persistence-integration test-reliability crosshair test-all \
-        bench bench-quick clean
+        bench bench-quick clean services services-stop
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,8 +27,26 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict app ctxstore
 
+# Real PostgreSQL + S3 (moto) servers for the backend tests: .ci/services.py (private temp
+# folders, free loopback ports, state + env in .services/). `make services` then
+# `. .services/env` to run single tests by hand; `make services-stop` kills exactly those PIDs.
+SERVICES := $(PY) .ci/services.py
+
+services: $(STAMP)
+	$(SERVICES) start
+
+services-stop:
+	$(SERVICES) stop
+
+# Starts the servers, exports their env to pytest, stops them afterwards (also on failure or
+# Ctrl-C: the trap). With CI=true a server that cannot start fails the target; elsewhere the
+# last lines name the test matrices that did not run and how to run them.
 test: lint typecheck
-	$(PYTEST) -q -m "not slow" -p no:cacheprovider
+	@$(SERVICES) start || [ "$$CI" != true ] || { $(SERVICES) stop; echo "CI: test servers did not start"; exit 1; }; \
+	trap '$(SERVICES) stop >/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	if [ -f .services/env ]; then . ./.services/env; fi; \
+	$(PYTEST) -q -m "not slow" -p no:cacheprovider; rc=$$?; \
+	$(SERVICES) stop; $(SERVICES) report; exit $$rc
 
 test-fast: $(STAMP)
 	$(PYTEST) -q -m "not slow and not integration" -x
@@ -66,4 +84,5 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	-$(SERVICES) stop
+	rm -rf $(VENV) .services .mypy_cache .ruff_cache .pytest_cache .hypothesis
