@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import pytest
+from backend_servers import s3_storage_options
 
 import app
 from app.backends.local import LocalBackend, LocalFileStore, LocalMetaStore
@@ -38,7 +39,6 @@ from app.core.layout import (
     shard_name,
 )
 from app.formats.tracker import TrackerDB
-from tests.objects_support import moto_bucket
 
 
 class Parts(Protocol):
@@ -53,8 +53,8 @@ def _objects_dir(request: pytest.FixtureRequest, tmp: Path) -> Parts:
 
 
 def _objects_s3(request: pytest.FixtureRequest, tmp: Path) -> Parts:
-    url: str = request.getfixturevalue("objects_s3_url")  # one bucket, a prefix per test
-    return ObjectParts(f"{url}/{tmp.name}", tmp / "cache")
+    url: str = request.getfixturevalue("s3_url")  # a fresh bucket (tests/backend_servers.py)
+    return ObjectParts(f"{url}/store", tmp / "cache", s3_storage_options())
 
 
 FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], Parts]] = {
@@ -63,13 +63,6 @@ FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], Parts]] = {
     "objects-s3": _objects_s3,
 }
 CONTEXT, PART = "c1", "embeddings"
-
-
-@pytest.fixture(scope="session")
-def objects_s3_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh bucket on a real moto S3 server (HTTP) started for this session."""
-    with moto_bucket(tmp_path_factory.mktemp("moto")) as url:
-        yield url
 
 
 @pytest.fixture(params=sorted(FACTORIES))

@@ -6,6 +6,7 @@ names every object; a plain ``import ctxstore`` never imports fsspec."""
 from __future__ import annotations
 
 import hashlib
+import json
 import mmap
 import os
 import signal
@@ -13,10 +14,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from backend_servers import s3_storage_options
 
 import app
 from app.backends.objects import ObjectParts
@@ -24,7 +26,6 @@ from app.backends.objects.gc import collect, list_unreferenced
 from app.backends.protocols import FileDigest, FileWriter
 from app.core.atomic import atomic_file
 from app.core.layout import object_blob, object_name, object_part, shard_name
-from tests.objects_support import moto_bucket
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTEXT, PART = "c1", "embeddings"
@@ -39,30 +40,33 @@ def writing(data: bytes) -> FileWriter:
     return write
 
 
-@pytest.fixture(scope="module")
-def s3_bucket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with moto_bucket(tmp_path_factory.mktemp("moto")) as url:
-        yield url
-
-
 @pytest.fixture(params=["dir", "s3"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A directory, or a fresh bucket on the test S3 server (tests/backend_servers.py)."""
     if request.param == "dir":
         return str(tmp_path / "objects")
-    bucket: str = request.getfixturevalue("s3_bucket")
-    return f"{bucket}/{tmp_path.name}"
+    bucket: str = request.getfixturevalue("s3_url")
+    return f"{bucket}/store"
+
+
+def options(url: str) -> dict[str, Any] | None:
+    return s3_storage_options() if url.startswith("s3://") else None
+
+
+def parts(url: str, cache: Path) -> ObjectParts:
+    return ObjectParts(url, cache, options(url))
 
 
 CHILD = textwrap.dedent(
     """
-    import hashlib, sys, time
+    import hashlib, json, sys, time
     from pathlib import Path
     from app.backends.objects import ObjectParts
     from app.backends.protocols import FileDigest
     from app.core.atomic import atomic_file
 
-    parts = ObjectParts(sys.argv[1], Path(sys.argv[2]))
-    files = parts.files("c1", "embeddings")
+    options = json.loads(sys.argv[3])
+    files = ObjectParts(sys.argv[1], Path(sys.argv[2]), options).files("c1", "embeddings")
     record = files.location.put
 
     def stalled(path, data):  # the upload is done; die before the name is recorded
@@ -86,11 +90,11 @@ CHILD = textwrap.dedent(
 def test_a_killed_upload_leaves_an_orphan_gc_removes_after_the_grace(
     url: str, tmp_path: Path
 ) -> None:
-    files = ObjectParts(url, tmp_path / "cache").files(CONTEXT, PART)
+    files = parts(url, tmp_path / "cache").files(CONTEXT, PART)
     kept = files.put(f"s/{shard_name(1)}", writing(b"kept bytes"))
     before = time.time() - 60
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, url, str(tmp_path / "child-cache")],
+        [sys.executable, "-c", CHILD, url, str(tmp_path / "child-cache"), json.dumps(options(url))],
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
@@ -115,23 +119,23 @@ def test_a_killed_upload_leaves_an_orphan_gc_removes_after_the_grace(
 
 
 def test_deleted_files_leave_blobs_for_gc(url: str, tmp_path: Path) -> None:
-    files = ObjectParts(url, tmp_path / "cache").files(CONTEXT, PART)
+    files = parts(url, tmp_path / "cache").files(CONTEXT, PART)
     stored = files.put(f"s/{shard_name(1)}", writing(b"gone soon"))
     assert files.delete(stored.key) is True
     assert collect(files, time.time() + 5) == [stored.sha256]
 
 
 def test_reads_are_verified_into_the_cache_and_mmapable(url: str, tmp_path: Path) -> None:
-    files = ObjectParts(url, tmp_path / "cache").files(CONTEXT, PART)
+    files = parts(url, tmp_path / "cache").files(CONTEXT, PART)
     stored = files.put(f"s/{shard_name(1)}", writing(b"cached bytes"))
-    other = ObjectParts(url, tmp_path / "cache2").files(CONTEXT, PART)  # a cold cache
+    other = parts(url, tmp_path / "cache2").files(CONTEXT, PART)  # a cold cache
     path = other.local_path(stored.key)
     assert path.is_relative_to(tmp_path / "cache2") and path.name == stored.sha256
     with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
         assert bytes(view) == b"cached bytes"
     # the blob is replaced behind the store's back: a cold cache refuses it, check reports it
     files.location.put(files.blob(stored.sha256), b"tampered!!!!")
-    third = ObjectParts(url, tmp_path / "cache3").files(CONTEXT, PART)
+    third = parts(url, tmp_path / "cache3").files(CONTEXT, PART)
     with pytest.raises(app.IntegrityError, match="SHA-256"):
         third.local_path(stored.key)
     assert not any((tmp_path / "cache3").iterdir())  # nothing unverified stays cached
@@ -139,7 +143,7 @@ def test_reads_are_verified_into_the_cache_and_mmapable(url: str, tmp_path: Path
 
 
 def test_objects_live_where_the_layout_says(url: str, tmp_path: Path) -> None:
-    files = ObjectParts(url, tmp_path / "cache").files(CONTEXT, PART)
+    files = parts(url, tmp_path / "cache").files(CONTEXT, PART)
     stored = files.put(f"s/{shard_name(1)}", writing(b"laid out"))
     prefix = object_part(files.location.base, CONTEXT, PART)
     assert files.location.exists(object_blob(prefix, stored.sha256))
@@ -148,7 +152,7 @@ def test_objects_live_where_the_layout_says(url: str, tmp_path: Path) -> None:
 
 def test_credentials_never_show(tmp_path: Path) -> None:
     secret = "s3cr3t-value"
-    parts = ObjectParts(
+    store = ObjectParts(
         f"s3://alice:{secret}@no-such-bucket-ctxstore/p",
         tmp_path / "cache",
         {
@@ -156,8 +160,8 @@ def test_credentials_never_show(tmp_path: Path) -> None:
             "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2},
         },
     )
-    files = parts.files(CONTEXT, PART)
-    assert secret not in repr(parts) and secret not in repr(files)
+    files = store.files(CONTEXT, PART)
+    assert secret not in repr(store) and secret not in repr(files)
     with pytest.raises(app.StorageError) as caught:
         files.list("s")
     assert secret not in str(caught.value) and "alice:***@" in str(caught.value)
