@@ -2,8 +2,9 @@
 every backend in ``FACTORIES``, plus what only the embedded backend can show (links) and the
 registry's scheme switch.
 
-To run the contract against another backend, add a factory to ``FACTORIES`` (a function of a
-temporary folder returning a ``Backend``, e.g. one over a test PostgreSQL + S3): every test of
+To run the contract against another backend, add a factory to ``FACTORIES`` (a function of
+the test's request and a temporary folder returning what has ``files()``/``meta()``: a
+``Backend``, or ``ObjectParts`` over a directory URL or a fresh test S3 bucket): every test of
 ``TestFileStoreContract`` and ``TestMetaStoreContract`` then runs for it too.
 """
 
