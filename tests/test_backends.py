@@ -2,8 +2,9 @@
 every backend in ``FACTORIES``, plus what only the embedded backend can show (links) and the
 registry's scheme switch.
 
-To run the contract against another backend, add a factory to ``FACTORIES`` (a function of a
-temporary folder returning a ``Backend``, e.g. one over a test PostgreSQL + S3): every test of
+To run the contract against another backend, add a factory to ``FACTORIES`` (a function of
+the test's request and a temporary folder returning what has ``files()``/``meta()``: a
+``Backend``, or ``ObjectParts`` over a directory URL or a fresh test S3 bucket): every test of
 ``TestFileStoreContract`` and ``TestMetaStoreContract`` then runs for it too.
 """
 
@@ -13,14 +14,16 @@ import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import pytest
+from backend_servers import s3_storage_options
 
 import app
 from app.backends.local import LocalBackend, LocalFileStore, LocalMetaStore
 from app.backends.local.records import LocalRecords
+from app.backends.objects import ObjectParts
 from app.backends.protocols import (
-    Backend,
     FileDigest,
     FileStore,
     FileWriter,
@@ -38,25 +41,44 @@ from app.core.layout import (
 )
 from app.formats.tracker import TrackerDB
 
-FACTORIES: dict[str, Callable[[Path], Backend]] = {
-    "local": lambda tmp: LocalBackend(tmp / "store"),
+
+class Parts(Protocol):
+    """What the contract tests use of a backend: its per-part file and document stores."""
+
+    def files(self, context: str, part: str) -> FileStore: ...
+    def meta(self, context: str, part: str) -> MetaStore: ...
+
+
+def _objects_dir(request: pytest.FixtureRequest, tmp: Path) -> Parts:
+    return ObjectParts(f"file://{tmp / 'objects'}", tmp / "cache")
+
+
+def _objects_s3(request: pytest.FixtureRequest, tmp: Path) -> Parts:
+    url: str = request.getfixturevalue("s3_url")  # a fresh bucket (tests/backend_servers.py)
+    return ObjectParts(f"{url}/store", tmp / "cache", s3_storage_options())
+
+
+FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], Parts]] = {
+    "local": lambda request, tmp: LocalBackend(tmp / "store"),
+    "objects-dir": _objects_dir,
+    "objects-s3": _objects_s3,
 }
 CONTEXT, PART = "c1", "embeddings"
 
 
 @pytest.fixture(params=sorted(FACTORIES))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Parts:
     factory = FACTORIES[request.param]
-    return factory(tmp_path)
+    return factory(request, tmp_path)
 
 
 @pytest.fixture
-def files(backend: Backend) -> FileStore:
+def files(backend: Parts) -> FileStore:
     return backend.files(CONTEXT, PART)
 
 
 @pytest.fixture
-def meta(backend: Backend) -> MetaStore:
+def meta(backend: Parts) -> MetaStore:
     return backend.meta(CONTEXT, PART)
 
 

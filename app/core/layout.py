@@ -222,3 +222,54 @@ def access_file(root: Path) -> Path:
 
 
 __all__ += ["ACCESS_FILE", "access_file"]
+
+
+# -- added by issue 12 (object storage: files and documents over an fsspec URL) ---------------
+
+OBJECT_BLOBS = "blobs"
+"""Below a part's prefix: the uploaded file contents, named by their SHA-256."""
+OBJECT_NAMES = "names"
+"""Below a part's prefix: one small object per file key (``<item>/<file>``) holding the
+SHA-256 and size of its blob; written after the upload, it is what makes the file visible."""
+OBJECT_DOCS = "docs"
+"""Below a part's prefix: the part's documents (``<item>/<document>``)."""
+OBJECT_CACHE_SUFFIX = ".part"
+"""A cache download in progress (``<sha256>.<random>.part``), renamed when verified."""
+
+
+def object_part(base: str, context: str, part: str) -> str:
+    """The prefix of a context's part in an object store (``<base>/<context>/<part>``)."""
+    return f"{base}/{context}/{part}"
+
+
+def object_blob(part_prefix: str, sha256: str) -> str:
+    """The content-addressed object holding a file's bytes."""
+    return f"{part_prefix}/{OBJECT_BLOBS}/{sha256}"
+
+
+def object_name(part_prefix: str, key: str) -> str:
+    """The object recording which blob a file key names."""
+    return f"{part_prefix}/{OBJECT_NAMES}/{key}"
+
+
+def object_doc(part_prefix: str, key: str) -> str:
+    """The object holding a document."""
+    return f"{part_prefix}/{OBJECT_DOCS}/{key}"
+
+
+def cached_blob(cache: Path, sha256: str) -> Path:
+    """A verified local copy of a blob in an object store's cache folder."""
+    return cache / sha256
+
+
+__all__ += [
+    "OBJECT_BLOBS",
+    "OBJECT_CACHE_SUFFIX",
+    "OBJECT_DOCS",
+    "OBJECT_NAMES",
+    "cached_blob",
+    "object_blob",
+    "object_doc",
+    "object_name",
+    "object_part",
+]
