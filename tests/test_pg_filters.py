@@ -3,23 +3,14 @@ REAL PostgreSQL server: every answer (ids and their order) must equal the refere
 of tests/test_filters.py, the library's own ``predicate``, and, for ``order_by``, the SQLite
 backend itself.
 
-The server: ``CTXSTORE_TEST_PG_URL`` when set (the services helper's ``make test``), else a
-throwaway server this module starts (initdb as the ``postgres`` user when running as root,
-stopped by its PID at the end); skipped with the reason when no server binaries exist.
+The server: the ``pg_url`` fixture of tests/backend_servers.py (a fresh database for this
+module; ``make test`` starts the server, see that module for running by hand).
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
-import pwd
-import shutil
-import signal
-import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,104 +24,40 @@ import app
 from app.backends.postgres.filters import compile_order_pg, compile_where_pg
 from app.core.filters import compile_where, predicate
 
-psycopg = pytest.importorskip("psycopg")
-from psycopg.types.json import Jsonb  # noqa: E402
-
-PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
-
-
-def _bindir() -> Path | None:
-    found = sorted(Path("/").glob(PG_BIN_GLOB.lstrip("/")), reverse=True)
-    for d in found:
-        if (d / "initdb").exists():
-            return d
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
-@contextlib.contextmanager
-def _throwaway_server() -> Iterator[str]:
-    bindir = _bindir()
-    if bindir is None:
-        pytest.skip(
-            "no PostgreSQL server binaries (/usr/lib/postgresql/*/bin); set CTXSTORE_TEST_PG_URL"
-            " or run `make test` (it starts one)"
-        )
-    # not under tmp_path_factory: its 0700 parent is closed to the postgres user
-    root = Path(tempfile.mkdtemp(prefix="ctxstore-pgwhere-"))
-    data = root / "data"
-    data.mkdir()
-    if os.geteuid() == 0:
-        user = pwd.getpwnam("postgres")
-        for p in (root, data):
-            os.chown(p, user.pw_uid, user.pw_gid)
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    pid = None
-    try:
-        subprocess.run(
-            _as_postgres(
-                [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]
-                + ["-E", "UTF8", "--locale=C.UTF-8"]
-            ),
-            check=True,
-            capture_output=True,
-            env=env,
-        )
-        subprocess.run(
-            _as_postgres(
-                [str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log")]
-                + ["-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"]
-                + ["start"]
-            ),
-            check=True,
-            capture_output=True,
-            env=env,
-        )
-        pid = int((data / "postmaster.pid").read_text().split()[0])
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGINT)  # fast shutdown
-            for _ in range(200):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(root, ignore_errors=True)
-
 
 @pytest.fixture(scope="module")
-def conn() -> Iterator[Any]:
-    url = os.environ.get("CTXSTORE_TEST_PG_URL")
-    with contextlib.ExitStack() as stack:
-        if not url:
-            url = stack.enter_context(_throwaway_server())
-        connection = psycopg.connect(url, autocommit=True)
-        stack.callback(connection.close)
-        schema = f"pgwhere_{os.getpid()}"
-        connection.execute(f'CREATE SCHEMA "{schema}"')
-        stack.callback(connection.execute, f'DROP SCHEMA "{schema}" CASCADE')
-        connection.execute(f'SET search_path TO "{schema}"')
-        connection.execute("CREATE TABLE recs (seq bigint PRIMARY KEY, doc jsonb NOT NULL)")
-        yield connection
+def conn(pg_url: str) -> Iterator[Any]:
+    """A connection to a database made from this module's fresh one (tests/backend_servers.py)
+    whose default collation is ICU ``en-US`` (where ``"a" < "B"``), so that bytewise string
+    comparison is really exercised; the module's database itself when ICU is missing."""
+    import psycopg  # the ``postgres`` extra
+    from psycopg import sql
+
+    base, _, name = pg_url.rpartition("/")
+    icu = f"{name}_icu"[:63]
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        try:
+            admin.execute(
+                sql.SQL(
+                    "CREATE DATABASE {} LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+                    " TEMPLATE template0"
+                ).format(sql.Identifier(icu))
+            )
+            url = f"{base}/{icu}"
+        except psycopg.Error:
+            icu, url = "", pg_url
+        try:
+            with psycopg.connect(url, autocommit=True) as connection:
+                connection.execute("CREATE TABLE recs (seq bigint PRIMARY KEY, doc jsonb NOT NULL)")
+                yield connection
+        finally:
+            if icu:
+                admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(icu)))
 
 
 def load(conn: Any, data: list[dict[str, Any]]) -> None:
+    from psycopg.types.json import Jsonb
+
     conn.execute("TRUNCATE recs")
     with conn.cursor() as cur:
         cur.executemany(
@@ -181,6 +108,30 @@ def test_pg_sql_is_never_null(
     assert nulls[0] == 0
     rest = conn.execute(f"SELECT doc ->> 'id' FROM recs WHERE NOT ({sql}) ORDER BY seq", params)
     assert [r[0] for r in rest] == [r["id"] for r in data if not ref_match(r, where)]
+
+
+@st.composite
+def long_list_filters(draw: st.DrawFn) -> dict[str, Any]:
+    """Lists past LARGE_LIST: the array-parameter ``$in`` and the merged ``$and``/``$or``."""
+    field = draw(st.sampled_from(["a", "b", "n.a"]))
+    vals = draw(st.lists(scalars, min_size=16, max_size=40))
+    kind = draw(st.integers(0, 3))
+    if kind == 0:
+        return {field: {"$in": vals}}
+    if kind == 1:
+        return {field: {"$nin": vals}}
+    if kind == 2:
+        return {"$or": [{field: v} for v in vals] + [draw(filters(depth=0))]}
+    return {"$and": [{field: {"$ne": v}} for v in vals] + [draw(filters(depth=0))]}
+
+
+@SETTINGS
+@given(data=records(), where=long_list_filters())
+def test_pg_long_lists_match_reference(
+    conn: Any, data: list[dict[str, Any]], where: dict[str, Any]
+) -> None:
+    load(conn, data)
+    assert select_ids(conn, where) == [r["id"] for r in data if ref_match(r, where)]
 
 
 _sqlite_names = (f"o{i}" for i in itertools.count())
@@ -244,7 +195,7 @@ def test_long_lists_cost_two_parameters(conn: Any) -> None:
     load(conn, data)
     values: list[Any] = [*range(3, 5000), "x", 2.5, None, False]
     where = {"a": {"$in": values}}
-    sql, params = compile_where_pg(where)
+    _sql, params = compile_where_pg(where)
     assert len(params) == 2  # strings and numbers as one array each (null/false spliced)
     assert select_ids(conn, where) == ["r3", "r4", "r5", "r6", "missing"]
     assert select_ids(conn, {"a": {"$nin": values}}) == ["r0", "r1", "r2"]
@@ -267,6 +218,8 @@ def test_integers_beyond_float_precision_compare_exactly(conn: Any) -> None:
 
 
 def test_strings_compare_bytewise(conn: Any) -> None:
+    (a_before_b,) = conn.execute("SELECT 'a' < 'B'").fetchone()
+    print("database collation puts 'a' before 'B':", a_before_b)  # True with ICU en-US
     words = ["b", "B", "a", "é", "z", "中", "😀", "ß", ""]
     load(conn, [{"id": w, "s": w} for w in words])
     assert select_ids(conn, {}, "s") == sorted(words)  # code point order = UTF-8 byte order
