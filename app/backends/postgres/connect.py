@@ -1,0 +1,113 @@
+"""Connections to a store's PostgreSQL database (psycopg 3 + psycopg_pool).
+
+``Database(url)`` owns one small connection pool, opened on first use (so constructing it
+connects nothing) and reopened after ``close()``. ``connection()`` lends a pooled connection
+(``autocommit`` off: the block is one transaction, committed when it ends normally and rolled
+back on an exception); ``transaction()`` is the same with an explicit ``conn.transaction()``
+block; ``session()`` is a dedicated, unpooled connection for session state such as
+``pg_advisory_lock`` that must not leak into the pool. The URL's password never appears in
+``where()``, ``repr`` or errors (``app.backends.registry.redact``).
+
+``psycopg`` and ``psycopg_pool`` are imported here lazily, only inside this package.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from app.backends.registry import redact
+from app.core.errors import StorageError
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+
+class Database:
+    """One PostgreSQL database named by a ``postgresql://`` URL, with a lazily opened pool."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4, timeout: float = 30.0):
+        self._url = url
+        self._min_size = min_size
+        self._max_size = max_size
+        self._timeout = timeout
+        self._pool: ConnectionPool[Any] | None = None
+        self._lock = threading.Lock()
+
+    def where(self) -> str:
+        """The URL with its password redacted."""
+        return redact(self._url)
+
+    def __repr__(self) -> str:
+        return f"Database({self.where()!r})"
+
+    def _fail(self, action: str, exc: Exception) -> StorageError:
+        # psycopg messages may quote the connection string: keep only the server's message
+        # with every occurrence of the raw URL removed.
+        text = str(exc).replace(self._url, self.where()).strip() or type(exc).__name__
+        return StorageError(f"{action} {self.where()} failed: {text}")
+
+    def _get_pool(self) -> ConnectionPool[Any]:
+        with self._lock:
+            if self._pool is None:
+                from psycopg_pool import ConnectionPool, PoolTimeout
+
+                pool: ConnectionPool[Any] = ConnectionPool(
+                    self._url,
+                    min_size=self._min_size,
+                    max_size=self._max_size,
+                    timeout=self._timeout,
+                    kwargs={"autocommit": False},
+                    open=False,
+                )
+                try:
+                    pool.open(wait=True, timeout=self._timeout)
+                except PoolTimeout as exc:
+                    pool.close()
+                    raise self._fail("connecting to", exc) from None
+                self._pool = pool
+            return self._pool
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; the block is one transaction (commit on success, rollback on
+        an exception), the connection goes back to the pool afterwards."""
+        import psycopg
+
+        pool = self._get_pool()
+        try:
+            with pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise self._fail("talking to", exc) from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection inside an explicit ``conn.transaction()`` block."""
+        with self.connection() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def session(self) -> Iterator[psycopg.Connection[Any]]:
+        """A dedicated connection outside the pool (``autocommit`` on), closed at the end: for
+        session-level state such as ``pg_advisory_lock`` held across transactions."""
+        import psycopg
+
+        try:
+            conn = psycopg.connect(self._url, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise self._fail("connecting to", exc) from None
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Close the pool (reopened on the next use)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
