@@ -288,23 +288,40 @@ def test_every_public_method_is_documented() -> None:
 # -- the backend seam: ``Access`` rows ---------------------------------------------------------
 
 
-def test_the_local_access_rows_keep_the_protocols_promises(tmp_path: Path) -> None:
-    """``AccessDB`` against the ``Access`` contract: unique names, lookups by id, removal,
-    and one dense chain of audit rows with many threads appending at once."""
+@pytest.mark.parametrize("backend_kind", ["local", "postgres"])
+def test_the_access_rows_keep_the_protocols_promises(
+    tmp_path: Path, backend_kind: str, request: pytest.FixtureRequest
+) -> None:
+    """``Access`` (embedded ``AccessDB``; ``PgAccess`` on a real PostgreSQL) against its
+    contract: unique names, lookups by id, removal, and one dense chain of audit rows with
+    many threads appending at once."""
     from concurrent.futures import ThreadPoolExecutor
 
     from app.backends.local import LocalBackend
     from app.backends.protocols import Access
     from app.formats.accessdb import AuditRow, TokenRow
 
-    backend = LocalBackend(tmp_path / "s")
-    access: Access = backend.access()
-    assert access.where() == str(layout.access_file(tmp_path / "s"))
+    access: Access
+    if backend_kind == "postgres":
+        from app.backends.postgres.access import PgAccess
+
+        url = request.getfixturevalue("pg_url")
+        access = PgAccess(url)
+        assert access.where() == url  # the test server's URL has no password
+    else:
+        access = LocalBackend(tmp_path / "s").access()
+        assert access.where() == str(layout.access_file(tmp_path / "s"))
     assert access.tokens() == [] and access.token("00" * 8) is None
     assert access.audit_rows() == [] and access.audit_count() == 0
     assert access.audit_last() is None and not access.remove_token("x")
-    assert not layout.access_file(tmp_path / "s").exists()  # reads create nothing
-    (tmp_path / "s").mkdir()
+    if backend_kind == "postgres":
+        from app.backends.postgres.schema import schema_version
+
+        with access.db.connection() as conn:  # type: ignore[attr-defined]
+            assert schema_version(conn, "access") is None  # reads create nothing
+    else:
+        assert not layout.access_file(tmp_path / "s").exists()  # reads create nothing
+        (tmp_path / "s").mkdir()
     row = TokenRow("aa" * 8, "b", "read", ("c1", "c2"), "t0", "m" * 64)
     access.add_token(row)
     access.add_token(TokenRow("bb" * 8, "a", "admin", None, "t1", "n" * 64))
