@@ -228,3 +228,38 @@ def test_a_session_connection_holds_an_advisory_lock_outside_the_pool(pg_url: st
     with db.connection() as conn:  # the session ended: the lock is gone
         assert conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (42,)).fetchone() == (True,)
     db.close()
+
+
+def test_committed_entries_survive_a_server_crash_and_appending_goes_on(pg_url: str) -> None:
+    """``kill -9`` of the server: every entry committed before is kept, the same ``PgAccess``
+    (its pool) appends again after the restart, the chain still verifies."""
+    import signal
+    import time
+
+    from backend_servers import pg_restartable, postgres_pid, restart_postgres
+
+    if not pg_restartable():
+        pytest.skip("the PostgreSQL server was not started by .ci/services.py (cannot restart it)")
+    url = fresh_schema(pg_url)
+    access = PgAccess(Database(url, timeout=5))  # fail fast while the server is down
+    log = AuditLog(access)
+    for i in range(5):
+        log.record(AuditEvent(token="a", action="x", target="", outcome=200, request_id=str(i)))
+    old = postgres_pid()
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(old, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    with pytest.raises(StorageError):
+        access.audit_count()
+    restart_postgres()
+    assert access.audit_count() == 5
+    for i in range(5, 8):
+        log.record(AuditEvent(token="a", action="x", target="", outcome=200, request_id=str(i)))
+    assert [r.seq for r in access.audit_rows()] == list(range(1, 9))
+    assert log.verify() == []
+    access.close()

@@ -3,7 +3,8 @@
 ``Database(url)`` owns one small connection pool, opened on first use (so constructing it
 connects nothing) and reopened after ``close()``. ``connection()`` lends a pooled connection
 (``autocommit`` off: the block is one transaction, committed when it ends normally and rolled
-back on an exception); ``transaction()`` is the same with an explicit ``conn.transaction()``
+back on an exception; each lent connection is checked first, so the pool survives a server
+restart); ``transaction()`` is the same with an explicit ``conn.transaction()``
 block; ``session()`` is a dedicated, unpooled connection for session state such as
 ``pg_advisory_lock`` that must not leak into the pool. The URL's password never appears in
 ``where()``, ``repr`` or errors (``app.backends.registry.redact``).
@@ -61,6 +62,7 @@ class Database:
                     max_size=self._max_size,
                     timeout=self._timeout,
                     kwargs={"autocommit": False},
+                    check=ConnectionPool.check_connection,  # a server restart leaves no dead ones
                     open=False,
                 )
                 try:
