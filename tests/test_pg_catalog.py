@@ -12,7 +12,9 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_context_catalog import pg_database  # noqa: F401 - the fixture
@@ -188,3 +190,60 @@ def test_a_killed_holder_releases_the_context_lock(pg_database: str, tmp_path: P
             os.kill(holder.pid, signal.SIGKILL)
             holder.wait(timeout=30)
         catalog.close()
+
+
+def test_a_store_runs_on_the_postgresql_catalogue(
+    pg_database: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The seam end to end: ``Store`` over a backend whose catalogue is ``PgContexts`` (the
+    records still in the local working folder, strategy 9.2) -- create, write, list, export,
+    import and overwrite a whole context (staging + install), drop; a second host sees the
+    same contexts (not their records yet)."""
+    from app.backends.local import LocalBackend
+    from app.backends.registry import SCHEMES
+    from app.managers.store import open_store
+
+    class PgCatalogBackend(LocalBackend):
+        def __init__(self, root: Path) -> None:
+            super().__init__(root)
+            self._pg = PgContexts(pg_database, root)
+
+        def catalog(self) -> Any:
+            return self._pg
+
+    made: list[PgCatalogBackend] = []
+
+    def host(name: str) -> Callable[[str], PgCatalogBackend]:
+        def make(url: str) -> PgCatalogBackend:
+            made.append(PgCatalogBackend(tmp_path / name))
+            return made[-1]
+
+        return make
+
+    monkeypatch.setitem(SCHEMES, "pgone", host("one"))
+    monkeypatch.setitem(SCHEMES, "pgtwo", host("two"))
+    try:
+        with pytest.raises(app.NotFoundError):
+            open_store("pgone://x", create=False)
+        with open_store("pgone://x") as store:
+            store.context("c").append("things", [{"id": "x", "v": 1}])
+            assert store.contexts() == ["c"]
+            assert store.context("c").get("things", "x") == {"id": "x", "v": 1}
+            store.export_context("c", tmp_path / "c.tar.gz")  # a staging folder
+            store.import_context(tmp_path / "c.tar.gz", name="d")  # staging + install
+            store.import_context(tmp_path / "c.tar.gz", name="d", on_conflict="overwrite")
+            assert store.contexts() == ["c", "d"]
+            assert store.context("d").get("things", "x") == {"id": "x", "v": 1}
+        with open_store("pgtwo://x", create=False) as other:
+            assert other.contexts() == ["c", "d"]
+        with open_store("pgone://x") as store:
+            store.drop_context("c")
+            store.drop_context("d")
+            assert store.contexts() == []
+        with open_store("pgtwo://x", create=False) as other:
+            assert other.contexts() == []
+    finally:
+        for backend in made:
+            backend.catalog().close()
