@@ -5,12 +5,14 @@ against it; ``Store`` reaches the catalogue only through the protocol (the spy t
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from backend_servers import _with_database
 
 import app
 from app.backends.local import LocalBackend
@@ -23,10 +25,54 @@ from app.managers.store import Store, open_store
 FACTORIES: dict[str, Callable[[Path], Backend]] = {
     "local": lambda tmp: LocalBackend(tmp / "store"),
 }
+SERVER_FACTORIES: dict[str, Callable[[Path, str], Backend]] = {
+    "postgres": lambda tmp, url: _pg_catalog_backend(url, tmp / "cache"),
+}
+"""Factories that need a server: called with a FRESH database's URL per test (``pg_database``)."""
 
 
-@pytest.fixture(params=sorted(FACTORIES))
+class _CatalogOnly:
+    """A backend with only its catalogue (the PostgreSQL backend has no other part yet)."""
+
+    def __init__(self, catalog: ContextCatalog) -> None:
+        self._catalog = catalog
+
+    def catalog(self) -> ContextCatalog:
+        return self._catalog
+
+
+def _pg_catalog_backend(url: str, cache: Path) -> Backend:
+    from app.backends.postgres.catalog import PgContexts
+
+    return cast(Backend, _CatalogOnly(PgContexts(url, cache)))
+
+
+@pytest.fixture
+def pg_database(pg_server_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test (a store is one database); dropped afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"t_catalog_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield _with_database(pg_server_url, name)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+            conn.execute(drop.format(sql.Identifier(name)))
+
+
+@pytest.fixture(params=sorted(FACTORIES) + sorted(SERVER_FACTORIES))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param in SERVER_FACTORIES:
+        url = request.getfixturevalue("pg_database")
+        made = SERVER_FACTORIES[request.param](tmp_path, url)
+        close = getattr(made.catalog(), "close", None)
+        if close is not None:  # before the database is dropped
+            request.addfinalizer(close)
+        return made
     return FACTORIES[request.param](tmp_path)
 
 

@@ -1,0 +1,390 @@
+"""``PgContexts``: the catalogue of contexts kept in PostgreSQL (first cut).
+
+PERSISTENCE_LAYER_STRATEGY.md section 11: one database per store. What lives in the database:
+
+- the store's marker: the ``ctxstore_meta`` row (``format_version``; the embedded
+  ``ctxstore.json``). ``open(create=False)`` only reads; a database without it is no store.
+- which contexts exist: one ``ctxstore_contexts`` row per context, with its initial catalog
+  (the embedded ``context.json``). ``create``, ``drop`` and ``install`` are one transaction
+  each, so a context is in the database whole or not at all.
+- the writer locks: ``PgLock``, a session-level ``pg_advisory_lock`` held on a dedicated
+  connection (the store's lock, and one per context via ``context_lock``), so writers on
+  every host that shares the database are serialised; a dead process's lock goes with its
+  connection.
+
+What stays local (strategy 9.2, the seam stops there today): ``root`` is a local working
+folder given to the constructor; ``folder(name)`` is the context's local cache folder
+(``contexts/<name>`` under it, which the records of the context still live in until the
+PostgreSQL records part lands); ``staging`` makes local private folders and ``install`` puts
+a staged folder in place there (rename / atomic exchange) and records the context's row.
+
+psycopg is imported lazily (the ``postgres`` extra is optional).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from app.backends.local.records.catalog import Catalog
+from app.backends.local.staging import holding, staging_folder, sweep
+from app.backends.local.swap import fsync_tree, refuse_linked_target, swap_in
+from app.backends.postgres.connect import Database
+from app.backends.postgres.schema import ensure_schema, schema_version
+from app.core import layout
+from app.core.atomic import fsync_dir, write_atomic
+from app.core.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidInput,
+    NotFoundError,
+    SchemaVersionError,
+    StorageError,
+    io_error,
+)
+from app.core.locks import DEFAULT_TIMEOUT
+from app.core.names import child, is_valid_name
+from app.core.nofollow import exists_as
+from app.formats.sqlindex import check_index_version
+
+if TYPE_CHECKING:
+    import psycopg
+
+FORMAT_VERSION = 1
+"""The store format this version reads and writes: the ``catalog`` part's row in
+``ctxstore_meta`` (``app.backends.postgres.schema``), the embedded ``ctxstore.json``."""
+
+PART = "catalog"
+CONTEXTS_TABLE = "ctxstore_contexts"
+
+DDL = (
+    "CREATE TABLE IF NOT EXISTS ctxstore_contexts ("
+    " name text PRIMARY KEY,"
+    " catalog bytea NOT NULL,"
+    " created_at timestamptz NOT NULL DEFAULT now())",
+)
+SQL_NAMES = 'SELECT name FROM ctxstore_contexts ORDER BY name COLLATE "C"'
+SQL_EXISTS = "SELECT 1 FROM ctxstore_contexts WHERE name = %s"
+SQL_INSERT = (
+    "INSERT INTO ctxstore_contexts (name, catalog) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING"
+)
+SQL_REPLACE = "UPDATE ctxstore_contexts SET catalog = %s, created_at = now() WHERE name = %s"
+SQL_DELETE = "DELETE FROM ctxstore_contexts WHERE name = %s"
+SQL_XACT_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+SQL_TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
+SQL_UNLOCK = "SELECT pg_advisory_unlock(%s)"
+
+LOCK_POLL = 0.05
+
+
+def lock_key(what: str) -> int:
+    """A stable signed 64-bit advisory-lock key for ``what`` (``store``, ``context:<name>``)."""
+    digest = hashlib.sha256(f"ctxstore:{what}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _one(row: tuple[Any, ...] | None) -> Any:
+    return None if row is None else row[0]
+
+
+class PgLock:
+    """A writer lock: ``pg_advisory_lock(key)`` held on a dedicated session connection while
+    the outermost ``hold`` runs; re-entrant within a thread, shared by threads (an RLock in
+    front), across processes and hosts by the server. ``ConflictError`` on timeout."""
+
+    def __init__(self, db: Database, what: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._db = db
+        self.what = what
+        self.key = lock_key(what)
+        self.timeout = timeout
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._session: contextlib.ExitStack | None = None
+
+    def __repr__(self) -> str:
+        return f"PgLock({self._db.where()!r}, {self.what!r})"
+
+    @contextlib.contextmanager
+    def hold(self, timeout: float | None = None) -> Iterator[None]:
+        wait = self.timeout if timeout is None else timeout
+        if not self._thread_lock.acquire(timeout=wait):
+            raise ConflictError(f"timed out waiting for the writer lock {self.what}")
+        try:
+            if self._depth == 0:
+                self._acquire(wait)
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._release()
+        finally:
+            self._thread_lock.release()
+
+    def _acquire(self, wait: float) -> None:
+        deadline = time.monotonic() + wait
+        stack = contextlib.ExitStack()
+        conn = stack.enter_context(self._db.session())
+        try:
+            while not _one(conn.execute(SQL_TRY_LOCK, (self.key,)).fetchone()):
+                if time.monotonic() >= deadline:
+                    raise ConflictError(
+                        f"timed out after {wait}s waiting for the writer lock {self.what} "
+                        f"of {self._db.where()}"
+                    )
+                time.sleep(LOCK_POLL)
+        except BaseException:
+            stack.close()
+            raise
+        self._session = stack
+
+    def _release(self) -> None:
+        stack, self._session = self._session, None
+        if stack is None:
+            return
+        # Closing the session connection releases the lock on the server.
+        with contextlib.suppress(Exception):
+            stack.close()
+
+    @property
+    def held(self) -> bool:
+        """True when the calling thread holds the lock."""
+        return self._depth > 0 and self._thread_lock._is_owned()  # type: ignore[attr-defined]
+
+
+class PgContexts:
+    """The contexts of the store in the PostgreSQL database ``url``; ``root`` is the local
+    working folder (context caches and staging folders)."""
+
+    def __init__(self, url: str, root: Path) -> None:
+        self._db = Database(url)
+        self._root = root
+        self._contexts_dir = layout.contexts_dir(root)
+        self._lock = PgLock(self._db, "store")
+        self._context_locks: dict[str, PgLock] = {}
+        self._guard = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"PgContexts({self.where()!r}, {str(self._root)!r})"
+
+    def where(self) -> str:
+        """The database, as errors name it (password redacted)."""
+        return self._db.where()
+
+    def close(self) -> None:
+        """Close the connections (reopened on next use)."""
+        self._db.close()
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    @property
+    def contexts_dir(self) -> Path:
+        return self._contexts_dir
+
+    @property
+    def writer_lock(self) -> PgLock:
+        return self._lock
+
+    def context_lock(self, name: str) -> PgLock:
+        """The writer lock of context ``name`` (one object per name)."""
+        with self._guard:
+            found = self._context_locks.get(name)
+            if found is None:
+                found = self._context_locks[name] = PgLock(self._db, f"context:{name}")
+            return found
+
+    # -- the database -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction on a pooled connection (committed when the block ends)."""
+        import psycopg
+
+        try:
+            with self._db.transaction() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            text = str(exc).strip() or type(exc).__name__
+            raise StorageError(f"{doing} at {self.where()}: {text}") from None
+
+    def _version(self, conn: psycopg.Connection[Any]) -> int | None:
+        """The store's format version, or None when the database holds no store."""
+        version = schema_version(conn, PART)
+        if version is not None and version != FORMAT_VERSION:
+            raise SchemaVersionError(
+                f"{self.where()}: store format {version} is unknown "
+                f"(this ctxstore reads {FORMAT_VERSION})"
+            )
+        return version
+
+    # -- the store ----------------------------------------------------------------------------
+
+    def open(self, *, create: bool) -> None:
+        root = self._root
+        if root.exists() and not root.is_dir():
+            raise InvalidInput(f"root: {root} exists and is not a directory")
+        with self._transaction("opening the store") as conn:
+            if self._version(conn) is None:
+                if not create:
+                    raise NotFoundError(f"no store at {self.where()}")
+                ensure_schema(conn, PART, DDL, FORMAT_VERSION)
+        if create:  # open_store(create=False) never writes (docs/api.md, "Guarantees")
+            try:
+                self._contexts_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise io_error("creating store", root, exc) from exc
+
+    def sweep(self) -> None:
+        with contextlib.suppress(StorageError):  # leftovers of killed operations only
+            if self._contexts_dir.is_dir():
+                sweep(self._contexts_dir)
+
+    def check(self) -> None:
+        with self._transaction("checking the store") as conn:
+            if self._version(conn) is None:
+                raise IntegrityError(f"{self.where()}: the store description is missing")
+        if self._contexts_dir.exists() or os.path.islink(self._contexts_dir):
+            exists_as(self._contexts_dir, "dir")
+
+    def check_versions(self) -> None:
+        for name in self.names():
+            check_index_version(self._contexts_dir / name / layout.index_name(name))
+
+    # -- contexts ---------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        with self._transaction("listing contexts") as conn:
+            if self._version(conn) is None:
+                return []
+            rows = conn.execute(SQL_NAMES).fetchall()
+        return [str(row[0]) for row in rows if is_valid_name(str(row[0]))]
+
+    def _path(self, name: str) -> Path:
+        return child(self._contexts_dir, name, "name")
+
+    def exists(self, name: str) -> bool:
+        self._path(name)  # validates the name
+        with self._transaction("reading the catalogue") as conn:
+            if self._version(conn) is None:
+                return False
+            return conn.execute(SQL_EXISTS, (name,)).fetchone() is not None
+
+    def present(self, name: str) -> bool:
+        # One transaction per creation: no half-created context stands in the database.
+        return self.exists(name)
+
+    def folder(self, name: str) -> Path:
+        path = self._path(name)
+        if path.is_symlink():  # never used through a link (nothing may be written there)
+            raise IntegrityError(f"{path}: the context folder is a symbolic link")
+        return path
+
+    def create(self, name: str) -> None:
+        path = self._path(name)
+        if self.present(name):
+            return
+        initial = Catalog.initial(name)
+        if path.is_symlink():
+            raise IntegrityError(f"{path}: the context folder is a symbolic link")
+        if path.exists():  # a cache left by a drop killed after its commit: never reused
+            self._discard(name, path)
+        try:
+            path.mkdir(parents=True)
+            fsync_dir(self._contexts_dir)
+        except OSError as exc:
+            raise io_error("creating", path, exc) from exc
+        write_atomic(layout.catalog(path), initial)
+        with self._transaction(f"creating context {name!r}") as conn:
+            conn.execute(SQL_INSERT, (name, initial))
+
+    def drop(self, name: str, release: Callable[[], AbstractContextManager[None]]) -> None:
+        path = self._path(name)
+        if path.is_symlink():  # a planted link: removed, its target left alone
+            try:
+                path.unlink()
+                fsync_dir(self._contexts_dir)
+            except OSError as exc:
+                raise io_error("dropping", path, exc) from exc
+            return
+        if not self.present(name):
+            raise NotFoundError(f"context {name!r} not found in {self.where()}")
+        with release():
+            with self._transaction(f"dropping context {name!r}") as conn:
+                conn.execute(SQL_DELETE, (name,))
+            if path.is_dir():
+                self._discard(name, path)
+
+    def _discard(self, name: str, path: Path) -> None:
+        """Remove a context's local cache folder: renamed aside under a swept name (a sweep
+        removes it if this process is killed before the removal ends), then removed."""
+        with holding(path):
+            dropped = f"{layout.staging_prefix('dropped')}{name}-{os.urandom(4).hex()}"
+            trash = self._contexts_dir / dropped
+            try:
+                os.replace(path, trash)
+                fsync_dir(self._contexts_dir)
+            except OSError as exc:
+                raise io_error("dropping", path, exc) from exc
+        shutil.rmtree(trash, ignore_errors=True)
+
+    # -- whole contexts ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def staging(self, purpose: str) -> Iterator[Path]:
+        try:
+            self._contexts_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise io_error("staging", self._contexts_dir, exc) from exc
+        with staging_folder(self._contexts_dir, purpose) as path:
+            yield path
+
+    def install(
+        self, name: str, staged: Path, *, replace: bool, forget: Callable[[], None]
+    ) -> None:
+        target = self._path(name)
+        refuse_linked_target(target)  # never swap with, or merge into, a link
+        catalog_file = layout.catalog(staged)
+        try:
+            catalog = catalog_file.read_bytes()
+            orjson.loads(catalog)
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise IntegrityError(f"{catalog_file}: the staged context has no catalog") from exc
+        try:
+            fsync_tree(staged)
+            with self._transaction(f"installing context {name!r}") as conn:
+                conn.execute(SQL_XACT_LOCK, (lock_key(f"install:{name}"),))
+                if not replace:
+                    inserted = conn.execute(SQL_INSERT, (name, catalog)).rowcount
+                    if inserted != 1:
+                        raise ConflictError(f"context {name!r} already exists in {self.where()}")
+                    if target.exists():  # a cache left by a killed drop: never merged into
+                        self._discard(name, target)
+                    os.rename(staged, target)
+                    fsync_dir(self._contexts_dir)
+                    return
+                if conn.execute(SQL_REPLACE, (catalog, name)).rowcount != 1:
+                    raise NotFoundError(f"context {name!r} not found in {self.where()}")
+                forget()
+                if target.is_dir():
+                    swap_in(staged, target, name)
+                else:
+                    os.rename(staged, target)
+                    fsync_dir(self._contexts_dir)
+        except OSError as exc:
+            raise io_error("installing context", target, exc) from exc
+
+
+__all__ = ["FORMAT_VERSION", "PgContexts", "PgLock", "lock_key"]
