@@ -76,6 +76,22 @@ class AuditRow(NamedTuple):
     mac: str
 
 
+def audit_row(row: Sequence[Any]) -> AuditRow:
+    """An ``AuditRow`` from a database row in column order (seq, at, token, action, target,
+    outcome, request_id, mac), typed: the one decoder of both backends."""
+    seq, at, token, action, target, outcome, request_id, mac = row
+    return AuditRow(
+        int(seq),
+        str(at),
+        str(token),
+        str(action),
+        str(target),
+        int(outcome),
+        str(request_id),
+        str(mac),
+    )
+
+
 AuditMaker = Callable[[AuditRow | None], AuditRow]
 """Builds the next entry from the newest stored one (None: the log is empty)."""
 
@@ -128,17 +144,7 @@ class AccessDB(SqliteFile):
 
     @staticmethod
     def _audit(row: tuple[Any, ...]) -> AuditRow:
-        seq, at, token, action, target, outcome, request_id, mac = row
-        return AuditRow(
-            int(seq),
-            str(at),
-            str(token),
-            str(action),
-            str(target),
-            int(outcome),
-            str(request_id),
-            str(mac),
-        )
+        return audit_row(row)
 
     # -- tokens -------------------------------------------------------------------------
 
@@ -203,4 +209,4 @@ class AccessDB(SqliteFile):
         return self._audit(rows[0]) if rows else None
 
 
-__all__ = ["ACCESS_VERSION", "AccessDB", "AuditMaker", "AuditRow", "TokenRow"]
+__all__ = ["ACCESS_VERSION", "AccessDB", "AuditMaker", "AuditRow", "TokenRow", "audit_row"]

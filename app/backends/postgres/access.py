@@ -22,6 +22,7 @@ from app.backends.postgres.connect import Database
 from app.backends.postgres.schema import ensure_schema, schema_version
 from app.core.errors import ConflictError, IntegrityError, StorageError
 from app.formats.accessdb import AuditMaker, AuditRow, TokenRow
+from app.formats.accessdb import audit_row as _audit
 
 if TYPE_CHECKING:
     import psycopg
@@ -53,20 +54,6 @@ DDL = (
 
 _TOKEN_SELECT = "SELECT token_id, name, scope, contexts, created_at, mac FROM tokens"
 _AUDIT_SELECT = "SELECT seq, at, token, action, target, outcome, request_id, mac FROM audit"
-
-
-def _audit(row: tuple[Any, ...]) -> AuditRow:
-    seq, at, token, action, target, outcome, request_id, mac = row
-    return AuditRow(
-        int(seq),
-        str(at),
-        str(token),
-        str(action),
-        str(target),
-        int(outcome),
-        str(request_id),
-        str(mac),
-    )
 
 
 class PgAccess:
