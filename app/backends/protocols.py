@@ -156,6 +156,13 @@ class MetaStore(Protocol):
         where its folder belongs, is not listed: ``verify`` reports it)."""
         ...
 
+    def items(self) -> list[str]:
+        """The items holding at least one document (embedded: every real item folder of the
+        part), sorted; ``[]`` for a part that holds nothing. ``IntegrityError`` if the part
+        itself is damaged (a link or a file where its folder belongs); a damaged item is not
+        listed (``verify`` reports it)."""
+        ...
+
 
 # -- records -------------------------------------------------------------------------------
 
