@@ -3,9 +3,8 @@ from one backend imports into the other with identical records (byte-equal logs)
 and models; batch ids survive the move; install replaces a context's part rows atomically and
 drop forgets them; gc removes only blobs no row names. REAL servers (tests/backend_servers.py).
 
-The backend here is the test's own composition of the pieces (``PgContexts`` catalogue with
-``PgParts`` files and documents, records still in the local working folder) until
-``PostgresBackend`` is registered for ``postgresql://``.
+Records still live in each host's working folder until ``PgRecords`` is wired, so a second
+host is shown at the level of the parts (its own pool, cache and working folder).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import io
 import tarfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,47 +19,21 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from backend_servers import s3_storage_options
+from backend_matrix import BACKENDS
 from recdata import analogy
-from test_context_catalog import pg_database  # noqa: F401 - the fixture
 
 import app
-from app.backends.local import LocalBackend
+from app.backends.postgres.backend import PostgresBackend
 from app.backends.postgres.catalog import PgContexts
 from app.backends.postgres.connect import Database
 from app.backends.postgres.files import PgParts
-from app.backends.registry import SCHEMES
 from app.core.artifacts import EmbeddingSet
 from app.core.layout import object_blob, object_part
-from app.managers.store import open_store
 
 
-class HybridPgBackend(LocalBackend):
-    """PostgreSQL catalogue + part files/documents in tables over blobs at ``files_url``;
-    records in the local working folder ``root``."""
-
-    def __init__(self, url: str, root: Path, files_url: str, options: Any) -> None:
-        super().__init__(root)
-        self.options = options
-        self.db = Database(url)
-        self.parts = PgParts(self.db, files_url, root / ".cache", options)
-        self._pg = PgContexts(url, root, parts=self.parts, db=self.db)
-
-    def catalog(self) -> Any:
-        return self._pg
-
-    def files(self, context: str, part: str) -> Any:
-        return self.parts.files(context, part)
-
-    def meta(self, context: str, part: str) -> Any:
-        return self.parts.meta(context, part)
-
-
-@pytest.fixture(params=["dir", "s3"])
-def files_url(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Any]:
-    if request.param == "dir":
-        return f"file://{tmp_path / 'objects'}", None
-    return f"{request.getfixturevalue('s3_url')}/store", s3_storage_options()
+@pytest.fixture(params=BACKENDS[1:])
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 Opener = Callable[[str], app.Store]
@@ -69,34 +41,21 @@ Opener = Callable[[str], app.Store]
 
 @pytest.fixture
 def pg_store(
-    pg_database: str,  # noqa: F811
-    files_url: tuple[str, Any],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    matrix_store_args: tuple[str, str | None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Opener]:
-    """``open_host(name)``: a store on the shared database and files URL, with its own local
-    working folder (one per simulated host)."""
-    made: list[HybridPgBackend] = []
+    """``open_host(name)``: the PostgreSQL store (a fresh schema, files on a directory or a
+    fresh bucket) opened with its own local working folder (one per simulated host)."""
+    root, files = matrix_store_args
     stores: list[app.Store] = []
 
-    def opener(url: str) -> HybridPgBackend:
-        host = url.split("://", 1)[1]
-        made.append(HybridPgBackend(pg_database, tmp_path / f"host-{host}", *files_url))
-        return made[-1]
-
-    scheme = f"pgt{uuid.uuid4().hex[:6]}"
-    monkeypatch.setitem(SCHEMES, scheme, opener)
-
     def open_host(host: str) -> app.Store:
-        stores.append(open_store(f"{scheme}://{host}"))
+        monkeypatch.setenv("CTXSTORE_WORK", str(tmp_path / f"work-{host}"))
+        stores.append(app.open_store(root, files=files))
         return stores[-1]
 
     yield open_host
     for s in stores:
         s.close()
-    for b in made:
-        b.catalog().close()
-        b.db.close()
 
 
 def fill(ctx: app.Context) -> None:
@@ -167,9 +126,8 @@ def test_embedded_to_pg_and_back_is_identical(
 
 def test_a_second_host_sees_the_parts(
     pg_store: Opener,
-    pg_database: str,
     tmp_path: Path,
-    store: app.Store,  # noqa: F811
+    store: app.Store,
 ) -> None:
     """Another host (its own connection pool, cache and working folder) reads the imported
     parts at once, and shares the models' high-water mark."""
@@ -181,10 +139,10 @@ def test_a_second_host_sees_the_parts(
     one = pg_store("one")
     one.import_context(tmp_path / "a.tar.gz", name="c")
     backend = one.backend
-    assert isinstance(backend, HybridPgBackend)
-    db = Database(pg_database)
-    parts = PgParts(db, backend.parts.location.shown, tmp_path / "cache-two", backend.options)
-    catalog = PgContexts(pg_database, tmp_path / "host-two", db=db)
+    assert isinstance(backend, PostgresBackend)
+    db = Database(backend._url)
+    parts = PgParts(db, backend.files_url, tmp_path / "cache-two")
+    catalog = PgContexts(db, tmp_path / "host-two")
     lock = catalog.context_lock("c")
     root = tmp_path / "host-two" / "c"
     try:
@@ -287,7 +245,7 @@ def test_gc_removes_only_unreferenced_blobs(pg_store: Opener, tmp_path: Path) ->
     ctx = pg.context("c")
     ctx.embeddings.save("vec", ["a"], np.ones((1, 4)))
     backend = pg.backend
-    assert isinstance(backend, HybridPgBackend)
+    assert isinstance(backend, PostgresBackend)
     parts = backend.parts
     # an upload interrupted before its row committed: a blob nothing names
     orphan = tmp_path / "orphan"
