@@ -29,6 +29,7 @@ from app.backends.postgres.connect import Database
 from app.backends.postgres.files import PgParts
 from app.core.artifacts import EmbeddingSet
 from app.core.layout import object_blob, object_part
+from app.managers.models.trust import FolderMarks, LayeredMarks
 
 
 @pytest.fixture(params=BACKENDS[1:])
@@ -67,6 +68,7 @@ def fill(ctx: app.Context) -> None:
     ctx.embeddings.save("vec", [f"e{i}" for i in range(30)], rng.standard_normal((30, 8)))
     ctx.models.save("w", {"w": torch.arange(6, dtype=torch.float32)}, format="safetensors")
     ctx.models.save("w", {"w": torch.ones(3)}, format="safetensors")
+    ctx.models.save("j", {"a": 1}, format="joblib")
 
 
 def members(archive: Path) -> dict[str, bytes]:
@@ -93,6 +95,7 @@ def content(ctx: app.Context) -> dict[str, Any]:
         "vec": np.asarray(emb.vectors).tolist(),
         "models": [(v.version, v.format, v.sha256, v.size_bytes) for v in ctx.models.versions("w")],
         "w": ctx.models.load("w")["w"].tolist(),
+        "j": ctx.models.load("j", trusted=True),  # imported pickles stay untrusted
     }
 
 
@@ -162,8 +165,17 @@ def test_a_second_host_sees_the_parts(
             tmp_path / "trust-two",
             files=parts.files("c", "models"),
             meta=parts.meta("c", "models"),
+            marks=LayeredMarks(parts.marks(), FolderMarks(tmp_path / "trust-two")),
         )
         assert [v.version for v in models.versions("w")] == [1, 2]
+        # a pickle saved on one host is trusted on every host (the mark is a row); the one
+        # that came with the archive is not
+        with pytest.raises(app.UntrustedArtifactError):
+            models.load("j")
+        one.context("c").models.save("j", {"a": 2}, format="joblib")
+        assert models.load("j") == {"a": 2}
+        with pytest.raises(app.UntrustedArtifactError):
+            models.load("j", version=1)
         # a deleted number is never given out again, on any host
         one.context("c").models.delete("w", version=2)
         assert models.save("w", {"w": torch.zeros(2)}).version == 3
@@ -204,7 +216,7 @@ def test_overwrite_replaces_the_part_rows_and_drop_forgets_them(
     pg.import_context(tmp_path / "less.tar.gz", name="c", on_conflict="overwrite")
     live = pg.context("c")
     assert [e.name for e in live.embeddings.list()] == ["vec"]
-    assert live.models.names() == []
+    assert live.models.names() == ["j"]
     pg.drop_context("c")
     again = pg.context("c")  # re-created empty: no rows left behind
     assert again.embeddings.list() == [] and again.models.names() == []

@@ -26,7 +26,7 @@ from app.backends.postgres.access import PgAccess
 from app.backends.postgres.catalog import PgContexts
 from app.backends.postgres.connect import Database
 from app.backends.postgres.files import PgFileStore, PgParts
-from app.backends.postgres.meta import PgMetaStore
+from app.backends.postgres.meta import PgMarks, PgMetaStore
 from app.backends.protocols import Records, WorkflowTracker
 from app.core.layout import context_dir, object_cache_dir, workflows_dir
 from app.core.names import check_name
@@ -76,6 +76,11 @@ class PostgresBackend:
 
     def meta(self, context: str, part: str) -> PgMetaStore:
         return self.parts.meta(context, part)
+
+    def trust_marks(self) -> PgMarks:
+        """The store's trust marks of pickled models, in the database: a mark signed on one
+        host counts on every host sharing the store and the trust key."""
+        return self.parts.marks()
 
     def catalog(self) -> PgContexts:
         """The store's ``PgContexts`` (the same object on every call)."""

@@ -30,7 +30,7 @@ from app.backends.objects.cache import BlobCache
 from app.backends.objects.location import Location
 from app.backends.postgres.connect import Database
 from app.backends.postgres.files_schema import PartsTables, gc_lock_key
-from app.backends.postgres.meta import PgMetaStore
+from app.backends.postgres.meta import PgMarks, PgMetaStore
 from app.backends.protocols import FileWriter, StoredFile
 from app.core.errors import ConflictError, IntegrityError, InvalidInput, NotFoundError
 from app.core.layout import OBJECT_BLOBS, object_blob, object_part
@@ -88,6 +88,10 @@ class PgParts:
 
     def meta(self, context: str, part: str) -> PgMetaStore:
         return PgMetaStore(self.tables, check_name(context, "context"), part)
+
+    def marks(self) -> PgMarks:
+        """The store's trust marks (shared by every host)."""
+        return PgMarks(self.tables)
 
     # -- gc -------------------------------------------------------------------------------
 

@@ -4,6 +4,9 @@ One schema part, ``parts`` (``app.backends.postgres.schema``): ``ctxstore_files`
 blobs of each context part (the object store keeps only content-addressed blobs) and
 ``ctxstore_docs`` holds the parts' documents (an embedding set's ``metadata.json``, a model
 version's record, a model's high-water mark). Keys are ``(context, part, item, name)``.
+``ctxstore_trust`` holds the store's trust marks of model files whose reading runs code (one
+row per SHA-256; what the embedded store keeps in its ``trust`` folder), so a mark signed on
+one host counts on every host that shares the store and the trust key.
 psycopg is imported lazily, only for its error type.
 """
 
@@ -42,6 +45,10 @@ DDL = (
     " body bytea NOT NULL,"
     " updated_at timestamptz NOT NULL DEFAULT now(),"
     " PRIMARY KEY (context, part, item, name))",
+    "CREATE TABLE IF NOT EXISTS ctxstore_trust ("
+    " sha256 text PRIMARY KEY,"
+    " mark bytea NOT NULL,"
+    " updated_at timestamptz NOT NULL DEFAULT now())",
 )
 
 

@@ -106,4 +106,37 @@ class PgMetaStore:
         return [str(r[0]) for r in rows]
 
 
-__all__ = ["PgMetaStore"]
+SQL_MARK = "SELECT substring(mark from 1 for %s) FROM ctxstore_trust WHERE sha256 = %s"
+SQL_SET_MARK = (
+    "INSERT INTO ctxstore_trust (sha256, mark) VALUES (%s, %s)"
+    " ON CONFLICT (sha256) DO UPDATE SET mark = excluded.mark, updated_at = now()"
+)
+MARK_READ = 65  # a mark is a 64-character hex HMAC: never read more than one byte beyond
+
+
+class PgMarks:
+    """The store's trust marks as rows of ``ctxstore_trust`` (the ``Marks`` of
+    ``app.managers.models.trust``; shared by every host)."""
+
+    def __init__(self, tables: PartsTables) -> None:
+        self.tables = tables
+
+    def __repr__(self) -> str:
+        return f"PgMarks({self.tables.where()!r})"
+
+    def where(self, sha256: str) -> str:
+        return f"{self.tables.where()}#trust/{sha256}"
+
+    def read(self, sha256: str) -> bytes | None:
+        with self.tables.reading(f"reading {self.where(sha256)}") as conn:
+            if conn is None:
+                return None
+            row = conn.execute(SQL_MARK, (MARK_READ, sha256)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def write(self, sha256: str, data: bytes) -> None:
+        with self.tables.writing(f"writing {self.where(sha256)}") as conn:
+            conn.execute(SQL_SET_MARK, (sha256, data))
+
+
+__all__ = ["PgMarks", "PgMetaStore"]

@@ -72,12 +72,15 @@ class ModelStore(icontract.DBC):
         *,
         files: FileStore | None = None,
         meta: MetaStore | None = None,
+        marks: trust.Marks | None = None,
     ) -> None:
         """The models of ``context`` in its part folder ``root``; ``files`` and ``meta`` are
-        the backend's stores for this part (default: the embedded ones over ``root``)."""
+        the backend's stores for this part (default: the embedded ones over ``root``);
+        ``marks`` where its trust marks are kept (default: the folder ``trust_dir``)."""
         self.root = root
         self.context = context
         self.trust_dir = trust_dir
+        self._marks: trust.Marks = marks or trust.FolderMarks(trust_dir)
         self._lock = lock
         self._files: FileStore = files or LocalFileStore(
             root, MODEL_FILE_PATTERN, "model", documents=MODEL_DOCUMENT_PATTERN
@@ -127,7 +130,7 @@ class ModelStore(icontract.DBC):
         """True when a file with this digest whose reading runs code (a pickle) carries a
         trust mark signed with this user's trust key (written by this store's own ``save``
         or by ``trust``): such a file loads without ``trusted=True``."""
-        return trust.is_marked(self.trust_dir, sha256)
+        return trust.is_marked(self._marks, sha256)
 
     @require(lambda format: isinstance(format, str), "format", "must be a string")
     def runs_code(self, format: str) -> bool:
@@ -181,7 +184,7 @@ class ModelStore(icontract.DBC):
 
             self._files.put(file_key(name, file), write)  # durable before the record
             written = wrote[0]
-            trust.mark(self.trust_dir, codec, written.sha256)
+            trust.mark(self._marks, codec, written.sha256)
             info = ModelInfo(
                 name=name,
                 version=version,
@@ -313,7 +316,7 @@ class ModelStore(icontract.DBC):
             problem = self._files.check(file_key(name, info.file), info.size_bytes, info.sha256)
             if problem:
                 raise IntegrityError(f"{problem}; not trusted")
-            trust.mark(self.trust_dir, modelcodecs.codec_for(info.format), info.sha256)
+            trust.mark(self._marks, modelcodecs.codec_for(info.format), info.sha256)
             return info
 
     @checked
@@ -338,11 +341,11 @@ class ModelStore(icontract.DBC):
                 for info in self.versions(name):
                     if not modelcodecs.runs_code(info.format):
                         continue
-                    if trust.state(self.trust_dir, info.sha256) == "v1":
+                    if trust.state(self._marks, info.sha256) == "v1":
                         found.append(info)
             if not dry_run:
                 for sha256 in dict.fromkeys(i.sha256 for i in found):
-                    trust.sign(self.trust_dir, sha256)
+                    trust.sign(self._marks, sha256)
         return found
 
     # -- reading ------------------------------------------------------------------------
@@ -371,7 +374,7 @@ class ModelStore(icontract.DBC):
         path = self._files.local_path(file_key(name, info.file))
 
         def permit() -> None:
-            trust.check(self.trust_dir, codec, path, info.sha256, trusted=trusted)
+            trust.check(self._marks, codec, path, info.sha256, trusted=trusted)
 
         return codec.read(path, record.recorded, into=into, permit=permit)
 
