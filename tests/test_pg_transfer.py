@@ -286,3 +286,18 @@ def test_an_archive_from_pg_has_the_embedded_layout(pg_store: Opener, tmp_path: 
     log = next(v for k, v in raw.items() if k.endswith("notes.jsonl"))
     assert b"1e+20" in log or b"1e20" in log  # the record's own bytes, not a re-encoding
     assert io.BytesIO(log).read(1) == b"{"
+
+
+def test_stats_count_and_measure_the_parts_on_pg(pg_store: Opener) -> None:
+    pg = pg_store("one")
+    ctx = pg.context("c")
+    fill(ctx)
+    stats = pg.stats()["contexts"]["c"]
+    assert stats["records"] == 40
+    assert stats["embeddings"] == {"vec": {"count": 30, "dim": 8, "dtype": "float64"}}
+    assert stats["models"]["w"] == {"version": 2, "format": "safetensors"}
+    shards = sum(s.size_bytes for s in ctx.embeddings.info("vec").shards)
+    assert stats["embeddings_bytes"] > shards  # the shards and the set's metadata.json
+    assert stats["models_bytes"] > 0
+    assert stats["bytes"] >= stats["embeddings_bytes"] + stats["models_bytes"]
+    assert stats["problems"] == []

@@ -58,6 +58,11 @@ SQL_RETAIN = (
     " AND NOT (name = ANY(%s))"
 )
 SQL_REFERENCED = "SELECT DISTINCT sha256 FROM ctxstore_files WHERE context = %s AND part = %s"
+SQL_BYTES = (
+    "SELECT (SELECT coalesce(sum(size), 0) FROM ctxstore_files WHERE context = %s AND part = %s)"
+    " + (SELECT coalesce(sum(octet_length(body)), 0) FROM ctxstore_docs"
+    " WHERE context = %s AND part = %s)"
+)
 SQL_SHARED_LOCK = "SELECT pg_advisory_xact_lock_shared(%s)"
 SQL_LOCK = "SELECT pg_advisory_xact_lock(%s)"
 
@@ -261,6 +266,15 @@ class PgFileStore:
         with self.parts.tables.reading(f"removing files of {self.shown(item)}") as conn:
             if conn is not None:
                 conn.execute(SQL_RETAIN, (self.context, self.part, item, names))
+
+    def stored_bytes(self) -> int:
+        """The bytes of the part's files and documents (what the embedded part folder would
+        weigh), summed by the database."""
+        with self.parts.tables.reading(f"measuring {self.shown('')}") as conn:
+            if conn is None:
+                return 0
+            row = conn.execute(SQL_BYTES, (self.context, self.part) * 2).fetchone()
+        return int(row[0]) if row is not None and row[0] is not None else 0
 
     def referenced(self) -> set[str]:
         """The digests of the blobs some row of this part names."""
