@@ -8,12 +8,18 @@ for batch and byte for byte.
 from __future__ import annotations
 
 import io
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import app
+from app.backends.local import LocalBackend
+from app.backends.postgres.catalog import PgContexts
+from app.backends.postgres.connect import Database
+from app.backends.postgres.records import PgRecords
 from app.core.errors import ConflictError, IntegrityError, NotFoundError
 from app.formats.batchlog import BatchLog, LogScan
 
@@ -92,3 +98,72 @@ def test_local_ingest_refuses_damage_a_non_empty_collection_and_taken_ids(tmp_pa
         records.ingest_log("other", io.BytesIO(data))
     with records.writing(), pytest.raises(NotFoundError):
         records.write_log("missing", io.BytesIO())
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+
+class _PgRecordsBackend(LocalBackend):
+    """The embedded backend with the PostgreSQL catalogue and records (the parts this module
+    tests; files and the tracker stay local)."""
+
+    def __init__(self, root: Path, url: str) -> None:
+        super().__init__(root)
+        self.contexts = PgContexts(url, root)
+        self.db = Database(url)
+        self._records: dict[str, PgRecords] = {}
+
+    def catalog(self) -> Any:
+        return self.contexts
+
+    def records(self, context: str) -> Any:
+        found = self._records.get(context)
+        if found is None:
+            folder = self.contexts.folder(context)
+            lock = self.contexts.context_lock(context)
+            found = self._records[context] = PgRecords(self.db, context, folder, lock)
+        return found
+
+    def close_all(self) -> None:
+        self.contexts.close()
+        self.db.close()
+
+
+@pytest.fixture
+def pg_store(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> Iterator[Callable[[str], app.Store]]:
+    """Opens stores over one PostgreSQL database (one local working folder per host name)."""
+    from app.backends.registry import SCHEMES
+
+    made: list[_PgRecordsBackend] = []
+    opened: list[app.Store] = []
+
+    def make(host: str) -> app.Store:
+        monkeypatch.setitem(
+            SCHEMES, "pgrec", lambda url: made.append(_PgRecordsBackend(tmp_path / host, pg_url)) or made[-1]
+        )
+        opened.append(app.open_store("pgrec://x"))
+        return opened[-1]
+
+    yield make
+    for store in opened:
+        store.close()
+    for backend in made:
+        backend.close_all()
+
+
+def _fresh(store: app.Store) -> app.Context:
+    """A context of its own (the database is shared by the module's tests)."""
+    return store.context("c" + uuid.uuid4().hex[:10])
+
+
+def test_pg_smoke(pg_store: Callable[[str], app.Store]) -> None:
+    ctx = _fresh(pg_store("a"))
+    current = _fill(ctx)
+    assert [r["id"] for r in current] == ["n0", "n3", "n4", "n1", "n9"]
+    assert ctx.get("notes", "n1")["v"] == "changed"
+    assert ctx.count("notes", {"v": {"$gte": 3}}) == 2
+    assert [r["id"] for r in ctx.iter("notes", order_by="-v")] != []
+    assert [v.batch_id for v in ctx.history("notes", "n1")][1] == "b2"
+    assert ctx.verify().ok, ctx.verify().problems
