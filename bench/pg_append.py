@@ -69,7 +69,8 @@ def raw_copy(url: str, batches: list[list[dict[str, object]]]) -> float:
             with (
                 conn.cursor() as cur,
                 cur.copy(
-                    "COPY t (context, collection, id, seq, pos, doc, raw) FROM STDIN (FORMAT BINARY)"
+                    "COPY t (context, collection, id, seq, pos, doc, raw)"
+                    " FROM STDIN (FORMAT BINARY)"
                 ) as copy,
             ):
                 copy.set_types(["text", "text", "text", "int8", "int4", "jsonb", "bytea"])

@@ -381,3 +381,90 @@ def test_a_writer_killed_mid_batch_leaves_nothing_and_the_retry_commits_once(
     assert receipt.duplicate == committed and receipt.count == 200_000
     assert ctx.count("notes") == 200_000
     assert ctx.verify().ok
+
+
+def _sql(store: Store, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Runs ``statement`` on the store's database (the test plays a store writer)."""
+    with store.backend.db.transaction() as conn:  # type: ignore[attr-defined]
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description else []
+
+
+def test_verify_reports_damage_and_rebuild_repairs_the_index(
+    pg_store: Callable[[str], Store],
+) -> None:
+    store = pg_store("a")
+    ctx = _fresh(store)
+    ctx.append("notes", [{"id": f"n{i}", "v": i} for i in range(50)], batch_id="one")
+    ctx.append("notes", [{"id": "n1", "v": "new"}], batch_id="two")
+    ctx.delete("notes", ["n2"], batch_id="three")
+    assert ctx.verify().ok
+    before = ctx.query("notes")
+    # the index (current-version table) altered, extended and shortened behind our back
+    where = "context = %s AND collection = 'notes' AND id = %s"
+    _sql(
+        store,
+        f"UPDATE ctxstore_records SET raw = %s WHERE {where}",
+        b'{"id":"n3","v":-1}',
+        ctx.name,
+        "n3",
+    )
+    _sql(store, f"DELETE FROM ctxstore_records WHERE {where}", ctx.name, "n4")
+    _sql(
+        store,
+        "INSERT INTO ctxstore_records SELECT context, collection, 'ghost', seq, pos, doc, raw"
+        f" FROM ctxstore_records WHERE {where}",
+        ctx.name,
+        "n5",
+    )
+    report = ctx.verify()
+    assert not report.ok
+    text = "\n".join(report.problems)
+    assert "'n3'" in text and "'n4'" in text and "'ghost'" in text and "rebuild_index" in text
+    ctx.rebuild_index()
+    assert ctx.verify().ok
+    assert ctx.query("notes") == before
+    # a flipped byte in a batch body is damage to the log: reported, never raised
+    _sql(
+        store,
+        "UPDATE ctxstore_batch_bodies SET data = overlay(data placing '9' from 12 for 1)"
+        " WHERE seq = (SELECT seq FROM ctxstore_batches WHERE context = %s AND batch_id = 'one')",
+        ctx.name,
+    )
+    report = ctx.verify()
+    assert not report.ok and any(
+        "damaged" in p and "log of 'notes'" in p for p in report.problems
+    ), report.problems
+    with pytest.raises(app.IntegrityError):
+        ctx.rebuild_index()  # never re-derives the index from a damaged log
+    assert ctx.query("notes") == before  # the index is untouched
+
+
+def test_compaction_keeps_receipts_and_idempotency(pg_store: Callable[[str], Store]) -> None:
+    ctx = _fresh(pg_store("a"))
+    first = ctx.append("notes", [{"id": f"n{i}", "v": i} for i in range(10)], batch_id="one")
+    ctx.append("notes", [{"id": f"n{i}", "v": -i} for i in range(5)], batch_id="two")
+    ctx.delete("notes", ["n9"], batch_id="three")
+    current = ctx.query("notes")
+    report = ctx.compact("notes")
+    assert (report.records_before, report.records_after) == (16, 9)
+    assert ctx.query("notes") == current
+    again = ctx.append("notes", [{"id": f"n{i}", "v": i} for i in range(10)], batch_id="one")
+    assert again.duplicate and (again.sha256, again.count) == (first.sha256, 10)
+    assert [v.batch_id for v in ctx.history("notes", "n1")] == ["two"]
+    assert ctx.verify().ok
+    ctx.rebuild_index()
+    assert ctx.query("notes") == current
+
+
+def test_a_dropped_context_leaves_no_records_behind(pg_store: Callable[[str], Store]) -> None:
+    store = pg_store("a")
+    ctx = _fresh(store)
+    name = ctx.name
+    ctx.append("notes", [{"id": "x"}], batch_id="b")
+    store.drop_context(name)
+    for table in ("ctxstore_batches", "ctxstore_records", "ctxstore_collections"):
+        assert _sql(store, f"SELECT count(*) FROM {table} WHERE context = %s", name) == [(0,)]
+    again = store.context(name)
+    assert again.count("notes") == 0 and again.collections() == []
+    assert not again.append("notes", [{"id": "x"}], batch_id="b").duplicate

@@ -425,7 +425,8 @@ class PgRecords:
 
     @contextlib.contextmanager
     def log_file(self, collection: str) -> Iterator[Path | None]:
-        """The collection's log read back into a local batch-log file (None: no log)."""
+        """The collection's log read back into a local batch-log file (None: no log); damage
+        found in it is named as the collection's log in the database, not as the file."""
         self.ready()
         with self.spool_folder() as folder:
             fd, name = tempfile.mkstemp(dir=folder)
@@ -434,7 +435,11 @@ class PgRecords:
                 row = self._row(conn, collection)
                 if row is not None:
                     read_log(conn, self.name, collection, row[2], fh)
-            yield None if row is None else path
+            try:
+                yield None if row is None else path
+            except IntegrityError as exc:
+                where = f"{self.where()}: the log of {collection!r}"
+                raise IntegrityError(str(exc).replace(str(path), where)) from None
 
     def write_log(self, collection: str, fh: IO[bytes]) -> int:
         self.ready()
