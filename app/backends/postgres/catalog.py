@@ -42,6 +42,7 @@ from app.backends.local.records.catalog import Catalog
 from app.backends.local.staging import holding, staging_folder, sweep
 from app.backends.local.swap import fsync_tree, refuse_linked_target, swap_in
 from app.backends.postgres.connect import Database
+from app.backends.postgres.records.tables import forget_context
 from app.backends.postgres.schema import ensure_schema, schema_version
 from app.core import layout
 from app.core.atomic import fsync_dir, write_atomic
@@ -150,10 +151,6 @@ class ContextRecords(Protocol):
 
     def load(self, conn: Any, name: str, staged: Path) -> None:
         """Replace the context's records by the staged folder's logs (caller's transaction)."""
-        ...
-
-    def forget(self, conn: Any, name: str) -> None:
-        """Delete the context's records (caller's transaction)."""
         ...
 
     def document(self, conn: Any, name: str, stored: bytes | None) -> bytes:
@@ -350,12 +347,11 @@ class PgContexts:
         with release():
             with self._transaction(f"dropping context {name!r}") as conn:
                 conn.execute(SQL_DELETE, (name,))
+                forget_context(conn, name)  # its batches and records go in the same commit
                 if self._parts is not None:  # its blobs are gc's once unreferenced
                     from app.backends.postgres.files_install import forget_rows
 
                     forget_rows(conn, name)
-                if self._records is not None:
-                    self._records.forget(conn, name)
             if path.is_dir():
                 self._discard(name, path)
 

@@ -29,9 +29,9 @@ from app.backends.postgres.records.tables import (
     DDL_LOCK,
     PART,
     VERSION,
+    forget_context,
     index_name,
     index_sql,
-    write_key,
 )
 from app.backends.postgres.schema import ensure_schema, schema_version
 from app.core import layout
@@ -40,13 +40,6 @@ from app.core.names import is_valid_name
 from app.core.schemas import BUILTIN_INDEXES
 from app.formats.batchlog import BatchLog
 
-SQL_FORGET = (
-    "DELETE FROM ctxstore_batch_bodies WHERE seq IN"
-    " (SELECT seq FROM ctxstore_batches WHERE context = %s)",
-    "DELETE FROM ctxstore_batches WHERE context = %s",
-    "DELETE FROM ctxstore_records WHERE context = %s",
-    "DELETE FROM ctxstore_collections WHERE context = %s",
-)
 SQL_COLLECTION = (
     "INSERT INTO ctxstore_collections (context, collection, schema, indexes, generation)"
     " VALUES (%s, %s, %s, %s::jsonb, %s)"
@@ -55,15 +48,6 @@ SQL_COLLECTIONS = (
     "SELECT collection, schema, indexes FROM ctxstore_collections WHERE context = %s"
     ' ORDER BY collection COLLATE "C"'
 )
-
-
-def forget_records(conn: Any, context: str) -> None:
-    """Delete every record row of ``context`` in the caller's transaction."""
-    if schema_version(conn, PART) is None:
-        return
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (write_key(context),))
-    for statement in SQL_FORGET:
-        conn.execute(statement, (context,))
 
 
 def _staged_catalog(staged: Path) -> dict[str, Any]:
@@ -91,7 +75,7 @@ def load_staged(conn: Any, context: str, staged: Path) -> int:
     """Make the staged folder's logs the records of ``context`` (in the caller's transaction:
     the old ones are deleted first); returns the batches loaded."""
     ensure_schema(conn, PART, DDL, VERSION)
-    forget_records(conn, context)
+    forget_context(conn, context)
     catalog = _staged_catalog(staged)
     batches = 0
     indexes: list[tuple[str, ...]] = []
@@ -157,9 +141,6 @@ class RecordsInDatabase:
     def load(self, conn: Any, name: str, staged: Path) -> None:
         load_staged(conn, name, staged)
 
-    def forget(self, conn: Any, name: str) -> None:
-        forget_records(conn, name)
-
     def document(self, conn: Any, name: str, stored: bytes | None) -> bytes:
         return catalog_document(conn, name, stored)
 
@@ -167,4 +148,4 @@ class RecordsInDatabase:
         return PgRecords(self.db, name, folder, lock).write_log(collection, fh)
 
 
-__all__ = ["RecordsInDatabase", "catalog_document", "forget_records", "load_staged"]
+__all__ = ["RecordsInDatabase", "catalog_document", "load_staged"]
