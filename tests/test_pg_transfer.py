@@ -301,3 +301,18 @@ def test_stats_count_and_measure_the_parts_on_pg(pg_store: Opener) -> None:
     assert stats["models_bytes"] > 0
     assert stats["bytes"] >= stats["embeddings_bytes"] + stats["models_bytes"]
     assert stats["problems"] == []
+
+
+def test_another_host_exports_what_one_host_imported(pg_store: Opener, tmp_path: Path) -> None:
+    """Two hosts share nothing but the database and the files URL: what one imports, the
+    other reads and exports byte-equal, and its import there is seen by the first."""
+    one, two = pg_store("one"), pg_store("two")
+    fill(one.context("c"))
+    one.export_context("c", tmp_path / "one.tar.gz")
+    other = two.context("c", create=False)
+    assert content(other) == content(one.context("c"))
+    two.export_context("c", tmp_path / "two.tar.gz")
+    assert members(tmp_path / "two.tar.gz") == members(tmp_path / "one.tar.gz")
+    two.import_context(tmp_path / "two.tar.gz", name="d")
+    assert one.contexts() == ["c", "d"]
+    assert content(one.context("d")) == content(one.context("c"))
