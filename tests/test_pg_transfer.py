@@ -59,6 +59,13 @@ def pg_store(
         s.close()
 
 
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[app.Store]:
+    """An embedded store (whatever ``backend_kind`` the module's PostgreSQL store has)."""
+    with app.open_store(tmp_path / "embedded") as store:
+        yield store
+
+
 def fill(ctx: app.Context) -> None:
     ctx.append("analogies", [analogy(i) for i in range(40)], batch_id="first")
     ctx.append("analogies", [analogy(1, note="v2")], batch_id="second")
@@ -100,12 +107,12 @@ def content(ctx: app.Context) -> dict[str, Any]:
 
 
 def test_embedded_to_pg_and_back_is_identical(
-    pg_store: Opener, tmp_path: Path, store: app.Store
+    pg_store: Opener, tmp_path: Path, embedded: app.Store
 ) -> None:
-    fill(store.context("src"))
+    fill(embedded.context("src"))
     first = tmp_path / "embedded.tar.gz"
-    store.export_context("src", first)
-    want = content(store.context("src"))
+    embedded.export_context("src", first)
+    want = content(embedded.context("src"))
 
     pg = pg_store("one")
     pg.import_context(first, name="moved")
@@ -130,15 +137,15 @@ def test_embedded_to_pg_and_back_is_identical(
 def test_a_second_host_sees_the_parts(
     pg_store: Opener,
     tmp_path: Path,
-    store: app.Store,
+    embedded: app.Store,
 ) -> None:
     """Another host (its own connection pool, cache and working folder) reads the imported
     parts at once, and shares the models' high-water mark."""
     from app.managers.embeddings import EmbeddingStore
     from app.managers.models import ModelStore
 
-    fill(store.context("src"))
-    store.export_context("src", tmp_path / "a.tar.gz")
+    fill(embedded.context("src"))
+    embedded.export_context("src", tmp_path / "a.tar.gz")
     one = pg_store("one")
     one.import_context(tmp_path / "a.tar.gz", name="c")
     backend = one.backend
