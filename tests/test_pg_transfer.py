@@ -10,6 +10,10 @@ host is shown at the level of the parts (its own pool, cache and working folder)
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from backend_matrix import BACKENDS
+from backend_matrix import BACKENDS, kind_env
 from recdata import analogy
 
 import app
@@ -323,3 +327,69 @@ def test_another_host_exports_what_one_host_imported(pg_store: Opener, tmp_path:
     two.import_context(tmp_path / "two.tar.gz", name="d")
     assert one.contexts() == ["c", "d"]
     assert content(one.context("d")) == content(one.context("c"))
+
+
+KILLED_INSTALL = """
+import sys, time
+from pathlib import Path
+import app
+from app.backends.postgres import files_install
+
+marker = Path(sys.argv[2])
+real = files_install.replace_rows
+
+def pause(conn, parts, context, staged):
+    real(conn, parts, context, staged)  # rows written, the transaction not committed
+    marker.write_text("in the install transaction")
+    time.sleep(60)
+
+files_install.replace_rows = pause
+with app.open_store() as store:
+    store.import_context(Path(sys.argv[1]), name="c", on_conflict="overwrite")
+"""
+
+
+def test_an_install_killed_before_its_commit_changes_nothing(
+    pg_store: Opener, matrix_store_args: tuple[str, str | None], tmp_path: Path
+) -> None:
+    """SIGKILL of a process inside the install transaction (new blobs uploaded, rows written,
+    not committed): the live context keeps its old records, files and documents on every
+    host; the uploaded blobs are unreferenced and gc removes them, and only them."""
+    root, files = matrix_store_args
+    pg = pg_store("one")
+    ctx = pg.context("c")
+    ctx.append("notes", [{"id": "old", "v": 1}])
+    ctx.embeddings.save("vec", ["a"], np.zeros((1, 4)))
+    other = pg_store("src").context("src")
+    other.append("notes", [{"id": "new", "v": 2}])
+    other.embeddings.save("vec", ["b", "c"], np.ones((2, 4)))
+    other.embeddings.save("more", ["d"], np.ones((1, 4)))
+    pg.export_context("src", tmp_path / "new.tar.gz")
+    marker = tmp_path / "marker"
+    env = kind_env(root, files) | {"CTXSTORE_WORK": str(tmp_path / "work-killed")}
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_INSTALL, str(tmp_path / "new.tar.gz"), str(marker)],
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None, "the importing process ended before its commit"
+            assert time.monotonic() < deadline, "the importing process never got there"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    for host in (pg, pg_store("two")):
+        live = host.context("c", create=False)
+        assert live.query("notes", limit=None) == [{"id": "old", "v": 1}]
+        assert [e.name for e in live.embeddings.list()] == ["vec"]
+        assert live.embeddings.load("vec", mmap=False).ids.tolist() == ["a"]
+        assert live.verify().ok
+    backend = pg.backend
+    assert isinstance(backend, PostgresBackend)
+    removed = backend.parts.collect(older_than=time.time() + 60)
+    assert len(removed) == 2 and all("/c/embeddings/blobs/" in r for r in removed)
+    assert pg.context("c").embeddings.load("vec", mmap=False).ids.tolist() == ["a"]
