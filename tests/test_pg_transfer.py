@@ -393,3 +393,28 @@ def test_an_install_killed_before_its_commit_changes_nothing(
     removed = backend.parts.collect(older_than=time.time() + 60)
     assert len(removed) == 2 and all("/c/embeddings/blobs/" in r for r in removed)
     assert pg.context("c").embeddings.load("vec", mmap=False).ids.tolist() == ["a"]
+
+
+def test_verify_checks_the_parts_on_pg_and_export_never_packs_damage(
+    pg_store: Opener, tmp_path: Path
+) -> None:
+    pg = pg_store("one")
+    ctx = pg.context("c")
+    fill(ctx)
+    assert ctx.verify().ok
+    backend = pg.backend
+    assert isinstance(backend, PostgresBackend)
+    shard = ctx.embeddings.info("vec").shards[0]
+    files = backend.files("c", "embeddings")
+    backend.parts.location.put(files.blob(shard.sha256), b"not the shard")  # damage on storage
+    report = ctx.verify()
+    assert not report.ok
+    assert any(("vec" in p and "differs" in p) or "SHA-256" in p for p in report.problems)
+    # this host still holds the shard's verified copy in its cache: what it exports is whole
+    pg.export_context("c", tmp_path / "cached.tar.gz")
+    pg.import_context(tmp_path / "cached.tar.gz", name="copy")
+    assert pg.context("copy").verify().ok
+    # a host without that copy downloads the damaged object and refuses it
+    with pytest.raises(app.IntegrityError):
+        pg_store("two").export_context("c", tmp_path / "damaged.tar.gz")
+    assert not (tmp_path / "damaged.tar.gz").exists()
