@@ -418,3 +418,13 @@ def test_verify_checks_the_parts_on_pg_and_export_never_packs_damage(
     with pytest.raises(app.IntegrityError):
         pg_store("two").export_context("c", tmp_path / "damaged.tar.gz")
     assert not (tmp_path / "damaged.tar.gz").exists()
+
+
+def test_a_pickle_saved_whole_is_trusted_on_every_host(pg_store: Opener) -> None:
+    """``save_context`` writes its models in a staged local copy, whose trust marks land in
+    this host's trust folder; the install shares them (every reader still checks the
+    signature under the trust key)."""
+    one, two = pg_store("one"), pg_store("two")
+    one.save_context("s", app.ContextState(models={"j": {"a": 3}}))
+    assert one.context("s").models.info("j").format == "joblib"
+    assert two.context("s", create=False).models.load("j") == {"a": 3}

@@ -396,9 +396,13 @@ class PgContexts:
             with self._transaction(f"installing context {name!r}") as conn:
                 conn.execute(SQL_XACT_LOCK, (lock_key(f"install:{name}"),))
                 if uploaded is not None and self._parts is not None:
-                    from app.backends.postgres.files_install import replace_rows
+                    from app.backends.postgres.files_install import (
+                        replace_rows,
+                        share_local_marks,
+                    )
 
                     replace_rows(conn, self._parts, name, uploaded)
+                    share_local_marks(conn, layout.trust_dir(self._root), uploaded)
                 if self._records is not None:
                     self._records.load(conn, name, staged)
                 if not replace:
