@@ -581,7 +581,11 @@ class ContextCatalog(Protocol):
     takes such a folder. The embedded backend renames it into ``contexts/`` or exchanges it
     atomically with the live folder (``renameat2``); a server backend copies its records and
     part files into the server under one transaction per context, and ``forget`` runs before
-    the live context changes. ``root``, ``contexts_dir`` and ``folder`` are local folders:
+    the live context changes (PostgreSQL: part files uploaded as blobs first, then one
+    transaction swaps the context's row, its part rows and its record tables). The reverse,
+    materialising a live context into a staged folder (export, merge), reads through
+    ``catalog_document``, ``copy_log`` and the parts' stores, so an archive is the same on
+    every backend. ``root``, ``contexts_dir`` and ``folder`` are local folders:
     the embedded store directory and its context folders; for a server backend, its local
     working folder (trust marks, append buffers, staging) and per-context cache.
     """
