@@ -139,13 +139,18 @@ class Location:
 
     def modified(self, path: str) -> float:
         """The object's last modification time (POSIX seconds)."""
+        return self.stamp(path)[0]
+
+    def stamp(self, path: str) -> tuple[float, int]:
+        """The object's last modification time (POSIX seconds) and size in bytes."""
         try:
             info = self.fs.info(path)
         except Exception as exc:  # the filesystem's own errors (botocore's are no OSError)
             raise self._fail("checking", path, exc) from None
+        size = int(info.get("size") or 0)
         if "mtime" in info:
-            return float(info["mtime"])
+            return float(info["mtime"]), size
         stamp = info.get("LastModified")
         if isinstance(stamp, datetime):
-            return stamp.timestamp()
-        return float(os.path.getmtime(path)) if self.local else 0.0
+            return stamp.timestamp(), size
+        return (float(os.path.getmtime(path)) if self.local else 0.0), size

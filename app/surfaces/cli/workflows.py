@@ -200,15 +200,15 @@ def rollback(state: State, workflow_id: str) -> None:
 @workflows.command()
 @click.option(
     "--stale-after",
-    type=click.FloatRange(min=0),
-    default=60.0,
+    default="60s",
     show_default=True,
-    help="Seconds without a heartbeat after which a processing workflow is stale.",
+    help="Time without a heartbeat after which a processing workflow is stale (60s, 5m).",
 )
 @pass_state
-def recover(state: State, stale_after: float) -> None:
+def recover(state: State, stale_after: str) -> None:
     """Hand stale processing workflows (their worker died) back to pending."""
-    back = state.store().workflows.recover(stale_after=stale_after)
+    seconds = parse_duration(stale_after, "--stale-after").total_seconds()
+    back = state.store().workflows.recover(stale_after=seconds)
     for wf in back:
         click.echo(_summary(wf))
     click.echo(f"{len(back)} workflows recovered")

@@ -1,0 +1,143 @@
+"""``ctxstore migrate SRC DST`` (docs/api.md, "Moving a store"): every context moves, export
+then import, with its current records (byte-equal; an archive holds no superseded versions),
+indexes, embeddings and models; an
+existing destination context is refused before anything moves unless ``--replace``; the
+source is only read. Directory to directory here; the PostgreSQL sides run in
+tests/test_migrate_pg.py when a server is available.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+import app
+from app.managers.maintenance.migrate import migrate_store
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {k: v for k, v in os.environ.items() if k != "CTXSTORE_ROOT"}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        capture_output=True,
+        timeout=300,
+        env={**ENV, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def fill(root: Path | str) -> None:
+    """Three contexts: churned records with an index, a deletion, embeddings, a model."""
+    with app.open_store(root) as store:
+        a = store.context("alpha")
+        a.define_collection("people", indexes=["age"])
+        for round_ in range(3):
+            a.append(
+                "people",
+                [{"id": f"p{i}", "age": 20 + i + round_, "big": 1e20} for i in range(30)],
+                batch_id=f"round-{round_}",
+            )
+        a.delete("people", ["p3"])
+        a.embeddings.save("vecs", [f"p{i}" for i in range(5)], np.arange(15.0).reshape(5, 3))
+        a.models.save("m", {"w": [1, 2, 3]}, format="joblib")
+        store.context("beta").append("notes", [{"id": "n1", "text": "héllo"}])
+        store.context("gamma")  # empty
+
+
+def snapshot(root: Path | str) -> dict[str, Any]:
+    """What must be equal across the move: every record as stored, the indexed query, the
+    history of one record, embeddings and the model."""
+    out: dict[str, Any] = {}
+    with app.open_store(root, create=False) as store:
+        for name in store.contexts():
+            ctx = store.context(name, create=False)
+            out[name] = {coll: ctx.query(coll, order_by="id") for coll in ctx.collections()}
+        a = store.context("alpha", create=False)
+        out["young"] = a.query("people", where={"age": {"$lt": 25}}, order_by="age")
+        out["history"] = [(v.batch_id, v.deleted, v.data) for v in a.history("people", "p3")]
+        vecs = a.embeddings.load("vecs")
+        out["vecs"] = (vecs.ids, vecs.vectors.tolist())
+        out["model"] = a.models.load("m", trusted=True)
+    return out
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.endswith(("-wal", "-shm", ".lock"))
+    }
+
+
+def test_migrate_moves_every_context_and_leaves_the_source(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    fill(src)
+    expected = snapshot(src)
+    before = files(src)
+    proc = cli("migrate", str(src), str(dst))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
+    assert "migrated 3 context(s)" in out and "3 new, 0 replaced" in out
+    assert "30 records" in out  # the current records: 29 people and 1 note
+    moved = snapshot(dst)
+    # an archive carries current records, not superseded versions (export compacts): the
+    # history of the deleted record stays in the source only
+    assert moved.pop("history") == [] and expected.pop("history") != []
+    assert moved == expected
+    assert files(src) == before  # only read
+    with app.open_store(dst, create=False) as store:
+        assert store.verify().ok
+        assert not [p for p in (dst / "contexts").iterdir() if p.name.startswith(".")]
+
+
+def test_an_existing_destination_context_is_refused_before_anything_moves(
+    tmp_path: Path,
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    fill(src)
+    with app.open_store(dst) as store:
+        store.context("beta").append("notes", [{"id": "mine"}])
+    proc = cli("migrate", str(src), str(dst))
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert err.startswith("error: ") and "beta" in err and "--replace" in err
+    with app.open_store(dst, create=False) as store:
+        assert store.contexts() == ["beta"]  # nothing moved
+        assert store.context("beta").query("notes") == [{"id": "mine"}]
+    again = cli("migrate", str(src), str(dst), "--replace", "--json")
+    assert again.returncode == 0, again.stderr
+    report = orjson.loads(again.stdout)
+    assert report["moved"] == ["alpha", "gamma"] and report["replaced"] == ["beta"]
+    assert {k: v for k, v in snapshot(dst).items() if k != "history"} == {
+        k: v for k, v in snapshot(src).items() if k != "history"
+    }
+
+
+def test_migrate_store_in_python_reports_each_context(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    fill(src)
+    seen: list[str] = []
+    with app.open_store(src) as source, app.open_store(dst) as dest:
+        report = migrate_store(source, dest, on_context=seen.append)
+        assert seen == ["alpha", "beta", "gamma"] == report.moved
+        assert report.bytes > 0
+        with pytest.raises(app.InvalidInput):
+            migrate_store(source, source)
+        with pytest.raises(app.ConflictError):
+            migrate_store(source, dest)
+
+
+def test_a_missing_source_creates_no_destination(tmp_path: Path) -> None:
+    proc = cli("migrate", str(tmp_path / "nothing"), str(tmp_path / "dst"))
+    assert proc.returncode == 1 and proc.stderr.startswith(b"error: ")
+    assert not (tmp_path / "dst").exists()
