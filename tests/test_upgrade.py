@@ -14,12 +14,20 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import urllib.parse
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
 import app
+from app.backends.postgres import upgrade as pg_upgrade
+from app.backends.postgres.catalog import FORMAT_VERSION, PgContexts
+from app.backends.postgres.connect import Database
+from app.backends.postgres.schema import ensure_schema, schema_version
+from app.backends.postgres.upgrade import PgPart
 from app.core import layout
 from app.core.workflow_types import WorkflowStatus as S
 from app.managers.maintenance.upgrade import planned, upgrade_store
@@ -192,3 +200,107 @@ def test_a_current_store_has_nothing_to_upgrade(store: app.Store, store_root: Pa
     report = upgrade_store(store)
     assert report.applied == [] and report.checked == 1
     assert not layout.tracker(store_root).exists()  # checking never creates the tracker
+
+
+# -- PostgreSQL: every part's tables, under the schema advisory lock ------------------------
+
+
+@pytest.fixture
+def pg_database(pg_server_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test (a store is one database); dropped afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"t_upgrade_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    parts = urllib.parse.urlsplit(pg_server_url)
+    try:
+        yield urllib.parse.urlunsplit(parts._replace(path="/" + name))
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+            conn.execute(drop.format(sql.Identifier(name)))
+
+
+WIDGETS_V1 = PgPart("ops_widgets", ("CREATE TABLE ops_widgets (id integer PRIMARY KEY)",), 1)
+WIDGETS_V2 = PgPart(
+    "ops_widgets",
+    ("CREATE TABLE ops_widgets (id integer PRIMARY KEY, label text NOT NULL DEFAULT '')",),
+    2,
+    {1: ("ALTER TABLE ops_widgets ADD COLUMN label text NOT NULL DEFAULT ''",)},
+)
+
+
+def test_pg_part_older_is_refused_on_use_and_migrated_by_upgrade(pg_database: str) -> None:
+    db = Database(pg_database)
+    try:
+        assert pg_upgrade.upgrade(db, WIDGETS_V1) is True  # created at version 1
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO ops_widgets (id) VALUES (1), (2)")
+        # this version (v2) using the part: refused, naming the command; nothing changes
+        with (
+            pytest.raises(app.SchemaVersionError, match="run `ctxstore upgrade`"),
+            db.transaction() as conn,
+        ):
+            ensure_schema(conn, WIDGETS_V2.name, WIDGETS_V2.ddl, WIDGETS_V2.version)
+        (pending,) = pg_upgrade.planned(db, [WIDGETS_V2])
+        assert pending == (WIDGETS_V2, 1)
+        assert pg_upgrade.describe(*pending) == "PostgreSQL part ops_widgets: version 1 -> 2"
+        assert pg_upgrade.upgrade(db, WIDGETS_V2) is True
+        with db.connection() as conn:
+            rows = conn.execute("SELECT id, label FROM ops_widgets ORDER BY id").fetchall()
+            assert rows == [(1, ""), (2, "")]  # every row kept, the new column added
+            assert schema_version(conn, "ops_widgets") == 2
+            ensure_schema(conn, WIDGETS_V2.name, WIDGETS_V2.ddl, 2)  # usable now
+        assert pg_upgrade.upgrade(db, WIDGETS_V2) is False  # idempotent
+        assert pg_upgrade.planned(db, [WIDGETS_V2]) == []
+        # an older ctxstore (v1) meeting the upgraded part: unknown, newer
+        with pytest.raises(app.SchemaVersionError, match="unknown"), db.transaction() as conn:
+            ensure_schema(conn, WIDGETS_V1.name, WIDGETS_V1.ddl, 1)
+        with pytest.raises(app.SchemaVersionError, match="newer"):
+            pg_upgrade.upgrade(db, WIDGETS_V1)
+    finally:
+        db.close()
+
+
+def test_pg_part_without_a_migration_is_refused_and_left_alone(pg_database: str) -> None:
+    db = Database(pg_database)
+    try:
+        pg_upgrade.upgrade(db, WIDGETS_V1)
+        v3 = WIDGETS_V2._replace(version=3)  # knows 1 -> 2 only
+        with pytest.raises(app.SchemaVersionError, match="cannot migrate version 2"):
+            pg_upgrade.upgrade(db, v3)
+        with db.connection() as conn:  # the transaction rolled back: still version 1
+            assert schema_version(conn, "ops_widgets") == 1
+            columns = conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'ops_widgets'"
+            ).fetchall()
+            assert columns == [("id",)]
+    finally:
+        db.close()
+
+
+def test_pg_store_parts_are_created_by_upgrade_and_an_older_store_names_it(
+    pg_database: str, tmp_path: Path
+) -> None:
+    import psycopg
+
+    catalog = PgContexts(pg_database, tmp_path / "work")
+    db = Database(pg_database)
+    try:
+        assert [p.name for p, _ in pg_upgrade.planned(db)][:1] == ["catalog"]  # empty database
+        catalog.open(create=True)  # create=True: the current store schema
+        missing = pg_upgrade.planned(db)
+        assert ("catalog", FORMAT_VERSION) not in [(p.name, v) for p, v in missing]
+        for part, _ in missing:
+            pg_upgrade.upgrade(db, part)
+        assert pg_upgrade.planned(db) == []
+        with psycopg.connect(pg_database) as conn:  # what an older store would record
+            conn.execute("UPDATE ctxstore_meta SET schema_version = 0 WHERE part = 'catalog'")
+        with pytest.raises(app.SchemaVersionError, match="run `ctxstore upgrade`"):
+            catalog.open(create=False)
+    finally:
+        catalog.close()
+        db.close()
