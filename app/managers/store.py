@@ -113,6 +113,7 @@ class Store(icontract.DBC):
         access = self.__dict__.get("_access")
         if access is not None:
             access.close()
+        self.backend.close()
         self._closed = True
 
     @icontract.snapshot(lambda self: self.contexts(), name="contexts", enabled=EXPENSIVE)
@@ -143,7 +144,9 @@ class Store(icontract.DBC):
     def check_open(self) -> None:
         """``StorageError`` if the store was closed (open it again with ``open_store``)."""
         if self._closed:
-            raise StorageError(f"{self.root}: the store is closed; open it again with open_store()")
+            raise StorageError(
+                f"{self.backend.url}: the store is closed; open it again with open_store()"
+            )
 
     @icontract.snapshot(lambda self: len(self._open), name="opened", enabled=EXPENSIVE)
     @ensure(lambda self, OLD: len(self._open) == OLD.opened, "checking versions opens no context")
@@ -200,7 +203,7 @@ class Store(icontract.DBC):
             # opened (and raises IntegrityError on use), never silently re-created empty
             if not catalog.present(name):
                 if not create:
-                    raise NotFoundError(f"context {name!r} not found in {self.root}")
+                    raise NotFoundError(f"context {name!r} not found in {self.backend.url}")
                 with catalog.writer_lock.hold():
                     catalog.create(name)
             if ctx is not None:
@@ -452,19 +455,27 @@ class Store(icontract.DBC):
 
 
 @checked
-def open_store(root: UserPath | None = None, *, create: Flag = True) -> Store:
+def open_store(
+    root: UserPath | None = None, *, create: Flag = True, files: UserPath | None = None
+) -> Store:
     """Open the store at ``root`` (default ``$CTXSTORE_ROOT`` or ``./storage``): a directory,
-    or a URL served by a registered backend (``app.backends.registry``)."""
+    or a URL served by a registered backend (``app.backends.registry``); a ``postgresql://``
+    store keeps its files under ``files`` (default ``$CTXSTORE_FILES``; docs/api.md,
+    "Scale out")."""
     given = given_root(root)
     if scheme_of(given) is None:
         given = resolve_root(given)
     # a URL reaches its registered backend; the registry raises InvalidInput (argument root,
     # password redacted) for a scheme no backend of this version serves
-    backend = backend_for(given)
-    backend.catalog().open(create=create)
-    store = Store(backend)
-    store.check_versions()  # contexts open, and recover, on first use
-    backend.catalog().sweep()  # leftovers of killed operations (never live ones)
+    backend = backend_for(given, None if files is None else os.fspath(files))
+    try:
+        backend.catalog().open(create=create)
+        store = Store(backend)
+        store.check_versions()  # contexts open, and recover, on first use
+        backend.catalog().sweep()  # leftovers of killed operations (never live ones)
+    except BaseException:
+        backend.close()
+        raise
     return store
 
 
