@@ -18,8 +18,10 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
+from backend_matrix import BACKENDS, kind_env
 
 import app
 from app.backends.objects import ObjectParts
@@ -249,3 +251,73 @@ def test_cli_gc_keep_model_versions_exits_2_naming_it(store_root: Path) -> None:
     assert proc.returncode == 2
     assert b"keep_model_versions" in proc.stderr
     assert cli(store_root, "gc", "--workflows-older-than", "7d").returncode == 0
+
+
+# -- PostgreSQL + a files URL (a directory, or a bucket on the moto S3 server) --------------
+
+
+@pytest.fixture(params=BACKENDS[1:])
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_pg_unreferenced_and_dropped_context_objects_are_collected_after_the_grace(
+    matrix_store_args: tuple[str, str | None],
+) -> None:
+    root, files = matrix_store_args
+    vectors = np.arange(12, dtype="float32").reshape(3, 4)
+    with app.open_store(root, files=files) as store:
+        keep = store.context("keep")
+        keep.embeddings.save("e", ids=["a", "b", "c"], vectors=vectors)
+        keep.embeddings.save("e", ids=["a", "b", "c"], vectors=vectors + 1)  # overwrite
+        keep.embeddings.save("gone", ids=["x"], vectors=vectors[:1])
+        keep.embeddings.delete("gone")
+        keep.models.save("m", {"w": [1, 2, 3]}, format="joblib")
+        dropped = store.context("dropped")
+        dropped.embeddings.save("d", ids=["a", "b", "c"], vectors=vectors * 2)
+        store.drop_context("dropped")
+        time.sleep(0.05)
+        assert store.gc().items == []  # everything is younger than the 24 h grace
+        dry = store.gc(grace=dt.timedelta(0))
+        paths = dry.paths("object")
+        assert dry.items and set(dry.paths()) == set(paths)
+        assert any("/keep/embeddings/blobs/" in p for p in paths)  # the overwritten shard...
+        assert any("/dropped/" in p for p in paths)  # ...and the dropped context's files
+        assert not any("/keep/models/" in p for p in paths)  # referenced: never listed
+        assert all("***" in p or "@" not in p for p in paths)  # no credentials shown
+        assert store.gc(grace=dt.timedelta(0)).items == dry.items  # the dry run removed nothing
+        done = store.gc(dry_run=False, grace=dt.timedelta(0))
+        assert done.items == dry.items and done.bytes == dry.bytes > 0
+        assert store.gc(grace=dt.timedelta(0)).items == []
+        loaded = store.context("keep").embeddings.load("e")
+        assert loaded.vectors.tolist() == (vectors + 1).tolist()
+        assert store.context("keep").models.load("m") == {"w": [1, 2, 3]}
+        assert store.verify().ok
+        again = store.context("dropped")  # a new context of the old name starts empty
+        assert again.embeddings.list() == []
+
+
+def test_pg_killed_staging_leftover_in_the_working_folder_is_collected(
+    matrix_store_args: tuple[str, str | None],
+) -> None:
+    root, files = matrix_store_args
+    with app.open_store(root, files=files) as store:
+        store.context("c").append("t", [{"id": "1"}])
+        env = kind_env(root, files)
+        child = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, root, "import:777"],
+            stdout=subprocess.PIPE,
+            env={**env, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+        )
+        try:
+            assert child.stdout is not None
+            dead = Path(child.stdout.readline().decode().strip())
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+        assert dead.is_dir() and dead.parent == store.contexts_dir
+        dry = store.gc()
+        assert dry.items == [app.GcItem(kind="staging", path=str(dead), bytes=777)]
+        assert store.gc(dry_run=False).items == dry.items
+        assert not dead.exists()

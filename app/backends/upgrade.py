@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from app.backends.local.backend import LocalBackend
+from app.backends.postgres import upgrade as pg
+from app.backends.postgres.connect import Database
 from app.backends.protocols import Backend
 from app.core import layout
 from app.formats.tracker import TRACKER_VERSION, upgrade_tracker
@@ -57,10 +59,22 @@ def _local_steps(backend: LocalBackend) -> list[UpgradeStep]:
     return steps
 
 
+def _pg_step(db: Database, part: pg.PgPart, recorded: int | None) -> UpgradeStep:
+    return UpgradeStep(pg.describe(part, recorded), lambda: pg.upgrade(db, part))
+
+
+def _pg_steps(db: Database) -> list[UpgradeStep]:
+    return [_pg_step(db, part, recorded) for part, recorded in pg.planned(db)]
+
+
 def pending_steps(backend: Backend) -> list[UpgradeStep]:
-    """The migrations ``backend``'s store needs, in the order they must run."""
+    """The migrations ``backend``'s store needs, in the order they must run (read from the
+    version markers only)."""
     if isinstance(backend, LocalBackend):
         return _local_steps(backend)
+    db = getattr(backend, "db", None)  # a PostgreSQL store's shared Database
+    if isinstance(db, Database):
+        return _pg_steps(db)
     return []
 
 

@@ -137,6 +137,34 @@ class Location:
             out.append((name, "directory" if info.get("type") == "directory" else "file"))
         return sorted(out)
 
+    def walk(self, folder: str) -> list[tuple[str, float, int]]:
+        """``(path, modified, size)`` of every file under ``folder`` (recursively), sorted;
+        ``[]`` for a missing folder."""
+        try:
+            found = self.fs.find(folder, detail=True)
+        except FileNotFoundError:
+            return []
+        except Exception as exc:  # the filesystem's own errors (botocore's are no OSError)
+            raise self._fail("listing", folder, exc) from None
+        out: list[tuple[str, float, int]] = []
+        for name, info in sorted(found.items()):
+            if info.get("type") == "directory":
+                continue
+            path = str(name)
+            if self.local and not path.startswith("/"):
+                path = "/" + path
+            out.append((path, *self._stamp_of(path, info)))
+        return out
+
+    def _stamp_of(self, path: str, info: dict[str, Any]) -> tuple[float, int]:
+        size = int(info.get("size") or 0)
+        if "mtime" in info:
+            return float(info["mtime"]), size
+        stamp = info.get("LastModified")
+        if isinstance(stamp, datetime):
+            return stamp.timestamp(), size
+        return (float(os.path.getmtime(path)) if self.local else 0.0), size
+
     def modified(self, path: str) -> float:
         """The object's last modification time (POSIX seconds)."""
         return self.stamp(path)[0]
@@ -147,10 +175,4 @@ class Location:
             info = self.fs.info(path)
         except Exception as exc:  # the filesystem's own errors (botocore's are no OSError)
             raise self._fail("checking", path, exc) from None
-        size = int(info.get("size") or 0)
-        if "mtime" in info:
-            return float(info["mtime"]), size
-        stamp = info.get("LastModified")
-        if isinstance(stamp, datetime):
-            return stamp.timestamp(), size
-        return (float(os.path.getmtime(path)) if self.local else 0.0), size
+        return self._stamp_of(path, info)

@@ -74,6 +74,11 @@ class PostgresBackend:
     def meta(self, context: str, part: str) -> ObjectMetaStore:
         return self._objects.meta(context, part)
 
+    @property
+    def objects(self) -> ObjectParts:
+        """The files URL's parts (``Store.gc`` sweeps the objects of dropped contexts)."""
+        return self._objects
+
     def catalog(self) -> PgContexts:
         """The store's ``PgContexts`` (the same object on every call)."""
         return self._catalog

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Protocol, runtime_checkable
 
 from app.backends.local.staging import sweep
+from app.backends.protocols import Backend
 from app.core import clock, layout
 from app.core.errors import InvalidInput, NotFoundError
 from app.core.maintenance_types import GcItem, GcReport
@@ -51,11 +52,28 @@ class Collectable(Protocol):
         ...
 
 
+@runtime_checkable
+class StrayCollectable(Protocol):
+    """A backend's object storage, which may hold the files of contexts since dropped."""
+
+    def stray(self, live: set[str], older_than: float) -> list[tuple[str, int]]:
+        """``(path, bytes)`` of the files of contexts not in ``live``, modified before
+        ``older_than``."""
+        ...
+
+    def remove_stray(self, paths: list[str]) -> None:
+        """Remove those files (as listed by ``stray``)."""
+        ...
+
+
 class GcHost(ContextHost, Protocol):
-    """What gc needs of the store: its contexts and its workflows."""
+    """What gc needs of the store: its contexts, workflows and backend."""
 
     @property
     def workflows(self) -> WorkflowManager: ...
+
+    @property
+    def backend(self) -> Backend: ...
 
 
 class _Counter:
@@ -96,6 +114,12 @@ def _objects(host: GcHost, dry_run: bool, grace: dt.timedelta) -> list[GcItem]:
         if not dry_run and found:
             files.remove_garbage([path for path, _ in found])
         out += [GcItem(kind="object", path=path, bytes=size) for path, size in found]
+    objects = getattr(host.backend, "objects", None)
+    if isinstance(objects, StrayCollectable):  # files of dropped contexts
+        stray = objects.stray(set(host.contexts()), older_than)
+        if not dry_run and stray:
+            objects.remove_stray([path for path, _ in stray])
+        out += [GcItem(kind="object", path=path, bytes=size) for path, size in stray]
     return out
 
 
@@ -193,4 +217,4 @@ def collect(
     return GcReport(dry_run=dry_run, items=items)
 
 
-__all__ = ["GRACE", "Collectable", "GcHost", "collect"]
+__all__ = ["GRACE", "Collectable", "GcHost", "StrayCollectable", "collect"]

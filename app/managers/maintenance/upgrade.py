@@ -17,22 +17,18 @@ from typing import Protocol
 
 from app.backends.protocols import Backend
 from app.backends.upgrade import UpgradeStep, pending_steps
+from app.core import layout
 from app.core.contracts import ensure
+from app.core.errors import SchemaVersionError
 from app.core.maintenance_types import UpgradeReport
-from app.managers.host import ContextHost
 from app.managers.models.trust import EXISTING_COMMAND, SHA256
 
 
-class UpgradeHost(ContextHost, Protocol):
-    """What an upgrade needs of a store: its backend, contexts, lock and trust folder."""
+class UpgradeHost(Protocol):
+    """What an upgrade needs of a store: its backend."""
 
     @property
     def backend(self) -> Backend: ...
-
-    @property
-    def trust_dir(self) -> Path: ...
-
-    def check_versions(self) -> None: ...
 
 
 def v1_trust_marks(trust_dir: Path) -> int:
@@ -48,41 +44,61 @@ def v1_trust_marks(trust_dir: Path) -> int:
     )
 
 
-def planned(store: UpgradeHost) -> list[UpgradeStep]:
+def planned(store: UpgradeHost | Backend) -> list[UpgradeStep]:
     """The migrations ``upgrade_store`` would run now (nothing is written)."""
-    return pending_steps(store.backend)
+    return pending_steps(_backend(store))
+
+
+def _backend(store: UpgradeHost | Backend) -> Backend:
+    backend = getattr(store, "backend", None)
+    return store if backend is None else backend  # type: ignore[return-value]
+
+
+def check_existing(backend: Backend, steps: list[UpgradeStep]) -> None:
+    """``NotFoundError`` when there is no store; an older store (``SchemaVersionError``) is
+    what the pending steps are for."""
+    try:
+        backend.catalog().open(create=False)
+    except SchemaVersionError:
+        if not steps:
+            raise
 
 
 @ensure(lambda result: all(isinstance(a, str) for a in result.applied), "steps are described")
 def upgrade_store(
-    store: UpgradeHost,
+    store: UpgradeHost | Backend,
     *,
     on_step: Callable[[str], None] | None = None,
 ) -> UpgradeReport:
-    """Run every pending migration of ``store`` under its writer lock, then check each
-    context's format (``SchemaVersionError`` for one this version does not know);
-    ``on_step`` is called with each step's description as it completes (contexts: their
-    name)."""
+    """Run every pending migration of ``store`` (a ``Store``, or the ``Backend`` of a store
+    too old to open) under its writer lock, then check each context's format
+    (``SchemaVersionError`` for one this version does not know); ``on_step`` is called with
+    each step's description as it completes, then with each context's name as it is checked.
+    """
+    backend = _backend(store)
+    catalog = backend.catalog()
+    check_existing(backend, pending_steps(backend))
     applied: list[str] = []
-    with store.writer_lock.hold():
-        for step in pending_steps(store.backend):
+    with catalog.writer_lock.hold():
+        for step in pending_steps(backend):  # again: another upgrade may have run meanwhile
             step.run()
             applied.append(step.what)
             if on_step is not None:
                 on_step(step.what)
-        store.check_versions()
-        names = store.contexts()
+        catalog.open(create=False)  # the store's marker is current now
+        catalog.check_versions()
+        names = catalog.names()
         for name in names:
             if on_step is not None:
                 on_step(name)
     notes: list[str] = []
-    marks = v1_trust_marks(store.trust_dir)
+    marks = v1_trust_marks(layout.trust_dir(catalog.root))
     if marks:
         notes.append(
             f"{marks} model trust mark(s) written by version 1 stay untrusted until "
             f"`{EXISTING_COMMAND}` re-signs them"
         )
-    return UpgradeReport(root=str(store.root), applied=applied, checked=len(names), notes=notes)
+    return UpgradeReport(root=backend.url, applied=applied, checked=len(names), notes=notes)
 
 
-__all__ = ["UpgradeHost", "planned", "upgrade_store", "v1_trust_marks"]
+__all__ = ["UpgradeHost", "check_existing", "planned", "upgrade_store", "v1_trust_marks"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import click
 
-from app.backends.registry import redact
 from app.core.maintenance_types import GcReport
+from app.core.urls import redact
 from app.managers.maintenance.opening import open_unswept
 from app.surfaces.cli.inputs import parse_duration
 from app.surfaces.cli.output import print_json
@@ -67,7 +67,7 @@ def gc(
         else parse_duration(workflows_older_than, "--workflows-older-than")
     )
     grace_period = parse_duration(grace, "--grace")
-    with open_unswept(state.root) as store:  # opening must not sweep what gc reports
+    with open_unswept(state.root, state.files) as store:  # opening must not sweep what gc reports
         report = store.gc(
             dry_run=not apply_,
             keep_model_versions=keep_model_versions,
