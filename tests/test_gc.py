@@ -31,7 +31,13 @@ from app.core.layout import shard_name
 from app.managers.maintenance.gc import Collectable
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {k: v for k, v in os.environ.items() if k != "CTXSTORE_ROOT"}
+
+
+def env() -> dict[str, str]:
+    """The test process's environment now (fixtures set $CTXSTORE_WORK, the AWS variables),
+    without $CTXSTORE_ROOT."""
+    return {k: v for k, v in os.environ.items() if k != "CTXSTORE_ROOT"}
+
 
 HOLDER = textwrap.dedent(
     """
@@ -56,7 +62,7 @@ def killed_leftovers(root: Path, *specs: tuple[str, int]) -> list[Path]:
     child = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(root), *args],
         stdout=subprocess.PIPE,
-        env={**ENV, "PYTHONPATH": str(ROOT)},
+        env={**env(), "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
     )
     try:
@@ -213,7 +219,7 @@ def cli(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
         [sys.executable, "-m", "app", "--root", str(root), *args],
         capture_output=True,
         timeout=120,
-        env={**ENV, "PYTHONPATH": str(ROOT)},
+        env={**env(), "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
         check=False,
     )
@@ -303,11 +309,11 @@ def test_pg_killed_staging_leftover_in_the_working_folder_is_collected(
     root, files = matrix_store_args
     with app.open_store(root, files=files) as store:
         store.context("c").append("t", [{"id": "1"}])
-        env = kind_env(root, files)
+        child_env = kind_env(root, files)
         child = subprocess.Popen(
             [sys.executable, "-c", HOLDER, root, "import:777"],
             stdout=subprocess.PIPE,
-            env={**env, "PYTHONPATH": str(ROOT)},
+            env={**child_env, "PYTHONPATH": str(ROOT)},
             cwd=ROOT,
         )
         try:

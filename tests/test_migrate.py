@@ -17,12 +17,19 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from backend_matrix import BACKENDS
 
 import app
+from app.core.urls import redact
 from app.managers.maintenance.migrate import migrate_store
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {k: v for k, v in os.environ.items() if k != "CTXSTORE_ROOT"}
+
+
+def env() -> dict[str, str]:
+    """The test process's environment now (fixtures set $CTXSTORE_WORK, the AWS variables),
+    without $CTXSTORE_ROOT."""
+    return {k: v for k, v in os.environ.items() if k != "CTXSTORE_ROOT"}
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -30,7 +37,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
         [sys.executable, "-m", "app", *args],
         capture_output=True,
         timeout=300,
-        env={**ENV, "PYTHONPATH": str(ROOT)},
+        env={**env(), "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
         check=False,
     )
@@ -141,3 +148,57 @@ def test_a_missing_source_creates_no_destination(tmp_path: Path) -> None:
     proc = cli("migrate", str(tmp_path / "nothing"), str(tmp_path / "dst"))
     assert proc.returncode == 1 and proc.stderr.startswith(b"error: ")
     assert not (tmp_path / "dst").exists()
+
+
+# -- PostgreSQL on either side (PostgreSQL + a files directory, or + a bucket on moto S3) ---
+
+
+@pytest.fixture(params=BACKENDS[1:])
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_migrate_directory_to_postgresql_and_back(
+    matrix_store_args: tuple[str, str | None], tmp_path: Path
+) -> None:
+    pg_root, pg_files = matrix_store_args
+    assert pg_files is not None
+    src, back = tmp_path / "src", tmp_path / "back"
+    fill(src)
+    expected = snapshot(src)
+    expected.pop("history")
+    there = cli("migrate", str(src), pg_root, "--files", pg_files)
+    assert there.returncode == 0, there.stderr
+    assert b"3 new, 0 replaced, 30 records" in there.stdout
+    assert redact(pg_root).encode() in there.stdout  # the URL as shown: password redacted
+    with app.open_store(pg_root, files=pg_files, create=False) as store:
+        assert store.contexts() == ["alpha", "beta", "gamma"]
+        assert store.verify().ok
+    refused = cli("migrate", str(src), pg_root, "--files", pg_files)
+    assert refused.returncode == 1 and b"--replace" in refused.stderr
+    home = cli("migrate", pg_root, str(back), "--src-files", pg_files, "--json")
+    assert home.returncode == 0, home.stderr
+    assert orjson.loads(home.stdout)["moved"] == ["alpha", "beta", "gamma"]
+    moved = snapshot(back)
+    moved.pop("history")
+    assert moved == expected
+
+
+def test_two_postgresql_stores_may_not_share_a_files_url(
+    matrix_store_args: tuple[str, str | None], tmp_path: Path
+) -> None:
+    pg_root, pg_files = matrix_store_args
+    assert pg_files is not None
+    with app.open_store(pg_root, files=pg_files) as store:
+        store.context("c").append("t", [{"id": "1"}])
+    proc = cli(
+        "migrate",
+        pg_root,
+        pg_root + "&application_name=other",
+        "--files",
+        pg_files,
+        "--src-files",
+        pg_files,
+    )
+    assert proc.returncode in (1, 2)
+    assert proc.stderr.startswith(b"error: ")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from backend_matrix import BACKENDS
 
 import app
 from app.backends.postgres import upgrade as pg_upgrade
@@ -33,7 +34,12 @@ from app.core.workflow_types import WorkflowStatus as S
 from app.managers.maintenance.upgrade import planned, upgrade_store
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {k: v for k, v in os.environ.items() if k != "CTXSTORE_ROOT"}
+
+
+def env() -> dict[str, str]:
+    """The test process's environment now (fixtures set $CTXSTORE_WORK, the AWS variables),
+    without $CTXSTORE_ROOT."""
+    return {k: v for k, v in os.environ.items() if k != "CTXSTORE_ROOT"}
 
 
 def cli(root: Path | str, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -41,7 +47,7 @@ def cli(root: Path | str, *args: str) -> subprocess.CompletedProcess[bytes]:
         [sys.executable, "-m", "app", "--root", str(root), *args],
         capture_output=True,
         timeout=120,
-        env={**ENV, "PYTHONPATH": str(ROOT)},
+        env={**env(), "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
         check=False,
     )
@@ -304,3 +310,39 @@ def test_pg_store_parts_are_created_by_upgrade_and_an_older_store_names_it(
     finally:
         catalog.close()
         db.close()
+
+
+@pytest.fixture(params=BACKENDS[1:])
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_pg_cli_upgrade_creates_missing_parts_and_refuses_a_newer_store(
+    matrix_store_args: tuple[str, str | None],
+) -> None:
+    import psycopg
+
+    root, files = matrix_store_args
+    assert files is not None
+    with app.open_store(root, files=files) as store:  # create=True: the current store schema
+        store.context("c").append("t", [{"id": "1"}])
+    dry = cli(root, "--files", files, "upgrade", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert b"PostgreSQL part access: create at version 1" in dry.stdout  # made by first write
+    done = cli(root, "--files", files, "upgrade")
+    assert done.returncode == 0, done.stderr
+    assert b"1 migration(s) applied; 1 context(s) checked" in done.stdout
+    again = cli(root, "--files", files, "upgrade", "--json")
+    assert orjson.loads(again.stdout)["applied"] == []
+    with app.open_store(root, files=files, create=False) as store:
+        assert store.context("c").get("t", "1") == {"id": "1"}
+    with psycopg.connect(root) as conn:
+        conn.execute(
+            "UPDATE ctxstore_meta SET schema_version = %s WHERE part = 'catalog'",
+            (FORMAT_VERSION + 1,),
+        )
+    newer = cli(root, "--files", files, "upgrade")
+    assert newer.returncode == 1
+    assert b"unknown" in newer.stderr or b"newer" in newer.stderr
+    with pytest.raises(app.SchemaVersionError, match="unknown"):
+        app.open_store(root, files=files, create=False)

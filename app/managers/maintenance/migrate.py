@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from typing import Protocol
 
+from app.backends.protocols import Backend
 from app.core.contracts import ensure, require
 from app.core.errors import ConflictError, InvalidInput
 from app.core.maintenance_types import MigrateReport
@@ -25,7 +26,10 @@ ARCHIVE = "context.tar.gz"
 
 
 class MigrateHost(ContextHost, Protocol):
-    """What migrate needs of a store: its contexts, export and import."""
+    """What migrate needs of a store: its backend, contexts, export and import."""
+
+    @property
+    def backend(self) -> Backend: ...
 
     def export_context(self, name: str, dest: str | os.PathLike[str]) -> Manifest: ...
 
@@ -53,7 +57,7 @@ def migrate_store(
     """Copy every context of ``source`` into ``dest`` (export then import, context by context);
     ``on_context`` is called after each one. ``ConflictError`` naming the contexts that exist
     in ``dest`` unless ``replace``."""
-    if str(source.root) == str(dest.root):
+    if source.backend.url == dest.backend.url:
         raise InvalidInput("dst: the destination is the source store", argument="dst")
     names = source.contexts()
     existing = [n for n in names if dest.exists(n)]
@@ -80,8 +84,8 @@ def migrate_store(
         if on_context is not None:
             on_context(name)
     return MigrateReport(
-        source=str(source.root),
-        destination=str(dest.root),
+        source=source.backend.url,
+        destination=dest.backend.url,
         moved=moved,
         replaced=replaced,
         records=records,
