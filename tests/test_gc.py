@@ -249,6 +249,8 @@ def test_cli_durations_need_a_unit(store_root: Path, value: str) -> None:
     assert proc.returncode == 2
     assert proc.stderr.decode().startswith("error: --workflows-older-than:")
     assert cli(store_root, "workflows", "recover", "--stale-after", value).returncode == 2
+    worker = cli(store_root, "worker", "--once", "--recover-stale", value)
+    assert worker.returncode == 2 and b"--recover-stale" in worker.stderr
 
 
 def test_cli_gc_keep_model_versions_exits_2_naming_it(store_root: Path) -> None:
