@@ -58,10 +58,35 @@ def _objects_s3(request: pytest.FixtureRequest, tmp: Path) -> Parts:
     return ObjectParts(f"{url}/store", tmp / "cache", s3_storage_options())
 
 
+def _pg_parts(request: pytest.FixtureRequest, files_url: str, tmp: Path) -> Parts:
+    """PostgreSQL rows over blobs at ``files_url``; the module's database emptied first."""
+    from app.backends.postgres.connect import Database
+    from app.backends.postgres.files import PgParts
+
+    db = Database(request.getfixturevalue("pg_url"))
+    request.addfinalizer(db.close)
+    with db.transaction() as conn:
+        for table in ("ctxstore_files", "ctxstore_docs"):
+            if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() != (None,):
+                conn.execute(f"DELETE FROM {table}")
+    options = s3_storage_options() if files_url.startswith("s3://") else None
+    return PgParts(db, files_url, tmp / "cache", options)
+
+
+def _pg_dir(request: pytest.FixtureRequest, tmp: Path) -> Parts:
+    return _pg_parts(request, f"file://{tmp / 'objects'}", tmp)
+
+
+def _pg_s3(request: pytest.FixtureRequest, tmp: Path) -> Parts:
+    return _pg_parts(request, f"{request.getfixturevalue('s3_url')}/store", tmp)
+
+
 FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], Parts]] = {
     "local": lambda request, tmp: LocalBackend(tmp / "store"),
     "objects-dir": _objects_dir,
     "objects-s3": _objects_s3,
+    "pg-dir": _pg_dir,
+    "pg-s3": _pg_s3,
 }
 CONTEXT, PART = "c1", "embeddings"
 
@@ -185,6 +210,7 @@ class TestMetaStoreContract:
         assert meta.delete(doc("s")) is False
         assert meta.names("s") == []
         assert meta.holders(SET_META) == []
+        assert meta.items() == []
 
     def test_write_read_replace_delete(self, meta: MetaStore) -> None:
         meta.write(doc("s"), b'{"a": 1}')
@@ -198,6 +224,7 @@ class TestMetaStoreContract:
         for item in ("b", "a", "c"):
             meta.write(doc(item), b"{}")
         assert meta.holders(SET_META) == ["a", "b", "c"]
+        assert meta.items() == ["a", "b", "c"]
         assert meta.names("a") == [SET_META]
         assert str(meta.where(doc("a"))).endswith(f"a/{SET_META}")
 

@@ -101,6 +101,10 @@ class RecordingMeta:
         self._note("holders", name)
         return self.inner.holders(name)
 
+    def items(self) -> list[str]:
+        self._note("items", "")
+        return self.inner.items()
+
 
 class RecordingBackend(LocalBackend):
     def __init__(self, root: Path) -> None:

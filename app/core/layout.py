@@ -275,6 +275,18 @@ __all__ += [
 ]
 
 
+# -- added by issue 12 (models' high-water mark as a part document) ----------------------------
+
+MODEL_HIGH_WATER = "high-water"
+"""A model's document holding the highest version ever given out (kept when versions are
+deleted, so a number is never given out twice): ``models/<name>/high-water`` on the embedded
+backend, a document row on PostgreSQL."""
+MODEL_DOCUMENT_PATTERN = re.compile(r"v(\d{4,})\.json|high-water")
+"""The documents of a model: its version records and its high-water mark."""
+
+__all__ += ["MODEL_DOCUMENT_PATTERN", "MODEL_HIGH_WATER"]
+
+
 # -- added by issue 12 (a server store's local working folder) --------------------------------
 
 WORK_ENV = "CTXSTORE_WORK"

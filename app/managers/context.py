@@ -26,7 +26,7 @@ from app.core.errors import ConflictError, InvalidInput, NotFoundError
 from app.core.filters import is_utf8
 from app.core.indexes import normalise_indexes
 from app.core.layout import INDEX_SUFFIX
-from app.core.locks import WriterLock
+from app.core.locks import Lock
 from app.core.rules import (
     CollectionName,
     Count,
@@ -100,7 +100,10 @@ class Context(icontract.DBC):
             self.on_use(self)
         self._records.ready()
 
-    @ensure(lambda result: all(INDEX_SUFFIX in p for p in result), "problems name the index")
+    @ensure(
+        lambda result: all(INDEX_SUFFIX in p or "the index" in p for p in result),
+        "problems name the index (its file, or on a server backend the index itself)",
+    )
     def missing_logs(self) -> list[str]:
         """A problem for every collection the index holds whose log is gone (its records
         would silently be missing from a copy of the context)."""
@@ -486,7 +489,7 @@ class Context(icontract.DBC):
         return self._trust_dir
 
     @property
-    def writer_lock(self) -> WriterLock:
+    def writer_lock(self) -> Lock:
         """The context's writer lock (re-entrant); hold it for a consistent snapshot."""
         return self._lock
 

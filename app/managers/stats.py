@@ -1,5 +1,9 @@
 """``Store.stats()``: sizes and counts per context and part (read-only, no locks).
 
+On a server backend a part's files are not in the context's local folder: its counts come from
+the part's stores and its bytes from the file store when it can sum them cheaply
+(``stored_bytes``: PostgreSQL sums its rows), else 0.
+
 Stats never follow a symbolic link inside the store (docs/api.md, "Guarantees"): sizes come
 from ``lstat`` walks that do not descend into links, and a context with a link anywhere in it
 is reported under ``problems`` with only its own sizes (its content is not read through the
@@ -16,7 +20,8 @@ from app.core.errors import IntegrityError
 from app.core.nofollow import link_problems, lstat_as, tree_bytes
 from app.managers.context import Context
 from app.managers.host import ContextHost
-from app.managers.parts import parts
+from app.managers.parts import ContextPart, parts
+from app.managers.transfer.fs import is_local_part
 
 
 def _parts(ctx: Context, problems: list[str]) -> dict[str, Any]:
@@ -29,6 +34,15 @@ def _parts(ctx: Context, problems: list[str]) -> dict[str, Any]:
             problems.append(str(exc))
             out[part.name] = {}
     return out
+
+
+def _part_bytes(ctx: Context, part: ContextPart[Any], inside: bool) -> int:
+    """The bytes of ``part`` of ``ctx``: its local folder (never through a link), or what the
+    backend's file store sums when the part is not local (0 when it cannot say cheaply)."""
+    if is_local_part(ctx, part):
+        return tree_bytes(ctx.path / part.folder) if inside else 0
+    measure = getattr(ctx.backend.files(ctx.name, part.folder), "stored_bytes", None)
+    return int(measure()) if callable(measure) else 0
 
 
 def context_stats(host: ContextHost, name: str) -> dict[str, Any]:
@@ -56,10 +70,13 @@ def context_stats(host: ContextHost, name: str) -> dict[str, Any]:
         "records": sum(c["records"] for c in collections.values()),
         "index_bytes": index_bytes,
     }
+    remote = 0
     for part in parts():
         out[part.name] = counted.get(part.name, {})
-        out[f"{part.name}_bytes"] = tree_bytes(ctx.path / part.folder) if inside else 0
-    return out | {"bytes": tree_bytes(ctx.path), "problems": problems}
+        out[f"{part.name}_bytes"] = _part_bytes(ctx, part, inside)
+        if not is_local_part(ctx, part):
+            remote += out[f"{part.name}_bytes"]
+    return out | {"bytes": tree_bytes(ctx.path) + remote, "problems": problems}
 
 
 def _damaged_stats(problem: str) -> dict[str, Any]:

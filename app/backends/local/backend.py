@@ -24,8 +24,8 @@ from app.backends.protocols import Records
 from app.core.errors import InvalidInput
 from app.core.layout import (
     EMBEDDINGS_DIR,
+    MODEL_DOCUMENT_PATTERN,
     MODEL_FILE_PATTERN,
-    MODEL_RECORD_PATTERN,
     MODELS_DIR,
     SET_META_PATTERN,
     SHARD_PATTERN,
@@ -50,7 +50,7 @@ class PartFiles:
 
 PARTS: dict[str, PartFiles] = {
     EMBEDDINGS_DIR: PartFiles(SHARD_PATTERN, "shard", SET_META_PATTERN),
-    MODELS_DIR: PartFiles(MODEL_FILE_PATTERN, "model", MODEL_RECORD_PATTERN),
+    MODELS_DIR: PartFiles(MODEL_FILE_PATTERN, "model", MODEL_DOCUMENT_PATTERN),
 }
 
 

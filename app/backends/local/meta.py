@@ -67,3 +67,11 @@ class LocalMetaStore:
             and e.is_dir(follow_symlinks=False)
             and os.path.lexists(os.path.join(e.path, name))
         )
+
+    def items(self) -> list[str]:
+        check_chain(self.root.parent, self.root.name, last="dir")
+        return [
+            e.name
+            for e in entries(self.root)
+            if is_valid_name(e.name) and e.is_dir(follow_symlinks=False)
+        ]

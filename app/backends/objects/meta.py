@@ -58,3 +58,7 @@ class ObjectMetaStore:
             for item, kind in self.location.entries(folder)
             if kind == "directory" and self.location.exists(f"{folder}/{item}/{name}")
         ]
+
+    def items(self) -> list[str]:
+        folder = f"{self.prefix}/{OBJECT_DOCS}"
+        return [item for item, kind in self.location.entries(folder) if kind == "directory"]

@@ -3,8 +3,10 @@
 PostgreSQL (one database per store, one shared ``Database`` pool per open store) holds the
 catalogue of contexts and their writer locks (``PgContexts``), the tokens and audit log
 (``PgAccess``), the record batches and the query index, and the workflow tracker. Embedding
-shards, model files and their documents go to the ``files`` URL (``s3://bucket/prefix`` or a
-directory) through ``app.backends.objects``. A local working folder (``work``) holds what one
+shards and model files go to the ``files`` URL (``s3://bucket/prefix`` or a directory) as
+content-addressed blobs through ``app.backends.objects``; which blob each file key names, and
+the parts' documents, are rows in the database (``PgParts``: a file counts once its row
+commits, and every host sees it at once). A local working folder (``work``) holds what one
 host keeps for itself: verified copies of downloaded blobs, spools of large batches, staging
 folders of whole-context operations.
 
@@ -20,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from app.backends.local.records import LocalRecords
-from app.backends.objects import ObjectFileStore, ObjectMetaStore, ObjectParts
 from app.backends.postgres.access import PgAccess
 from app.backends.postgres.catalog import PgContexts
 from app.backends.postgres.connect import Database
+from app.backends.postgres.files import PgFileStore, PgParts
+from app.backends.postgres.meta import PgMarks, PgMetaStore
 from app.backends.protocols import Records, WorkflowTracker
 from app.core.layout import context_dir, object_cache_dir, workflows_dir
 from app.core.names import check_name
@@ -47,8 +50,8 @@ class PostgresBackend:
         self.files_url = files
         self.work = work
         self.db = Database(url)
-        self._catalog = PgContexts(self.db, work)
-        self._objects = ObjectParts(files, object_cache_dir(work), storage_options)
+        self.parts = PgParts(self.db, files, object_cache_dir(work), storage_options)
+        self._catalog = PgContexts(self.db, work, parts=self.parts)
 
     def __repr__(self) -> str:
         return f"PostgresBackend({self.url!r}, files={redact(self.files_url)!r})"
@@ -68,11 +71,16 @@ class PostgresBackend:
         tracker: WorkflowTracker = TrackerDB(workflows_dir(self.work))
         return tracker
 
-    def files(self, context: str, part: str) -> ObjectFileStore:
-        return self._objects.files(context, part)
+    def files(self, context: str, part: str) -> PgFileStore:
+        return self.parts.files(context, part)
 
-    def meta(self, context: str, part: str) -> ObjectMetaStore:
-        return self._objects.meta(context, part)
+    def meta(self, context: str, part: str) -> PgMetaStore:
+        return self.parts.meta(context, part)
+
+    def trust_marks(self) -> PgMarks:
+        """The store's trust marks of pickled models, in the database: a mark signed on one
+        host counts on every host sharing the store and the trust key."""
+        return self.parts.marks()
 
     @property
     def objects(self) -> ObjectParts:

@@ -61,6 +61,8 @@ from app.formats.sqlindex import check_index_version
 if TYPE_CHECKING:
     import psycopg
 
+    from app.backends.postgres.files import PgParts
+
 FORMAT_VERSION = 1
 """The store format this version reads and writes: the ``catalog`` part's row in
 ``ctxstore_meta`` (``app.backends.postgres.schema``), the embedded ``ctxstore.json``."""
@@ -144,8 +146,15 @@ class PgContexts:
     """The contexts of the store in the PostgreSQL database ``url``; ``root`` is the local
     working folder (context caches and staging folders)."""
 
-    def __init__(self, database: Database | str, root: Path) -> None:
+    def __init__(
+        self, database: Database | str, root: Path, *, parts: PgParts | None = None
+    ) -> None:
+        """``parts``: where the store keeps its part files and documents (the
+        ``ctxstore_files`` / ``ctxstore_docs`` tables and the blobs of its files URL); then
+        ``install`` loads a staged context's parts into them and ``drop`` forgets them, in
+        the same transaction as the context's row."""
         self._db = database if isinstance(database, Database) else Database(database)
+        self._parts = parts
         self._root = root
         self._contexts_dir = layout.contexts_dir(root)
         self._lock = PgLock(self._db, "store")
@@ -313,6 +322,10 @@ class PgContexts:
         with release():
             with self._transaction(f"dropping context {name!r}") as conn:
                 conn.execute(SQL_DELETE, (name,))
+                if self._parts is not None:  # its blobs are gc's once unreferenced
+                    from app.backends.postgres.files_install import forget_rows
+
+                    forget_rows(conn, name)
             if path.is_dir():
                 self._discard(name, path)
 
@@ -351,10 +364,15 @@ class PgContexts:
             orjson.loads(catalog)
         except (OSError, orjson.JSONDecodeError) as exc:
             raise IntegrityError(f"{catalog_file}: the staged context has no catalog") from exc
+        uploaded = self._upload_parts(name, staged)
         try:
             fsync_tree(staged)
             with self._transaction(f"installing context {name!r}") as conn:
                 conn.execute(SQL_XACT_LOCK, (lock_key(f"install:{name}"),))
+                if uploaded is not None and self._parts is not None:
+                    from app.backends.postgres.files_install import replace_rows
+
+                    replace_rows(conn, self._parts, name, uploaded)
                 if not replace:
                     inserted = conn.execute(SQL_INSERT, (name, catalog)).rowcount
                     if inserted != 1:
@@ -374,6 +392,23 @@ class PgContexts:
                     fsync_dir(self._contexts_dir)
         except OSError as exc:
             raise io_error("installing context", target, exc) from exc
+
+    def _upload_parts(self, name: str, staged: Path) -> Any:
+        """Upload the staged context's part files as blobs of ``name`` (durable before the
+        install transaction records them) and take its part folders out of the local folder
+        (the context's parts live in the database and the files URL, not in its working
+        folder); None when the store keeps its parts locally."""
+        if self._parts is None:
+            return None
+        from app.backends.local.backend import PARTS
+        from app.backends.postgres.files_install import upload_staged
+
+        uploaded = upload_staged(self._parts, name, staged)
+        for part in PARTS:
+            folder = staged / part
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder)
+        return uploaded
 
 
 __all__ = ["FORMAT_VERSION", "PgContexts", "PgLock", "lock_key"]

@@ -3,26 +3,27 @@ numbers of its records (``MetaStore.names``) and files (``FileStore.list``), the
 mark kept when versions are deleted, and (for export) the size and SHA-256 on record for every
 file (docs/api.md, "Models").
 
-Where the seam stops (PERSISTENCE_LAYER_STRATEGY.md, "Where the seam stops today"): the
-high-water mark is a file ``high-water`` in the embedded backend's model folder (the part's
-``MetaStore`` admits ``vNNNN.json`` documents only), and the models of a part are found by
-listing its folder (``MetaStore`` has no listing of items).
+The high-water mark is the model's document ``<name>/high-water`` (``layout.MODEL_HIGH_WATER``)
+in the part's ``MetaStore``: the file ``models/<name>/high-water`` on the embedded backend, as
+version 1 wrote it, and a document row on PostgreSQL, shared by every host. The models of a
+part are the ``MetaStore``'s items (``MetaStore.items``).
 """
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from app.backends.local import LocalMetaStore
 from app.backends.protocols import FileStore, MetaStore
-from app.core.layout import MODEL_FILE_PATTERN, MODEL_RECORD_PATTERN, model_record
-from app.core.names import is_valid_name
-from app.core.nofollow import check_chain, entries, read_regular
+from app.core.layout import (
+    MODEL_DOCUMENT_PATTERN,
+    MODEL_FILE_PATTERN,
+    MODEL_HIGH_WATER,
+    MODEL_RECORD_PATTERN,
+    model_record,
+)
 from app.formats import modelcodecs, modelrecord
 from app.formats.hashio import parse_checked
-
-HIGH_WATER = "high-water"  # the highest version ever given out, kept when versions are deleted
 
 
 def record_key(name: str, version: int) -> str:
@@ -64,29 +65,40 @@ def read_record(meta: MetaStore, name: str, version: int) -> modelrecord.Version
     return modelrecord.parse(parse_checked(data, where), where, name)
 
 
-def high_water(model_dir: Path) -> int | None:
-    """The high-water mark of deleted versions (None: none kept)."""
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        return int(read_regular(model_dir / HIGH_WATER))
-    return None
+def high_water_key(name: str) -> str:
+    """The key of the model's high-water mark in the part's ``MetaStore``."""
+    return f"{name}/{MODEL_HIGH_WATER}"
 
 
-def model_names(root: Path) -> list[str]:
-    """The item folders below the ``models`` folder ``root`` (real folders with a valid name,
-    sorted); ``IntegrityError`` if ``root`` or the context folder is a link or a file."""
-    check_chain(root.parent, root.name, last="dir")
-    return [
-        e.name for e in entries(root) if is_valid_name(e.name) and e.is_dir(follow_symlinks=False)
-    ]
+def high_water(meta: MetaStore, name: str) -> int | None:
+    """The high-water mark of deleted versions (None: none kept, or unreadable)."""
+    data = meta.read(high_water_key(name))
+    if data is None:
+        return None
+    try:
+        return int(data)
+    except ValueError:
+        return None
 
 
-def recorded_files(root: Path) -> dict[str, tuple[int, str]]:
-    """``(size, sha256)`` on record for every model file below the ``models`` folder
-    ``root``, keyed by ``<model>/<file>`` (for export's check of what it packs). A damaged
+def set_high_water(meta: MetaStore, name: str, version: int) -> None:
+    """Keep ``version`` as the highest version ever given out (atomic, durable)."""
+    meta.write(high_water_key(name), str(version).encode())
+
+
+def model_names(meta: MetaStore) -> list[str]:
+    """The items of the models part (sorted); ``IntegrityError`` if the part is damaged."""
+    return meta.items()
+
+
+def recorded_files(root: Path, meta: MetaStore | None = None) -> dict[str, tuple[int, str]]:
+    """``(size, sha256)`` on record for every model file of the part, keyed by
+    ``<model>/<file>`` (for export's check of what it packs): read through ``meta`` (default:
+    the embedded ``MetaStore`` over the ``models`` folder ``root``, a staged copy). A damaged
     record raises ``IntegrityError`` naming it."""
-    meta = LocalMetaStore(root, MODEL_RECORD_PATTERN)
+    meta = meta or LocalMetaStore(root, MODEL_DOCUMENT_PATTERN)
     out: dict[str, tuple[int, str]] = {}
-    for name in model_names(root):
+    for name in model_names(meta):
         for number in record_numbers(meta, name):
             record = read_record(meta, name, number)
             if record is not None:

@@ -34,8 +34,8 @@ from app.core.errors import (
     StorageError,
     environmental,
 )
-from app.core.layout import MODEL_FILE_PATTERN, MODEL_RECORD_PATTERN, model_file
-from app.core.locks import WriterLock
+from app.core.layout import MODEL_DOCUMENT_PATTERN, MODEL_FILE_PATTERN, model_file
+from app.core.locks import Lock
 from app.core.names import child, is_valid_name
 from app.core.nofollow import check_chain, part_problems
 from app.core.rules import Flag, Metadata, ModelName, Version, checked
@@ -55,8 +55,10 @@ def _format_ok(format: object) -> bool:
 
 
 @invariant(
-    lambda self: self._lock.path.parent == self.root.parent,
-    "model writes serialise on their context's writer lock",
+    lambda self: (
+        getattr(self._lock, "path", None) is None or self._lock.path.parent == self.root.parent
+    ),
+    "model writes serialise on their context's writer lock (a file lock: the context's own)",
 )
 class ModelStore(icontract.DBC):
     """Versioned models of one context: save / load / list / versions / delete."""
@@ -64,23 +66,26 @@ class ModelStore(icontract.DBC):
     def __init__(
         self,
         root: Path,
-        lock: WriterLock,
+        lock: Lock,
         context: str,
         trust_dir: Path,
         *,
         files: FileStore | None = None,
         meta: MetaStore | None = None,
+        marks: trust.Marks | None = None,
     ) -> None:
         """The models of ``context`` in its part folder ``root``; ``files`` and ``meta`` are
-        the backend's stores for this part (default: the embedded ones over ``root``)."""
+        the backend's stores for this part (default: the embedded ones over ``root``);
+        ``marks`` where its trust marks are kept (default: the folder ``trust_dir``)."""
         self.root = root
         self.context = context
         self.trust_dir = trust_dir
+        self._marks: trust.Marks = marks or trust.FolderMarks(trust_dir)
         self._lock = lock
         self._files: FileStore = files or LocalFileStore(
-            root, MODEL_FILE_PATTERN, "model", documents=MODEL_RECORD_PATTERN
+            root, MODEL_FILE_PATTERN, "model", documents=MODEL_DOCUMENT_PATTERN
         )
-        self._meta: MetaStore = meta or LocalMetaStore(root, MODEL_RECORD_PATTERN)
+        self._meta: MetaStore = meta or LocalMetaStore(root, MODEL_DOCUMENT_PATTERN)
 
     def __repr__(self) -> str:
         return f"ModelStore({self.context!r})"
@@ -125,7 +130,7 @@ class ModelStore(icontract.DBC):
         """True when a file with this digest whose reading runs code (a pickle) carries a
         trust mark signed with this user's trust key (written by this store's own ``save``
         or by ``trust``): such a file loads without ``trusted=True``."""
-        return trust.is_marked(self.trust_dir, sha256)
+        return trust.is_marked(self._marks, sha256)
 
     @require(lambda format: isinstance(format, str), "format", "must be a string")
     def runs_code(self, format: str) -> bool:
@@ -179,7 +184,7 @@ class ModelStore(icontract.DBC):
 
             self._files.put(file_key(name, file), write)  # durable before the record
             written = wrote[0]
-            trust.mark(self.trust_dir, codec, written.sha256)
+            trust.mark(self._marks, codec, written.sha256)
             info = ModelInfo(
                 name=name,
                 version=version,
@@ -211,8 +216,9 @@ class ModelStore(icontract.DBC):
     def _next_version(self, name: str) -> int:
         """One more than any version recorded, with a file left by a crash, or deleted (the
         high-water mark); lock held. Refuses a link or special file in the model's folder."""
+        self._checked_dir(name)
         used = self._numbers(name) + folder.file_numbers(self._files, name)
-        mark = folder.high_water(self._checked_dir(name))
+        mark = folder.high_water(self._meta, name)
         return max([*used, *([] if mark is None else [mark])], default=0) + 1
 
     def _commit(self, info: ModelInfo, chunks: builtins.list[str] | None = None) -> None:
@@ -237,7 +243,7 @@ class ModelStore(icontract.DBC):
             doomed = numbers if version is None else [version]
             try:
                 if version is not None:  # a version number is never given out twice
-                    write_atomic(model_dir / folder.HIGH_WATER, str(max(numbers)).encode())
+                    folder.set_high_water(self._meta, name, max(numbers))
             except OSError as exc:
                 raise StorageError(
                     f"deleting in {model_dir} failed: {exc}", errno=exc.errno
@@ -249,7 +255,7 @@ class ModelStore(icontract.DBC):
                     self._files.delete(file_key(name, model_file(number, suffix)))
             if version is None:
                 with contextlib.suppress(OSError):
-                    (model_dir / folder.HIGH_WATER).unlink()
+                    self._meta.delete(folder.high_water_key(name))
                 self._sweep(name)
 
     def _sweep(self, name: str) -> None:
@@ -310,7 +316,7 @@ class ModelStore(icontract.DBC):
             problem = self._files.check(file_key(name, info.file), info.size_bytes, info.sha256)
             if problem:
                 raise IntegrityError(f"{problem}; not trusted")
-            trust.mark(self.trust_dir, modelcodecs.codec_for(info.format), info.sha256)
+            trust.mark(self._marks, modelcodecs.codec_for(info.format), info.sha256)
             return info
 
     @checked
@@ -335,11 +341,11 @@ class ModelStore(icontract.DBC):
                 for info in self.versions(name):
                     if not modelcodecs.runs_code(info.format):
                         continue
-                    if trust.state(self.trust_dir, info.sha256) == "v1":
+                    if trust.state(self._marks, info.sha256) == "v1":
                         found.append(info)
             if not dry_run:
                 for sha256 in dict.fromkeys(i.sha256 for i in found):
-                    trust.sign(self.trust_dir, sha256)
+                    trust.sign(self._marks, sha256)
         return found
 
     # -- reading ------------------------------------------------------------------------
@@ -368,7 +374,7 @@ class ModelStore(icontract.DBC):
         path = self._files.local_path(file_key(name, info.file))
 
         def permit() -> None:
-            trust.check(self.trust_dir, codec, path, info.sha256, trusted=trusted)
+            trust.check(self._marks, codec, path, info.sha256, trusted=trusted)
 
         return codec.read(path, record.recorded, into=into, permit=permit)
 
@@ -385,7 +391,7 @@ class ModelStore(icontract.DBC):
     def names(self) -> builtins.list[str]:
         """Names of the models (``IntegrityError`` if the ``models`` folder is a link or a
         file; a damaged model folder is not listed: ``verify`` reports it)."""
-        return [name for name in folder.model_names(self.root) if self._numbers(name)]
+        return [name for name in folder.model_names(self._meta) if self._numbers(name)]
 
     @checked
     @ensure(
@@ -404,22 +410,32 @@ class ModelStore(icontract.DBC):
     # -- maintenance --------------------------------------------------------------------
 
     @ensure(
-        lambda self, result: all(str(self.root.parent) in p for p in result),
-        "problems name paths of the context",
+        lambda self, result: all(str(self.root.parent) in p or self.context in p for p in result),
+        "problems name paths of the context (or, on a server backend, the context)",
     )
     def verify(self) -> builtins.list[str]:
         """Check every version: folders and files are what they should be (no link, no file
         where a folder belongs), record checksum, artefact presence, size and SHA-256.
         Returns problems naming the path; never raises for damage."""
-        return part_problems(
-            self.root,
-            "a model folder",
-            lambda folder: self._verify_model(folder) if is_valid_name(folder.name) else [],
-        )
+        walked: set[str] = set()
 
-    def _verify_model(self, model_dir: Path) -> builtins.list[str]:
+        def one(model_dir: Path) -> builtins.list[str]:
+            if not is_valid_name(model_dir.name):
+                return []
+            walked.add(model_dir.name)
+            return self._verify_model(model_dir.name)
+
+        problems = part_problems(self.root, "a model folder", one)
+        try:  # models whose documents are not in the local folder (a server backend)
+            others = [n for n in folder.model_names(self._meta) if n not in walked]
+        except IntegrityError:  # the part folder is damaged: part_problems reported it
+            others = []
+        for name in others:
+            problems += self._verify_model(name)
+        return problems
+
+    def _verify_model(self, name: str) -> builtins.list[str]:
         problems: builtins.list[str] = []
-        name = model_dir.name
         for number in self._numbers(name):
             try:
                 record = folder.read_record(self._meta, name, number)

@@ -16,6 +16,7 @@ from typing import Any
 from app.core import layout
 from app.core.nofollow import part_problems
 from app.managers.models import ModelStore, recorded_files
+from app.managers.models.trust import marks_of
 from app.managers.parts.protocol import PartContext
 
 
@@ -33,6 +34,7 @@ class ModelsPart:
             ctx.trust_dir,
             files=ctx.backend.files(ctx.name, self.folder),
             meta=ctx.backend.meta(ctx.name, self.folder),
+            marks=marks_of(ctx.backend, ctx.trust_dir),
         )
 
     def recorded_files(self, folder: Path) -> dict[str, tuple[int, str]]:

@@ -24,7 +24,7 @@ from app.formats.archive import write_archive
 from app.managers.context import Context
 from app.managers.host import ContextHost
 from app.managers.parts import parts
-from app.managers.transfer.fs import copy_file, snapshot_tree
+from app.managers.transfer.fs import copy_file, copy_part
 from app.managers.transfer.manifest import build_manifest, summaries
 
 
@@ -55,7 +55,7 @@ def _snapshot(
                 counts[coll] = ctx.write_compacted_log(coll, fh)
             files.append(layout.log_name(coll))
         for part in parts():
-            copied = snapshot_tree(ctx.path / part.folder, dest / part.folder)
+            copied = copy_part(ctx, part, dest / part.folder)
             files += [f"{part.folder}/{f}" for f in copied]
         part_summaries = summaries(ctx)
     return files, counts, part_summaries

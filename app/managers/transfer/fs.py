@@ -17,10 +17,13 @@ import shutil
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from app.core.errors import IntegrityError, io_error
+from app.backends.local import LocalFileStore
+from app.core.atomic import write_atomic
+from app.core.errors import IntegrityError, InvalidInput, io_error
 from app.core.nofollow import exists_as, open_regular, tree_files
-from app.managers.parts import parts
+from app.managers.parts import ContextPart, PartContext, parts
 
 HASH_CHUNK = 4 << 20
 
@@ -119,6 +122,48 @@ def snapshot_tree(src: Path, dst: Path) -> list[str]:
     return files
 
 
+def is_local_part(ctx: PartContext, part: ContextPart[Any]) -> bool:
+    """Whether the part's files of ``ctx`` are the embedded part folder ``ctx.path/<folder>``
+    (then a hard-link snapshot of the folder is the consistent copy): the backend's file
+    store is the embedded one, or the backend keeps no files for the part (a part registered
+    by a plug-in works in its folder)."""
+    try:
+        return isinstance(ctx.backend.files(ctx.name, part.folder), LocalFileStore)
+    except InvalidInput:
+        return True
+
+
+def copy_part(ctx: PartContext, part: ContextPart[Any], dest: Path) -> list[str]:
+    """Copy ``part`` of ``ctx`` into ``dest`` in the embedded layout (``<item>/<file>``) and
+    return the copied paths, sorted: a hard-link snapshot of the part folder on the embedded
+    backend; otherwise every item's documents and files read through the part's stores (files
+    verified into the local cache first: ``FileStore.local_path``). The caller holds the
+    context's writer lock."""
+    if is_local_part(ctx, part):
+        return snapshot_tree(ctx.path / part.folder, dest)
+    files = ctx.backend.files(ctx.name, part.folder)
+    meta = ctx.backend.meta(ctx.name, part.folder)
+    out: list[str] = []
+    for item in meta.items():
+        for name in meta.names(item):
+            data = meta.read(f"{item}/{name}")
+            if data is not None:  # deleted meanwhile
+                (dest / item).mkdir(parents=True, exist_ok=True)
+                write_atomic(dest / item / name, data)
+                out.append(f"{item}/{name}")
+        for key in files.list(item):
+            link_or_copy(files.local_path(key), dest / key)
+            out.append(key)
+    return sorted(out)
+
+
+def part_present(ctx: PartContext, part: ContextPart[Any]) -> bool:
+    """Whether ``ctx`` holds ``part``: its folder (embedded), or any item in its stores."""
+    if (ctx.path / part.folder).is_dir():
+        return True
+    return not is_local_part(ctx, part) and bool(ctx.backend.meta(ctx.name, part.folder).items())
+
+
 def copy_file(src: Path, dst: Path) -> None:
     """Copy the regular file ``src`` (never through a link) to ``dst``."""
     try:
@@ -137,8 +182,11 @@ def copy_file(src: Path, dst: Path) -> None:
 
 __all__ = [
     "copy_file",
+    "copy_part",
     "hash_files",
+    "is_local_part",
     "link_or_copy",
+    "part_present",
     "recorded_digests",
     "relative_files",
     "sha256_file",

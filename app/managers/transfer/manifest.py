@@ -19,7 +19,7 @@ from app.core.errors import IntegrityError, SchemaVersionError
 from app.core.transfer_types import MANIFEST_FORMAT, MANIFEST_VERSION, Manifest, ManifestFile
 from app.core.version import __version__
 from app.managers.parts import ContextPart, PartContext, part_names, parts
-from app.managers.transfer.fs import hash_files, recorded_digests
+from app.managers.transfer.fs import hash_files, part_present, recorded_digests
 
 
 def has_part(folder: Path, part: ContextPart[Any]) -> bool:
@@ -29,7 +29,7 @@ def has_part(folder: Path, part: ContextPart[Any]) -> bool:
 
 def summaries(ctx: PartContext) -> dict[str, dict[str, Any]]:
     """Each part's manifest summary of ``ctx`` (empty for a part it does not hold)."""
-    return {p.name: p.summary(ctx) if has_part(ctx.path, p) else {} for p in parts()}
+    return {p.name: p.summary(ctx) if part_present(ctx, p) else {} for p in parts()}
 
 
 def part_summary(manifest: Manifest, part: ContextPart[Any]) -> Mapping[str, Any]:

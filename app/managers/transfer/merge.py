@@ -30,7 +30,7 @@ from app.formats.batchlog import BatchLog
 from app.managers.context import Context
 from app.managers.host import ContextHost
 from app.managers.parts import parts
-from app.managers.transfer.fs import copy_file, snapshot_tree
+from app.managers.transfer.fs import copy_file, copy_part
 from app.managers.transfer.manifest import part_summary
 
 MERGE_BATCH = 10_000
@@ -54,7 +54,7 @@ def _copy_live(live: Context, dest: Path) -> None:
     for coll in live.collections():
         copy_file(live.path / layout.log_name(coll), dest / layout.log_name(coll))
     for part in parts():
-        snapshot_tree(live.path / part.folder, dest / part.folder)
+        copy_part(live, part, dest / part.folder)
 
 
 def _merge_catalog(merged: Path, staged: Path) -> None:

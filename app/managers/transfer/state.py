@@ -23,7 +23,7 @@ from app.core.rules import NAME, CollectionName, check
 from app.core.transfer_types import ContextState, Manifest
 from app.managers.host import ContextHost
 from app.managers.parts import ContextPart, parts
-from app.managers.transfer.fs import copy_file, relative_files
+from app.managers.transfer.fs import copy_file, part_present, relative_files
 from app.managers.transfer.manifest import build_manifest, has_part, summaries
 
 SAVE_BATCH = 10_000
@@ -106,7 +106,7 @@ def load_context(host: ContextHost, name: str) -> ContextState:
     ctx = host.context(name, create=False)
     with ctx.writer_lock.hold():
         collections = {c: ctx.records_from_log(c) for c in ctx.collections()}
-        items = {p.name: p.load_state(ctx) if has_part(ctx.path, p) else {} for p in parts()}
+        items = {p.name: p.load_state(ctx) if part_present(ctx, p) else {} for p in parts()}
     return ContextState(collections=collections, **items)
 
 

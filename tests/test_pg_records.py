@@ -1,0 +1,435 @@
+"""Records on PostgreSQL (``PgRecords``): what holds there beyond the shared record suites.
+
+Also ``write_log`` / ``ingest_log`` on both record backends (whole-context transfer moves
+collections as batch-log streams): a log written by one backend ingests into the other, batch
+for batch and byte for byte.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import app
+from app.backends.local import LocalBackend
+from app.backends.postgres.catalog import PgContexts
+from app.backends.postgres.connect import Database
+from app.backends.postgres.records import PgRecords
+from app.core.codec import encode
+from app.core.errors import ConflictError, IntegrityError, NotFoundError
+from app.formats.batchlog import BatchLog, LogScan
+from app.managers.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _local_ctx(tmp_path: Path, name: str = "c") -> app.Context:
+    store = app.open_store(tmp_path / name)
+    return store.context("default")
+
+
+def _log_of(ctx: app.Context, collection: str) -> bytes:
+    buf = io.BytesIO()
+    with ctx._records.writing():
+        n = ctx._records.write_log(collection, buf)
+    data = buf.getvalue()
+    assert n == len(data)
+    return data
+
+
+def _batches(data: bytes, tmp_path: Path) -> list[tuple[str, bytes]]:
+    """``(batch id, its bytes)`` of every batch of a batch-log stream."""
+    path = tmp_path / "scan.jsonl"
+    path.write_bytes(data)
+    scan = LogScan(path, BatchLog(path).header().length)
+    found = [(b.batch_id, data[b.start : b.end]) for b in scan]
+    assert not scan.tail
+    return found
+
+
+def _fill(ctx: app.Context) -> list[dict[str, Any]]:
+    ctx.append("notes", [{"id": f"n{i}", "v": i, "x": 1e20, "z": -0.0} for i in range(5)])
+    ctx.append("notes", [{"id": "n1", "v": "changed", "s": "é\u2028\U0001f600"}], batch_id="b2")
+    ctx.delete("notes", ["n2"], batch_id="b3")
+    ctx.append("notes", [{"id": "n9", "big": 2**63 - 1, "neg": -(2**63)}])
+    return ctx.query("notes")
+
+
+def test_local_write_log_is_the_log_file_and_ingests_elsewhere(tmp_path: Path) -> None:
+    src = _local_ctx(tmp_path, "a")
+    current = _fill(src)
+    data = _log_of(src, "notes")
+    assert data == (Path(src.path) / "notes.jsonl").read_bytes()
+    dst = _local_ctx(tmp_path, "b")
+    with dst._records.writing():
+        assert dst._records.ingest_log("notes", io.BytesIO(data)) == 4
+    assert dst.query("notes") == current
+    assert _log_of(dst, "notes") == data
+    assert [v.batch_id for v in dst.history("notes", "n1")] == [
+        v.batch_id for v in src.history("notes", "n1")
+    ]
+    # the ingested batch ids are taken: a repeat is a duplicate, not a second copy
+    again = dst.append(
+        "notes", [{"id": "n1", "v": "changed", "s": "é\u2028\U0001f600"}], batch_id="b2"
+    )
+    assert again.duplicate
+    assert dst.verify().ok
+
+
+def test_local_ingest_refuses_damage_a_non_empty_collection_and_taken_ids(tmp_path: Path) -> None:
+    src = _local_ctx(tmp_path, "a")
+    _fill(src)
+    data = _log_of(src, "notes")
+    dst = _local_ctx(tmp_path, "b")
+    records = dst._records
+    flipped = bytearray(data)
+    flipped[len(flipped) // 2] ^= 0x01
+    with records.writing(), pytest.raises(IntegrityError):
+        records.ingest_log("notes", io.BytesIO(bytes(flipped)))
+    assert dst.count("notes") == 0 and dst.collections() == []
+    with records.writing(), pytest.raises(IntegrityError):
+        records.ingest_log("notes", io.BytesIO(data[:-3]))  # a torn last batch
+    dst.append("other", [{"id": "x"}], batch_id="b2")
+    with records.writing(), pytest.raises(ConflictError):
+        records.ingest_log("notes", io.BytesIO(data))
+    assert dst.count("notes") == 0
+    with records.writing(), pytest.raises(ConflictError):
+        records.ingest_log("other", io.BytesIO(data))
+    with records.writing(), pytest.raises(NotFoundError):
+        records.write_log("missing", io.BytesIO())
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+
+class _PgRecordsBackend(LocalBackend):
+    """The embedded backend with the PostgreSQL catalogue and records (the parts this module
+    tests; files and the tracker stay local)."""
+
+    def __init__(self, root: Path, url: str) -> None:
+        super().__init__(root)
+        self.contexts = PgContexts(url, root)
+        self.db = Database(url)
+        self._records: dict[str, PgRecords] = {}
+
+    def catalog(self) -> Any:
+        return self.contexts
+
+    def records(self, context: str) -> Any:
+        found = self._records.get(context)
+        if found is None:
+            folder = self.contexts.folder(context)
+            lock = self.contexts.context_lock(context)
+            found = self._records[context] = PgRecords(self.db, context, folder, lock)
+        return found
+
+    def close_all(self) -> None:
+        self.contexts.close()
+        self.db.close()
+
+
+def open_pg(url: str, work: Path) -> Store:
+    """A store on the database ``url`` with the local working folder ``work`` (a "host")."""
+    backend = _PgRecordsBackend(work, url)
+    backend.catalog().open(create=True)
+    return Store(backend)
+
+
+@pytest.fixture
+def pg_store(pg_url: str, tmp_path: Path) -> Iterator[Callable[[str], Store]]:
+    """Opens stores over the module's database, one local working folder per host name."""
+    opened: list[Store] = []
+
+    def make(host: str) -> Store:
+        opened.append(open_pg(pg_url, tmp_path / host))
+        return opened[-1]
+
+    yield make
+    for store in opened:
+        store.close()
+        store.backend.close_all()  # type: ignore[attr-defined]
+
+
+def _fresh(store: Store) -> app.Context:
+    """A context of its own (the database is shared by the module's tests)."""
+    return store.context("c" + uuid.uuid4().hex[:10])
+
+
+def _child(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Runs ``code`` in a new interpreter that can ``open_pg`` (this module importable)."""
+    prelude = (
+        "import sys\n"
+        f"sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]\n"
+        "from pathlib import Path\n"
+        "from test_pg_records import open_pg\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),  # keeps CTXSTORE_TRUST_KEY, XDG_CONFIG_HOME and the services
+        cwd=str(ROOT),
+    )
+
+
+VALUES: list[dict[str, Any]] = [
+    {"id": "big-float", "v": 1e20},
+    {"id": "neg-zero", "v": -0.0},
+    {"id": "max", "v": 2**63 - 1},
+    {"id": "min", "v": -(2**63)},
+    {"id": "tiny", "v": 5e-324},
+    {"id": "tenth", "v": 0.1},
+    {"id": "exp", "v": 1.5e300, "w": [1e16, 12345678901234567, -1e-7]},
+    {"id": "uni", "s": 'é\u2028\u2029\U0001f600 ß \\ " \t\n', "k": {"ü": {"z": None, "a": True}}},
+    {"id": "é-\U0001f600", "v": "an id outside ASCII"},
+]
+
+
+def test_pg_records_come_back_byte_equal(pg_store: Callable[[str], Store]) -> None:
+    """Reads return the stored canonical bytes (never a re-serialised jsonb), on every path."""
+    ctx = _fresh(pg_store("a"))
+    ctx.append("vals", VALUES)
+    records = ctx._records
+    for rec in VALUES:
+        assert records.get("vals", rec["id"]) == encode(rec).decode()
+        got = ctx.get("vals", rec["id"])
+        assert encode(got) == encode(rec)
+    assert math.copysign(1.0, ctx.get("vals", "neg-zero")["v"]) == -1.0
+    assert isinstance(ctx.get("vals", "big-float")["v"], float)
+    for found in (ctx.query("vals"), list(ctx.iter("vals")), ctx.query("vals", limit=100)):
+        assert [encode(r) for r in found] == [encode(r) for r in VALUES]
+    assert [r["id"] for r in ctx.query("vals", {"v": 1e20})] == ["big-float"]
+    assert [r["id"] for r in ctx.query("vals", {"v": {"$gt": 2**63 - 2, "$lt": 1e19}})] == ["max"]
+    assert ctx.records_from_log("vals") == ctx.query("vals")
+    assert ctx.verify().ok
+
+
+def _receipt(r: app.BatchReceipt) -> dict[str, Any]:
+    return r.model_dump(exclude={"committed_at", "sha256"})
+
+
+def _version(v: app.RecordVersion) -> dict[str, Any]:
+    return v.model_dump(exclude={"committed_at", "position"})
+
+
+def _script(ctx: app.Context) -> list[Any]:
+    """The same calls on any backend: what they answer."""
+    out: list[Any] = []
+    out.append(
+        _receipt(ctx.append("notes", [{"id": f"n{i}", "v": i} for i in range(20)], batch_id="a1"))
+    )
+    out.append(_receipt(ctx.append("notes", VALUES, batch_id="vals")))
+    out.append(_receipt(ctx.append("notes", VALUES, batch_id="vals")))  # a duplicate
+    with pytest.raises(app.ConflictError):
+        ctx.append("notes", VALUES[:2], batch_id="vals")
+    out.append(ctx.delete("notes", ["n3", "n4", "absent"], batch_id="d1"))
+    out.append(ctx.delete("notes", ["n3", "n4", "absent"], batch_id="d1"))
+    out.append(ctx.delete("notes", where={"v": {"$gte": 15}}, batch_id="d2"))
+    out.append(_receipt(ctx.append("notes", [{"id": "n1", "v": "again"}], batch_id="a3")))
+    out.append(ctx.query("notes", order_by="-v", limit=7, offset=2))
+    out.append(ctx.query("notes", {"v": {"$in": [1, 2, "again", 1e20]}}))
+    out.append([_version(v) for v in ctx.history("notes", "n1")])
+    out.append({k: v.deleted for k, v in ctx.latest_commits("notes", ["n1", "n3", "x"]).items()})
+    report = ctx.compact("notes")
+    out.append((report.records_before, report.records_after))
+    out.append(ctx.query("notes"))
+    out.append([_version(v) for v in ctx.history("notes", "n1")])
+    out.append(ctx.collections())
+    out.append(ctx.verify().ok)
+    return out
+
+
+def test_pg_answers_equal_the_embedded_backend(
+    pg_store: Callable[[str], Store], tmp_path: Path
+) -> None:
+    """Receipts, queries, history and compaction answer the same on both backends (batch
+    times and the digests that cover them aside), and a log moves between them byte-exact."""
+    local = _local_ctx(tmp_path, "local")
+    pg = _fresh(pg_store("a"))
+    assert _script(pg) == _script(local)
+    # the embedded log ingests into PostgreSQL and comes back out byte for byte
+    data = _log_of(local, "notes")
+    other = _fresh(pg_store("a"))
+    with other._records.writing():
+        assert other._records.ingest_log("notes", io.BytesIO(data)) == len(_batches(data, tmp_path))
+    assert _log_of(other, "notes") == data
+    assert other.query("notes") == local.query("notes")
+    assert other.verify().ok
+    # and PostgreSQL's log ingests into an embedded context, receipts and all
+    data = _log_of(pg, "notes")
+    back = _local_ctx(tmp_path, "back")
+    with back._records.writing():
+        back._records.ingest_log("notes", io.BytesIO(data))
+    assert _log_of(back, "notes") == data
+    assert back.query("notes") == pg.query("notes")
+    assert back.append("notes", VALUES, batch_id="vals").duplicate
+
+
+def test_a_reader_never_sees_part_of_a_batch(pg_store: Callable[[str], Store]) -> None:
+    """A reader on another host polls while batches of 5,000 records commit."""
+    writer_ctx = _fresh(pg_store("a"))
+    writer_ctx.append("big", [{"id": "first"}])
+    reader_ctx = pg_store("b").context(writer_ctx.name)
+    size, batches = 5000, 6
+    done = threading.Event()
+    seen: list[int] = []
+
+    def read() -> None:
+        while not done.is_set():
+            seen.append(reader_ctx.count("big"))
+            seen.append(len(reader_ctx.query("big", {"b": {"$gte": 0}})) + 1)
+            seen.append(sum(1 for _ in reader_ctx.iter("big")))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for b in range(batches):
+            writer_ctx.append("big", [{"id": f"{b}-{i}", "b": b} for i in range(size)])
+    finally:
+        done.set()
+        reader.join()
+    assert seen
+    assert all((n - 1) % size == 0 for n in seen), sorted(set(seen))
+    assert reader_ctx.count("big") == 1 + size * batches
+
+
+APPEND_MANY = """
+store = open_pg(sys.argv[1], Path(sys.argv[2]))
+ctx = store.context(sys.argv[3])
+tag = sys.argv[4]
+for b in range(12):
+    ctx.append("shared", [{"id": f"{tag}-{b}-{i}", "tag": tag, "b": b} for i in range(400)])
+print("ok")
+"""
+
+
+def test_two_processes_appending_to_one_context_serialise(
+    pg_url: str,
+    pg_store: Callable[[str], Store],
+    tmp_path: Path,
+) -> None:
+    ctx = _fresh(pg_store("a"))
+    ctx.append("shared", [])
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys\n"
+                f"sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]\n"
+                "from pathlib import Path\n"
+                "from test_pg_records import open_pg\n" + APPEND_MANY,
+                pg_url,
+                str(tmp_path / f"host-{tag}"),
+                ctx.name,
+                tag,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+            cwd=str(ROOT),
+        )
+        for tag in ("p", "q")
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert out.strip() == "ok"
+    assert ctx.count("shared") == 2 * 12 * 400
+    # commit order: every batch's records form one run, and each writer's batches keep order
+    runs: list[tuple[str, int]] = []
+    for rec in ctx.iter("shared"):
+        key = (rec["tag"], rec["b"])
+        if not runs or runs[-1] != key:
+            runs.append(key)
+    assert len(runs) == 24 and len(set(runs)) == 24
+    for tag in ("p", "q"):
+        assert [b for t, b in runs if t == tag] == list(range(12))
+    assert ctx.verify().ok
+
+
+LOST_ACK = """
+import os, signal
+store = open_pg(sys.argv[1], Path(sys.argv[2]))
+ctx = store.context(sys.argv[3])
+ctx.append("notes", [{"id": f"r{i}", "v": i} for i in range(1000)], batch_id="lost-ack")
+os.kill(os.getpid(), signal.SIGKILL)  # committed, but the caller never hears of it
+"""
+
+
+def test_a_batch_whose_ack_was_lost_commits_exactly_once(
+    pg_url: str,
+    pg_store: Callable[[str], Store],
+    tmp_path: Path,
+) -> None:
+    ctx = _fresh(pg_store("a"))
+    done = _child(LOST_ACK, pg_url, str(tmp_path / "child"), ctx.name)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    again = ctx.append("notes", [{"id": f"r{i}", "v": i} for i in range(1000)], batch_id="lost-ack")
+    assert again.duplicate and again.count == 1000
+    assert ctx.count("notes") == 1000
+    assert [v.batch_id for v in ctx.history("notes", "r7")] == ["lost-ack"]
+    with pytest.raises(app.ConflictError):  # the same id with another payload is refused
+        ctx.append("notes", [{"id": "other"}], batch_id="lost-ack")
+
+
+KILLED_MID_BATCH = """
+store = open_pg(sys.argv[1], Path(sys.argv[2]))
+ctx = store.context(sys.argv[3])
+print("go", flush=True)
+ctx.append("notes", ({"id": f"r{i}", "pad": "x" * 200} for i in range(200_000)), batch_id="big")
+print("committed", flush=True)
+"""
+
+
+def test_a_writer_killed_mid_batch_leaves_nothing_and_the_retry_commits_once(
+    pg_url: str,
+    pg_store: Callable[[str], Store],
+    tmp_path: Path,
+) -> None:
+    ctx = _fresh(pg_store("a"))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            f"sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]\n"
+            "from pathlib import Path\n"
+            "from test_pg_records import open_pg\n" + KILLED_MID_BATCH,
+            pg_url,
+            str(tmp_path / "child"),
+            ctx.name,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+        cwd=str(ROOT),
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "go"
+    time.sleep(1.5)  # somewhere in encoding, spooling or the COPY: any point must be safe
+    proc.kill()
+    out, _ = proc.communicate(timeout=60)
+    committed = "committed" in out
+    assert ctx.count("notes") in ((200_000,) if committed else (0,))
+    receipt = ctx.append(
+        "notes", ({"id": f"r{i}", "pad": "x" * 200} for i in range(200_000)), batch_id="big"
+    )
+    assert receipt.duplicate == committed and receipt.count == 200_000
+    assert ctx.count("notes") == 200_000
+    assert ctx.verify().ok
