@@ -329,9 +329,11 @@ def test_pg_cli_upgrade_creates_missing_parts_and_refuses_a_newer_store(
     dry = cli(root, "--files", files, "upgrade", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert b"PostgreSQL part access: create at version 1" in dry.stdout  # made by first write
+    pending = dry.stdout.count(b"pending: ")
+    assert pending >= 1
     done = cli(root, "--files", files, "upgrade")
     assert done.returncode == 0, done.stderr
-    assert b"1 migration(s) applied; 1 context(s) checked" in done.stdout
+    assert f"{pending} migration(s) applied; 1 context(s) checked".encode() in done.stdout
     again = cli(root, "--files", files, "upgrade", "--json")
     assert orjson.loads(again.stdout)["applied"] == []
     with app.open_store(root, files=files, create=False) as store:

@@ -137,25 +137,6 @@ class Location:
             out.append((name, "directory" if info.get("type") == "directory" else "file"))
         return sorted(out)
 
-    def walk(self, folder: str) -> list[tuple[str, float, int]]:
-        """``(path, modified, size)`` of every file under ``folder`` (recursively), sorted;
-        ``[]`` for a missing folder."""
-        try:
-            found = self.fs.find(folder, detail=True)
-        except FileNotFoundError:
-            return []
-        except Exception as exc:  # the filesystem's own errors (botocore's are no OSError)
-            raise self._fail("listing", folder, exc) from None
-        out: list[tuple[str, float, int]] = []
-        for name, info in sorted(found.items()):
-            if info.get("type") == "directory":
-                continue
-            path = str(name)
-            if self.local and not path.startswith("/"):
-                path = "/" + path
-            out.append((path, *self._stamp_of(path, info)))
-        return out
-
     def _stamp_of(self, path: str, info: dict[str, Any]) -> tuple[float, int]:
         size = int(info.get("size") or 0)
         if "mtime" in info:

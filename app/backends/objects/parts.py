@@ -9,7 +9,7 @@ from app.backends.objects.cache import BlobCache
 from app.backends.objects.files import ObjectFileStore
 from app.backends.objects.location import Location
 from app.backends.objects.meta import ObjectMetaStore
-from app.core.names import check_name, is_valid_name
+from app.core.names import check_name
 
 
 class ObjectParts:
@@ -30,24 +30,3 @@ class ObjectParts:
 
     def meta(self, context: str, part: str) -> ObjectMetaStore:
         return ObjectMetaStore(self.location, check_name(context, "context"), part)
-
-    def stray(self, live: set[str], older_than: float) -> list[tuple[str, int]]:
-        """``(url, bytes)`` of the objects under a context folder that is not in ``live`` (a
-        dropped context's files), modified before ``older_than`` (POSIX seconds); what
-        ``remove_stray`` removes. URLs are shown with the password redacted."""
-        out: list[tuple[str, int]] = []
-        base = self.location.base
-        for name, kind in self.location.entries(base):
-            if kind != "directory" or name in live or not is_valid_name(name):
-                continue
-            for path, modified, size in self.location.walk(f"{base}/{name}"):
-                if modified < older_than:
-                    out.append((self.location.name(path), size))
-        return out
-
-    def remove_stray(self, paths: list[str]) -> None:
-        """Remove the objects ``stray`` listed (by the URLs it returned)."""
-        shown = self.location.shown
-        for url in paths:
-            if url.startswith(shown + "/"):
-                self.location.remove(self.location.base + url[len(shown) :])

@@ -82,11 +82,6 @@ class PostgresBackend:
         host counts on every host sharing the store and the trust key."""
         return self.parts.marks()
 
-    @property
-    def objects(self) -> ObjectParts:
-        """The files URL's parts (``Store.gc`` sweeps the objects of dropped contexts)."""
-        return self._objects
-
     def catalog(self) -> PgContexts:
         """The store's ``PgContexts`` (the same object on every call)."""
         return self._catalog

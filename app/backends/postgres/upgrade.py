@@ -1,6 +1,7 @@
 """``ctxstore upgrade`` on PostgreSQL: bring every part's tables to this version.
 
-Each part of a store (``catalog``, ``access``, later ``records``, ``tracker``) records its
+Each part of a store (``catalog``, ``access``, ``records``, ``parts``; the tracker's once
+it keeps its tables there) records its
 schema version in ``ctxstore_meta`` (``app.backends.postgres.schema``). A ``PgPart`` names a
 part, the DDL that creates it at ``version``, and ``migrations``: for each older version ``v``,
 the statements that turn version ``v`` into ``v + 1``. ``upgrade_part`` runs in one
@@ -20,6 +21,12 @@ from app.backends.postgres.access import DDL as ACCESS_DDL
 from app.backends.postgres.catalog import DDL as CATALOG_DDL
 from app.backends.postgres.catalog import FORMAT_VERSION, PART
 from app.backends.postgres.connect import Database
+from app.backends.postgres.files_schema import DDL as PARTS_DDL
+from app.backends.postgres.files_schema import PART as PARTS_PART
+from app.backends.postgres.files_schema import SCHEMA_VERSION as PARTS_VERSION
+from app.backends.postgres.records.tables import DDL as RECORDS_DDL
+from app.backends.postgres.records.tables import PART as RECORDS_PART
+from app.backends.postgres.records.tables import VERSION as RECORDS_VERSION
 from app.backends.postgres.schema import (
     SCHEMA_LOCK_KEY,
     ensure_schema,
@@ -40,6 +47,8 @@ class PgPart(NamedTuple):
 PARTS: list[PgPart] = [
     PgPart(PART, CATALOG_DDL, FORMAT_VERSION),
     PgPart(ACCESS_PART, ACCESS_DDL, ACCESS_SCHEMA_VERSION),
+    PgPart(RECORDS_PART, RECORDS_DDL, RECORDS_VERSION),
+    PgPart(PARTS_PART, PARTS_DDL, PARTS_VERSION),
 ]
 """The parts ``ctxstore upgrade`` brings to this version, the catalogue (the store's marker)
 first. A module adding a part appends its ``PgPart`` (``register``)."""

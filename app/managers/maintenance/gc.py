@@ -28,7 +28,7 @@ from app.formats.batchlog import BatchLog
 from app.formats.tracker import TrackerDB
 from app.managers.context import Context
 from app.managers.host import ContextHost
-from app.managers.parts import parts
+from app.managers.parts import parts as parts_registry
 from app.managers.workflows import WorkflowManager
 
 GRACE = dt.timedelta(hours=24)
@@ -49,20 +49,6 @@ class Collectable(Protocol):
 
     def remove_garbage(self, paths: list[str]) -> None:
         """Remove those files (as listed by ``garbage``)."""
-        ...
-
-
-@runtime_checkable
-class StrayCollectable(Protocol):
-    """A backend's object storage, which may hold the files of contexts since dropped."""
-
-    def stray(self, live: set[str], older_than: float) -> list[tuple[str, int]]:
-        """``(path, bytes)`` of the files of contexts not in ``live``, modified before
-        ``older_than``."""
-        ...
-
-    def remove_stray(self, paths: list[str]) -> None:
-        """Remove those files (as listed by ``stray``)."""
         ...
 
 
@@ -95,12 +81,18 @@ def _staging(host: GcHost, dry_run: bool) -> list[GcItem]:
 
 
 def _collectables(host: GcHost) -> Iterator[Collectable]:
+    """The backend's object storage (on PostgreSQL: every part's blobs, those of dropped
+    contexts included), else each context part's file store that keeps objects."""
+    parts = getattr(host.backend, "parts", None)
+    if isinstance(parts, Collectable):
+        yield parts
+        return
     for name in host.contexts():
         try:
             ctx = host.context(name, create=False)
         except NotFoundError:  # dropped meanwhile
             continue
-        for part in parts():
+        for part in parts_registry():
             files = ctx.backend.files(name, part.folder)
             if isinstance(files, Collectable):
                 yield files
@@ -109,17 +101,11 @@ def _collectables(host: GcHost) -> Iterator[Collectable]:
 def _objects(host: GcHost, dry_run: bool, grace: dt.timedelta) -> list[GcItem]:
     older_than = clock.wall() - grace.total_seconds()
     out: list[GcItem] = []
-    for files in _collectables(host):
-        found = files.garbage(older_than)
+    for source in _collectables(host):
+        found = source.garbage(older_than)
         if not dry_run and found:
-            files.remove_garbage([path for path, _ in found])
+            source.remove_garbage([path for path, _ in found])
         out += [GcItem(kind="object", path=path, bytes=size) for path, size in found]
-    objects = getattr(host.backend, "objects", None)
-    if isinstance(objects, StrayCollectable):  # files of dropped contexts
-        stray = objects.stray(set(host.contexts()), older_than)
-        if not dry_run and stray:
-            objects.remove_stray([path for path, _ in stray])
-        out += [GcItem(kind="object", path=path, bytes=size) for path, size in stray]
     return out
 
 
@@ -217,4 +203,4 @@ def collect(
     return GcReport(dry_run=dry_run, items=items)
 
 
-__all__ = ["GRACE", "Collectable", "GcHost", "StrayCollectable", "collect"]
+__all__ = ["GRACE", "Collectable", "GcHost", "collect"]
