@@ -130,6 +130,26 @@ def test_an_existing_destination_context_is_refused_before_anything_moves(
     }
 
 
+def test_trusted_pickles_stay_trusted_and_untrusted_ones_stay_untrusted(
+    tmp_path: Path,
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    with app.open_store(src) as store:
+        models = store.context("m").models
+        kept = models.save("kept", {"w": 1}, format="joblib")
+        doubtful = models.save("doubtful", {"w": 2}, format="joblib")
+        (store.trust_dir / doubtful.sha256).unlink()  # no longer vouched for in the source
+        assert models.is_trusted(kept.sha256) and not models.is_trusted(doubtful.sha256)
+        with app.open_store(dst) as dest:
+            report = migrate_store(store, dest)
+            assert report.trusted_models == 1
+            moved = dest.context("m", create=False).models
+            assert moved.load("kept") == {"w": 1}  # no trusted=True needed
+            with pytest.raises(app.UntrustedArtifactError):
+                moved.load("doubtful")
+            assert moved.load("doubtful", trusted=True) == {"w": 2}
+
+
 def test_migrate_store_in_python_reports_each_context(tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     fill(src)

@@ -56,16 +56,17 @@ class UpgradeReport(Frozen):
 
 
 class MigrateReport(Frozen):
-    """What ``ctxstore migrate`` moved: contexts copied, replaced and skipped (existing in
-    the destination without ``--replace``), with their record counts."""
+    """What ``ctxstore migrate`` moved: contexts copied and replaced, their current records,
+    the archives' bytes and the pickled model versions vouched for in the destination."""
 
     source: str
     destination: str
     moved: list[str] = Field(default_factory=list)
     replaced: list[str] = Field(default_factory=list)
-    refused: list[str] = Field(default_factory=list)
     records: int = 0
     bytes: int = 0
+    trusted_models: int = 0
+    """Pickled model versions vouched for in the destination (trusted in the source)."""
 
 
 __all__ = ["GcItem", "GcKind", "GcReport", "MigrateReport", "UpgradeReport"]

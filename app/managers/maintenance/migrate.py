@@ -3,9 +3,10 @@ backends (docs/api.md, "Moving a store").
 
 Each context travels as an export archive (the format both backends share): exported from the
 source into a staging folder of the source store (swept if the process dies), then checked
-completely and imported into the destination. Contexts already in the destination are refused
-before anything moves, unless ``replace`` (then they are overwritten, one at a time,
-atomically). The source is only read.
+completely and imported into the destination. Pickled model versions the source trusts under
+this user's key are vouched for in the destination too (an archive carries no trust mark).
+Contexts already in the destination are refused before anything moves, unless ``replace``
+(then they are overwritten, one at a time, atomically). The source is only read.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def migrate_store(
         )
     moved: list[str] = []
     replaced: list[str] = []
-    records = size = 0
+    records = size = trusted = 0
     for name in names:
         with source.staging("export") as folder:
             archive = folder / ARCHIVE
@@ -79,6 +80,7 @@ def migrate_store(
             dest.import_context(
                 archive, name=name, on_conflict="overwrite" if overwrite else "fail"
             )
+        trusted += _carry_trust(source, dest, name)
         records += sum(from_source.values())
         (replaced if overwrite else moved).append(name)
         if on_context is not None:
@@ -90,7 +92,26 @@ def migrate_store(
         replaced=replaced,
         records=records,
         bytes=size,
+        trusted_models=trusted,
     )
+
+
+def _carry_trust(source: MigrateHost, dest: MigrateHost, name: str) -> int:
+    """Vouch in ``dest`` for the pickled model versions ``source`` trusts under this user's
+    key (an archive never carries trust marks); the destination re-checks each file against
+    its record before signing. Returns how many versions were vouched for."""
+    src = source.context(name, create=False).models
+    dst = dest.context(name, create=False).models
+    count = 0
+    for model in src.names():
+        theirs = {i.version: i.sha256 for i in dst.versions(model)}
+        for info in src.versions(model):
+            if not src.runs_code(info.format) or not src.is_trusted(info.sha256):
+                continue
+            if theirs.get(info.version) == info.sha256:
+                dst.trust(model, version=info.version)
+                count += 1
+    return count
 
 
 __all__ = ["MigrateHost", "migrate_store"]

@@ -60,5 +60,5 @@ def migrate(
         f"migrated {len(report.moved) + len(report.replaced)} context(s) from "
         f"{redact(report.source)} to {redact(report.destination)}: {len(report.moved)} new, "
         f"{len(report.replaced)} replaced, {report.records} records, {report.bytes} bytes "
-        "of archives"
+        f"of archives, {report.trusted_models} trusted model version(s)"
     )
