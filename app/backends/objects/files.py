@@ -15,6 +15,7 @@ import builtins
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,6 +29,8 @@ from app.core.errors import ConflictError, IntegrityError, InvalidInput, NotFoun
 from app.core.layout import OBJECT_BLOBS, OBJECT_NAMES, object_blob, object_name, object_part
 from app.core.nofollow import open_regular
 from app.formats.hashio import sha256_fd
+
+SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 
 
 class ObjectFileStore:
@@ -159,11 +162,11 @@ class ObjectFileStore:
         out: builtins.list[tuple[str, int]] = []
         for sha, kind in self.location.entries(f"{self.prefix}/{OBJECT_BLOBS}"):
             blob = self.blob(sha)
-            if kind != "file" or sha in referenced:
-                continue
-            modified, size = self.location.stamp(blob)
-            if modified < older_than:
-                out.append((self.location.name(blob), size))
+            if kind != "file" or sha in referenced or not SHA256_NAME.fullmatch(sha):
+                continue  # referenced, or an upload's temporary file
+            stamp = self.location.stamp_if_present(blob)
+            if stamp is not None and stamp[0] < older_than:
+                out.append((self.location.name(blob), stamp[1]))
         return out
 
     def remove_garbage(self, paths: builtins.list[str]) -> None:

@@ -150,6 +150,16 @@ class Location:
         """The object's last modification time (POSIX seconds)."""
         return self.stamp(path)[0]
 
+    def stamp_if_present(self, path: str) -> tuple[float, int] | None:
+        """``stamp``, or None when the object is gone (removed while a listing was read)."""
+        try:
+            info = self.fs.info(path)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # the filesystem's own errors (botocore's are no OSError)
+            raise self._fail("checking", path, exc) from None
+        return self._stamp_of(path, info)
+
     def stamp(self, path: str) -> tuple[float, int]:
         """The object's last modification time (POSIX seconds) and size in bytes."""
         try:

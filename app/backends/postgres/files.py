@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -64,6 +65,7 @@ SQL_BYTES = (
     " WHERE context = %s AND part = %s)"
 )
 SQL_SHARED_LOCK = "SELECT pg_advisory_xact_lock_shared(%s)"
+SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 SQL_LOCK = "SELECT pg_advisory_xact_lock(%s)"
 
 
@@ -135,10 +137,10 @@ class PgParts:
         out: list[tuple[str, int]] = []
         for context, part in self._stored_parts():
             prefix = object_part(self.location.base, context, part)
-            blobs = [
+            blobs = [  # digests only: an upload's temporary file is no blob
                 sha
                 for sha, kind in self.location.entries(f"{prefix}/{OBJECT_BLOBS}")
-                if kind == "file"
+                if kind == "file" and SHA256_NAME.fullmatch(sha)
             ]
             if not blobs:
                 continue
@@ -151,9 +153,9 @@ class PgParts:
                 blob = object_blob(prefix, sha)
                 if sha in named:
                     continue
-                modified, size = self.location.stamp(blob)
-                if modified < older_than:
-                    out.append((self.location.name(blob), size))
+                stamp = self.location.stamp_if_present(blob)
+                if stamp is not None and stamp[0] < older_than:
+                    out.append((self.location.name(blob), stamp[1]))
         return out
 
     def remove_garbage(self, paths: list[str]) -> None:
