@@ -215,7 +215,7 @@ def test_object_store_garbage_is_what_remove_garbage_removes(tmp_path: Path) -> 
 # -- the command line ---------------------------------------------------------------------
 
 
-def cli(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+def cli(root: Path | str, *args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "app", "--root", str(root), *args],
         capture_output=True,
@@ -326,6 +326,12 @@ def test_pg_killed_staging_leftover_in_the_working_folder_is_collected(
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
         assert dead.is_dir() and dead.parent == store.contexts_dir
+        assert files is not None
+        listed = cli(root, "--files", files, "gc", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert orjson.loads(listed.stdout)["items"] == [
+            {"kind": "staging", "path": str(dead), "bytes": 777}
+        ]
         dry = store.gc()
         assert dry.items == [app.GcItem(kind="staging", path=str(dead), bytes=777)]
         assert store.gc(dry_run=False).items == dry.items
