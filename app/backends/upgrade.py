@@ -78,4 +78,13 @@ def pending_steps(backend: Backend) -> list[UpgradeStep]:
     return []
 
 
-__all__ = ["UpgradeStep", "pending_steps"]
+def create_current(backend: Backend) -> None:
+    """``create=True``: give a store every part's tables at this version now (a PostgreSQL
+    store; a directory store needs nothing: its files are created in the current format on
+    first use). Existing parts are never changed (opening never migrates)."""
+    db = getattr(backend, "db", None)
+    if isinstance(db, Database):
+        pg.create_missing(db)
+
+
+__all__ = ["UpgradeStep", "create_current", "pending_steps"]

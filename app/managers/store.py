@@ -24,6 +24,7 @@ from app.backends.local import LocalBackend
 from app.backends.local.contexts import FORMAT_VERSION
 from app.backends.protocols import Access, Backend, ContextCatalog
 from app.backends.registry import backend_for, scheme_of
+from app.backends.upgrade import create_current
 from app.core import layout
 from app.core.contracts import EXPENSIVE, ensure, invariant, require
 from app.core.errors import (
@@ -470,6 +471,8 @@ def open_store(
     backend = backend_for(given, None if files is None else os.fspath(files))
     try:
         backend.catalog().open(create=create)
+        if create:
+            create_current(backend)  # every part's tables, at this version (PostgreSQL)
         store = Store(backend)
         store.check_versions()  # contexts open, and recover, on first use
         backend.catalog().sweep()  # leftovers of killed operations (never live ones)

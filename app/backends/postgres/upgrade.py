@@ -107,6 +107,20 @@ def upgrade_part(conn: Any, part: PgPart) -> bool:
     return True
 
 
+def create_missing(db: Database, parts: Sequence[PgPart] | None = None) -> list[str]:
+    """Create, at this version, every part whose tables do not exist yet (one transaction,
+    under the schema advisory lock); parts that exist are left alone, whatever their version
+    (opening never migrates). Returns the names of the parts created."""
+    created: list[str] = []
+    with db.transaction() as conn:
+        for part in PARTS if parts is None else parts:
+            if schema_version(conn, part.name) is None and ensure_schema(
+                conn, part.name, part.ddl, part.version
+            ):
+                created.append(part.name)
+    return created
+
+
 def upgrade(db: Database, part: PgPart) -> bool:
     """``upgrade_part`` in a transaction of its own (committed when it returns)."""
     with db.transaction() as conn:
@@ -122,6 +136,7 @@ def planned(db: Database, parts: Sequence[PgPart] | None = None) -> list[tuple[P
 __all__ = [
     "PARTS",
     "PgPart",
+    "create_missing",
     "describe",
     "pending",
     "planned",
