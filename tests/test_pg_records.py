@@ -21,14 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backend_matrix import fresh_schema
 
 import app
-from app.backends.local import LocalBackend
-from app.backends.postgres.catalog import PgContexts
-from app.backends.postgres.connect import Database
-from app.backends.postgres.records import PgRecords
 from app.core.codec import encode
 from app.core.errors import ConflictError, IntegrityError, NotFoundError
+from app.core.layout import WORK_ENV
 from app.formats.batchlog import BatchLog, LogScan
 from app.managers.store import Store
 
@@ -114,52 +112,34 @@ def test_local_ingest_refuses_damage_a_non_empty_collection_and_taken_ids(tmp_pa
 # -- PostgreSQL ------------------------------------------------------------------------------
 
 
-class _PgRecordsBackend(LocalBackend):
-    """The embedded backend with the PostgreSQL catalogue and records (the parts this module
-    tests; files and the tracker stay local)."""
-
-    def __init__(self, root: Path, url: str) -> None:
-        super().__init__(root)
-        self.contexts = PgContexts(url, root)
-        self.db = Database(url)
-        self._records: dict[str, PgRecords] = {}
-
-    def catalog(self) -> Any:
-        return self.contexts
-
-    def records(self, context: str) -> Any:
-        found = self._records.get(context)
-        if found is None:
-            folder = self.contexts.folder(context)
-            lock = self.contexts.context_lock(context)
-            found = self._records[context] = PgRecords(self.db, context, folder, lock)
-        return found
-
-    def close_all(self) -> None:
-        self.contexts.close()
-        self.db.close()
+@pytest.fixture(scope="module")
+def pg_root(pg_url: str) -> Iterator[str]:
+    """One store (a fresh schema of the module's database) for the module's tests, each of
+    which works in contexts of its own."""
+    yield from fresh_schema(pg_url)
 
 
-def open_pg(url: str, work: Path) -> Store:
-    """A store on the database ``url`` with the local working folder ``work`` (a "host")."""
-    backend = _PgRecordsBackend(work, url)
-    backend.catalog().open(create=True)
-    return Store(backend)
+def open_pg(root: str, files: str, work: str) -> Store:
+    """The store ``root`` as the host whose working folder is ``work`` sees it."""
+    os.environ[WORK_ENV] = work
+    return app.open_store(root, files=files)
 
 
 @pytest.fixture
-def pg_store(pg_url: str, tmp_path: Path) -> Iterator[Callable[[str], Store]]:
-    """Opens stores over the module's database, one local working folder per host name."""
+def pg_store(
+    pg_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[str], Store]]:
+    """Opens the module's store as a host (one local working folder per host name)."""
     opened: list[Store] = []
+    monkeypatch.setenv(WORK_ENV, str(tmp_path / "work"))  # restored afterwards
 
     def make(host: str) -> Store:
-        opened.append(open_pg(pg_url, tmp_path / host))
+        opened.append(open_pg(pg_root, str(tmp_path.parent / "files"), str(tmp_path / host)))
         return opened[-1]
 
     yield make
     for store in opened:
         store.close()
-        store.backend.close_all()  # type: ignore[attr-defined]
 
 
 def _fresh(store: Store) -> app.Context:
@@ -167,20 +147,25 @@ def _fresh(store: Store) -> app.Context:
     return store.context("c" + uuid.uuid4().hex[:10])
 
 
-def _child(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Runs ``code`` in a new interpreter that can ``open_pg`` (this module importable)."""
-    prelude = (
-        "import sys\n"
-        f"sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]\n"
-        "from pathlib import Path\n"
-        "from test_pg_records import open_pg\n"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", prelude + code, *args],
-        capture_output=True,
+PRELUDE = (
+    "import sys\n"
+    "import app\n"
+    "def open_pg(root, files, work):\n"
+    "    import os\n"
+    f"    os.environ[{WORK_ENV!r}] = work\n"
+    "    return app.open_store(root, files=files)\n"
+)
+
+
+def _popen(code: str, *args: str) -> subprocess.Popen[str]:
+    """``code`` run by a new interpreter (``open_pg`` defined); keeps the environment
+    (CTXSTORE_TRUST_KEY, XDG_CONFIG_HOME and the services)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", PRELUDE + code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
-        env=dict(os.environ),  # keeps CTXSTORE_TRUST_KEY, XDG_CONFIG_HOME and the services
+        env=dict(os.environ),
         cwd=str(ROOT),
     )
 
@@ -307,9 +292,9 @@ def test_a_reader_never_sees_part_of_a_batch(pg_store: Callable[[str], Store]) -
 
 
 APPEND_MANY = """
-store = open_pg(sys.argv[1], Path(sys.argv[2]))
-ctx = store.context(sys.argv[3])
-tag = sys.argv[4]
+store = open_pg(sys.argv[1], sys.argv[2], sys.argv[3])
+ctx = store.context(sys.argv[4])
+tag = sys.argv[5]
 for b in range(12):
     ctx.append("shared", [{"id": f"{tag}-{b}-{i}", "tag": tag, "b": b} for i in range(400)])
 print("ok")
@@ -317,32 +302,13 @@ print("ok")
 
 
 def test_two_processes_appending_to_one_context_serialise(
-    pg_url: str,
-    pg_store: Callable[[str], Store],
-    tmp_path: Path,
+    pg_root: str, pg_store: Callable[[str], Store], tmp_path: Path
 ) -> None:
     ctx = _fresh(pg_store("a"))
     ctx.append("shared", [])
+    files = str(tmp_path.parent / "files")
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import sys\n"
-                f"sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]\n"
-                "from pathlib import Path\n"
-                "from test_pg_records import open_pg\n" + APPEND_MANY,
-                pg_url,
-                str(tmp_path / f"host-{tag}"),
-                ctx.name,
-                tag,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ),
-            cwd=str(ROOT),
-        )
+        _popen(APPEND_MANY, pg_root, files, str(tmp_path / f"host-{tag}"), ctx.name, tag)
         for tag in ("p", "q")
     ]
     for proc in procs:
@@ -364,21 +330,21 @@ def test_two_processes_appending_to_one_context_serialise(
 
 LOST_ACK = """
 import os, signal
-store = open_pg(sys.argv[1], Path(sys.argv[2]))
-ctx = store.context(sys.argv[3])
+store = open_pg(sys.argv[1], sys.argv[2], sys.argv[3])
+ctx = store.context(sys.argv[4])
 ctx.append("notes", [{"id": f"r{i}", "v": i} for i in range(1000)], batch_id="lost-ack")
 os.kill(os.getpid(), signal.SIGKILL)  # committed, but the caller never hears of it
 """
 
 
 def test_a_batch_whose_ack_was_lost_commits_exactly_once(
-    pg_url: str,
-    pg_store: Callable[[str], Store],
-    tmp_path: Path,
+    pg_root: str, pg_store: Callable[[str], Store], tmp_path: Path
 ) -> None:
     ctx = _fresh(pg_store("a"))
-    done = _child(LOST_ACK, pg_url, str(tmp_path / "child"), ctx.name)
-    assert done.returncode == -signal.SIGKILL, done.stderr
+    files = str(tmp_path.parent / "files")
+    proc = _popen(LOST_ACK, pg_root, files, str(tmp_path / "child"), ctx.name)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, err
     again = ctx.append("notes", [{"id": f"r{i}", "v": i} for i in range(1000)], batch_id="lost-ack")
     assert again.duplicate and again.count == 1000
     assert ctx.count("notes") == 1000
@@ -388,8 +354,8 @@ def test_a_batch_whose_ack_was_lost_commits_exactly_once(
 
 
 KILLED_MID_BATCH = """
-store = open_pg(sys.argv[1], Path(sys.argv[2]))
-ctx = store.context(sys.argv[3])
+store = open_pg(sys.argv[1], sys.argv[2], sys.argv[3])
+ctx = store.context(sys.argv[4])
 print("go", flush=True)
 ctx.append("notes", ({"id": f"r{i}", "pad": "x" * 200} for i in range(200_000)), batch_id="big")
 print("committed", flush=True)
@@ -397,29 +363,11 @@ print("committed", flush=True)
 
 
 def test_a_writer_killed_mid_batch_leaves_nothing_and_the_retry_commits_once(
-    pg_url: str,
-    pg_store: Callable[[str], Store],
-    tmp_path: Path,
+    pg_root: str, pg_store: Callable[[str], Store], tmp_path: Path
 ) -> None:
     ctx = _fresh(pg_store("a"))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys\n"
-            f"sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]\n"
-            "from pathlib import Path\n"
-            "from test_pg_records import open_pg\n" + KILLED_MID_BATCH,
-            pg_url,
-            str(tmp_path / "child"),
-            ctx.name,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-        cwd=str(ROOT),
-    )
+    files = str(tmp_path.parent / "files")
+    proc = _popen(KILLED_MID_BATCH, pg_root, files, str(tmp_path / "child"), ctx.name)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "go"
     time.sleep(1.5)  # somewhere in encoding, spooling or the COPY: any point must be safe
@@ -433,3 +381,90 @@ def test_a_writer_killed_mid_batch_leaves_nothing_and_the_retry_commits_once(
     assert receipt.duplicate == committed and receipt.count == 200_000
     assert ctx.count("notes") == 200_000
     assert ctx.verify().ok
+
+
+def _sql(store: Store, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Runs ``statement`` on the store's database (the test plays a store writer)."""
+    with store.backend.db.transaction() as conn:  # type: ignore[attr-defined]
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description else []
+
+
+def test_verify_reports_damage_and_rebuild_repairs_the_index(
+    pg_store: Callable[[str], Store],
+) -> None:
+    store = pg_store("a")
+    ctx = _fresh(store)
+    ctx.append("notes", [{"id": f"n{i}", "v": i} for i in range(50)], batch_id="one")
+    ctx.append("notes", [{"id": "n1", "v": "new"}], batch_id="two")
+    ctx.delete("notes", ["n2"], batch_id="three")
+    assert ctx.verify().ok
+    before = ctx.query("notes")
+    # the index (current-version table) altered, extended and shortened behind our back
+    where = "context = %s AND collection = 'notes' AND id = %s"
+    _sql(
+        store,
+        f"UPDATE ctxstore_records SET raw = %s WHERE {where}",
+        b'{"id":"n3","v":-1}',
+        ctx.name,
+        "n3",
+    )
+    _sql(store, f"DELETE FROM ctxstore_records WHERE {where}", ctx.name, "n4")
+    _sql(
+        store,
+        "INSERT INTO ctxstore_records SELECT context, collection, 'ghost', seq, pos, doc, raw"
+        f" FROM ctxstore_records WHERE {where}",
+        ctx.name,
+        "n5",
+    )
+    report = ctx.verify()
+    assert not report.ok
+    text = "\n".join(report.problems)
+    assert "'n3'" in text and "'n4'" in text and "'ghost'" in text and "rebuild_index" in text
+    ctx.rebuild_index()
+    assert ctx.verify().ok
+    assert ctx.query("notes") == before
+    # a flipped byte in a batch body is damage to the log: reported, never raised
+    _sql(
+        store,
+        "UPDATE ctxstore_batch_bodies SET data = overlay(data placing '9' from 12 for 1)"
+        " WHERE seq = (SELECT seq FROM ctxstore_batches WHERE context = %s AND batch_id = 'one')",
+        ctx.name,
+    )
+    report = ctx.verify()
+    assert not report.ok and any(
+        "damaged" in p and "log of 'notes'" in p for p in report.problems
+    ), report.problems
+    with pytest.raises(app.IntegrityError):
+        ctx.rebuild_index()  # never re-derives the index from a damaged log
+    assert ctx.query("notes") == before  # the index is untouched
+
+
+def test_compaction_keeps_receipts_and_idempotency(pg_store: Callable[[str], Store]) -> None:
+    ctx = _fresh(pg_store("a"))
+    first = ctx.append("notes", [{"id": f"n{i}", "v": i} for i in range(10)], batch_id="one")
+    ctx.append("notes", [{"id": f"n{i}", "v": -i} for i in range(5)], batch_id="two")
+    ctx.delete("notes", ["n9"], batch_id="three")
+    current = ctx.query("notes")
+    report = ctx.compact("notes")
+    assert (report.records_before, report.records_after) == (16, 9)
+    assert ctx.query("notes") == current
+    again = ctx.append("notes", [{"id": f"n{i}", "v": i} for i in range(10)], batch_id="one")
+    assert again.duplicate and (again.sha256, again.count) == (first.sha256, 10)
+    assert [v.batch_id for v in ctx.history("notes", "n1")] == ["two"]
+    assert ctx.verify().ok
+    ctx.rebuild_index()
+    assert ctx.query("notes") == current
+
+
+def test_a_dropped_context_leaves_no_records_behind(pg_store: Callable[[str], Store]) -> None:
+    store = pg_store("a")
+    ctx = _fresh(store)
+    name = ctx.name
+    ctx.append("notes", [{"id": "x"}], batch_id="b")
+    store.drop_context(name)
+    for table in ("ctxstore_batches", "ctxstore_records", "ctxstore_collections"):
+        assert _sql(store, f"SELECT count(*) FROM {table} WHERE context = %s", name) == [(0,)]
+    again = store.context(name)
+    assert again.count("notes") == 0 and again.collections() == []
+    assert not again.append("notes", [{"id": "x"}], batch_id="b").duplicate

@@ -10,6 +10,10 @@ host is shown at the level of the parts (its own pool, cache and working folder)
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from backend_matrix import BACKENDS
+from backend_matrix import BACKENDS, kind_env
 from recdata import analogy
 
 import app
@@ -57,6 +61,13 @@ def pg_store(
     yield open_host
     for s in stores:
         s.close()
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[app.Store]:
+    """An embedded store (whatever ``backend_kind`` the module's PostgreSQL store has)."""
+    with app.open_store(tmp_path / "embedded") as store:
+        yield store
 
 
 def fill(ctx: app.Context) -> None:
@@ -100,12 +111,12 @@ def content(ctx: app.Context) -> dict[str, Any]:
 
 
 def test_embedded_to_pg_and_back_is_identical(
-    pg_store: Opener, tmp_path: Path, store: app.Store
+    pg_store: Opener, tmp_path: Path, embedded: app.Store
 ) -> None:
-    fill(store.context("src"))
+    fill(embedded.context("src"))
     first = tmp_path / "embedded.tar.gz"
-    store.export_context("src", first)
-    want = content(store.context("src"))
+    embedded.export_context("src", first)
+    want = content(embedded.context("src"))
 
     pg = pg_store("one")
     pg.import_context(first, name="moved")
@@ -130,15 +141,15 @@ def test_embedded_to_pg_and_back_is_identical(
 def test_a_second_host_sees_the_parts(
     pg_store: Opener,
     tmp_path: Path,
-    store: app.Store,
+    embedded: app.Store,
 ) -> None:
     """Another host (its own connection pool, cache and working folder) reads the imported
     parts at once, and shares the models' high-water mark."""
     from app.managers.embeddings import EmbeddingStore
     from app.managers.models import ModelStore
 
-    fill(store.context("src"))
-    store.export_context("src", tmp_path / "a.tar.gz")
+    fill(embedded.context("src"))
+    embedded.export_context("src", tmp_path / "a.tar.gz")
     one = pg_store("one")
     one.import_context(tmp_path / "a.tar.gz", name="c")
     backend = one.backend
@@ -301,3 +312,119 @@ def test_stats_count_and_measure_the_parts_on_pg(pg_store: Opener) -> None:
     assert stats["models_bytes"] > 0
     assert stats["bytes"] >= stats["embeddings_bytes"] + stats["models_bytes"]
     assert stats["problems"] == []
+
+
+def test_another_host_exports_what_one_host_imported(pg_store: Opener, tmp_path: Path) -> None:
+    """Two hosts share nothing but the database and the files URL: what one imports, the
+    other reads and exports byte-equal, and its import there is seen by the first."""
+    one, two = pg_store("one"), pg_store("two")
+    fill(one.context("c"))
+    one.export_context("c", tmp_path / "one.tar.gz")
+    other = two.context("c", create=False)
+    assert content(other) == content(one.context("c"))
+    two.export_context("c", tmp_path / "two.tar.gz")
+    assert members(tmp_path / "two.tar.gz") == members(tmp_path / "one.tar.gz")
+    two.import_context(tmp_path / "two.tar.gz", name="d")
+    assert one.contexts() == ["c", "d"]
+    assert content(one.context("d")) == content(one.context("c"))
+
+
+KILLED_INSTALL = """
+import sys, time
+from pathlib import Path
+import app
+from app.backends.postgres import files_install
+
+marker = Path(sys.argv[2])
+real = files_install.replace_rows
+
+def pause(conn, parts, context, staged):
+    real(conn, parts, context, staged)  # rows written, the transaction not committed
+    marker.write_text("in the install transaction")
+    time.sleep(60)
+
+files_install.replace_rows = pause
+with app.open_store() as store:
+    store.import_context(Path(sys.argv[1]), name="c", on_conflict="overwrite")
+"""
+
+
+def test_an_install_killed_before_its_commit_changes_nothing(
+    pg_store: Opener, matrix_store_args: tuple[str, str | None], tmp_path: Path
+) -> None:
+    """SIGKILL of a process inside the install transaction (new blobs uploaded, rows written,
+    not committed): the live context keeps its old records, files and documents on every
+    host; the uploaded blobs are unreferenced and gc removes them, and only them."""
+    root, files = matrix_store_args
+    pg = pg_store("one")
+    ctx = pg.context("c")
+    ctx.append("notes", [{"id": "old", "v": 1}])
+    ctx.embeddings.save("vec", ["a"], np.zeros((1, 4)))
+    other = pg_store("src").context("src")
+    other.append("notes", [{"id": "new", "v": 2}])
+    other.embeddings.save("vec", ["b", "c"], np.ones((2, 4)))
+    other.embeddings.save("more", ["d"], np.ones((1, 4)))
+    pg.export_context("src", tmp_path / "new.tar.gz")
+    marker = tmp_path / "marker"
+    env = kind_env(root, files) | {"CTXSTORE_WORK": str(tmp_path / "work-killed")}
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_INSTALL, str(tmp_path / "new.tar.gz"), str(marker)],
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None, "the importing process ended before its commit"
+            assert time.monotonic() < deadline, "the importing process never got there"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    for host in (pg, pg_store("two")):
+        live = host.context("c", create=False)
+        assert live.query("notes", limit=None) == [{"id": "old", "v": 1}]
+        assert [e.name for e in live.embeddings.list()] == ["vec"]
+        assert live.embeddings.load("vec", mmap=False).ids.tolist() == ["a"]
+        assert live.verify().ok
+    backend = pg.backend
+    assert isinstance(backend, PostgresBackend)
+    removed = backend.parts.collect(older_than=time.time() + 60)
+    assert len(removed) == 2 and all("/c/embeddings/blobs/" in r for r in removed)
+    assert pg.context("c").embeddings.load("vec", mmap=False).ids.tolist() == ["a"]
+
+
+def test_verify_checks_the_parts_on_pg_and_export_never_packs_damage(
+    pg_store: Opener, tmp_path: Path
+) -> None:
+    pg = pg_store("one")
+    ctx = pg.context("c")
+    fill(ctx)
+    assert ctx.verify().ok
+    backend = pg.backend
+    assert isinstance(backend, PostgresBackend)
+    shard = ctx.embeddings.info("vec").shards[0]
+    files = backend.files("c", "embeddings")
+    backend.parts.location.put(files.blob(shard.sha256), b"not the shard")  # damage on storage
+    report = ctx.verify()
+    assert not report.ok
+    assert any(("vec" in p and "differs" in p) or "SHA-256" in p for p in report.problems)
+    # this host still holds the shard's verified copy in its cache: what it exports is whole
+    pg.export_context("c", tmp_path / "cached.tar.gz")
+    pg.import_context(tmp_path / "cached.tar.gz", name="copy")
+    assert pg.context("copy").verify().ok
+    # a host without that copy downloads the damaged object and refuses it
+    with pytest.raises(app.IntegrityError):
+        pg_store("two").export_context("c", tmp_path / "damaged.tar.gz")
+    assert not (tmp_path / "damaged.tar.gz").exists()
+
+
+def test_a_pickle_saved_whole_is_trusted_on_every_host(pg_store: Opener) -> None:
+    """``save_context`` writes its models in a staged local copy, whose trust marks land in
+    this host's trust folder; the install shares them (every reader still checks the
+    signature under the trust key)."""
+    one, two = pg_store("one"), pg_store("two")
+    one.save_context("s", app.ContextState(models={"j": {"a": 3}}))
+    assert one.context("s").models.info("j").format == "joblib"
+    assert two.context("s", create=False).models.load("j") == {"a": 3}

@@ -660,6 +660,24 @@ class ContextCatalog(Protocol):
         ``names``."""
         ...
 
+    def catalog_document(self, name: str) -> bytes:
+        """The collection catalogue of context ``name`` as the embedded ``context.json``
+        bytes (what an export packs); ``NotFoundError`` when it has none. The caller holds the
+        context's writer lock."""
+        ...
+
+    def layout_problems(self, name: str) -> list[str]:
+        """Cheap checks of the context's own files before a whole-context copy (embedded: a
+        link, a missing ``context.json``, a log or index that is not a regular file);
+        ``[]`` where the records are not files (a server backend)."""
+        ...
+
+    def copy_log(self, name: str, collection: str, fh: IO[bytes]) -> int:
+        """Write the collection's whole log (every committed batch byte-exact, in the
+        batch-log format) to ``fh``; returns the bytes written. The caller holds the
+        context's writer lock (a merge copies the live context this way)."""
+        ...
+
     def install(
         self, name: str, staged: Path, *, replace: bool, forget: Callable[[], None]
     ) -> None:

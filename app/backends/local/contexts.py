@@ -18,10 +18,12 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import IO
 
 import orjson
 
 from app.backends.local.ctxfiles import is_context_folder
+from app.backends.local.ctxfiles import layout_problems as folder_problems
 from app.backends.local.records.catalog import Catalog
 from app.backends.local.staging import holding, staging_folder, sweep
 from app.backends.local.swap import fsync_tree, refuse_linked_target, swap_in
@@ -38,7 +40,7 @@ from app.core.errors import (
 )
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
-from app.core.nofollow import exists_as
+from app.core.nofollow import exists_as, open_regular, read_regular
 from app.core.version import __version__
 from app.formats.sqlindex import check_index_version
 
@@ -196,6 +198,30 @@ class LocalContexts:
         with staging_folder(self._contexts_dir, purpose) as path:
             yield path
 
+    def catalog_document(self, name: str) -> bytes:
+        path = layout.catalog(self.folder(name))
+        try:
+            return read_regular(path)
+        except FileNotFoundError:
+            raise NotFoundError(f"{path}: context description missing") from None
+
+    def layout_problems(self, name: str) -> list[str]:
+        return folder_problems(self.folder(name), name)
+
+    def copy_log(self, name: str, collection: str, fh: IO[bytes]) -> int:
+        path = self.folder(name) / layout.log_name(collection)
+        try:
+            fd = open_regular(path)
+        except FileNotFoundError:
+            raise NotFoundError(f"{path}: the collection's log is missing") from None
+        try:
+            with os.fdopen(fd, "rb", closefd=False) as src:
+                return copy_stream(src, fh)
+        except OSError as exc:
+            raise io_error("copying", path, exc) from exc
+        finally:
+            os.close(fd)
+
     def install(
         self, name: str, staged: Path, *, replace: bool, forget: Callable[[], None]
     ) -> None:
@@ -215,4 +241,13 @@ class LocalContexts:
             raise io_error("installing context", target, exc) from exc
 
 
-__all__ = ["FORMAT_VERSION", "LocalContexts", "check_marker"]
+def copy_stream(src: IO[bytes], fh: IO[bytes], chunk: int = 4 << 20) -> int:
+    """Copy ``src`` to ``fh`` to its end; returns the bytes copied."""
+    done = 0
+    while data := src.read(chunk):
+        fh.write(data)
+        done += len(data)
+    return done
+
+
+__all__ = ["FORMAT_VERSION", "LocalContexts", "check_marker", "copy_stream"]

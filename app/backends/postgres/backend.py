@@ -21,12 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from app.backends.local.records import LocalRecords
 from app.backends.postgres.access import PgAccess
 from app.backends.postgres.catalog import PgContexts
 from app.backends.postgres.connect import Database
 from app.backends.postgres.files import PgFileStore, PgParts
+from app.backends.postgres.install import RecordsInDatabase
 from app.backends.postgres.meta import PgMarks, PgMetaStore
+from app.backends.postgres.records import PgRecords
 from app.backends.protocols import Records, WorkflowTracker
 from app.core.layout import context_dir, object_cache_dir, workflows_dir
 from app.core.names import check_name
@@ -51,7 +52,9 @@ class PostgresBackend:
         self.work = work
         self.db = Database(url)
         self.parts = PgParts(self.db, files, object_cache_dir(work), storage_options)
-        self._catalog = PgContexts(self.db, work, parts=self.parts)
+        self._catalog = PgContexts(
+            self.db, work, parts=self.parts, records=RecordsInDatabase(self.db)
+        )
 
     def __repr__(self) -> str:
         return f"PostgresBackend({self.url!r}, files={redact(self.files_url)!r})"
@@ -61,10 +64,10 @@ class PostgresBackend:
         return redact(self._url)
 
     def records(self, context: str) -> Records:
-        # Until PgRecords lands: the records of a context live in this host's working folder.
-        path = context_dir(self.work, check_name(context, "context"))
-        records: Records = LocalRecords(path, context)
-        return records
+        name = check_name(context, "context")
+        return PgRecords(
+            self.db, name, context_dir(self.work, name), self._catalog.context_lock(name)
+        )
 
     def tracker(self) -> WorkflowTracker:
         # Until PgTracker lands: a tracker in this host's working folder.

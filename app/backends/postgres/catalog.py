@@ -32,14 +32,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from app.backends.local.contexts import copy_stream
+from app.backends.local.ctxfiles import layout_problems as folder_problems
 from app.backends.local.records.catalog import Catalog
 from app.backends.local.staging import holding, staging_folder, sweep
 from app.backends.local.swap import fsync_tree, refuse_linked_target, swap_in
 from app.backends.postgres.connect import Database
+from app.backends.postgres.records.tables import forget_context
 from app.backends.postgres.schema import ensure_schema, schema_version
 from app.core import layout
 from app.core.atomic import fsync_dir, write_atomic
@@ -54,7 +57,7 @@ from app.core.errors import (
 )
 from app.core.locks import DEFAULT_TIMEOUT, ReentrantLock
 from app.core.names import child, is_valid_name
-from app.core.nofollow import exists_as
+from app.core.nofollow import exists_as, open_regular, read_regular
 from app.core.version import UPGRADE_COMMAND
 from app.formats.sqlindex import check_index_version
 
@@ -142,19 +145,47 @@ class PgLock(ReentrantLock):
             stack.close()
 
 
+class ContextRecords(Protocol):
+    """What the catalogue does with a context's records when they live in the database
+    (``app.backends.postgres.install.RecordsInDatabase``; given by the backend, so this module
+    never imports the records part)."""
+
+    def load(self, conn: Any, name: str, staged: Path) -> None:
+        """Replace the context's records by the staged folder's logs (caller's transaction)."""
+        ...
+
+    def document(self, conn: Any, name: str, stored: bytes | None) -> bytes:
+        """The context's catalogue as the embedded ``context.json``."""
+        ...
+
+    def copy_log(self, name: str, folder: Path, lock: Any, collection: str, fh: IO[bytes]) -> int:
+        """The collection's whole log, byte-exact, written to ``fh``."""
+        ...
+
+
+SQL_CATALOG = "SELECT catalog FROM ctxstore_contexts WHERE name = %s"
+
+
 class PgContexts:
     """The contexts of the store in the PostgreSQL database ``url``; ``root`` is the local
     working folder (context caches and staging folders)."""
 
     def __init__(
-        self, database: Database | str, root: Path, *, parts: PgParts | None = None
+        self,
+        database: Database | str,
+        root: Path,
+        *,
+        parts: PgParts | None = None,
+        records: ContextRecords | None = None,
     ) -> None:
         """``parts``: where the store keeps its part files and documents (the
-        ``ctxstore_files`` / ``ctxstore_docs`` tables and the blobs of its files URL); then
-        ``install`` loads a staged context's parts into them and ``drop`` forgets them, in
-        the same transaction as the context's row."""
+        ``ctxstore_files`` / ``ctxstore_docs`` tables and the blobs of its files URL);
+        ``records``: set when the records live in the database. Then ``install`` loads a
+        staged context's parts and records into them and ``drop`` forgets them, in the same
+        transaction as the context's row; otherwise they stay in the local folder."""
         self._db = database if isinstance(database, Database) else Database(database)
         self._parts = parts
+        self._records = records
         self._root = root
         self._contexts_dir = layout.contexts_dir(root)
         self._lock = PgLock(self._db, "store")
@@ -322,6 +353,7 @@ class PgContexts:
         with release():
             with self._transaction(f"dropping context {name!r}") as conn:
                 conn.execute(SQL_DELETE, (name,))
+                forget_context(conn, name)  # its batches and records go in the same commit
                 if self._parts is not None:  # its blobs are gc's once unreferenced
                     from app.backends.postgres.files_install import forget_rows
 
@@ -370,28 +402,74 @@ class PgContexts:
             with self._transaction(f"installing context {name!r}") as conn:
                 conn.execute(SQL_XACT_LOCK, (lock_key(f"install:{name}"),))
                 if uploaded is not None and self._parts is not None:
-                    from app.backends.postgres.files_install import replace_rows
+                    from app.backends.postgres.files_install import (
+                        replace_rows,
+                        share_local_marks,
+                    )
 
                     replace_rows(conn, self._parts, name, uploaded)
+                    share_local_marks(conn, layout.trust_dir(self._root), uploaded)
+                if self._records is not None:
+                    self._records.load(conn, name, staged)
                 if not replace:
                     inserted = conn.execute(SQL_INSERT, (name, catalog)).rowcount
                     if inserted != 1:
                         raise ConflictError(f"context {name!r} already exists in {self.where()}")
                     if target.exists():  # a cache left by a killed drop: never merged into
                         self._discard(name, target)
+                    if self._records is not None:  # the working folder holds spools only
+                        target.mkdir()
+                        return
                     os.rename(staged, target)
                     fsync_dir(self._contexts_dir)
                     return
                 if conn.execute(SQL_REPLACE, (catalog, name)).rowcount != 1:
                     raise NotFoundError(f"context {name!r} not found in {self.where()}")
                 forget()
-                if target.is_dir():
+                if self._records is not None:
+                    target.mkdir(exist_ok=True)
+                elif target.is_dir():
                     swap_in(staged, target, name)
                 else:
                     os.rename(staged, target)
                     fsync_dir(self._contexts_dir)
         except OSError as exc:
             raise io_error("installing context", target, exc) from exc
+
+    def catalog_document(self, name: str) -> bytes:
+        if self._records is None:
+            path = layout.catalog(self.folder(name))
+            try:
+                return read_regular(path)
+            except FileNotFoundError:
+                raise NotFoundError(f"{path}: context description missing") from None
+        with self._transaction(f"reading the catalogue of {name!r}") as conn:
+            row = conn.execute(SQL_CATALOG, (name,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"context {name!r} not found in {self.where()}")
+            return self._records.document(conn, name, bytes(row[0]))
+
+    def layout_problems(self, name: str) -> list[str]:
+        if self._records is not None:
+            return []  # the records are rows; the working folder holds spools only
+        return folder_problems(self.folder(name), name)
+
+    def copy_log(self, name: str, collection: str, fh: IO[bytes]) -> int:
+        folder = self.folder(name)
+        if self._records is not None:
+            return self._records.copy_log(name, folder, self.context_lock(name), collection, fh)
+        path = folder / layout.log_name(collection)
+        try:
+            fd = open_regular(path)
+        except FileNotFoundError:
+            raise NotFoundError(f"{path}: the collection's log is missing") from None
+        try:
+            with os.fdopen(fd, "rb", closefd=False) as src:
+                return copy_stream(src, fh)
+        except OSError as exc:
+            raise io_error("copying", path, exc) from exc
+        finally:
+            os.close(fd)
 
     def _upload_parts(self, name: str, staged: Path) -> Any:
         """Upload the staged context's part files as blobs of ``name`` (durable before the
@@ -411,4 +489,4 @@ class PgContexts:
         return uploaded
 
 
-__all__ = ["FORMAT_VERSION", "PgContexts", "PgLock", "lock_key"]
+__all__ = ["FORMAT_VERSION", "ContextRecords", "PgContexts", "PgLock", "lock_key"]

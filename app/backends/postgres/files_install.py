@@ -38,6 +38,8 @@ SQL_INSERT_DOC = (
     "INSERT INTO ctxstore_docs (context, part, item, name, body) VALUES (%s, %s, %s, %s, %s)"
 )
 SQL_SHARED_LOCK = "SELECT pg_advisory_xact_lock_shared(%s)"
+SQL_MARK = "INSERT INTO ctxstore_trust (sha256, mark) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+MARK_BYTES = 64  # a hex HMAC-SHA256 (app.managers.models.trust)
 
 
 @dataclass
@@ -126,4 +128,33 @@ def replace_rows(conn: Any, parts: PgParts, context: str, staged: StagedParts) -
             cur.executemany(SQL_INSERT_DOC, [(context, *row) for row in staged.docs])
 
 
-__all__ = ["StagedParts", "forget_rows", "replace_rows", "tables_exist", "upload_staged"]
+def share_local_marks(conn: Any, trust_dir: Path, staged: StagedParts) -> int:
+    """In the caller's transaction: the trust marks this host's trust folder holds for the
+    staged files (written there by a trusted staged context: ``save_context`` of a pickle)
+    become rows of ``ctxstore_trust``, so every host sees them; an existing row is kept.
+    Only mark-shaped files are copied; every reader still checks the signature. Returns how
+    many were offered."""
+    offered = 0
+    for sha in sorted({row[3] for row in staged.files}):
+        try:
+            fd = open_regular(trust_dir / sha)
+        except (FileNotFoundError, IntegrityError):
+            continue
+        try:
+            mark = os.read(fd, MARK_BYTES + 1)
+        finally:
+            os.close(fd)
+        if len(mark) == MARK_BYTES:
+            conn.execute(SQL_MARK, (sha, mark))
+            offered += 1
+    return offered
+
+
+__all__ = [
+    "StagedParts",
+    "forget_rows",
+    "replace_rows",
+    "share_local_marks",
+    "tables_exist",
+    "upload_staged",
+]

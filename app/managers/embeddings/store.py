@@ -384,15 +384,28 @@ class EmbeddingStore(icontract.DBC):
     # -- maintenance --------------------------------------------------------------------
 
     @ensure(
-        lambda self, result: all(str(self.root.parent) in p for p in result),
-        "problems name paths of the context",
+        lambda self, result: all(str(self.root.parent) in p or self.context in p for p in result),
+        "problems name paths of the context (or, on a server backend, the context)",
     )
     def verify(self) -> builtins.list[str]:
         """Check every set: the folders and files are what they should be (no link, no file
         where a folder belongs), metadata checksum, shard presence, size and SHA-256 (always
         re-hashed: finds damage made after a first check). Returns the problems found, each
         naming its path; never raises for damage."""
-        return part_problems(self.root, "an embedding set folder", self._verify_set)
+        walked: set[str] = set()
+
+        def one(set_dir: Path) -> builtins.list[str]:
+            walked.add(set_dir.name)
+            return self._verify_set(set_dir)
+
+        problems = part_problems(self.root, "an embedding set folder", one)
+        try:  # sets whose documents are not in the local folder (a server backend)
+            others = [n for n in self._meta.items() if n not in walked]
+        except IntegrityError:  # the part folder is damaged: part_problems reported it
+            others = []
+        for name in others:
+            problems += self._verify_set(self.root / name)
+        return problems
 
     def _verify_set(self, set_dir: Path) -> builtins.list[str]:
         name = set_dir.name

@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from app.backends.local.ctxfiles import layout_problems
 from app.core import layout
+from app.core.atomic import write_atomic
 from app.core.errors import IntegrityError, InvalidInput
 from app.core.nofollow import refuse_links
 from app.core.transfer_types import Manifest
@@ -24,7 +24,7 @@ from app.formats.archive import write_archive
 from app.managers.context import Context
 from app.managers.host import ContextHost
 from app.managers.parts import parts
-from app.managers.transfer.fs import copy_file, copy_part
+from app.managers.transfer.fs import copy_part
 from app.managers.transfer.manifest import build_manifest, summaries
 
 
@@ -32,7 +32,7 @@ def _refuse_incomplete(ctx: Context) -> None:
     """Export never writes an archive that silently lacks part of the context: a collection
     the index holds whose log is gone, a part's damage found by ``ContextPart.incomplete``
     (cheap checks; files are hashed later)."""
-    problems = layout_problems(ctx.path, ctx.name) + ctx.missing_logs()
+    problems = ctx.backend.catalog().layout_problems(ctx.name) + ctx.missing_logs()
     for part in parts():
         problems += part.incomplete(ctx.path / part.folder)
     if problems:
@@ -49,7 +49,7 @@ def _snapshot(
     with ctx.writer_lock.hold():
         refuse_links(ctx.path)  # nothing inside a store is followed (docs/api.md, Guarantees)
         _refuse_incomplete(ctx)
-        copy_file(layout.catalog(ctx.path), layout.catalog(dest))
+        write_atomic(layout.catalog(dest), ctx.backend.catalog().catalog_document(ctx.name))
         for coll in ctx.collections():
             with open(dest / layout.log_name(coll), "wb") as fh:
                 counts[coll] = ctx.write_compacted_log(coll, fh)

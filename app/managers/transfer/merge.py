@@ -30,7 +30,7 @@ from app.formats.batchlog import BatchLog
 from app.managers.context import Context
 from app.managers.host import ContextHost
 from app.managers.parts import parts
-from app.managers.transfer.fs import copy_file, copy_part
+from app.managers.transfer.fs import copy_part
 from app.managers.transfer.manifest import part_summary
 
 MERGE_BATCH = 10_000
@@ -50,9 +50,11 @@ def _copy_live(live: Context, dest: Path) -> None:
     """Copy the live context's files; not its index: the staged copy indexes its logs anew
     (the logs are the truth), so an index that lost, added or altered rows is not carried
     into the merged context."""
-    copy_file(layout.catalog(live.path), layout.catalog(dest))
+    catalog = live.backend.catalog()
+    write_atomic(layout.catalog(dest), catalog.catalog_document(live.name))
     for coll in live.collections():
-        copy_file(live.path / layout.log_name(coll), dest / layout.log_name(coll))
+        with open(dest / layout.log_name(coll), "wb") as fh:
+            catalog.copy_log(live.name, coll, fh)
     for part in parts():
         copy_part(live, part, dest / part.folder)
 

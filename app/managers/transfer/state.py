@@ -18,12 +18,11 @@ from app.backends.local.records.catalog import Catalog
 from app.core import layout
 from app.core.atomic import write_atomic
 from app.core.errors import InvalidInput
-from app.core.names import child
 from app.core.rules import NAME, CollectionName, check
 from app.core.transfer_types import ContextState, Manifest
 from app.managers.host import ContextHost
 from app.managers.parts import ContextPart, parts
-from app.managers.transfer.fs import copy_file, part_present, relative_files
+from app.managers.transfer.fs import part_present, relative_files
 from app.managers.transfer.manifest import build_manifest, has_part, summaries
 
 SAVE_BATCH = 10_000
@@ -67,11 +66,13 @@ def save_context(host: ContextHost, name: str, state: object) -> Manifest:
         check(CollectionName, coll, "state.collections")
     items = {part.name: _items(st, part) for part in parts()}
     with host.staging("save") as staged:
-        existing = child(host.contexts_dir, name, "name")
-        if layout.catalog(existing).is_file():
-            copy_file(layout.catalog(existing), layout.catalog(staged))
+        if host.exists(name):  # the collections' definitions are kept
+            live = host.context(name, create=False)
+            with live.writer_lock.hold():
+                document = live.backend.catalog().catalog_document(name)
         else:
-            write_atomic(layout.catalog(staged), Catalog.initial(name))
+            document = Catalog.initial(name)
+        write_atomic(layout.catalog(staged), document)
         ctx = host.open_staged(name, staged, trusted=True)
         try:
             for coll, records in st.collections.items():

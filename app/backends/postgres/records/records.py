@@ -32,7 +32,6 @@ from app.backends.local.records.catalog import _import_schema, _schema_path
 from app.backends.local.records.collection import new_generation
 from app.backends.local.records.logio import spooled, verified_batches
 from app.backends.local.staging import staging_folder
-from app.backends.postgres.catalog import PgLock
 from app.backends.postgres.connect import Database
 from app.backends.postgres.filters import compile_order_pg, compile_where_pg
 from app.backends.postgres.records import logread, maintenance
@@ -110,14 +109,14 @@ def _tie_order(order_sql: str) -> str:
 
 class PgRecords:
     """The record collections of context ``name`` in the database ``db``; ``folder`` is the
-    context's local working folder (spools); ``lock`` its writer lock (default: a ``PgLock``
-    of its own on the same key as ``PgContexts.context_lock``)."""
+    context's local working folder (spools beside it); ``lock`` its writer lock, the one the
+    context's other parts hold too (``PgContexts.context_lock``)."""
 
-    def __init__(self, db: Database, name: str, folder: Path, lock: Lock | None = None) -> None:
+    def __init__(self, db: Database, name: str, folder: Path, lock: Lock) -> None:
         self._db = db
         self.name = name
         self.path = folder
-        self.writer_lock: Lock = lock if lock is not None else PgLock(db, f"context:{name}")
+        self.writer_lock: Lock = lock
         self._ready = False
         self._schemas: dict[str, type[BaseModel]] = {}
         self._indexed: set[str] = set()
@@ -426,7 +425,8 @@ class PgRecords:
 
     @contextlib.contextmanager
     def log_file(self, collection: str) -> Iterator[Path | None]:
-        """The collection's log read back into a local batch-log file (None: no log)."""
+        """The collection's log read back into a local batch-log file (None: no log); damage
+        found in it is named as the collection's log in the database, not as the file."""
         self.ready()
         with self.spool_folder() as folder:
             fd, name = tempfile.mkstemp(dir=folder)
@@ -435,7 +435,11 @@ class PgRecords:
                 row = self._row(conn, collection)
                 if row is not None:
                     read_log(conn, self.name, collection, row[2], fh)
-            yield None if row is None else path
+            try:
+                yield None if row is None else path
+            except IntegrityError as exc:
+                where = f"{self.where()}: the log of {collection!r}"
+                raise IntegrityError(str(exc).replace(str(path), where)) from None
 
     def write_log(self, collection: str, fh: IO[bytes]) -> int:
         self.ready()
