@@ -383,3 +383,24 @@ def test_pg_gc_racing_saves_never_leaves_a_file_without_its_blob(
         for name in saved:
             assert ctx.embeddings.load(name).vectors.shape == (2, 8)
         assert store.verify().ok, store.verify().problems
+
+
+def test_pg_compaction_over_the_ratio_reports_the_bytes_it_frees(
+    matrix_store_args: tuple[str, str | None],
+) -> None:
+    root, files = matrix_store_args
+    with app.open_store(root, files=files) as store:
+        ctx = store.context("c")
+        for round_ in range(10):
+            ctx.append("churn", [{"id": f"k{j}", "round": round_} for j in range(20)])
+        ctx.append("steady", [{"id": f"s{j}"} for j in range(20)])
+        records = ctx.query("churn", order_by="id")
+        assert store.gc(compact_ratio=0.95).items == []
+        dry = store.gc(compact_ratio=0.5)
+        assert dry.paths() == ["c/churn"] and dry.bytes > 0
+        assert not [p for p in store.contexts_dir.iterdir() if p.name.startswith(".")]
+        done = store.gc(dry_run=False, compact_ratio=0.5)
+        assert done.items == dry.items
+        assert ctx.query("churn", order_by="id") == records
+        assert store.gc(compact_ratio=0.5).items == []
+        assert store.verify().ok

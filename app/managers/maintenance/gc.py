@@ -12,6 +12,7 @@ both modes, and a real run removes what it listed (nothing else), under the same
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 from collections.abc import Iterator
@@ -149,19 +150,37 @@ def _log_path(ctx: Context, collection: str) -> Path:
     return ctx.path / layout.log_name(collection)
 
 
+def _superseded(path: Path, current: int) -> tuple[int, int]:
+    """``(entries, log bytes)`` of the batch log at ``path`` whose collection holds
+    ``current`` records now (the superseded entries are ``entries - current``)."""
+    log = BatchLog(path)
+    entries = sum(len(b.entries) for b in log.scan(log.header().length))
+    return entries, os.lstat(path).st_size
+
+
+@contextlib.contextmanager
+def _log_of(host: GcHost, ctx: Context, collection: str) -> Iterator[Path]:
+    """The collection's batch log as a local file: the log itself on the embedded backend,
+    else a byte-exact copy in a staging folder (``ContextCatalog.copy_log``)."""
+    path = _log_path(ctx, collection)
+    if os.path.isfile(path) and not os.path.islink(path):
+        yield path
+        return
+    with host.staging(layout.SPOOL_PURPOSE) as folder:
+        copy = folder / layout.log_name(collection)
+        with open(copy, "wb") as fh:
+            ctx.backend.catalog().copy_log(ctx.name, collection, fh)
+        yield copy
+
+
 def _compactions(host: GcHost, dry_run: bool, ratio: float) -> list[GcItem]:
     out: list[GcItem] = []
     for name in host.contexts():
         ctx = host.context(name, create=False)
         for collection in ctx.collections():
             with ctx.writer_lock.hold():
-                path = _log_path(ctx, collection)
-                try:
-                    size = os.lstat(path).st_size
-                except OSError:
-                    continue  # not a local log (a database keeps it)
-                log = BatchLog(path)
-                entries = sum(len(b.entries) for b in log.scan(log.header().length))
+                with _log_of(host, ctx, collection) as path:
+                    entries, size = _superseded(path, ctx.count(collection))
                 current = ctx.count(collection)
                 if entries == 0 or (entries - current) / entries <= ratio:
                     continue
