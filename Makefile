@@ -80,7 +80,11 @@ test-persistence-performance: $(STAMP)
 test-all: $(STAMP)
 	$(PYTEST) -q
 
+# The PostgreSQL / S3 sections need the servers: started here, stopped afterwards (by PID).
 bench: $(STAMP)
+	@$(SERVICES) start || echo "bench: no test servers, the PostgreSQL / S3 rows are skipped"; \
+	trap '$(SERVICES) stop >/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	if [ -f .services/env ]; then . ./.services/env; fi; \
 	$(BIN)/python -m bench
 
 clean:

@@ -12,6 +12,7 @@ from app.core.errors import (
     StorageError,
     UntrustedArtifactError,
 )
+from app.core.maintenance_types import GcItem, GcReport
 from app.core.schemas import (
     Analogy,
     BatchReceipt,
@@ -45,6 +46,8 @@ __all__ = [
     "EmbeddingInfo",
     "EmbeddingSet",
     "Frame",
+    "GcItem",
+    "GcReport",
     "Hit",
     "IntegrityError",
     "IntegrityReport",

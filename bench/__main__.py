@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.common import Row, format_table
 
-SECTIONS = ["records", "artifacts", "workflows", "transfer", "service"]
+SECTIONS = ["records", "artifacts", "workflows", "transfer", "service", "s3_embeddings", "pg_query"]
 
 
 def main(argv: list[str] | None = None) -> int:

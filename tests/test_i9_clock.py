@@ -21,6 +21,7 @@ import pytest
 import app
 from app.core import clock
 from app.core.workflow_types import WorkflowStatus as S
+from app.managers.maintenance.upgrade import upgrade_store
 
 ROOT = Path(__file__).resolve().parents[1]
 HOUR = 3600.0
@@ -145,7 +146,7 @@ def test_a_claim_from_another_boot_is_stale_at_once(store: app.Store) -> None:
     assert back.workflow_id == wid and back.status == S.PENDING
 
 
-def test_a_version_1_tracker_is_migrated_and_keeps_its_workflows(store_root: Path) -> None:
+def test_a_version_1_tracker_is_upgraded_and_keeps_its_workflows(store_root: Path) -> None:
     with app.open_store(store_root) as store:
         done_id = _submit(store)
         assert store.workflows.process(done_id).status == S.COMPLETED
@@ -158,6 +159,10 @@ def test_a_version_1_tracker_is_migrated_and_keeps_its_workflows(store_root: Pat
     db.execute("PRAGMA user_version=1")
     db.commit()
     db.close()
+    with app.open_store(store_root) as store:  # opening never migrates (ctxstore upgrade does)
+        with pytest.raises(app.SchemaVersionError, match="ctxstore upgrade"):
+            store.workflows.list()
+        upgrade_store(store)
     with app.open_store(store_root) as store:
         assert {w.workflow_id for w in store.workflows.list()} == {done_id, claimed_id}
         assert store.workflows.get(done_id).status == S.COMPLETED

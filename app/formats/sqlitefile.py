@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from app.core.errors import SchemaVersionError, StorageError
+from app.core.version import UPGRADE_COMMAND
 from app.formats.readonly import sqlite_target
 from app.formats.sqlerrors import classify
 
@@ -137,6 +138,11 @@ class SqliteFile:
 
     def check_version(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if 0 < version < self.VERSION:
+            raise SchemaVersionError(
+                f"{self.path}: {self.WHAT} version {version} is older than this ctxstore's "
+                f"({self.VERSION}); run `{UPGRADE_COMMAND}` (opening never migrates)"
+            )
         if version not in (0, self.VERSION):
             raise SchemaVersionError(
                 f"{self.path}: {self.WHAT} version {version} is unknown (this is "

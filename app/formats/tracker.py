@@ -31,10 +31,11 @@ from app.core.errors import (
 )
 from app.core.layout import ITEMS_DIR, TRACKER_FILE
 from app.core.workflow_types import WorkflowStatus, check_transition
+from app.formats.sqlerrors import classify
 from app.formats.sqlitefile import SqliteFile
 from app.formats.staged_items import ChunkIndex, ItemsDir, StagedItems
 
-TRACKER_VERSION = 2  # 2: steady-clock heartbeats (beat_boot, beat_steady); 1 is migrated
+TRACKER_VERSION = 2  # 2: steady-clock heartbeats (beat_boot, beat_steady); 1: upgrade_tracker
 DB_NAME = TRACKER_FILE  # kept for callers of the old names
 
 _SCHEMA = """
@@ -119,6 +120,41 @@ def _migrate(tx: sqlite3.Connection) -> None:
             tx.execute(f"ALTER TABLE workflows ADD COLUMN {column} {kind}")
 
 
+def upgrade_tracker(path: Path) -> bool:
+    """Migrate the tracker database at ``path`` from version 1 to this version in one write
+    transaction (``ctxstore upgrade``; using a version-1 tracker raises ``SchemaVersionError``
+    until then). Every workflow row is kept. Returns whether it migrated (False: missing,
+    empty, or already current); ``SchemaVersionError`` for an unknown version."""
+    if not path.is_file():
+        return False
+    try:
+        conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise classify(exc, path, "tracker database", "") from exc
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version in (0, TRACKER_VERSION):
+            conn.execute("ROLLBACK")
+            return False
+        if version != 1:
+            conn.execute("ROLLBACK")
+            raise SchemaVersionError(
+                f"{path}: tracker database version {version} is unknown (this is {TRACKER_VERSION})"
+            )
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        _migrate(conn)
+        conn.execute(f"PRAGMA user_version={TRACKER_VERSION}")
+        conn.execute("COMMIT")
+        return True
+    except sqlite3.Error as exc:
+        raise classify(exc, path, "tracker database", "") from exc
+    finally:
+        conn.close()
+
+
 # A processing workflow is stale when its last heartbeat was taken in another boot, or more
 # than stale_after ago on the steady clock (parameters: boot, steady limit, wall limit for
 # rows written by version 1, which have no steady reading).
@@ -151,12 +187,8 @@ class TrackerDB(SqliteFile):
     def _configure(self, conn: sqlite3.Connection) -> None:
         conn.row_factory = sqlite3.Row
 
-    def check_version(self, conn: sqlite3.Connection) -> None:
-        if conn.execute("PRAGMA user_version").fetchone()[0] != 1:  # 1 is migrated on first use
-            super().check_version(conn)
-
     def _first_use(self, conn: sqlite3.Connection) -> None:
-        self.create_schema(conn, _SCHEMA, _migrate)
+        self.create_schema(conn, _SCHEMA)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self.errors():

@@ -8,6 +8,7 @@ public API's contracts and errors, the open contexts and their LRU, and the lock
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import threading
 from collections import OrderedDict
@@ -23,6 +24,7 @@ from app.backends.local import LocalBackend
 from app.backends.local.contexts import FORMAT_VERSION
 from app.backends.protocols import Access, Backend, ContextCatalog
 from app.backends.registry import backend_for, scheme_of
+from app.backends.upgrade import create_current
 from app.core import layout
 from app.core.contracts import EXPENSIVE, ensure, invariant, require
 from app.core.errors import (
@@ -33,6 +35,7 @@ from app.core.errors import (
     StorageError,
 )
 from app.core.locks import Lock
+from app.core.maintenance_types import GcReport
 from app.core.rules import ContextName, Flag, OnConflict, UserPath, checked
 from app.core.schemas import IntegrityReport
 from app.core.transfer_types import ContextState, Manifest
@@ -40,6 +43,7 @@ from app.core.workflow_types import WorkflowStatus
 from app.managers.access import AuditLog, TokenManager
 from app.managers.buffer import close_buffers
 from app.managers.context import Context
+from app.managers.maintenance.gc import GRACE, collect
 from app.managers.stats import store_stats
 from app.managers.transfer import export_context, import_context, load_context, save_context
 from app.managers.workflows import WorkflowManager
@@ -278,6 +282,69 @@ class Store(icontract.DBC):
         checked.append(self._access.where())
         return IntegrityReport(ok=not problems, problems=problems, checked=checked)
 
+    @checked
+    @require(
+        lambda keep_model_versions: (
+            keep_model_versions is None
+            or (
+                isinstance(keep_model_versions, int)
+                and not isinstance(keep_model_versions, bool)
+                and keep_model_versions >= 1
+            )
+        ),
+        "keep_model_versions",
+        "must be None or a positive integer",
+    )
+    @require(
+        lambda workflows_older_than: (
+            workflows_older_than is None
+            or (
+                isinstance(workflows_older_than, dt.timedelta)
+                and workflows_older_than >= dt.timedelta(0)
+            )
+        ),
+        "workflows_older_than",
+        "must be None or a non-negative datetime.timedelta",
+    )
+    @require(
+        lambda compact_ratio: (
+            compact_ratio is None
+            or (
+                isinstance(compact_ratio, int | float)
+                and not isinstance(compact_ratio, bool)
+                and 0 <= compact_ratio < 1
+            )
+        ),
+        "compact_ratio",
+        "must be None or a number in [0, 1)",
+    )
+    @require(
+        lambda grace: isinstance(grace, dt.timedelta) and grace >= dt.timedelta(0),
+        "grace",
+        "must be a non-negative datetime.timedelta",
+    )
+    @ensure(lambda dry_run, result: result.dry_run == dry_run, "the report says which mode ran")
+    def gc(
+        self,
+        *,
+        dry_run: Flag = True,
+        keep_model_versions: int | None = None,
+        workflows_older_than: dt.timedelta | None = None,
+        compact_ratio: float | None = None,
+        grace: dt.timedelta = GRACE,
+    ) -> GcReport:
+        """Remove what the store no longer needs; ``dry_run`` (the default) only reports
+        exactly what a real run would remove (docs/api.md, "Garbage collection")."""
+        self.check_open()
+        return collect(
+            self,
+            dry_run=dry_run,
+            keep_model_versions=keep_model_versions,
+            workflows_older_than=workflows_older_than,
+            compact_ratio=compact_ratio,
+            grace=grace,
+        )
+
     # -- the store's directory (``ContextHost``, used by transfer and workflows) ------------
 
     @property
@@ -404,6 +471,8 @@ def open_store(
     backend = backend_for(given, None if files is None else os.fspath(files))
     try:
         backend.catalog().open(create=create)
+        if create:
+            create_current(backend)  # every part's tables, at this version (PostgreSQL)
         store = Store(backend)
         store.check_versions()  # contexts open, and recover, on first use
         backend.catalog().sweep()  # leftovers of killed operations (never live ones)

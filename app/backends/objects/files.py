@@ -11,9 +11,11 @@ before the upload (a race between two writers of the same key is the caller's wr
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,9 +26,11 @@ from app.backends.objects.cache import BlobCache
 from app.backends.objects.location import Location
 from app.backends.protocols import FileWriter, StoredFile
 from app.core.errors import ConflictError, IntegrityError, InvalidInput, NotFoundError
-from app.core.layout import OBJECT_NAMES, object_blob, object_name, object_part
+from app.core.layout import OBJECT_BLOBS, OBJECT_NAMES, object_blob, object_name, object_part
 from app.core.nofollow import open_regular
 from app.formats.hashio import sha256_fd
+
+SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 
 
 class ObjectFileStore:
@@ -149,3 +153,24 @@ class ObjectFileStore:
                 if record is not None:
                     found.add(record[0])
         return found
+
+    def garbage(self, older_than: float) -> builtins.list[tuple[str, int]]:
+        """``(url, bytes)`` of this part's blobs no name object refers to, last modified
+        before ``older_than`` (POSIX seconds), sorted; what ``remove_garbage`` removes (the
+        ``Collectable`` side of ``Store.gc``). URLs are shown with the password redacted."""
+        referenced = self.referenced()
+        out: builtins.list[tuple[str, int]] = []
+        for sha, kind in self.location.entries(f"{self.prefix}/{OBJECT_BLOBS}"):
+            blob = self.blob(sha)
+            if kind != "file" or sha in referenced or not SHA256_NAME.fullmatch(sha):
+                continue  # referenced, or an upload's temporary file
+            stamp = self.location.stamp_if_present(blob)
+            if stamp is not None and stamp[0] < older_than:
+                out.append((self.location.name(blob), stamp[1]))
+        return out
+
+    def remove_garbage(self, paths: builtins.list[str]) -> None:
+        """Remove the blobs ``garbage`` listed (by the URLs it returned)."""
+        for shown in paths:
+            sha = shown.rpartition("/")[2]
+            self.location.remove(self.blob(sha))

@@ -137,15 +137,33 @@ class Location:
             out.append((name, "directory" if info.get("type") == "directory" else "file"))
         return sorted(out)
 
+    def _stamp_of(self, path: str, info: dict[str, Any]) -> tuple[float, int]:
+        size = int(info.get("size") or 0)
+        if "mtime" in info:
+            return float(info["mtime"]), size
+        stamp = info.get("LastModified")
+        if isinstance(stamp, datetime):
+            return stamp.timestamp(), size
+        return (float(os.path.getmtime(path)) if self.local else 0.0), size
+
     def modified(self, path: str) -> float:
         """The object's last modification time (POSIX seconds)."""
+        return self.stamp(path)[0]
+
+    def stamp_if_present(self, path: str) -> tuple[float, int] | None:
+        """``stamp``, or None when the object is gone (removed while a listing was read)."""
+        try:
+            info = self.fs.info(path)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # the filesystem's own errors (botocore's are no OSError)
+            raise self._fail("checking", path, exc) from None
+        return self._stamp_of(path, info)
+
+    def stamp(self, path: str) -> tuple[float, int]:
+        """The object's last modification time (POSIX seconds) and size in bytes."""
         try:
             info = self.fs.info(path)
         except Exception as exc:  # the filesystem's own errors (botocore's are no OSError)
             raise self._fail("checking", path, exc) from None
-        if "mtime" in info:
-            return float(info["mtime"])
-        stamp = info.get("LastModified")
-        if isinstance(stamp, datetime):
-            return stamp.timestamp()
-        return float(os.path.getmtime(path)) if self.local else 0.0
+        return self._stamp_of(path, info)

@@ -58,6 +58,7 @@ from app.core.errors import (
 from app.core.locks import DEFAULT_TIMEOUT, ReentrantLock
 from app.core.names import child, is_valid_name
 from app.core.nofollow import exists_as, open_regular, read_regular
+from app.core.version import UPGRADE_COMMAND
 from app.formats.sqlindex import check_index_version
 
 if TYPE_CHECKING:
@@ -239,6 +240,11 @@ class PgContexts:
     def _version(self, conn: psycopg.Connection[Any]) -> int | None:
         """The store's format version, or None when the database holds no store."""
         version = schema_version(conn, PART)
+        if version is not None and version < FORMAT_VERSION:
+            raise SchemaVersionError(
+                f"{self.where()}: store format {version} is older than this ctxstore's "
+                f"({FORMAT_VERSION}); run `{UPGRADE_COMMAND}` (opening never migrates)"
+            )
         if version is not None and version != FORMAT_VERSION:
             raise SchemaVersionError(
                 f"{self.where()}: store format {version} is unknown "

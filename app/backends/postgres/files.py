@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -64,6 +65,7 @@ SQL_BYTES = (
     " WHERE context = %s AND part = %s)"
 )
 SQL_SHARED_LOCK = "SELECT pg_advisory_xact_lock_shared(%s)"
+SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 SQL_LOCK = "SELECT pg_advisory_xact_lock(%s)"
 
 
@@ -115,6 +117,64 @@ class PgParts:
                 if kind2 == "directory":
                     removed += self._collect_part(context, part, older_than)
         return removed
+
+    def _stored_parts(self) -> list[tuple[str, str]]:
+        """``(context, part)`` of every part folder under the files URL (dropped contexts'
+        included: their rows are gone, so all their blobs are unreferenced)."""
+        base = self.location.base
+        return [
+            (context, part)
+            for context, kind in self.location.entries(base)
+            if kind == "directory"
+            for part, kind2 in self.location.entries(f"{base}/{context}")
+            if kind2 == "directory"
+        ]
+
+    def garbage(self, older_than: float) -> list[tuple[str, int]]:
+        """``(url, bytes)`` of the blobs ``collect`` would remove now (no row names them, last
+        modified before ``older_than``), sorted; reads only (``Store.gc``'s dry run).
+        ``remove_garbage`` removes exactly these, re-checking each under its part's gc lock."""
+        out: list[tuple[str, int]] = []
+        for context, part in self._stored_parts():
+            prefix = object_part(self.location.base, context, part)
+            blobs = [  # digests only: an upload's temporary file is no blob
+                sha
+                for sha, kind in self.location.entries(f"{prefix}/{OBJECT_BLOBS}")
+                if kind == "file" and SHA256_NAME.fullmatch(sha)
+            ]
+            if not blobs:
+                continue
+            named: set[str] = set()
+            with self.tables.reading(f"listing files of {context}/{part}") as conn:
+                if conn is not None:
+                    rows = conn.execute(SQL_REFERENCED, (context, part)).fetchall()
+                    named = {str(r[0]) for r in rows}
+            for sha in blobs:
+                blob = object_blob(prefix, sha)
+                if sha in named:
+                    continue
+                stamp = self.location.stamp_if_present(blob)
+                if stamp is not None and stamp[0] < older_than:
+                    out.append((self.location.name(blob), stamp[1]))
+        return out
+
+    def remove_garbage(self, paths: list[str]) -> None:
+        """Remove the blobs ``garbage`` listed (by their URLs), each part under its gc lock,
+        skipping any that a row has named since."""
+        shown = self.location.shown
+        by_part: dict[tuple[str, str], list[str]] = {}
+        for url in paths:
+            rest = url[len(shown) :].strip("/").split("/") if url.startswith(shown) else []
+            if len(rest) == 4 and rest[2] == OBJECT_BLOBS:
+                by_part.setdefault((rest[0], rest[1]), []).append(rest[3])
+        for (context, part), digests in sorted(by_part.items()):
+            prefix = object_part(self.location.base, context, part)
+            with self.tables.writing(f"removing unreferenced files of {context}/{part}") as conn:
+                conn.execute(SQL_LOCK, (gc_lock_key(context, part),))
+                named = {str(r[0]) for r in conn.execute(SQL_REFERENCED, (context, part))}
+                for sha in digests:
+                    if sha not in named:
+                        self.location.remove(object_blob(prefix, sha))
 
     def _collect_part(self, context: str, part: str, older_than: float) -> list[str]:
         prefix = object_part(self.location.base, context, part)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.core.errors import SchemaVersionError
+from app.core.version import UPGRADE_COMMAND
 
 #: ``pg_advisory_xact_lock`` key of schema creation (a fixed, arbitrary 64-bit value: ASCII
 #: "ctxschem"). Other parts must not reuse it.
@@ -69,9 +70,14 @@ def ensure_schema(conn: Any, part: str, ddl: str | Sequence[str], version: int =
                 (part, version),
             )
             return True
+    if recorded < version:
+        raise SchemaVersionError(
+            f"the PostgreSQL {part} tables have schema version {recorded}, older than this "
+            f"ctxstore's {version}; run `{UPGRADE_COMMAND}` (opening never migrates)"
+        )
     if recorded != version:
         raise SchemaVersionError(
             f"the PostgreSQL {part} tables have schema version {recorded}, this ctxstore "
-            f"expects {version} (run `ctxstore upgrade` with a matching version)"
+            f"expects {version}: the version is unknown (written by a newer ctxstore)"
         )
     return False

@@ -11,8 +11,8 @@ from typing import IO, Any
 from app.core.codec import parse_user_json
 from app.core.errors import InvalidInput
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_json_option(value: str | None, option: str) -> Any:
@@ -29,11 +29,15 @@ def parse_where(value: str | None) -> Mapping[str, Any] | None:
     return where
 
 
-def parse_duration(text: str) -> dt.timedelta:
-    """``90``, ``90s``, ``15m``, ``2h``, ``7d``, ``1w`` -> timedelta; else ``InvalidInput``."""
+def parse_duration(text: str, option: str = "--older-than") -> dt.timedelta:
+    """``90s``, ``15m``, ``2h``, ``7d``, ``1w`` -> timedelta; else ``InvalidInput`` naming
+    ``option`` (a bare number is refused: the unit is never guessed)."""
     match = _DURATION.fullmatch(text.strip().lower())
     if match is None:
-        raise InvalidInput(f"--older-than: {text[:40]!r} is not a duration like 30s, 15m, 7d")
+        raise InvalidInput(
+            f"{option}: {text[:40]!r} is not a duration with a unit, like 60s, 15m, 12h, 7d",
+            argument=option.lstrip("-").replace("-", "_"),
+        )
     return dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
 

@@ -200,15 +200,15 @@ def rollback(state: State, workflow_id: str) -> None:
 @workflows.command()
 @click.option(
     "--stale-after",
-    type=click.FloatRange(min=0),
-    default=60.0,
+    default="60s",
     show_default=True,
-    help="Seconds without a heartbeat after which a processing workflow is stale.",
+    help="Time without a heartbeat after which a processing workflow is stale (60s, 5m).",
 )
 @pass_state
-def recover(state: State, stale_after: float) -> None:
+def recover(state: State, stale_after: str) -> None:
     """Hand stale processing workflows (their worker died) back to pending."""
-    back = state.store().workflows.recover(stale_after=stale_after)
+    seconds = parse_duration(stale_after, "--stale-after").total_seconds()
+    back = state.store().workflows.recover(stale_after=seconds)
     for wf in back:
         click.echo(_summary(wf))
     click.echo(f"{len(back)} workflows recovered")
@@ -241,13 +241,17 @@ def metrics(state: State) -> None:
 @click.option("--once", is_flag=True, help="Process what is pending, then exit.")
 @click.option(
     "--recover-stale",
-    type=click.FloatRange(min=1),
     default=None,
-    help="Also hand back workflows whose heartbeat is older than this many seconds.",
+    help="Also hand back workflows whose heartbeat is older than this (60s, 5m).",
 )
 @pass_state
-def worker(state: State, poll: float, once: bool, recover_stale: float | None) -> None:
+def worker(state: State, poll: float, once: bool, recover_stale: str | None) -> None:
     """Process pending workflows until SIGINT/SIGTERM (the current chunk is finished)."""
+    stale_after = (
+        None
+        if recover_stale is None
+        else parse_duration(recover_stale, "--recover-stale").total_seconds()
+    )
     manager = state.store().workflows
     click.echo(f"worker started on {state.store().backend.url} (poll {poll}s)", err=True)
     processed = 0
@@ -262,8 +266,8 @@ def worker(state: State, poll: float, once: bool, recover_stale: float | None) -
             bar.update(task, completed=wf.items_processed, total=wf.items_total or None)
 
         while not stop.is_set():
-            if recover_stale is not None:
-                for wf in manager.recover(stale_after=recover_stale):
+            if stale_after is not None:
+                for wf in manager.recover(stale_after=stale_after):
                     err.print(f"recovered {_summary(wf)}", highlight=False)
             done = manager.process_pending(limit=1, stop=stop, on_progress=advance)
             for wf in done:
