@@ -64,15 +64,17 @@ def _number(value: int | float) -> int | Decimal:
 
 def _eq_sql(x: str, value: Scalar, params: list[Any]) -> str:
     """``field == value``; never SQL NULL."""
+    # ``x IS NOT NULL AND x = v``: never NULL, and its ``x = v`` conjunct is what an
+    # expression index on ``x`` serves (``IS NOT DISTINCT FROM`` is never indexable).
     if value is None:
         return f"({x} IS NULL OR jsonb_typeof({x}) = 'null')"
     if isinstance(value, bool):
-        return f"({x} IS NOT DISTINCT FROM '{'true' if value else 'false'}'::jsonb)"
+        return f"({x} IS NOT NULL AND {x} = '{'true' if value else 'false'}'::jsonb)"
     if isinstance(value, str):
         params.append(value)
-        return f"({x} IS NOT DISTINCT FROM to_jsonb(%s::text))"
+        return f"({x} IS NOT NULL AND {x} = to_jsonb(%s::text))"
     params.append(_number(value))
-    return f"({x} IS NOT DISTINCT FROM to_jsonb(%s::numeric))"
+    return f"({x} IS NOT NULL AND {x} = to_jsonb(%s::numeric))"
 
 
 def _in_sql(x: str, values: Sequence[Scalar], params: list[Any]) -> str:
@@ -122,7 +124,9 @@ def _range_sql(x: str, ranges: list[tuple[str, Any]], params: list[Any]) -> str:
     for op, value in ranges:
         params.append(_number(value))
         terms.append(f"{x} {COMPARE_OPS[op]} to_jsonb(%s::numeric)")
-    return f"COALESCE(jsonb_typeof({x}) = 'number' AND " + " AND ".join(terms) + f", {FALSE})"
+    # Flat conjuncts (never NULL: a missing field fails ``IS NOT NULL`` first), so an
+    # expression index on ``x`` serves the bounds; the type guard keeps numbers only.
+    return f"({x} IS NOT NULL AND jsonb_typeof({x}) = 'number' AND " + " AND ".join(terms) + ")"
 
 
 def _field_sql(field: str, cond: object, column: str, params: list[Any], argument: str) -> str:
@@ -224,14 +228,41 @@ def _order_terms(x: str, direction: str) -> list[str]:
     ]
 
 
+def numeric_fields(where: Mapping[str, Any] | None) -> frozenset[str]:
+    """Fields every record matching ``where`` holds a number in: those with a numeric range
+    in the filter's top-level conjunction (itself or a top-level ``$and``). Ordering by such
+    a field needs no type ranks (``compile_order_pg(numbers=...)``), so an index on it can
+    give the order. ``where`` is assumed valid (``compile_where_pg`` checked it)."""
+    found: set[str] = set()
+    if not isinstance(where, Mapping):
+        return frozenset()
+    for key, cond in where.items():
+        if key == "$and" and isinstance(cond, list | tuple):
+            for sub in cond:
+                found |= numeric_fields(sub)
+        elif isinstance(key, str) and not key.startswith("$") and isinstance(cond, Mapping):
+            if any(
+                op in COMPARE_OPS
+                and isinstance(v, int | float)
+                and not isinstance(v, bool)
+                and not any(isinstance(w, str) for o, w in cond.items() if o in COMPARE_OPS)
+                for op, v in cond.items()
+            ):
+                found.add(key)
+    return frozenset(found)
+
+
 def compile_order_pg(
     order_by: str | Sequence[str] | None,
     column: str = "doc",
     seq: str = "seq",
     argument: str = "order_by",
+    numbers: frozenset[str] = frozenset(),
 ) -> str:
     """``order_by`` as a PostgreSQL ORDER BY list; ties in commit order (column ``seq``) in the
-    direction of the last key, so ``"-f"`` gives exactly the reverse of ``"f"``."""
+    direction of the last key, so ``"-f"`` gives exactly the reverse of ``"f"``. A key in
+    ``numbers`` (``numeric_fields`` of the query's filter: every matching record holds a
+    number there) is ordered by its plain ``jsonb`` expression, which an index can serve."""
     column_name(column)
     tie = column_name(seq, "seq")
     if order_by is None:
@@ -247,6 +278,7 @@ def compile_order_pg(
     direction = "ASC"
     for key in keys:
         direction = "DESC" if key.startswith("-") else "ASC"
-        parts = field_path(key[1:] if direction == "DESC" else key, argument)
-        terms += _order_terms(field_expr_pg(parts, column), direction)
+        name = key[1:] if direction == "DESC" else key
+        x = field_expr_pg(field_path(name, argument), column)
+        terms += [f"{x} {direction}"] if name in numbers else _order_terms(x, direction)
     return ", ".join([*terms, f"{tie} {direction}"])
