@@ -228,6 +228,16 @@ def _order_terms(x: str, direction: str) -> list[str]:
     ]
 
 
+def _numeric_range(cond: object) -> bool:
+    """Whether a field's condition is a range on numbers only (no string bound)."""
+    if not isinstance(cond, Mapping):
+        return False
+    bounds = [v for op, v in cond.items() if op in COMPARE_OPS]
+    return bool(bounds) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in bounds
+    )
+
+
 def numeric_fields(where: Mapping[str, Any] | None) -> frozenset[str]:
     """Fields every record matching ``where`` holds a number in: those with a numeric range
     in the filter's top-level conjunction (itself or a top-level ``$and``). Ordering by such
@@ -240,15 +250,8 @@ def numeric_fields(where: Mapping[str, Any] | None) -> frozenset[str]:
         if key == "$and" and isinstance(cond, list | tuple):
             for sub in cond:
                 found |= numeric_fields(sub)
-        elif isinstance(key, str) and not key.startswith("$") and isinstance(cond, Mapping):
-            if any(
-                op in COMPARE_OPS
-                and isinstance(v, int | float)
-                and not isinstance(v, bool)
-                and not any(isinstance(w, str) for o, w in cond.items() if o in COMPARE_OPS)
-                for op, v in cond.items()
-            ):
-                found.add(key)
+        elif isinstance(key, str) and not key.startswith("$") and _numeric_range(cond):
+            found.add(key)
     return frozenset(found)
 
 
