@@ -40,9 +40,8 @@ from app.backends.postgres.records.apply import (
     insert_batch,
     load_log,
     next_seq,
-    stage_rows,
+    put_rows,
     survivors,
-    upsert_staged,
 )
 from app.backends.postgres.records.bodies import read_log, write_body
 from app.backends.postgres.records.tables import (
@@ -105,6 +104,19 @@ class PgPlan(NamedTuple):
 def _tie_order(order_sql: str) -> str:
     """Ties in commit order: ``seq`` then ``pos``, in the direction of the last key."""
     return order_sql + (', "pos" DESC' if order_sql.endswith("DESC") else ', "pos" ASC')
+
+
+class _Placed:
+    """``(id, seq, pos, record)`` of each record of a batch, re-iterable (each pass reads the
+    ids and records again: a spooled batch is never held)."""
+
+    def __init__(self, seq: int, ids: SizedIterable[str], records: SizedIterable[bytes]) -> None:
+        self._seq, self._ids, self._records = seq, ids, records
+
+    def __iter__(self) -> Iterator[tuple[str, int, int, bytes]]:
+        seq = self._seq
+        for pos, (rid, data) in enumerate(zip(self._ids, self._records, strict=True)):
+            yield rid, seq, pos, data
 
 
 class PgRecords:
@@ -309,12 +321,7 @@ class PgRecords:
             seq = next_seq(conn)
             body = write_body(conn, seq, meta, records, ())
             insert_batch(conn, seq, self.name, collection, meta, body.digest, body.size)
-            rows = (
-                (rid, seq, pos, data)
-                for pos, (rid, data) in enumerate(zip(ids, records, strict=True))
-            )
-            stage_rows(conn, rows)
-            upsert_staged(conn, self.name, collection)
+            put_rows(conn, self.name, collection, _Placed(seq, ids, records))
         return PgBatch(batch_id, collection, "append", len(records), body.digest, at, seq, digest)
 
     def delete(
