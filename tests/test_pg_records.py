@@ -468,3 +468,50 @@ def test_a_dropped_context_leaves_no_records_behind(pg_store: Callable[[str], St
     again = store.context(name)
     assert again.count("notes") == 0 and again.collections() == []
     assert not again.append("notes", [{"id": "x"}], batch_id="b").duplicate
+
+
+def test_a_server_killed_mid_batch_keeps_all_or_nothing(pg_store: Callable[[str], Store]) -> None:
+    """``kill -9`` of the server while a large batch is on its way: after the restart the
+    batch is there whole or not at all, the same store goes on, and a retry with the same
+    batch id leaves exactly one copy."""
+    from backend_servers import pg_restartable, postgres_pid, restart_postgres
+
+    if not pg_restartable():
+        pytest.skip("the PostgreSQL server was not started by .ci/services.py (cannot restart it)")
+    ctx = _fresh(pg_store("a"))
+    ctx.append("notes", [{"id": "before"}], batch_id="before")
+    n = 150_000
+
+    def batch() -> Iterator[dict[str, Any]]:
+        return ({"id": f"r{i}", "pad": "y" * 100} for i in range(n))
+
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            ctx.append("notes", batch(), batch_id="crash")
+        except BaseException as exc:
+            failed.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    time.sleep(1.0)  # encoding or COPY under way: any moment must be safe
+    old = postgres_pid()
+    os.kill(old, signal.SIGKILL)
+    writer.join(timeout=120)
+    assert not writer.is_alive()
+    assert all(isinstance(e, app.StorageError) for e in failed), failed
+    while True:  # the postmaster is gone before it is started again
+        try:
+            os.kill(old, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    restart_postgres()
+    found = ctx.count("notes")
+    assert found in (1, 1 + n)
+    receipt = ctx.append("notes", batch(), batch_id="crash")
+    assert receipt.duplicate == (found == 1 + n)
+    assert ctx.count("notes") == 1 + n
+    assert ctx.get("notes", "before") == {"id": "before"}
+    assert ctx.verify().ok
