@@ -45,6 +45,7 @@ from app.backends.postgres.records.apply import (
 )
 from app.backends.postgres.records.bodies import read_log, write_body
 from app.backends.postgres.records.tables import (
+    BUILTIN_INDEX_NAMES,
     DDL,
     DDL_LOCK,
     PART,
@@ -53,7 +54,7 @@ from app.backends.postgres.records.tables import (
     index_sql,
     write_key,
 )
-from app.backends.postgres.schema import ensure_schema
+from app.backends.postgres.schema import ensure_schema, schema_version
 from app.core.clock import utc_iso
 from app.core.errors import ConflictError, IntegrityError, InvalidInput, NotFoundError, StorageError
 from app.core.filters import Predicate, predicate
@@ -131,7 +132,7 @@ class PgRecords:
         self.writer_lock: Lock = lock
         self._ready = False
         self._schemas: dict[str, type[BaseModel]] = {}
-        self._indexed: set[str] = set()
+        self._indexed: set[str] = set(BUILTIN_INDEX_NAMES)  # made with the tables
 
     def __repr__(self) -> str:
         return f"PgRecords({self._db.where()!r}, {self.name!r})"
@@ -189,11 +190,23 @@ class PgRecords:
 
     def ready(self) -> None:
         """The index is the table itself, always up to date: only the tables are made sure
-        of (once per process and context)."""
+        of (once per ``PgRecords``). They are created, the first time, on a connection of
+        their own: never inside a unit of work (``Backend.atomic``) the caller may have open,
+        which would hold the schema lock until it commits."""
         if self._ready:
             return
         with self.transaction("opening the records") as conn:
-            ensure_schema(conn, PART, DDL, VERSION)
+            found = schema_version(conn, PART)
+        if found != VERSION:  # missing (created now) or another version (refused)
+            import psycopg
+
+            try:
+                with self._db.session() as conn, conn.transaction():
+                    ensure_schema(conn, PART, DDL, VERSION)
+            except psycopg.Error as exc:
+                raise StorageError(
+                    f"creating the records tables at {self.where()}: {exc}"
+                ) from None
         self._ready = True
 
     def ready_if_idle(self) -> bool:
@@ -313,7 +326,6 @@ class PgRecords:
         digest: str | None,
     ) -> PgBatch:
         self.ready()
-        self._ensure_indexes(BUILTIN_INDEXES.get(collection, ()))
         at = utc_iso()
         meta = CommitMeta(batch_id, "append", at, len(records), "", None, digest)
         with self.write_transaction(f"appending to {collection!r}") as conn:
@@ -487,7 +499,6 @@ class PgRecords:
             for _ in verified_batches(path, where):
                 pass
             generation = BatchLog(path).header().generation
-            self._ensure_indexes(BUILTIN_INDEXES.get(collection, ()))
             with self.write_transaction(f"ingesting {collection!r}") as conn:
                 taken = conn.execute(
                     "SELECT 1 FROM ctxstore_batches WHERE context = %s AND collection = %s LIMIT 1",
