@@ -97,9 +97,9 @@ def index_sql(spec: Sequence[str]) -> str:
     )
 
 
-BUILTIN_SPECS = sorted({spec for specs in BUILTIN_INDEXES.values() for spec in specs})
-BUILTIN_INDEX_NAMES = frozenset(index_name(spec) for spec in BUILTIN_SPECS)
-DDL = (*TABLES, *(index_sql(spec) for spec in BUILTIN_SPECS))
+BUILTIN_FIELD_LISTS = sorted({spec for specs in BUILTIN_INDEXES.values() for spec in specs})
+BUILTIN_INDEX_NAMES = frozenset(index_name(spec) for spec in BUILTIN_FIELD_LISTS)
+DDL = (*TABLES, *(index_sql(spec) for spec in BUILTIN_FIELD_LISTS))
 """The tables and the expression indexes of the built-in collections' indexed fields (made
 with the tables, so an append never creates an index inside a caller's unit of work)."""
 
