@@ -20,7 +20,8 @@ from app.backends.postgres.records.apply import (
 )
 from app.backends.postgres.records.base import PgBase
 from app.backends.postgres.records.bodies import read_log
-from app.core.errors import ConflictError, IntegrityError, NotFoundError
+from app.backends.postgres.records.search import FEW_IDS, versions_by_search
+from app.core.errors import ConflictError, IntegrityError, NotFoundError, StorageError
 from app.core.schemas import (
     CompactionReport,
     LatestCommit,
@@ -62,7 +63,21 @@ class LogCalls(PgBase):
             return read_log(conn, self.name, collection, row[2], fh)
 
     def history(self, collection: str, ids: Iterable[str]) -> dict[str, list[RecordVersion]]:
-        wanted = list(ids)
+        wanted = list(dict.fromkeys(ids))
+        if 0 < len(wanted) <= FEW_IDS:  # a large log is searched, not read back whole
+            import psycopg
+
+            self.ready()
+            where = f"{self.where()}: the log of {collection!r}"
+            try:
+                with self.spool_folder() as folder:
+                    found = versions_by_search(
+                        self._db, self.name, collection, wanted, folder, where
+                    )
+            except psycopg.Error as exc:
+                raise StorageError(f"reading {where}: {exc}") from None
+            if found is not None:
+                return found
         with self.log_file(collection) as path:
             if path is None:
                 return {rid: [] for rid in wanted}
