@@ -546,7 +546,10 @@ def test_the_history_of_a_few_ids_is_found_by_searching_a_large_log(
         assert path is not None
         assert path.stat().st_size > BODY_PART
         whole = logread.versions(path, "t", ids)
+        latest = logread.latest_commits(path, ids)
     assert found == whole
+    assert ctx.latest_commits("t", ids) == latest
+    assert latest[ids[2]].deleted and not latest[ids[1]].deleted and "absent" not in latest
     assert [v.batch_id for v in found[f"r{cut:07d}"]] == ["big"]
     assert [v.batch_id for v in found["r0000001"]] == ["big", "b2"]
     assert [(v.batch_id, v.deleted) for v in found["r0000002"]] == [("big", False), ("b3", True)]

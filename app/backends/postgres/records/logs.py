@@ -62,31 +62,44 @@ class LogCalls(PgBase):
                 raise NotFoundError(f"collection {collection!r} not found in {self.name!r}")
             return read_log(conn, self.name, collection, row[2], fh)
 
+    def _searched(
+        self, collection: str, wanted: list[str]
+    ) -> dict[str, list[RecordVersion]] | None:
+        """The versions of a few ids found by searching a large log (None: read it whole)."""
+        if not 0 < len(wanted) <= FEW_IDS:
+            return None
+        import psycopg
+
+        self.ready()
+        where = f"{self.where()}: the log of {collection!r}"
+        try:
+            with self.spool_folder() as folder:
+                return versions_by_search(self._db, self.name, collection, wanted, folder, where)
+        except psycopg.Error as exc:
+            raise StorageError(f"reading {where}: {exc}") from None
+
     def history(self, collection: str, ids: Iterable[str]) -> dict[str, list[RecordVersion]]:
         wanted = list(dict.fromkeys(ids))
-        if 0 < len(wanted) <= FEW_IDS:  # a large log is searched, not read back whole
-            import psycopg
-
-            self.ready()
-            where = f"{self.where()}: the log of {collection!r}"
-            try:
-                with self.spool_folder() as folder:
-                    found = versions_by_search(
-                        self._db, self.name, collection, wanted, folder, where
-                    )
-            except psycopg.Error as exc:
-                raise StorageError(f"reading {where}: {exc}") from None
-            if found is not None:
-                return found
+        found = self._searched(collection, wanted)
+        if found is not None:
+            return found
         with self.log_file(collection) as path:
             if path is None:
                 return {rid: [] for rid in wanted}
             return logread.versions(path, collection, wanted)
 
     def latest_commits(self, collection: str, ids: Iterable[str]) -> dict[str, LatestCommit]:
-        wanted = list(ids)
-        with self.writer_lock.hold(), self.log_file(collection) as path:
-            return {} if path is None else logread.latest_commits(path, wanted)
+        wanted = list(dict.fromkeys(ids))
+        with self.writer_lock.hold():
+            found = self._searched(collection, wanted)
+            if found is not None:
+                return {
+                    rid: LatestCommit(vs[-1].committed_at, vs[-1].deleted)
+                    for rid, vs in found.items()
+                    if vs
+                }
+            with self.log_file(collection) as path:
+                return {} if path is None else logread.latest_commits(path, wanted)
 
     def current_records(self, collection: str) -> list[dict[str, Any]]:
         with self.writer_lock.hold(), self.log_file(collection) as path:
