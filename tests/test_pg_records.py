@@ -563,3 +563,32 @@ def test_the_history_of_a_few_ids_is_found_by_searching_a_large_log(
     )
     with pytest.raises(app.IntegrityError, match="the log of 't'"):
         ctx.history("t", "r0000001")
+
+
+def test_pg_ingest_refuses_damage_a_non_empty_collection_and_taken_ids(
+    pg_store: Callable[[str], Store], tmp_path: Path
+) -> None:
+    src = _local_ctx(tmp_path, "src")
+    current = _fill(src)
+    data = _log_of(src, "notes")
+    dst = _fresh(pg_store("a"))
+    records = dst._records
+    flipped = bytearray(data)
+    flipped[len(flipped) // 2] ^= 0x01
+    for bad in (bytes(flipped), data[:-3], b"", b"not a log\n"):
+        with records.writing(), pytest.raises(IntegrityError):
+            records.ingest_log("notes", io.BytesIO(bad))
+    assert dst.count("notes") == 0 and dst.collections() == []
+    dst.append("other", [{"id": "x"}], batch_id="b2")  # a batch id the log holds
+    with records.writing(), pytest.raises(ConflictError):
+        records.ingest_log("notes", io.BytesIO(data))
+    assert dst.count("notes") == 0 and dst.collections() == ["other"]  # rolled back whole
+    with records.writing(), pytest.raises(ConflictError):
+        records.ingest_log("other", io.BytesIO(data))  # not empty
+    with records.writing(), pytest.raises(NotFoundError):
+        records.write_log("missing", io.BytesIO())
+    fresh = _fresh(pg_store("a"))
+    with fresh._records.writing():
+        assert fresh._records.ingest_log("notes", io.BytesIO(data)) == 4
+    assert fresh.query("notes") == current
+    assert fresh.verify().ok
