@@ -592,3 +592,18 @@ def test_pg_ingest_refuses_damage_a_non_empty_collection_and_taken_ids(
         assert fresh._records.ingest_log("notes", io.BytesIO(data)) == 4
     assert fresh.query("notes") == current
     assert fresh.verify().ok
+
+
+def test_a_collection_whose_log_row_is_gone_is_reported(pg_store: Callable[[str], Store]) -> None:
+    store = pg_store("a")
+    ctx = _fresh(store)
+    ctx.append("notes", [{"id": "x"}])
+    _sql(
+        store,
+        "DELETE FROM ctxstore_collections WHERE context = %s AND collection = 'notes'",
+        ctx.name,
+    )
+    problems = ctx.missing_logs()
+    assert len(problems) == 2 and all("'notes', which has no log" in p for p in problems)
+    report = ctx.verify()
+    assert not report.ok and set(problems) <= set(report.problems)

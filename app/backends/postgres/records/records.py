@@ -217,14 +217,18 @@ class PgRecords(IndexReads, LogCalls, PgBase):
         self.ready()
         with self.transaction("checking the records") as conn:
             rows = conn.execute(
-                "SELECT DISTINCT collection FROM ctxstore_records r WHERE context = %s"
+                "SELECT DISTINCT collection, 'index' FROM ctxstore_records r WHERE context = %s"
                 " AND NOT EXISTS (SELECT 1 FROM ctxstore_collections c"
-                "  WHERE c.context = r.context AND c.collection = r.collection)",
-                (self.name,),
+                "  WHERE c.context = r.context AND c.collection = r.collection)"
+                " UNION SELECT DISTINCT collection, 'batches' FROM ctxstore_batches b"
+                " WHERE context = %s AND NOT EXISTS (SELECT 1 FROM ctxstore_collections c"
+                "  WHERE c.context = b.context AND c.collection = b.collection)",
+                (self.name, self.name),
             ).fetchall()
+        holders = {"index": "the index", "batches": "the index's batch table"}
         return [
-            f"{self.where()}: the index holds collection {str(r[0])!r}, which has no log"
-            for r in sorted(rows)
+            f"{self.where()}: {holders[kind]} holds collection {str(name)!r}, which has no log"
+            for name, kind in sorted(rows)
         ]
 
     def verify(self, others: maintenance.OtherChecks) -> tuple[list[str], list[str]]:
