@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from app.backends.postgres.filters import compile_order_pg, compile_where_pg
+from app.backends.postgres.filters import compile_order_pg, compile_where_pg, numeric_fields
 from app.backends.postgres.records.base import BASE, PgBase
 from app.core.errors import IntegrityError
 from app.core.filters import Predicate, predicate
@@ -60,7 +60,7 @@ class IndexReads(PgBase):
         return PgPlan(
             where_sql,
             tuple(params),
-            _tie_order(compile_order_pg(order_by)),
+            _tie_order(compile_order_pg(order_by, numbers=numeric_fields(where))),
             predicate(where) if where else None,
         )
 
