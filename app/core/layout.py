@@ -273,3 +273,17 @@ __all__ += [
     "object_name",
     "object_part",
 ]
+
+
+# -- added by issue 12 (the workflow tracker of a server store) -------------------------------
+
+OBJECT_WORKFLOWS = "_workflows"
+"""Below a files URL: the staged workflow items of a server store (never a context name)."""
+
+
+def object_items(base: str) -> str:
+    """The folder of staged items files under a files URL (``<base>/_workflows/items``)."""
+    return f"{base}/{OBJECT_WORKFLOWS}/{ITEMS_DIR}"
+
+
+__all__ += ["OBJECT_WORKFLOWS", "object_items"]
