@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backend_matrix import matrix_store_args  # noqa: F401
 from backend_servers import pg_server_url, pg_url, s3_endpoint, s3_url  # noqa: F401
 from records_support import people_data
 

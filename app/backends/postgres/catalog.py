@@ -167,8 +167,8 @@ class PgContexts:
     """The contexts of the store in the PostgreSQL database ``url``; ``root`` is the local
     working folder (context caches and staging folders)."""
 
-    def __init__(self, url: str, root: Path) -> None:
-        self._db = Database(url)
+    def __init__(self, database: Database | str, root: Path) -> None:
+        self._db = database if isinstance(database, Database) else Database(database)
         self._root = root
         self._contexts_dir = layout.contexts_dir(root)
         self._lock = PgLock(self._db, "store")
