@@ -52,7 +52,7 @@ def tracker(schema_url: str, s3_url: str, tmp_path: Path) -> Iterator[PgTracker]
     try:
         yield t
     finally:
-        t.close()
+        t.db.close()
 
 
 def submit(t: PgTracker, wid: str, wtype: str, n: int = 5, chunk: int = 2) -> None:
@@ -148,8 +148,8 @@ def test_damaged_staged_object_is_found_by_check_and_read(
         other.read_chunk(row["items_file"], other.chunk_index("wd"), 0)
     first.items.location.remove(key)
     assert "missing" in first.check()[0]
-    first.close()
-    other.close()
+    first.db.close()
+    other.db.close()
 
 
 def test_orphans_are_staged_items_no_row_names(tracker: PgTracker) -> None:
@@ -267,4 +267,4 @@ def test_claims_are_exclusive_across_processes(schema_url: str, tmp_path: Path) 
         status="processing", workflow_type="t-race", context=None, limit=1000, offset=0
     )
     assert len(rows) == n and len({r["owner"] for r in rows}) == n
-    tracker.close()
+    tracker.db.close()

@@ -24,11 +24,12 @@ from app.backends.objects import ObjectFileStore, ObjectMetaStore, ObjectParts
 from app.backends.postgres.access import PgAccess
 from app.backends.postgres.catalog import PgContexts
 from app.backends.postgres.connect import Database
+from app.backends.postgres.tracker import PgTracker
+from app.backends.postgres.tracker_items import ObjectItems
 from app.backends.protocols import Records, WorkflowTracker
-from app.core.layout import context_dir, object_cache_dir, workflows_dir
+from app.core.layout import context_dir, object_cache_dir
 from app.core.names import check_name
 from app.core.urls import redact
-from app.formats.tracker import TrackerDB
 
 
 class PostgresBackend:
@@ -64,8 +65,9 @@ class PostgresBackend:
         return records
 
     def tracker(self) -> WorkflowTracker:
-        # Until PgTracker lands: a tracker in this host's working folder.
-        tracker: WorkflowTracker = TrackerDB(workflows_dir(self.work))
+        """The store's ``PgTracker`` (rows in the database, staged items under ``files``)."""
+        items = ObjectItems(self._objects.location, self._objects.cache)
+        tracker: WorkflowTracker = PgTracker(self.db, items)
         return tracker
 
     def files(self, context: str, part: str) -> ObjectFileStore:

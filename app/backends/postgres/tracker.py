@@ -469,7 +469,8 @@ class PgTracker:
         return problems
 
     def close(self) -> None:
-        self.db.close()
+        """Nothing to close: the connection pool is the backend's (``PostgresBackend.close``),
+        shared with the records of every context."""
 
 
 def _dict(conn: psycopg.Connection[Any], sql: str, params: dict[str, Any]) -> Row | None:
