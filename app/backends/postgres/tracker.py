@@ -449,14 +449,15 @@ class PgTracker:
         }
 
     def check(self) -> list[str]:
-        """Problems in the tracker rows and their staged items; never raises for damage."""
+        """Problems in the tracker rows and their staged items, each naming the tracker (its
+        ``path``) and the object concerned; never raises for damage."""
         try:
             rows = self._read(
                 f"SELECT workflow_id, items_file, items_sha256, chunk_index FROM {q.WORKFLOWS}"
                 " WHERE items_file IS NOT NULL ORDER BY workflow_id"
             )
         except (IntegrityError, SchemaVersionError) as exc:
-            return [str(exc)]
+            return [f"{self.path}: {exc}"]
         problems: list[str] = []
         for r in rows:
             wid, name = r["workflow_id"], r["items_file"]
@@ -466,7 +467,7 @@ class PgTracker:
                 problems.append(f"{self.path}: chunk index of workflow {wid!r} is damaged")
                 continue
             problems += self.items.check(wid, name, r["items_sha256"], items_size(index))
-        return problems
+        return [p if p.startswith(str(self.path)) else f"{self.path}: {p}" for p in problems]
 
     def close(self) -> None:
         """Nothing to close: the connection pool is the backend's (``PostgresBackend.close``),
