@@ -13,23 +13,30 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from backend_matrix import BACKENDS, kind_env
 from backend_servers import s3_storage_options
 from test_pg_access import fresh_schema
 
+import app
 from app.backends.objects.cache import BlobCache
 from app.backends.objects.location import Location
+from app.backends.postgres.backend import PostgresBackend
 from app.backends.postgres.connect import Database
 from app.backends.postgres.tracker import PgTracker
 from app.backends.postgres.tracker_items import ObjectItems
 from app.core import clock
 from app.core.errors import ConflictError, IntegrityError, NotFoundError
+from app.core.workflow_types import BatchWorkflow
 from app.core.workflow_types import WorkflowStatus as S
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,3 +275,217 @@ def test_claims_are_exclusive_across_processes(schema_url: str, tmp_path: Path) 
     )
     assert len(rows) == n and len({r["owner"] for r in rows}) == n
     tracker.db.close()
+
+
+# -- whole stores on PostgreSQL: a chunk is one unit of work ---------------------------------
+
+
+@pytest.fixture(params=BACKENDS[1:])
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def pg_store(matrix_store_args: tuple[str, str | None]) -> Iterator[app.Store]:
+    root, files = matrix_store_args
+    with app.open_store(root, files=files) as store:
+        assert isinstance(store.backend, PostgresBackend)
+        yield store
+
+
+def test_a_failing_chunk_leaves_none_of_its_writes(pg_store: app.Store) -> None:
+    def twice_then_fail(c: Any, chunk: list[dict[str, Any]], params: dict[str, Any]) -> None:
+        c.append("notes", chunk)
+        c.append("more", [{"id": f"m-{item['id']}"} for item in chunk])
+        if chunk[0]["n"] == 4:
+            raise RuntimeError("boom")
+
+    pg_store.workflows.register("twice", twice_then_fail)
+    data = [{"id": f"n{i}", "n": i} for i in range(8)]
+    wf = pg_store.workflows.submit("twice", context="default", items=data, chunk_size=2)
+    done = pg_store.workflows.process(wf.workflow_id)
+    assert done.status == S.FAILED and done.chunks_done == 2 and "boom" in done.errors[0]
+    ctx = pg_store.context("default")
+    # chunks 0 and 1 committed; chunk 2 wrote twice, then raised: nothing of it is left
+    assert sorted(r["id"] for r in ctx.query("notes")) == [f"n{i}" for i in range(4)]
+    assert ctx.count("more") == 4
+    notes = list(pg_store.workflows._tracker.journal(wf.workflow_id))
+    assert {n.chunk_no for n in notes} == {0, 1} and all(n.committed for n in notes)
+    back = pg_store.workflows.rollback(wf.workflow_id)
+    assert back.status == S.ROLLED_BACK and back.errors == done.errors  # nothing left behind
+    assert ctx.count("notes") == 0 and ctx.count("more") == 0
+
+
+def test_a_chunk_taken_over_meanwhile_is_undone_and_redone_once(pg_store: app.Store) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def gated(c: Any, chunk: list[dict[str, Any]], params: dict[str, Any]) -> None:
+        receipt = c.append("notes", chunk)
+        assert receipt.count == len(chunk)  # provisional until the chunk commits
+        if chunk[0]["n"] == 10 and not release.is_set():
+            entered.set()
+            assert release.wait(10)
+
+    pg_store.workflows.register("gated", gated)
+    data = [{"id": f"n{i}", "n": i} for i in range(40)]
+    wf = pg_store.workflows.submit("gated", context="default", items=data, chunk_size=10)
+    result: list[BatchWorkflow] = []
+    first = threading.Thread(
+        target=lambda: result.append(pg_store.workflows.process(wf.workflow_id))
+    )
+    first.start()
+    assert entered.wait(10)
+    (taken,) = pg_store.workflows.recover(stale_after=0)  # looks dead: handed back meanwhile
+    assert taken.status == S.PENDING
+    ctx = pg_store.context("default")
+    assert ctx.count("notes") == 10  # the open chunk's write is not visible to anyone else
+    release.set()
+    first.join(10)
+    assert result[0].status == S.PENDING and result[0].items_processed == 10
+    assert ctx.count("notes") == 10  # ... and it was rolled back: the old owner lost it
+    done = pg_store.workflows.process(wf.workflow_id)
+    assert done.status == S.COMPLETED and done.items_processed == 40
+    assert len(done.batch_ids) == 4
+    history = ctx.history_many("notes", [f"n{i}" for i in range(40)])
+    assert {len(h) for h in history.values()} == {1}
+
+
+def test_cancel_and_rollback_on_postgresql(pg_store: app.Store) -> None:
+    ctx = pg_store.context("default")
+    ctx.append("notes", [{"id": f"n{i}", "v": "original"} for i in range(0, 30, 2)])
+    stop_at = threading.Event()
+
+    def marking(c: Any, chunk: list[dict[str, Any]], params: dict[str, Any]) -> None:
+        c.append("notes", chunk)
+        if chunk[0]["n"] == 10:
+            stop_at.set()
+
+    pg_store.workflows.register("marking", marking)
+    data = [{"id": f"n{i}", "n": i, "v": "new"} for i in range(30)]
+    wf = pg_store.workflows.submit("marking", context="default", items=data, chunk_size=5)
+    pending = pg_store.workflows.submit("marking", context="default", items=data[:5])
+    assert pg_store.workflows.cancel(pending.workflow_id).status == S.CANCELLED
+
+    def cancel_when_asked(w: BatchWorkflow) -> None:
+        if stop_at.is_set() and not w.cancel_requested:
+            pg_store.workflows.cancel(wf.workflow_id)  # from the worker's own progress hook
+
+    done = pg_store.workflows.process(wf.workflow_id, on_progress=cancel_when_asked)
+    # asked after chunk 2 (read at chunk 3's commit): stops at the boundary after chunk 3
+    assert done.status == S.CANCELLED and done.chunks_done == 4
+    assert ctx.count("notes", {"v": "new"}) == 20
+    back = pg_store.workflows.rollback(wf.workflow_id)
+    assert back.status == S.ROLLED_BACK and back.errors == []
+    assert ctx.count("notes") == 15 and ctx.count("notes", {"v": "original"}) == 15
+    with pytest.raises(ConflictError):
+        pg_store.workflows.rollback(wf.workflow_id)
+    assert pg_store.workflows.verify() == []
+
+
+# -- several machines ------------------------------------------------------------------------
+
+WORKER = """
+import json, os, sys, time
+import app
+stale_after, deadline = float(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+
+def slow_append(c, chunk, params):
+    c.append("notes", chunk)
+    time.sleep(params["pause"])  # between the write and the chunk's commit
+
+with app.open_store(os.environ["CTXSTORE_ROOT"]) as store:
+    wfs = store.workflows
+    wfs.register("slow_append", slow_append)
+    ran = []
+    while time.monotonic() < deadline:
+        wfs.recover(stale_after=stale_after)
+        ran += [w.workflow_id for w in wfs.process_pending()]
+        left = wfs.metrics()["by_status"]
+        if left["pending"] == 0 and left["processing"] == 0:
+            break
+        time.sleep(0.2)
+    print(json.dumps(ran))
+"""
+
+
+def several_machines(
+    store: app.Store, root: str, files: str, tmp_path: Path, n_wf: int, chunks: int
+) -> None:
+    """``n_wf`` workflows of ``chunks`` chunks, 4 workers sharing only the database URL and
+    the files URL (own working folder, own cwd); one is SIGKILLed mid-chunk."""
+    per_chunk, stale_after = 2, 4.0
+    store.workflows.register("slow_append", lambda c, chunk, params: None)  # never run here
+    wids = [
+        store.workflows.submit(
+            "slow_append",
+            context="default",
+            items=[{"id": f"w{k}-{i}", "k": k, "i": i} for i in range(chunks * per_chunk)],
+            params={"pause": 0.02},
+            chunk_size=per_chunk,
+            workflow_id=f"w{k:04d}",
+        ).workflow_id
+        for k in range(n_wf)
+    ]
+    procs = []
+    for w in range(4):
+        home = tmp_path / f"machine{w}"
+        (home / "cwd").mkdir(parents=True)
+        env = kind_env(root, files)
+        env.update(CTXSTORE_WORK=str(home / "work"), PYTHONPATH=str(ROOT))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", WORKER, str(stale_after), "600"],
+                cwd=home / "cwd",
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    victim = procs[1]
+    deadline = time.monotonic() + 120
+    while store.workflows.metrics()["items_processed"] < n_wf * chunks * per_chunk // 4:
+        assert time.monotonic() < deadline and victim.poll() is None, "no progress"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)  # chunks pause after their write: mid-chunk
+    victim.wait(30)
+    ran: list[str] = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        if proc is victim:
+            assert proc.returncode == -signal.SIGKILL
+            continue
+        assert proc.returncode == 0, err
+        ran += json.loads(out.strip().splitlines()[-1])
+    assert set(ran) <= set(wids)
+    ctx = store.context("default")
+    for wid in wids:
+        wf = store.workflows.get(wid)
+        assert wf.status == S.COMPLETED and wf.chunks_done == chunks, wf
+        assert len(set(wf.batch_ids)) == chunks
+    total = n_wf * chunks * per_chunk
+    assert ctx.count("notes") == total
+    ids = [f"w{k}-{i}" for k in range(n_wf) for i in range(chunks * per_chunk)]
+    history = ctx.history_many("notes", ids)
+    assert len(history) == total and {len(h) for h in history.values()} == {1}  # exactly once
+    assert store.workflows.verify() == []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend_kind", ["pg-s3"])
+def test_several_machines_small(
+    pg_store: app.Store, matrix_store_args: tuple[str, str | None], tmp_path: Path
+) -> None:
+    root, files = matrix_store_args
+    assert files is not None
+    several_machines(pg_store, root, files, tmp_path, n_wf=24, chunks=10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend_kind", ["pg-s3"])
+def test_several_machines_200_workflows_of_10_chunks(
+    pg_store: app.Store, matrix_store_args: tuple[str, str | None], tmp_path: Path
+) -> None:
+    root, files = matrix_store_args
+    assert files is not None
+    several_machines(pg_store, root, files, tmp_path, n_wf=200, chunks=10)
