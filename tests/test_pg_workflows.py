@@ -137,6 +137,16 @@ def test_rows_items_and_state_machine(tracker: PgTracker) -> None:
     assert not tracker.exists("w1") and list(tracker.journal("w1")) == []
 
 
+def test_first_use_inside_a_unit_of_work_that_rolls_back(tracker: PgTracker) -> None:
+    with pytest.raises(RuntimeError), tracker.db.transaction():
+        submit(tracker, "wu", "t-unit")  # creates the tables, inside the unit of work
+        assert tracker.exists("wu")
+        raise RuntimeError("the unit of work fails")
+    assert not tracker.exists("wu")  # the row went with it; the tables stayed
+    submit(tracker, "wu", "t-unit")
+    assert tracker.get("wu")["status"] == "pending"
+
+
 def test_damaged_staged_object_is_found_by_check_and_read(
     schema_url: str, s3_url: str, tmp_path: Path
 ) -> None:
@@ -316,6 +326,20 @@ def test_a_failing_chunk_leaves_none_of_its_writes(pg_store: app.Store) -> None:
     assert ctx.count("notes") == 0 and ctx.count("more") == 0
 
 
+def test_a_collection_created_by_an_undone_chunk_does_not_linger(pg_store: app.Store) -> None:
+    def create_then_fail(c: Any, chunk: list[dict[str, Any]], params: dict[str, Any]) -> None:
+        c.append("fresh", chunk)
+        raise RuntimeError("after the first write")
+
+    pg_store.workflows.register("create_then_fail", create_then_fail)
+    wf = pg_store.workflows.submit("create_then_fail", context="default", items=[{"id": "a"}])
+    assert pg_store.workflows.process(wf.workflow_id).status == S.FAILED  # first use of tables
+    ctx = pg_store.context("default")
+    assert "fresh" not in ctx.collections()
+    receipt = ctx.append("fresh", [{"id": "b"}])  # the same process writes it for real
+    assert receipt.count == 1 and [r["id"] for r in ctx.query("fresh")] == ["b"]
+
+
 def test_a_chunk_taken_over_meanwhile_is_undone_and_redone_once(pg_store: app.Store) -> None:
     entered, release = threading.Event(), threading.Event()
 
@@ -489,3 +513,70 @@ def test_several_machines_200_workflows_of_10_chunks(
     root, files = matrix_store_args
     assert files is not None
     several_machines(pg_store, root, files, tmp_path, n_wf=200, chunks=10)
+
+
+KILLED_WORKER = """
+import os, sys, time
+import app
+
+def slow_append(c, chunk, params):
+    c.append("notes", chunk)
+    with open(params["marker"], "a") as fh:  # the write is made, the chunk not committed
+        fh.write("x")
+    time.sleep(params["pause"])
+
+with app.open_store(os.environ["CTXSTORE_ROOT"]) as store:
+    store.workflows.register("slow_append", slow_append)
+    store.workflows.process(sys.argv[1])
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend_kind", ["pg-files"])
+def test_ten_sigkills_mid_chunk_then_every_chunk_once(
+    pg_store: app.Store, matrix_store_args: tuple[str, str | None], tmp_path: Path
+) -> None:
+    root, files = matrix_store_args
+    n_chunks, per = 40, 5
+    marker = tmp_path / "in-chunk"
+    pg_store.workflows.register("slow_append", lambda c, chunk, params: None)  # never run here
+    wf = pg_store.workflows.submit(
+        "slow_append",
+        context="default",
+        items=[{"id": f"n{i}"} for i in range(n_chunks * per)],
+        params={"marker": str(marker), "pause": 0.05},
+        chunk_size=per,
+    )
+    env = kind_env(root, files)
+    env["PYTHONPATH"] = str(ROOT)
+    kills = 0
+    for _ in range(10):
+        marker.write_text("")
+        worker = subprocess.Popen(
+            [sys.executable, "-c", KILLED_WORKER, wf.workflow_id],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while len(marker.read_text()) < 2:  # inside its second chunk, after the write
+            assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+            assert time.monotonic() < deadline, "the worker made no progress"
+            time.sleep(0.005)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(30)
+        kills += worker.returncode == -signal.SIGKILL
+        (back,) = pg_store.workflows.recover(stale_after=0)
+        assert back.status == S.PENDING
+    assert kills == 10
+    killed = pg_store.workflows.get(wf.workflow_id)
+    assert 10 <= killed.chunks_done < n_chunks
+    pg_store.workflows.register("slow_append", lambda c, chunk, params: c.append("notes", chunk))
+    done = pg_store.workflows.process(wf.workflow_id)
+    assert done.status == S.COMPLETED and done.chunks_done == n_chunks
+    assert len(done.batch_ids) == n_chunks == len(set(done.batch_ids))
+    ctx = pg_store.context("default")
+    assert ctx.count("notes") == n_chunks * per
+    history = ctx.history_many("notes", [f"n{i}" for i in range(n_chunks * per)])
+    assert {len(h) for h in history.values()} == {1}  # each chunk committed exactly once

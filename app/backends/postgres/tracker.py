@@ -115,6 +115,11 @@ class PgTracker:
         import psycopg
 
         try:
+            if not self._ready and self.db.in_transaction:
+                # inside a unit of work: create the tables on a connection of their own, so a
+                # rollback of that work never leaves them remembered but missing
+                with self.db.session() as own, own.transaction():
+                    ensure_schema(own, q.PART, q.DDL, q.VERSION)
             with self.db.transaction() as conn:
                 if not self._exists(conn):
                     ensure_schema(conn, q.PART, q.DDL, q.VERSION)

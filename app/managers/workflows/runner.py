@@ -179,6 +179,9 @@ class ChunkRunner:
         chunk_no = row["chunks_done"]
         try:
             ctx = self._store.context(row["context"], create=True)
+            # made ready (a server backend's tables created) before any chunk's unit of work,
+            # so nothing a rolled-back chunk did is remembered as done
+            ctx.collections()
             if not row["planned"]:
                 targets = (encode(item) for item in plan_delete(ctx, params))
                 staged = self._tracker.stage_items(wid, targets, row["chunk_size"])
