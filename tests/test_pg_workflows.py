@@ -404,6 +404,8 @@ def test_cancel_and_rollback_on_postgresql(pg_store: app.Store) -> None:
     with pytest.raises(ConflictError):
         pg_store.workflows.rollback(wf.workflow_id)
     assert pg_store.workflows.verify() == []
+    by_status = pg_store.stats()["workflows"]["by_status"]
+    assert by_status["rolled_back"] == 1 and by_status["cancelled"] == 1
 
 
 # -- several machines ------------------------------------------------------------------------
