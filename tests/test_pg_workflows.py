@@ -11,6 +11,7 @@ module's fresh database.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -35,7 +36,7 @@ from app.backends.postgres.connect import Database
 from app.backends.postgres.tracker import PgTracker
 from app.backends.postgres.tracker_items import ObjectItems
 from app.core import clock
-from app.core.errors import ConflictError, IntegrityError, NotFoundError
+from app.core.errors import ConflictError, IntegrityError, NotFoundError, SchemaVersionError
 from app.core.workflow_types import BatchWorkflow
 from app.core.workflow_types import WorkflowStatus as S
 
@@ -406,6 +407,24 @@ def test_cancel_and_rollback_on_postgresql(pg_store: app.Store) -> None:
     assert pg_store.workflows.verify() == []
     by_status = pg_store.stats()["workflows"]["by_status"]
     assert by_status["rolled_back"] == 1 and by_status["cancelled"] == 1
+    tracker = pg_store.workflows._tracker
+    assert isinstance(tracker, PgTracker)
+    assert len(tracker.items.location.entries(tracker.items.folder)) == 2
+    assert pg_store.workflows.purge(older_than=dt.timedelta(0)) == 2
+    assert tracker.items.location.entries(tracker.items.folder) == []  # staged items gone too
+    assert ctx.count("notes") == 15  # records stay
+
+
+def test_an_unknown_tracker_schema_version_is_refused(tracker: PgTracker) -> None:
+    submit(tracker, "wv", "t-version")
+    with tracker.db.transaction() as conn:
+        conn.execute("UPDATE ctxstore_meta SET schema_version = 99 WHERE part = 'tracker'")
+    fresh = PgTracker(tracker.db, tracker.items)  # another process opening the store
+    with pytest.raises(SchemaVersionError, match="ctxstore upgrade"):
+        fresh.get("wv")
+    with pytest.raises(SchemaVersionError):
+        fresh.insert({"workflow_id": "wz"}, [])
+    assert "schema version 99" in fresh.check()[0]
 
 
 # -- several machines ------------------------------------------------------------------------
