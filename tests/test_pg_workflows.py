@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -436,6 +437,8 @@ stale_after, deadline = float(sys.argv[1]), time.monotonic() + float(sys.argv[2]
 
 def slow_append(c, chunk, params):
     c.append("notes", chunk)
+    with open("in-chunk", "a") as fh:  # in this worker's own cwd: written, not committed
+        fh.write("x")
     time.sleep(params["pause"])  # between the write and the chunk's commit
 
 with app.open_store(os.environ["CTXSTORE_ROOT"]) as store:
@@ -487,13 +490,19 @@ def several_machines(
                 text=True,
             )
         )
-    victim = procs[1]
+    victim, marker = procs[1], tmp_path / "machine1" / "cwd" / "in-chunk"
     deadline = time.monotonic() + 120
     while store.workflows.metrics()["items_processed"] < n_wf * chunks * per_chunk // 4:
         assert time.monotonic() < deadline and victim.poll() is None, "no progress"
         time.sleep(0.05)
-    victim.send_signal(signal.SIGKILL)  # chunks pause after their write: mid-chunk
+    seen = marker.stat().st_size if marker.exists() else 0
+    while not marker.exists() or marker.stat().st_size == seen:  # its next chunk's write
+        assert time.monotonic() < deadline and victim.poll() is None, "the victim is idle"
+        time.sleep(0.001)
+    victim.send_signal(signal.SIGKILL)  # in the pause after the write: mid-chunk
     victim.wait(30)
+    name = f"{socket.gethostname()}:{victim.pid}"
+    (held,) = [w for w in store.workflows.list(status="processing", limit=10) if w.worker == name]
     ran: list[str] = []
     for proc in procs:
         out, err = proc.communicate(timeout=600)
@@ -503,6 +512,8 @@ def several_machines(
         assert proc.returncode == 0, err
         ran += json.loads(out.strip().splitlines()[-1])
     assert set(ran) <= set(wids)
+    taken_over = store.workflows.get(held.workflow_id)
+    assert taken_over.status == S.COMPLETED and taken_over.worker != name  # by a survivor
     ctx = store.context("default")
     for wid in wids:
         wf = store.workflows.get(wid)
