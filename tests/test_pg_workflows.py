@@ -1,12 +1,15 @@
-"""The workflow tracker on a REAL PostgreSQL (``app.backends.postgres.tracker``) with staged items
-on a real object store (moto's S3 server, or a directory URL).
+"""Workflows on a REAL PostgreSQL (``app.backends.postgres.tracker``) with staged items on a real
+object store (moto's S3 server, or a directory URL).
 
 What only a server backend has to prove: claims are exclusive across processes (``FOR UPDATE
 SKIP LOCKED``: no workflow claimed twice, none lost), heartbeats and stale takeover use the
 DATABASE clock (a worker whose own clock is wrong is judged on the server's), staged items are
 verified when read back from the object store, and the tracker's rows follow the same state
-machine as the embedded one. Each test gets its own PostgreSQL schema (``fresh_schema``) in the
-module's fresh database.
+machine as the embedded one (each tracker test gets its own schema, ``fresh_schema``). Then
+whole stores (``pg-files``, ``pg-s3``): a chunk is one unit of work (a failing or taken-over
+chunk leaves none of its writes), cancel and rollback, SIGKILLs mid-chunk, and "several
+machines": 4 worker processes sharing only the database URL and the S3 endpoint, one killed
+mid-chunk, every chunk committed exactly once.
 """
 
 from __future__ import annotations
