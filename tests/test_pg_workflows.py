@@ -14,6 +14,7 @@ mid-chunk, every chunk committed exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -377,6 +378,56 @@ def test_a_chunk_taken_over_meanwhile_is_undone_and_redone_once(pg_store: app.St
     assert len(done.batch_ids) == 4
     history = ctx.history_many("notes", [f"n{i}" for i in range(40)])
     assert {len(h) for h in history.values()} == {1}
+
+
+def test_chunks_writing_two_contexts_lock_them_in_name_order(pg_store: app.Store) -> None:
+    """Two workflows, on contexts a and b, each also writing the other's context (b, a): with
+    ``lock`` both take a then b, so they never wait for each other in a cycle."""
+    both = threading.Barrier(2)
+
+    def cross(c: Any, chunk: list[dict[str, Any]], params: dict[str, Any]) -> None:
+        c.lock(params["other"])
+        c.append("notes", chunk)
+        if chunk[0]["n"] == 0:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both.wait(2)  # the other workflow is at its first chunk too (or waits on us)
+        other = pg_store.context(params["other"])
+        other.append("mirror", [{"id": f"{c.name}-{i['id']}"} for i in chunk])  # same unit
+
+    pg_store.workflows.register("cross", cross)
+    wfs = [
+        pg_store.workflows.submit(
+            "cross",
+            context=name,
+            items=[{"id": f"n{i}", "n": i} for i in range(12)],
+            params={"other": other},
+            chunk_size=3,
+        )
+        for name, other in (("a", "b"), ("b", "a"))
+    ]
+    done: list[BatchWorkflow] = []
+    threads = [
+        threading.Thread(target=lambda w=w: done.append(pg_store.workflows.process(w.workflow_id)))
+        for w in wfs
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(w.status for w in done) == [S.COMPLETED, S.COMPLETED], done
+    for name, other in (("a", "b"), ("b", "a")):
+        assert pg_store.context(name).count("notes") == 12
+        assert pg_store.context(other).count("mirror") == 12
+
+    def late(c: Any, chunk: list[dict[str, Any]], params: dict[str, Any]) -> None:
+        c.append("x", chunk)
+        c.lock("z")  # after a write: refused (the locks would not be in name order)
+
+    pg_store.workflows.register("late", late)
+    wf = pg_store.workflows.submit("late", context="a", items=[{"id": "q"}])
+    failed = pg_store.workflows.process(wf.workflow_id)
+    assert failed.status == S.FAILED and "ConflictError" in failed.errors[0]
+    assert "x" not in pg_store.context("a").collections()  # the chunk's write went with it
 
 
 def test_cancel_and_rollback_on_postgresql(pg_store: app.Store) -> None:
