@@ -28,11 +28,12 @@ from app.backends.postgres.files import PgFileStore, PgParts
 from app.backends.postgres.install import RecordsInDatabase
 from app.backends.postgres.meta import PgMarks, PgMetaStore
 from app.backends.postgres.records import PgRecords
+from app.backends.postgres.tracker import PgTracker
+from app.backends.postgres.tracker_items import ObjectItems
 from app.backends.protocols import Records, WorkflowTracker
-from app.core.layout import context_dir, object_cache_dir, workflows_dir
+from app.core.layout import context_dir, object_cache_dir
 from app.core.names import check_name
 from app.core.urls import redact
-from app.formats.tracker import TrackerDB
 
 
 class PostgresBackend:
@@ -70,8 +71,9 @@ class PostgresBackend:
         )
 
     def tracker(self) -> WorkflowTracker:
-        # Until PgTracker lands: a tracker in this host's working folder.
-        tracker: WorkflowTracker = TrackerDB(workflows_dir(self.work))
+        """The store's ``PgTracker`` (rows in the database, staged items under ``files``)."""
+        items = ObjectItems(self._objects.location, self._objects.cache)
+        tracker: WorkflowTracker = PgTracker(self.db, items)
         return tracker
 
     def files(self, context: str, part: str) -> PgFileStore:
