@@ -71,6 +71,7 @@ def test_save_load_round_trip(ctx: app.Context, dtype: Any, mmap: bool) -> None:
     assert es.info == info
 
 
+@pytest.mark.embedded_only("hashes the NPZ shard file in the context folder")
 def test_embedding_info_fields(ctx: app.Context) -> None:
     before = dt.datetime.now(dt.UTC)
     info = ctx.embeddings.save("words", names(10), rows(10, 4))
@@ -100,6 +101,7 @@ def test_every_npz_opens_with_plain_numpy_load(ctx: app.Context) -> None:
     assert np.array_equal(np.concatenate(got_vectors), expected)
 
 
+@pytest.mark.embedded_only("reads metadata.json and the shard files in the context folder")
 def test_metadata_json_is_plain_json_listing_ordered_shards(ctx: app.Context) -> None:
     ctx.embeddings.save("words", names(3), rows(3), metadata={"source": "test"})
     ctx.embeddings.save("words", names(2, "b"), rows(2, seed=2), mode="append")
@@ -412,6 +414,7 @@ def test_search_notices_damage_after_a_clean_first_search(ctx: app.Context) -> N
         ctx.embeddings.search("s", rows(1, 8)[0])
 
 
+@pytest.mark.embedded_only("flips bits of the shard file in the context folder")
 def test_any_flipped_bit_never_loads_wrong_data(ctx: app.Context) -> None:
     vectors, ids = rows(40, 8), names(40)
     ctx.embeddings.save("s", ids, vectors)
@@ -456,6 +459,7 @@ def test_missing_shard_reported(ctx: app.Context) -> None:
     assert any("missing" in p for p in ctx.verify().problems)
 
 
+@pytest.mark.embedded_only("flips bits of metadata.json in the context folder")
 def test_flipped_metadata_json_detected(ctx: app.Context) -> None:
     ctx.embeddings.save("s", names(3), rows(3), metadata={"about": "colours"})
     meta = set_dir(ctx, "s") / "metadata.json"
@@ -472,6 +476,7 @@ def test_flipped_metadata_json_detected(ctx: app.Context) -> None:
     assert ctx.verify().ok
 
 
+@pytest.mark.embedded_only("rewrites metadata.json in the context folder")
 def test_newer_metadata_format_raises_schema_version_error(ctx: app.Context) -> None:
     from app.formats.hashio import dump_checked
 
@@ -484,6 +489,7 @@ def test_newer_metadata_format_raises_schema_version_error(ctx: app.Context) -> 
         ctx.embeddings.load("s")
 
 
+@pytest.mark.embedded_only("rewrites metadata.json in the context folder")
 def test_crafted_metadata_cannot_point_outside_the_set(ctx: app.Context) -> None:
     from app.formats.hashio import dump_checked
 

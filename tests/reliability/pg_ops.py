@@ -149,7 +149,8 @@ def retry_in_flight(ctx: app.Context, nxt: int) -> bool:
 
 def check_workflows(store: app.Store, ctx: app.Context, acks: Acks) -> None:
     """No partial chunk visible; after recovery every submitted workflow completes with each
-    chunk committed exactly once."""
+    chunk committed exactly once (every item has one version in the log: a chunk run twice
+    would leave a second version of each of its items)."""
     chunks: collections.Counter[tuple[int, int]] = collections.Counter()
     for rec in ctx.iter("wf"):
         chunks[(rec["wk"], rec["chunk"])] += 1
@@ -164,4 +165,7 @@ def check_workflows(store: app.Store, ctx: app.Context, acks: Acks) -> None:
         assert store.workflows.get(f"wf{k}").status == app.WorkflowStatus.COMPLETED
     for k, n in per_wf.items():
         assert n == WF_ITEMS, f"workflow {k} committed {n} items"
+    ids = [r["id"] for r in ctx.iter("wf")]
+    twice = {i: len(v) for i, v in ctx.history_many("wf", ids).items() if len(v) != 1}
+    assert not twice, f"items committed more than once: {sorted(twice.items())[:5]}"
     assert store.workflows.verify() == []

@@ -32,6 +32,7 @@ from typing import Any
 
 import pg_ops
 import pytest
+from backend_matrix import fresh_schema
 from backend_servers import AWS_DUMMY, pg_restartable, postgres_pid, restart_postgres
 from harness import Zygote, kill, wait_acks, wait_gone, wait_ready
 from ops import Acks
@@ -59,6 +60,12 @@ def zygotes() -> Iterator[list[Zygote]]:
     finally:
         for z in pool:
             z.close()
+
+
+@pytest.fixture
+def store_url(pg_url: str) -> Iterator[str]:
+    """A fresh, empty store for the test: its own schema in the module's database."""
+    yield from fresh_schema(pg_url)
 
 
 @pytest.fixture
@@ -107,11 +114,11 @@ def read_acks(out: Path) -> tuple[str, Acks]:
 
 
 def test_pg_sigkill_mid_append(
-    pg_url: str, tmp_path: Path, work: Path, zygotes: list[Zygote]
+    store_url: str, tmp_path: Path, work: Path, zygotes: list[Zygote]
 ) -> None:
     files = str(tmp_path / "files")
     n = trials("append")
-    with open_store(pg_url, files) as store:
+    with open_store(store_url, files) as store:
         for r in range(n):
             store.context(f"a{r}").define_collection("items")
 
@@ -120,14 +127,14 @@ def test_pg_sigkill_mid_append(
         failures: list[str] = []
         acked = dups = 0
         step_s = STEP_S
-        with open_store(pg_url, files) as store:
+        with open_store(store_url, files) as store:
             for r in range(i, n, 2):
                 out = tmp_path / f"a{r}.out"
                 pid = zygotes[i].spawn(
                     out=str(out),
                     module="pg_ops",
                     op="append",
-                    root=spec(pg_url, files, tmp_path / f"w-a{r}", f"a{r}"),
+                    root=spec(store_url, files, tmp_path / f"w-a{r}", f"a{r}"),
                     start=0,
                     count=10**6,
                 )
@@ -160,7 +167,7 @@ def test_pg_sigkill_mid_append(
 
 
 def test_pg_sigkill_mid_workflow(
-    pg_url: str, tmp_path: Path, work: Path, zygotes: list[Zygote]
+    store_url: str, tmp_path: Path, work: Path, zygotes: list[Zygote]
 ) -> None:
     """One lane: the check's ``recover(stale_after=0)`` takes over every claim of the store."""
     files = str(tmp_path / "files")
@@ -169,7 +176,7 @@ def test_pg_sigkill_mid_workflow(
     failures: list[str] = []
     acked = 0
     step_s = 3 * STEP_S
-    with open_store(pg_url, files) as store:
+    with open_store(store_url, files) as store:
         for r in range(n):
             ctx_name = f"w{r}"
             store.context(ctx_name).define_collection("wf")
@@ -178,7 +185,7 @@ def test_pg_sigkill_mid_workflow(
                 out=str(out),
                 module="pg_ops",
                 op="workflow",
-                root=spec(pg_url, files, tmp_path / f"w-w{r}", ctx_name),
+                root=spec(store_url, files, tmp_path / f"w-w{r}", ctx_name),
                 start=100 * r,  # workflow ids unique in the store
                 count=10**6,
             )
@@ -212,7 +219,7 @@ def _kill_server() -> None:
 
 
 def test_pg_server_kill_during_commits(
-    pg_url: str, tmp_path: Path, work: Path, zygotes: list[Zygote]
+    store_url: str, tmp_path: Path, work: Path, zygotes: list[Zygote]
 ) -> None:
     if not pg_restartable():
         pytest.skip("the PostgreSQL server was not started by .ci/services.py (cannot restart it)")
@@ -223,7 +230,7 @@ def test_pg_server_kill_during_commits(
     retries = dups = 0
     for r in range(n):
         names = [f"s{r}-{i}" for i in range(2)]
-        with open_store(pg_url, files) as store:
+        with open_store(store_url, files) as store:
             for name in names:
                 store.context(name).define_collection("items")
         outs = [tmp_path / f"{name}.out" for name in names]
@@ -232,7 +239,7 @@ def test_pg_server_kill_during_commits(
                 out=str(out),
                 module="pg_ops",
                 op="append",
-                root=spec(pg_url, files, tmp_path / f"w-{name}", name, retry=True),
+                root=spec(store_url, files, tmp_path / f"w-{name}", name, retry=True),
                 start=0,
                 count=10**6,
             )
@@ -253,7 +260,7 @@ def test_pg_server_kill_during_commits(
         finally:
             for pid in pids:
                 kill(pid)
-        with open_store(pg_url, files) as store:
+        with open_store(store_url, files) as store:
             for name, out in zip(names, outs, strict=True):
                 text, acks = read_acks(out)
                 retries += text.count("\nretry ")
@@ -298,14 +305,14 @@ def _orphans(files: str, ctx: str, cache: Path) -> Any:
 
 
 def test_pg_upload_interrupted_before_commit(
-    pg_url: str, files_url: str, tmp_path: Path, work: Path, zygotes: list[Zygote]
+    store_url: str, files_url: str, tmp_path: Path, work: Path, zygotes: list[Zygote]
 ) -> None:
     from app.backends.objects.gc import collect
 
     n = trials("upload")
     failures: list[str] = []
     orphans = 0
-    with open_store(pg_url, files_url) as store:
+    with open_store(store_url, files_url) as store:
         for r in range(n):
             name = f"u{r}-{files_url[:2]}"
             ctx = store.context(name)
@@ -315,7 +322,9 @@ def test_pg_upload_interrupted_before_commit(
                 out=str(out),
                 module="pg_ops",
                 op="emb",
-                root=spec(pg_url, files_url, tmp_path / f"w-{name}", name, crash_after_upload=True),
+                root=spec(
+                    store_url, files_url, tmp_path / f"w-{name}", name, crash_after_upload=True
+                ),
                 start=2 + r,
                 count=1,
             )
