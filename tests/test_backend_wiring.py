@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from service_support import free_port
 
 import app
 from app.backends.local import LocalBackend, LocalFileStore, LocalMetaStore
@@ -18,18 +19,42 @@ from app.managers.store import open_store
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
-def test_open_store_with_a_postgresql_url_is_a_clear_error(scheme: str) -> None:
-    with pytest.raises(app.InvalidInput, match="not built") as caught:
+def test_a_postgresql_url_without_files_is_a_clear_error(
+    scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CTXSTORE_FILES", raising=False)
+    with pytest.raises(app.InvalidInput, match="CTXSTORE_FILES") as caught:
         open_store(f"{scheme}://alice:s3cret@db-host/ctx")
-    assert caught.value.argument == "root"
+    assert caught.value.argument == "files"
     assert "s3cret" not in str(caught.value) and "alice:***@db-host" in str(caught.value)
 
 
 def test_ctxstore_root_may_hold_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CTXSTORE_ROOT", "postgresql://bob:pw@h/db")
+    monkeypatch.delenv("CTXSTORE_FILES", raising=False)
     with pytest.raises(app.InvalidInput) as caught:
         open_store()
-    assert caught.value.argument == "root" and "pw@" not in str(caught.value)
+    assert caught.value.argument == "files" and "pw@" not in str(caught.value)
+
+
+def test_files_with_a_directory_store_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(app.InvalidInput, match="embedded store") as caught:
+        open_store(tmp_path / "s", files=str(tmp_path / "f"))
+    assert caught.value.argument == "files"
+    assert not (tmp_path / "s").exists()
+
+
+def test_an_unreachable_server_is_a_storage_error_without_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CTXSTORE_WORK", str(tmp_path / "work"))
+    port = free_port()  # nothing listens there
+    with pytest.raises(app.StorageError) as caught:
+        open_store(
+            f"postgresql://alice:s3cret@127.0.0.1:{port}/ctx?connect_timeout=2",
+            files=str(tmp_path / "files"),
+        )
+    assert "s3cret" not in str(caught.value) and "alice:***@127.0.0.1" in str(caught.value)
 
 
 def test_a_registered_backend_is_reached_through_open_store(
@@ -41,7 +66,7 @@ def test_a_registered_backend_is_reached_through_open_store(
     seen: list[str] = []
     fake = LocalBackend(tmp_path / "server")
 
-    def opener(url: str) -> Backend:
+    def opener(url: str, files: str | None) -> Backend:
         seen.append(url)
         return fake
 
@@ -63,7 +88,7 @@ def test_a_registered_backend_without_a_store_is_not_found_unless_created(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake = LocalBackend(tmp_path / "server")
-    monkeypatch.setitem(SCHEMES, "fakedb", lambda url: fake)
+    monkeypatch.setitem(SCHEMES, "fakedb", lambda url, files: fake)
     with pytest.raises(app.NotFoundError):
         open_store("fakedb://h/db", create=False)
     assert not fake.root.exists()  # create=False writes nothing
@@ -71,11 +96,11 @@ def test_a_registered_backend_without_a_store_is_not_found_unless_created(
     open_store("fakedb://h/db", create=False).close()
 
 
-def test_an_unbuilt_server_scheme_never_reaches_a_store(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unknown_scheme_never_reaches_a_store(monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[object] = []
     monkeypatch.setattr("app.managers.store.Store", built.append)
-    with pytest.raises(app.InvalidInput, match="not built") as caught:
-        open_store("postgresql://alice:s3cret@db-host/ctx")
+    with pytest.raises(app.InvalidInput, match="no backend serves") as caught:
+        open_store("mysql://alice:s3cret@db-host/ctx")
     assert caught.value.argument == "root" and "s3cret" not in str(caught.value)
     assert built == []
 

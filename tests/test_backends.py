@@ -321,11 +321,30 @@ def test_a_directory_is_the_embedded_backend(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres", "POSTGRESQL"])
-def test_postgresql_is_a_clear_error_without_the_password(scheme: str) -> None:
-    with pytest.raises(app.InvalidInput, match="not built") as caught:
+def test_postgresql_without_files_is_a_clear_error_without_the_password(
+    scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CTXSTORE_FILES", raising=False)
+    with pytest.raises(app.InvalidInput, match="files URL") as caught:
         backend_for(f"{scheme}://alice:s3cret@db-host:5432/ctx")
-    assert caught.value.argument == "root"
+    assert caught.value.argument == "files"
     assert "s3cret" not in str(caught.value) and "alice:***@db-host" in str(caught.value)
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "POSTGRESQL"])
+def test_postgresql_with_files_is_the_postgres_backend(
+    scheme: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.backends.postgres.backend import PostgresBackend
+
+    monkeypatch.setenv("CTXSTORE_FILES", str(tmp_path / "files"))
+    monkeypatch.delenv("CTXSTORE_WORK", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    made = backend_for(f"{scheme}://alice:s3cret@db-host:5432/ctx")  # connects to nothing yet
+    assert isinstance(made, PostgresBackend)
+    assert made.files_url == str(tmp_path / "files")
+    assert made.work.is_relative_to(tmp_path / "cache" / "ctxstore" / "work")
+    assert "s3cret" not in str(made.work) and "s3cret" not in repr(made)
 
 
 def test_an_unknown_scheme_is_refused() -> None:
@@ -336,7 +355,7 @@ def test_an_unknown_scheme_is_refused() -> None:
 
 def test_a_scheme_is_one_registration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     made = LocalBackend(tmp_path)
-    monkeypatch.setitem(SCHEMES, "postgresql", lambda url: made)
+    monkeypatch.setitem(SCHEMES, "postgresql", lambda url, files: made)
     assert backend_for("postgresql://db/ctx") is made
 
 

@@ -185,7 +185,7 @@ def test_store_reaches_the_catalog_only_through_the_protocol(
             return self._spy
 
     backend = SpyBackend(tmp_path / "s")
-    monkeypatch.setitem(SCHEMES, "spy", lambda url: backend)
+    monkeypatch.setitem(SCHEMES, "spy", lambda url, files: backend)
     with open_store("spy://x") as store:
         assert isinstance(store, Store)
         store.context("c")

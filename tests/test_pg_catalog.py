@@ -215,8 +215,8 @@ def test_a_store_runs_on_the_postgresql_catalogue(
 
     made: list[PgCatalogBackend] = []
 
-    def host(name: str) -> Callable[[str], PgCatalogBackend]:
-        def make(url: str) -> PgCatalogBackend:
+    def host(name: str) -> Callable[[str, str | None], PgCatalogBackend]:
+        def make(url: str, files: str | None) -> PgCatalogBackend:
             made.append(PgCatalogBackend(tmp_path / name))
             return made[-1]
 

@@ -748,3 +748,15 @@ class Backend(Protocol):
     def access(self) -> Access:
         """The store's service tokens and audit log."""
         ...
+
+    def atomic(self) -> AbstractContextManager[None]:
+        """One unit of work: on a server backend every records and tracker write made in the
+        block by this thread commits together when the block ends (or none of them, on an
+        exception); a workflow chunk's record writes and its completion run in one. The
+        embedded backend commits each write on its own (exactly-once comes from its journal
+        and batch ids): there the block changes nothing."""
+        ...
+
+    def close(self) -> None:
+        """Close the backend's shared connections (reopened on next use)."""
+        ...

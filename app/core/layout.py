@@ -273,3 +273,26 @@ __all__ += [
     "object_name",
     "object_part",
 ]
+
+
+# -- added by issue 12 (a server store's local working folder) --------------------------------
+
+WORK_ENV = "CTXSTORE_WORK"
+"""The environment variable naming a server store's local working folder."""
+WORK_HOME = "ctxstore/work"
+"""Below ``$XDG_CACHE_HOME`` (``~/.cache``): one working folder per server store."""
+OBJECT_CACHE_DIR = "object-cache"
+"""In a working folder: verified local copies of the store's blobs."""
+
+
+def work_dir(cache_home: Path, store_key: str) -> Path:
+    """The default working folder of the server store identified by ``store_key``."""
+    return cache_home / WORK_HOME / store_key
+
+
+def object_cache_dir(work: Path) -> Path:
+    """The blob cache inside a server store's working folder."""
+    return work / OBJECT_CACHE_DIR
+
+
+__all__ += ["OBJECT_CACHE_DIR", "WORK_ENV", "WORK_HOME", "object_cache_dir", "work_dir"]

@@ -35,15 +35,24 @@ class Lock(Protocol):
         ...
 
 
-class WriterLock:
-    """Serialises writers across threads (an ``RLock``) and processes (``flock``)."""
+class ReentrantLock:
+    """What every writer lock shares: re-entrant within a thread (an ``RLock`` in front, and
+    a depth count), the outer lock (a file, a server's advisory lock) taken by the outermost
+    ``hold`` only. Subclasses give ``_take(wait)``, ``_drop()`` and ``what`` (messages)."""
 
-    def __init__(self, path: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.path = path
+    what: str
+    timeout: float
+
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.timeout = timeout
         self._thread_lock = threading.RLock()
-        self._file_lock = FileLock(str(path), thread_local=False)
         self._depth = 0
+
+    def _take(self, wait: float) -> None:
+        raise NotImplementedError
+
+    def _drop(self) -> None:
+        raise NotImplementedError
 
     @contextmanager
     def hold(self, timeout: float | None = None) -> Iterator[None]:
@@ -53,19 +62,40 @@ class WriterLock:
         """
         wait = self.timeout if timeout is None else timeout
         if not self._thread_lock.acquire(timeout=wait):
-            raise ConflictError(f"timed out waiting for the writer lock {self.path}")
+            raise ConflictError(f"timed out waiting for the writer lock {self.what}")
         try:
             if self._depth == 0:
-                self._acquire_current(wait)
+                self._take(wait)
             self._depth += 1
             try:
                 yield
             finally:
                 self._depth -= 1
                 if self._depth == 0:
-                    self._file_lock.release()
+                    self._drop()
         finally:
             self._thread_lock.release()
+
+    @property
+    def held(self) -> bool:
+        """True when the calling thread holds the lock."""
+        return self._depth > 0 and self._thread_lock._is_owned()  # type: ignore[attr-defined]
+
+
+class WriterLock(ReentrantLock):
+    """Serialises writers across threads (an ``RLock``) and processes (``flock``)."""
+
+    def __init__(self, path: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(timeout)
+        self.path = path
+        self.what = str(path)
+        self._file_lock = FileLock(str(path), thread_local=False)
+
+    def _take(self, wait: float) -> None:
+        self._acquire_current(wait)
+
+    def _drop(self) -> None:
+        self._file_lock.release()
 
     def _acquire_current(self, wait: float) -> None:
         """Take the file lock, making sure the file locked is the one now at ``path``: the
@@ -102,8 +132,3 @@ class WriterLock:
         except OSError as exc:
             raise io_error("locking", self.path, exc) from exc
         return held is None or (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
-
-    @property
-    def held(self) -> bool:
-        """True when the calling thread holds the lock."""
-        return self._depth > 0 and self._thread_lock._is_owned()  # type: ignore[attr-defined]

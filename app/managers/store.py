@@ -110,6 +110,7 @@ class Store(icontract.DBC):
         access = self.__dict__.get("_access")
         if access is not None:
             access.close()
+        self.backend.close()
         self._closed = True
 
     @icontract.snapshot(lambda self: self.contexts(), name="contexts", enabled=EXPENSIVE)
@@ -386,19 +387,27 @@ class Store(icontract.DBC):
 
 
 @checked
-def open_store(root: UserPath | None = None, *, create: Flag = True) -> Store:
+def open_store(
+    root: UserPath | None = None, *, create: Flag = True, files: UserPath | None = None
+) -> Store:
     """Open the store at ``root`` (default ``$CTXSTORE_ROOT`` or ``./storage``): a directory,
-    or a URL served by a registered backend (``app.backends.registry``)."""
+    or a URL served by a registered backend (``app.backends.registry``); a ``postgresql://``
+    store keeps its files under ``files`` (default ``$CTXSTORE_FILES``; docs/api.md,
+    "Scale out")."""
     given = given_root(root)
     if scheme_of(given) is None:
         given = resolve_root(given)
     # a URL reaches its registered backend; the registry raises InvalidInput (argument root,
     # password redacted) for a scheme no backend of this version serves
-    backend = backend_for(given)
-    backend.catalog().open(create=create)
-    store = Store(backend)
-    store.check_versions()  # contexts open, and recover, on first use
-    backend.catalog().sweep()  # leftovers of killed operations (never live ones)
+    backend = backend_for(given, None if files is None else os.fspath(files))
+    try:
+        backend.catalog().open(create=create)
+        store = Store(backend)
+        store.check_versions()  # contexts open, and recover, on first use
+        backend.catalog().sweep()  # leftovers of killed operations (never live ones)
+    except BaseException:
+        backend.close()
+        raise
     return store
 
 

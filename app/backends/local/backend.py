@@ -11,8 +11,9 @@ Every name comes from ``app.core.layout``.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from app.backends.local.contexts import LocalContexts
@@ -122,3 +123,12 @@ class LocalBackend:
     def access(self) -> AccessDB:
         """The store's ``access.sqlite`` (created by its first write)."""
         return AccessDB(access_file(self.root))
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Each embedded write commits on its own (journal + batch ids make chunks
+        exactly-once): nothing to group."""
+        yield
+
+    def close(self) -> None:
+        """Nothing shared to close (each part closes its own files)."""

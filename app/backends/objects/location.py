@@ -2,7 +2,7 @@
 
 Every call maps the filesystem's errors to the store's: a missing object is ``None`` /
 ``False`` / ``[]`` where the contracts say so, other failures are ``StorageError`` naming the
-object by its URL with the password redacted (``app.backends.registry.redact``); a URL's
+object by its URL with the password redacted (``app.core.urls.redact``); a URL's
 credentials never appear in a message or a ``repr``. On a directory URL writes are atomic and
 durable as the embedded backend's (temporary file, fsync, rename); on S3 one PUT is atomic.
 """
@@ -18,9 +18,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import fsspec
 
-from app.backends.registry import redact
 from app.core.atomic import atomic_file, unlink_durable, write_atomic
 from app.core.errors import StorageError
+from app.core.urls import redact
 
 _LOCAL = {"file", "local"}
 

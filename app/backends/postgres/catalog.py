@@ -52,7 +52,7 @@ from app.core.errors import (
     StorageError,
     io_error,
 )
-from app.core.locks import DEFAULT_TIMEOUT
+from app.core.locks import DEFAULT_TIMEOUT, ReentrantLock
 from app.core.names import child, is_valid_name
 from app.core.nofollow import exists_as
 from app.formats.sqlindex import check_index_version
@@ -97,42 +97,23 @@ def _one(row: tuple[Any, ...] | None) -> Any:
     return None if row is None else row[0]
 
 
-class PgLock:
+class PgLock(ReentrantLock):
     """A writer lock: ``pg_advisory_lock(key)`` held on a dedicated session connection while
-    the outermost ``hold`` runs; re-entrant within a thread, shared by threads (an RLock in
-    front), across processes and hosts by the server. ``ConflictError`` on timeout."""
+    the outermost ``hold`` runs; re-entrant within a thread, shared by threads
+    (``ReentrantLock``), across processes and hosts by the server. ``ConflictError`` on
+    timeout; a dead process's lock goes with its connection."""
 
     def __init__(self, db: Database, what: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(timeout)
         self._db = db
         self.what = what
         self.key = lock_key(what)
-        self.timeout = timeout
-        self._thread_lock = threading.RLock()
-        self._depth = 0
         self._session: contextlib.ExitStack | None = None
 
     def __repr__(self) -> str:
         return f"PgLock({self._db.where()!r}, {self.what!r})"
 
-    @contextlib.contextmanager
-    def hold(self, timeout: float | None = None) -> Iterator[None]:
-        wait = self.timeout if timeout is None else timeout
-        if not self._thread_lock.acquire(timeout=wait):
-            raise ConflictError(f"timed out waiting for the writer lock {self.what}")
-        try:
-            if self._depth == 0:
-                self._acquire(wait)
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-                if self._depth == 0:
-                    self._release()
-        finally:
-            self._thread_lock.release()
-
-    def _acquire(self, wait: float) -> None:
+    def _take(self, wait: float) -> None:
         deadline = time.monotonic() + wait
         stack = contextlib.ExitStack()
         conn = stack.enter_context(self._db.session())
@@ -149,7 +130,7 @@ class PgLock:
             raise
         self._session = stack
 
-    def _release(self) -> None:
+    def _drop(self) -> None:
         stack, self._session = self._session, None
         if stack is None:
             return
@@ -157,18 +138,13 @@ class PgLock:
         with contextlib.suppress(Exception):
             stack.close()
 
-    @property
-    def held(self) -> bool:
-        """True when the calling thread holds the lock."""
-        return self._depth > 0 and self._thread_lock._is_owned()  # type: ignore[attr-defined]
-
 
 class PgContexts:
     """The contexts of the store in the PostgreSQL database ``url``; ``root`` is the local
     working folder (context caches and staging folders)."""
 
-    def __init__(self, url: str, root: Path) -> None:
-        self._db = Database(url)
+    def __init__(self, database: Database | str, root: Path) -> None:
+        self._db = database if isinstance(database, Database) else Database(database)
         self._root = root
         self._contexts_dir = layout.contexts_dir(root)
         self._lock = PgLock(self._db, "store")

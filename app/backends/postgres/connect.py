@@ -4,10 +4,13 @@
 connects nothing) and reopened after ``close()``. ``connection()`` lends a pooled connection
 (``autocommit`` off: the block is one transaction, committed when it ends normally and rolled
 back on an exception; each lent connection is checked first, so the pool survives a server
-restart); ``transaction()`` is the same with an explicit ``conn.transaction()``
-block; ``session()`` is a dedicated, unpooled connection for session state such as
+restart); ``transaction()`` is the same with an explicit ``conn.transaction()`` block and is
+RE-ENTRANT per thread: inside an open ``transaction()`` of the same thread, a nested one joins
+it on the same connection (as a savepoint), so a unit of work (``Backend.atomic()``: a
+workflow chunk's record writes and its completion) commits once, at the end of the outermost
+block, or not at all; ``session()`` is a dedicated, unpooled connection for session state such as
 ``pg_advisory_lock`` that must not leak into the pool. The URL's password never appears in
-``where()``, ``repr`` or errors (``app.backends.registry.redact``).
+``where()``, ``repr`` or errors (``app.core.urls.redact``).
 
 ``psycopg`` and ``psycopg_pool`` are imported here lazily, only inside this package.
 """
@@ -19,8 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from app.backends.registry import redact
 from app.core.errors import StorageError
+from app.core.urls import redact
 
 if TYPE_CHECKING:
     import psycopg
@@ -37,6 +40,7 @@ class Database:
         self._timeout = timeout
         self._pool: ConnectionPool[Any] | None = None
         self._lock = threading.Lock()
+        self._local = threading.local()  # .conn: this thread's open transaction, if any
 
     def where(self) -> str:
         """The URL with its password redacted."""
@@ -54,7 +58,13 @@ class Database:
     def _get_pool(self) -> ConnectionPool[Any]:
         with self._lock:
             if self._pool is None:
+                import psycopg
                 from psycopg_pool import ConnectionPool, PoolTimeout
+
+                try:  # a server that refuses fails now, not after the pool's patience
+                    psycopg.connect(self._url, connect_timeout=10).close()
+                except psycopg.OperationalError as exc:
+                    raise self._fail("connecting to", exc) from None
 
                 pool: ConnectionPool[Any] = ConnectionPool(
                     self._url,
@@ -76,9 +86,15 @@ class Database:
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection; the block is one transaction (commit on success, rollback on
-        an exception), the connection goes back to the pool afterwards."""
+        an exception), the connection goes back to the pool afterwards. Inside this thread's
+        open ``transaction()``, that transaction's connection (the block then commits with
+        it)."""
         import psycopg
 
+        current: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if current is not None:  # inside this thread's transaction(): see its writes
+            yield current
+            return
         pool = self._get_pool()
         try:
             with pool.connection() as conn:
@@ -88,9 +104,25 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection inside an explicit ``conn.transaction()`` block."""
+        """A pooled connection inside an explicit ``conn.transaction()`` block; nested in an
+        open ``transaction()`` of the same thread, a savepoint on that same connection (the
+        work commits with the outermost block)."""
+        current: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if current is not None:
+            with current.transaction():
+                yield current
+            return
         with self.connection() as conn, conn.transaction():
-            yield conn
+            self._local.conn = conn
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether the calling thread is inside a ``transaction()`` block."""
+        return getattr(self._local, "conn", None) is not None
 
     @contextmanager
     def session(self) -> Iterator[psycopg.Connection[Any]]:

@@ -32,7 +32,7 @@ def contexts(state: State, as_json: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table(title=f"contexts in {store.root}")
+    table = Table(title=f"contexts in {store.backend.url}")
     table.add_column("context")
     table.add_column("collections")
     table.add_column("records", justify="right")

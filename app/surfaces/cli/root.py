@@ -15,15 +15,16 @@ from app.managers.store import Store, open_store
 class State:
     """What the top-level group hands to its commands: the root and a lazily opened store."""
 
-    def __init__(self, root: str | None) -> None:
+    def __init__(self, root: str | None, files: str | None = None) -> None:
         self.root = root
+        self.files = files
         self._store: Store | None = None
 
     def store(self, *, create: bool = False) -> Store:
         """The store (opened once). Only commands that write create a missing store
         (``create=True``); every read command fails on a missing one instead."""
         if self._store is None:
-            self._store = open_store(self.root, create=create)
+            self._store = open_store(self.root, create=create, files=self.files)
         return self._store
 
     def close(self) -> None:
@@ -40,13 +41,20 @@ pass_state = click.make_pass_decorator(State)
     "--root",
     type=click.Path(file_okay=False, path_type=str),
     default=None,
-    help="Store directory (default: $CTXSTORE_ROOT or ./storage).",
+    help="Store directory or postgresql:// URL (default: $CTXSTORE_ROOT or ./storage).",
+)
+@click.option(
+    "--files",
+    type=str,
+    default=None,
+    help="Where a postgresql:// store keeps its files: s3://bucket/prefix or a directory "
+    "(default: $CTXSTORE_FILES).",
 )
 @click.version_option(package_name="ctxstore", message="ctxstore %(version)s")
 @click.pass_context
-def cli(click_ctx: click.Context, root: str | None) -> None:
+def cli(click_ctx: click.Context, root: str | None, files: str | None) -> None:
     """ctxstore: records, embeddings, models and batch workflows in one store."""
-    state = State(root)
+    state = State(root, files)
     click_ctx.obj = state
     click_ctx.call_on_close(state.close)
 

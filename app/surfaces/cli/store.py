@@ -187,13 +187,13 @@ def serve(
     )
     scheme = "https" if ssl_certfile else "http"
     shown = f"[{host}]" if ":" in host else host
-    err.print(f"serving store {store.root} on {scheme}://{shown}:{port} (docs at /docs)")
+    err.print(f"serving store {store.backend.url} on {scheme}://{shown}:{port} (docs at /docs)")
     if no_auth:
         err.print("auth: OFF (--no-auth): loopback clients only, every one may do everything")
     else:
         err.print(
             "auth: on: send 'Authorization: Bearer <token>'; make one with "
-            f"`ctxstore --root {store.root} tokens create NAME --scope read|write|admin`"
+            f"`ctxstore --root {store.backend.url} tokens create NAME --scope read|write|admin`"
         )
     if host in ("0.0.0.0", "::"):
         err.print("note: requests must name an allowed Host (add the server's name: --allow-host)")

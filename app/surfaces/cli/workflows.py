@@ -249,7 +249,7 @@ def metrics(state: State) -> None:
 def worker(state: State, poll: float, once: bool, recover_stale: float | None) -> None:
     """Process pending workflows until SIGINT/SIGTERM (the current chunk is finished)."""
     manager = state.store().workflows
-    click.echo(f"worker started on {state.store().root} (poll {poll}s)", err=True)
+    click.echo(f"worker started on {state.store().backend.url} (poll {poll}s)", err=True)
     processed = 0
     with _stop_on_signals() as stop, progress(None, "worker") as bar:
         tasks: dict[str, Any] = {}

@@ -1,0 +1,95 @@
+"""``PostgresBackend``: a store kept in PostgreSQL plus a files URL (docs/api.md, "Scale out").
+
+PostgreSQL (one database per store, one shared ``Database`` pool per open store) holds the
+catalogue of contexts and their writer locks (``PgContexts``), the tokens and audit log
+(``PgAccess``), the record batches and the query index, and the workflow tracker. Embedding
+shards, model files and their documents go to the ``files`` URL (``s3://bucket/prefix`` or a
+directory) through ``app.backends.objects``. A local working folder (``work``) holds what one
+host keeps for itself: verified copies of downloaded blobs, spools of large batches, staging
+folders of whole-context operations.
+
+``atomic()`` is one ``Database.transaction()``: every records and tracker write made inside
+it by this thread joins that transaction (``Database.transaction`` is re-entrant per thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from app.backends.local.records import LocalRecords
+from app.backends.objects import ObjectFileStore, ObjectMetaStore, ObjectParts
+from app.backends.postgres.access import PgAccess
+from app.backends.postgres.catalog import PgContexts
+from app.backends.postgres.connect import Database
+from app.backends.protocols import Records, WorkflowTracker
+from app.core.layout import context_dir, object_cache_dir, workflows_dir
+from app.core.names import check_name
+from app.core.urls import redact
+from app.formats.tracker import TrackerDB
+
+
+class PostgresBackend:
+    """The store in the PostgreSQL database ``url`` with its files under ``files``; ``work``
+    is this host's working folder for the store."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        files: str,
+        work: Path,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        self._url = url
+        self.files_url = files
+        self.work = work
+        self.db = Database(url)
+        self._catalog = PgContexts(self.db, work)
+        self._objects = ObjectParts(files, object_cache_dir(work), storage_options)
+
+    def __repr__(self) -> str:
+        return f"PostgresBackend({self.url!r}, files={redact(self.files_url)!r})"
+
+    @property
+    def url(self) -> str:
+        return redact(self._url)
+
+    def records(self, context: str) -> Records:
+        # Until PgRecords lands: the records of a context live in this host's working folder.
+        path = context_dir(self.work, check_name(context, "context"))
+        records: Records = LocalRecords(path, context)
+        return records
+
+    def tracker(self) -> WorkflowTracker:
+        # Until PgTracker lands: a tracker in this host's working folder.
+        tracker: WorkflowTracker = TrackerDB(workflows_dir(self.work))
+        return tracker
+
+    def files(self, context: str, part: str) -> ObjectFileStore:
+        return self._objects.files(context, part)
+
+    def meta(self, context: str, part: str) -> ObjectMetaStore:
+        return self._objects.meta(context, part)
+
+    def catalog(self) -> PgContexts:
+        """The store's ``PgContexts`` (the same object on every call)."""
+        return self._catalog
+
+    def access(self) -> PgAccess:
+        return PgAccess(self.db)
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One transaction for every records and tracker write of this thread in the block."""
+        with self.db.transaction():
+            yield
+
+    def close(self) -> None:
+        """Close the connection pool (reopened on next use)."""
+        self.db.close()
+
+
+__all__ = ["PostgresBackend"]
