@@ -103,7 +103,10 @@ def run_child(op: str, root: str, start: int, count: int, arm: Any) -> None:
     spec = json.loads(root)
     store = open_spec(spec)
     ctx = store.context(spec["ctx"])
-    ctx.collections()
+    if op == "emb":  # open what the step uses before the first step
+        ctx.embeddings.list()
+    else:
+        ctx.collections()
     os.write(1, b"ready\n")
     arm()
     for k in range(start, start + count):
