@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from app.core.clock import Stamp
 from app.core.errors import IntegrityError
 from app.core.indexes import Indexes
-from app.core.locks import Lock, WriterLock
+from app.core.locks import Lock
 from app.core.schemas import CompactionReport, LatestCommit, RecordVersion
 from app.core.spool import SizedIterable
 from app.core.workflow_types import WorkflowStatus
@@ -211,9 +211,10 @@ class Records(Protocol):
     """
 
     @property
-    def writer_lock(self) -> WriterLock:
-        """The context's writer lock (re-entrant within a thread; across processes). The
-        context's other parts and whole-context operations hold it too."""
+    def writer_lock(self) -> Lock:
+        """The context's writer lock (re-entrant within a thread; across processes and, on a
+        server backend, machines). The context's other parts and whole-context operations
+        hold it too."""
         ...
 
     @property
@@ -359,6 +360,21 @@ class Records(Protocol):
         """Write a compacted copy of the collection's log (batch-log format) to ``fh``; the
         live log is untouched. Returns the records written; ``NotFoundError`` for a
         collection without a log. The caller holds ``writing()``."""
+        ...
+
+    def write_log(self, collection: str, fh: IO[bytes]) -> int:
+        """Write the collection's log to ``fh`` in batch-log format (``app.formats.batchlog``:
+        a header, then every committed batch byte-exact as committed, in commit order);
+        returns the bytes written. ``NotFoundError`` for a collection without a log. The
+        caller holds ``writing()`` (whole-context transfer)."""
+        ...
+
+    def ingest_log(self, collection: str, fh: IO[bytes]) -> int:
+        """Read a batch-log stream (what ``write_log`` writes) from ``fh``, verify every batch
+        (``IntegrityError`` naming the damage, nothing written) and insert its batches, byte
+        for byte, into the collection, which must be empty (``ConflictError`` if it holds a
+        batch, or a batch id is taken in the context); the index follows. Returns the batches
+        inserted. The caller holds ``writing()``."""
         ...
 
     def missing_logs(self) -> list[str]:

@@ -296,3 +296,17 @@ def object_cache_dir(work: Path) -> Path:
 
 
 __all__ += ["OBJECT_CACHE_DIR", "WORK_ENV", "WORK_HOME", "object_cache_dir", "work_dir"]
+
+
+# -- added by issue 12 (the workflow tracker of a server store) -------------------------------
+
+OBJECT_WORKFLOWS = "_workflows"
+"""Below a files URL: the staged workflow items of a server store (never a context name)."""
+
+
+def object_items(base: str) -> str:
+    """The folder of staged items files under a files URL (``<base>/_workflows/items``)."""
+    return f"{base}/{OBJECT_WORKFLOWS}/{ITEMS_DIR}"
+
+
+__all__ += ["OBJECT_WORKFLOWS", "object_items"]

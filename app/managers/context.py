@@ -26,7 +26,7 @@ from app.core.errors import ConflictError, InvalidInput, NotFoundError
 from app.core.filters import is_utf8
 from app.core.indexes import normalise_indexes
 from app.core.layout import INDEX_SUFFIX
-from app.core.locks import WriterLock
+from app.core.locks import Lock
 from app.core.rules import (
     CollectionName,
     Count,
@@ -486,7 +486,7 @@ class Context(icontract.DBC):
         return self._trust_dir
 
     @property
-    def writer_lock(self) -> WriterLock:
+    def writer_lock(self) -> Lock:
         """The context's writer lock (re-entrant); hold it for a consistent snapshot."""
         return self._lock
 

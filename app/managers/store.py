@@ -141,7 +141,9 @@ class Store(icontract.DBC):
     def check_open(self) -> None:
         """``StorageError`` if the store was closed (open it again with ``open_store``)."""
         if self._closed:
-            raise StorageError(f"{self.root}: the store is closed; open it again with open_store()")
+            raise StorageError(
+                f"{self.backend.url}: the store is closed; open it again with open_store()"
+            )
 
     @icontract.snapshot(lambda self: len(self._open), name="opened", enabled=EXPENSIVE)
     @ensure(lambda self, OLD: len(self._open) == OLD.opened, "checking versions opens no context")
@@ -198,7 +200,7 @@ class Store(icontract.DBC):
             # opened (and raises IntegrityError on use), never silently re-created empty
             if not catalog.present(name):
                 if not create:
-                    raise NotFoundError(f"context {name!r} not found in {self.root}")
+                    raise NotFoundError(f"context {name!r} not found in {self.backend.url}")
                 with catalog.writer_lock.hold():
                     catalog.create(name)
             if ctx is not None:

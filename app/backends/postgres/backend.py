@@ -19,16 +19,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from app.backends.local.records import LocalRecords
 from app.backends.objects import ObjectFileStore, ObjectMetaStore, ObjectParts
 from app.backends.postgres.access import PgAccess
 from app.backends.postgres.catalog import PgContexts
 from app.backends.postgres.connect import Database
+from app.backends.postgres.records import PgRecords
+from app.backends.postgres.tracker import PgTracker
+from app.backends.postgres.tracker_items import ObjectItems
 from app.backends.protocols import Records, WorkflowTracker
-from app.core.layout import context_dir, object_cache_dir, workflows_dir
+from app.core.layout import context_dir, object_cache_dir
 from app.core.names import check_name
 from app.core.urls import redact
-from app.formats.tracker import TrackerDB
 
 
 class PostgresBackend:
@@ -58,14 +59,15 @@ class PostgresBackend:
         return redact(self._url)
 
     def records(self, context: str) -> Records:
-        # Until PgRecords lands: the records of a context live in this host's working folder.
+        """The context's ``PgRecords`` (its writer lock: the catalogue's context lock)."""
         path = context_dir(self.work, check_name(context, "context"))
-        records: Records = LocalRecords(path, context)
+        records: Records = PgRecords(self.db, context, path, self._catalog.context_lock(context))
         return records
 
     def tracker(self) -> WorkflowTracker:
-        # Until PgTracker lands: a tracker in this host's working folder.
-        tracker: WorkflowTracker = TrackerDB(workflows_dir(self.work))
+        """The store's ``PgTracker`` (rows in the database, staged items under ``files``)."""
+        items = ObjectItems(self._objects.location, self._objects.cache)
+        tracker: WorkflowTracker = PgTracker(self.db, items)
         return tracker
 
     def files(self, context: str, part: str) -> ObjectFileStore:

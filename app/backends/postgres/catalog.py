@@ -263,9 +263,16 @@ class PgContexts:
         return self.exists(name)
 
     def folder(self, name: str) -> Path:
+        """The context's folder in this host's working folder, made on first use here (a
+        context created by another host has none yet; it holds only this host's caches)."""
         path = self._path(name)
         if path.is_symlink():  # never used through a link (nothing may be written there)
             raise IntegrityError(f"{path}: the context folder is a symbolic link")
+        if not path.is_dir():
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise io_error("creating", path, exc) from exc
         return path
 
     def create(self, name: str) -> None:

@@ -47,7 +47,7 @@ from app.core.errors import (
     environmental,
 )
 from app.core.layout import SET_META, SET_META_PATTERN, SHARD_PATTERN, shard_name
-from app.core.locks import WriterLock
+from app.core.locks import Lock
 from app.core.names import is_valid_name
 from app.core.nofollow import entries, part_problems
 from app.core.rules import Count, Flag, Metadata, Metric, SaveMode, SetName, checked
@@ -96,7 +96,7 @@ class EmbeddingStore(icontract.DBC):
     def __init__(
         self,
         root: Path,
-        lock: WriterLock,
+        lock: Lock,
         context: str,
         *,
         files: FileStore | None = None,

@@ -35,7 +35,7 @@ from app.core.errors import (
     environmental,
 )
 from app.core.layout import MODEL_FILE_PATTERN, MODEL_RECORD_PATTERN, model_file
-from app.core.locks import WriterLock
+from app.core.locks import Lock
 from app.core.names import child, is_valid_name
 from app.core.nofollow import check_chain, part_problems
 from app.core.rules import Flag, Metadata, ModelName, Version, checked
@@ -55,8 +55,10 @@ def _format_ok(format: object) -> bool:
 
 
 @invariant(
-    lambda self: self._lock.path.parent == self.root.parent,
-    "model writes serialise on their context's writer lock",
+    lambda self: (
+        getattr(self._lock, "path", None) is None or self._lock.path.parent == self.root.parent
+    ),
+    "model writes serialise on their context's writer lock (a file lock: the context's own)",
 )
 class ModelStore(icontract.DBC):
     """Versioned models of one context: save / load / list / versions / delete."""
@@ -64,7 +66,7 @@ class ModelStore(icontract.DBC):
     def __init__(
         self,
         root: Path,
-        lock: WriterLock,
+        lock: Lock,
         context: str,
         trust_dir: Path,
         *,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from app.backends.protocols import Backend
-from app.core.locks import WriterLock
+from app.core.locks import Lock
 
 H = TypeVar("H")
 H_co = TypeVar("H_co", covariant=True)
@@ -43,7 +43,7 @@ class PartContext(Protocol):
     def path(self) -> Path: ...
 
     @property
-    def writer_lock(self) -> WriterLock: ...
+    def writer_lock(self) -> Lock: ...
 
     @property
     def trust_dir(self) -> Path: ...

@@ -15,6 +15,7 @@ from.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -57,12 +58,21 @@ class ChunkWriter:
     """The context as one chunk of one workflow sees it (see the module docstring)."""
 
     def __init__(
-        self, ctx: Context, tracker: WorkflowTracker, workflow_id: str, chunk_no: int
+        self,
+        ctx: Context,
+        tracker: WorkflowTracker,
+        workflow_id: str,
+        chunk_no: int,
+        *,
+        hold: contextlib.ExitStack | None = None,
     ) -> None:
+        """``hold``: where the context's writer lock is entered at the first write and kept
+        (the runner closes it after the chunk's unit of work committed)."""
         self._ctx = ctx
         self._tracker = tracker
         self._workflow_id = workflow_id
         self._chunk_no = chunk_no
+        self._hold = hold
         self.calls = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -78,6 +88,8 @@ class ChunkWriter:
         return self._ctx
 
     def _next_batch_id(self) -> tuple[int, str]:
+        if self.calls == 0 and self._hold is not None:
+            self._hold.enter_context(self._ctx.writer_lock.hold())
         call = self.calls
         self.calls += 1
         return call, chunk_batch_id(self._workflow_id, self._chunk_no, call)

@@ -369,7 +369,12 @@ class WorkflowManager(icontract.DBC):
 
     # -- maintenance --------------------------------------------------------------------
 
-    @ensure(lambda self, result: all(str(self.root) in p for p in result), "problems name files")
+    @ensure(
+        lambda self, result: all(
+            str(self.root) in p or str(self._tracker.path) in p for p in result
+        ),
+        "problems name the tracker's files (or its URL on a server backend)",
+    )
     def verify(self) -> builtins.list[str]:
         """Problems in the tracker database and staged items, naming files; never raises for
         damage (an I/O, permission or EMFILE error is raised: it is not damage)."""

@@ -9,6 +9,14 @@ The loop, for chunk ``n`` from the first one not yet done:
 3. record the chunk as done (progress, heartbeat) - only while still the owner: a workflow
    recovered or taken over meanwhile is left to its new owner.
 
+Steps 2 and 3 are one unit of work (``Backend.atomic()``): on a server backend the chunk's
+journal notes, record writes and completion commit in one transaction, so a chunk commits
+exactly once without relying on batch-id idempotency alone, and a chunk whose workflow was
+taken over meanwhile (or whose handler raised) leaves nothing behind; on the embedded backend
+each write commits on its own and the journal plus derived batch ids give the same result. The
+writer lock of the context a chunk writes is held from its first write until after the commit
+(``ChunkWriter(hold=...)``), so another writer never slips in between the chunk's writes.
+
 A handler exception fails the workflow (status ``failed``, a short error line); chunks
 committed before it stay until ``rollback``.
 """
@@ -28,6 +36,7 @@ from app.core import clock
 from app.core.codec import encode
 from app.core.errors import StorageError
 from app.core.workflow_types import BatchWorkflow, WorkflowStatus
+from app.managers.context import Context
 from app.managers.workflows.handlers import ChunkWriter, Handler, plan_delete
 from app.managers.workflows.host import WorkflowHost
 
@@ -68,6 +77,18 @@ def to_model(row: Row, batch_ids: list[str]) -> BatchWorkflow:
         cancel_requested=bool(row["cancel_requested"]),
         worker=row["worker"],
     )
+
+
+class _HandlerFailed(Exception):
+    """A handler raised ``error`` inside a chunk (the chunk's unit of work was undone)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Lost(Exception):
+    """The workflow is no longer ours at the chunk's commit: undo the chunk's unit of work."""
 
 
 class Heartbeat:
@@ -180,16 +201,50 @@ class ChunkRunner:
                     orjson.loads(line)
                     for line in self._tracker.read_chunk(row["items_file"], index, chunk_no)
                 ]
-                handler(ChunkWriter(ctx, self._tracker, wid, chunk_no), items, params)
             except Exception as exc:
                 return self._fail(wid, owner, chunk_no, exc)
-            updated = self._tracker.chunk_done(wid, owner, chunk_no, len(items), clock.now())
+            try:
+                updated = self._chunk(ctx, wid, owner, chunk_no, handler, items, params)
+            except _HandlerFailed as failed:
+                return self._fail(wid, owner, chunk_no, failed.error)
             if updated is None:  # recovered or taken over meanwhile: no longer ours
                 return self.model(self._tracker.get(wid))
             row = updated
             chunk_no += 1
             if on_progress is not None:
                 on_progress(to_model(row, []))
+
+    def _chunk(
+        self,
+        ctx: Context,
+        wid: str,
+        owner: str,
+        chunk_no: int,
+        handler: Handler,
+        items: list[Any],
+        params: dict[str, Any],
+    ) -> Row | None:
+        """Run one chunk as one unit of work: its journal notes, the handler's writes and
+        ``chunk_done`` commit together (``Backend.atomic()``; embedded: each on its own).
+        The writer lock of the context is held from the chunk's first write until after the
+        commit. Returns the updated row, or None (no longer ours: on a server backend the
+        chunk's writes are then rolled back). ``_HandlerFailed`` wraps a handler's error."""
+        with contextlib.ExitStack() as locks:
+            try:
+                with ctx.backend.atomic():
+                    writer = ChunkWriter(ctx, self._tracker, wid, chunk_no, hold=locks)
+                    try:
+                        handler(writer, items, params)
+                    except Exception as exc:
+                        raise _HandlerFailed(exc) from exc
+                    updated = self._tracker.chunk_done(
+                        wid, owner, chunk_no, len(items), clock.now()
+                    )
+                    if updated is None:
+                        raise _Lost
+                    return updated
+            except _Lost:
+                return None
 
     def _end(self, wid: str, owner: str, status: WorkflowStatus) -> BatchWorkflow:
         fields: dict[str, Any] = {}

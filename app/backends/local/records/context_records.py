@@ -23,8 +23,10 @@ from pydantic import BaseModel
 from app.backends.local.ctxfiles import check_layout, layout_problems
 from app.backends.local.records.catalog import Catalog
 from app.backends.local.records.collection import CollectionLog
+from app.backends.local.records.logio import copy_bytes, refuse_taken, spooled, verified_batches
 from app.backends.local.records.rebuild import rebuild_index
 from app.backends.local.staging import staging_folder
+from app.core.atomic import fsync_dir
 from app.core.errors import (
     ConflictError,
     IntegrityError,
@@ -36,6 +38,7 @@ from app.core.errors import (
 from app.core.filters import Predicate, compile_order, compile_where, predicate
 from app.core.indexes import Indexes
 from app.core.layout import CATALOG_FILE, LOG_SUFFIX, SPOOL_PURPOSE, collection_of, index_name
+from app.core.layout import log_name as layout_log_name
 from app.core.locks import WriterLock
 from app.core.names import child, is_valid_name
 from app.core.nofollow import link_problems
@@ -290,6 +293,40 @@ class LocalRecords:
         if log.recover(create=False) is None:
             raise NotFoundError(f"collection {collection!r} not found in {self.name!r}")
         return log.write_compacted(fh)[1]
+
+    def write_log(self, collection: str, fh: IO[bytes]) -> int:
+        self.ready()
+        with self.writer_lock.hold():
+            log = self._log(collection)
+            end = log.recover(create=False)  # cuts a torn tail: only committed batches go
+            if end is None:
+                raise NotFoundError(f"collection {collection!r} not found in {self.name!r}")
+            return copy_bytes(log.log.path, end, fh)
+
+    def ingest_log(self, collection: str, fh: IO[bytes]) -> int:
+        self.ready()
+        with self.writer_lock.hold():
+            log = self._log(collection)
+            end = log.recover(create=False)
+            if end is not None and end > log.log.header().length:
+                raise ConflictError(
+                    f"{log.log.path}: collection {collection!r} is not empty; a log is only "
+                    "ingested into an empty collection"
+                )
+            where = str(log.log.path)
+            with spooled(fh, self.path, layout_log_name(collection)) as path:
+                batches = 0
+                for batch in verified_batches(path, where):
+                    if self.index.batch(batch.batch_id) is not None:
+                        raise refuse_taken(where, batch.batch_id)
+                    batches += 1
+                try:
+                    os.replace(path, log.log.path)
+                    fsync_dir(self.path)
+                except OSError as exc:
+                    raise io_error("writing", log.log.path, exc) from exc
+            log.recover(create=False)  # a new generation: indexed aside, swapped in
+            return batches
 
     # -- maintenance ---------------------------------------------------------------------
 
