@@ -314,7 +314,7 @@ def test_pg_upload_interrupted_before_commit(
     orphans = 0
     with open_store(store_url, files_url) as store:
         for r in range(n):
-            name = f"u{r}-{files_url[:2]}"
+            name = f"u{r}-{'s3' if files_url.startswith('s3:') else 'dir'}"
             ctx = store.context(name)
             ctx.embeddings.save("kept", pg_ops.emb_ids(1), pg_ops.emb_rows(pg_ops.emb_ids(1)))
             out = tmp_path / f"{name}.out"
