@@ -491,6 +491,7 @@ def test_batch_persistence_protocol(store: app.Store) -> None:
     assert isinstance(store.workflows, BatchPersistenceProtocol)
 
 
+@pytest.mark.embedded_only("builds a WorkflowManager over the embedded workflows folder")
 def test_heartbeat_keeps_a_slow_chunk_from_looking_stale(store: app.Store) -> None:
     from app.managers.workflows import WorkflowManager
 
