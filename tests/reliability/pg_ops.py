@@ -150,25 +150,44 @@ def retry_in_flight(ctx: app.Context, nxt: int) -> bool:
     return receipt.duplicate
 
 
-def check_workflows(store: app.Store, ctx: app.Context, acks: Acks) -> None:
+RECOVER_FOR = 30.0  # seconds the check retries recovery while the killed client's session ends
+
+
+def check_workflows(store: app.Store, ctx: app.Context, acks: Acks) -> int:
     """No partial chunk visible; after recovery every submitted workflow completes with each
     chunk committed exactly once (every item has one version in the log: a chunk run twice
-    would leave a second version of each of its items)."""
+    would leave a second version of each of its items).
+
+    Recovery is retried until the workflows complete (at most ``RECOVER_FOR`` s): until the
+    server has noticed that the killed client is gone, that client's open chunk transaction
+    still locks its workflow's row, which ``recover`` skips (``FOR UPDATE SKIP LOCKED``).
+    Returns how many extra recovery rounds that took."""
     chunks: collections.Counter[tuple[int, int]] = collections.Counter()
     for rec in ctx.iter("wf"):
         chunks[(rec["wk"], rec["chunk"])] += 1
     for (wk, ch), n in chunks.items():
         size = min(WF_CHUNK, WF_ITEMS - ch * WF_CHUNK)
         assert n == size, f"partial chunk {wk}/{ch}: {n} of {size}"
-    store.workflows.recover(stale_after=0)
-    store.workflows.process_pending()
+    must = set(acks.steps) | acks.submitted
+    deadline, rounds = time.monotonic() + RECOVER_FOR, 0
+    while True:
+        store.workflows.recover(stale_after=0)
+        store.workflows.process_pending()
+        done = app.WorkflowStatus.COMPLETED
+        left = [k for k in must if store.workflows.get(f"wf{k}").status != done]
+        if not left or time.monotonic() > deadline:
+            break
+        rounds += 1
+        time.sleep(0.2)
     per_wf = collections.Counter(r["wk"] for r in ctx.iter("wf"))
-    for k in set(acks.steps) | acks.submitted:
-        assert per_wf[k] == WF_ITEMS, f"workflow {k}: {per_wf[k]} of {WF_ITEMS}"
-        assert store.workflows.get(f"wf{k}").status == app.WorkflowStatus.COMPLETED
+    for k in must:
+        status = store.workflows.get(f"wf{k}").status
+        assert per_wf[k] == WF_ITEMS, f"workflow {k} ({status}): {per_wf[k]} of {WF_ITEMS}"
+        assert status == app.WorkflowStatus.COMPLETED, f"workflow {k}: {status}"
     for k, n in per_wf.items():
         assert n == WF_ITEMS, f"workflow {k} committed {n} items"
     ids = [r["id"] for r in ctx.iter("wf")]
     twice = {i: len(v) for i, v in ctx.history_many("wf", ids).items() if len(v) != 1}
     assert not twice, f"items committed more than once: {sorted(twice.items())[:5]}"
     assert store.workflows.verify() == []
+    return rounds
