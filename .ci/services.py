@@ -422,7 +422,7 @@ def cmd_restart_pg() -> int:
 
 MATRIX_WHAT = (
     "the pg-files and pg-s3 runs of the record, filter, embedding, model, workflow and "
-    "transfer tests in tests/conftest.py MATRIX_MODULES"
+    "transfer tests in tests/backend_matrix.py MATRIX_MODULES"
 )
 
 
