@@ -1,19 +1,25 @@
-"""The workflow tracker on a REAL PostgreSQL (``app.backends.postgres.tracker``) with staged items
-on a real object store (moto's S3 server, or a directory URL).
+"""Workflows on a REAL PostgreSQL (``app.backends.postgres.tracker``) with staged items on a real
+object store (moto's S3 server, or a directory URL).
 
 What only a server backend has to prove: claims are exclusive across processes (``FOR UPDATE
 SKIP LOCKED``: no workflow claimed twice, none lost), heartbeats and stale takeover use the
 DATABASE clock (a worker whose own clock is wrong is judged on the server's), staged items are
 verified when read back from the object store, and the tracker's rows follow the same state
-machine as the embedded one. Each test gets its own PostgreSQL schema (``fresh_schema``) in the
-module's fresh database.
+machine as the embedded one (each tracker test gets its own schema, ``fresh_schema``). Then
+whole stores (``pg-files``, ``pg-s3``): a chunk is one unit of work (a failing or taken-over
+chunk leaves none of its writes), cancel and rollback, SIGKILLs mid-chunk, and "several
+machines": 4 worker processes sharing only the database URL and the S3 endpoint, one killed
+mid-chunk, every chunk committed exactly once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -35,7 +41,7 @@ from app.backends.postgres.connect import Database
 from app.backends.postgres.tracker import PgTracker
 from app.backends.postgres.tracker_items import ObjectItems
 from app.core import clock
-from app.core.errors import ConflictError, IntegrityError, NotFoundError
+from app.core.errors import ConflictError, IntegrityError, NotFoundError, SchemaVersionError
 from app.core.workflow_types import BatchWorkflow
 from app.core.workflow_types import WorkflowStatus as S
 
@@ -135,6 +141,16 @@ def test_rows_items_and_state_machine(tracker: PgTracker) -> None:
     assert tracker.aggregates()["by_status"] == {"failed": 1}
     assert tracker.purge([S.FAILED], clock.wall() + 1) == [row["items_file"]]
     assert not tracker.exists("w1") and list(tracker.journal("w1")) == []
+
+
+def test_first_use_inside_a_unit_of_work_that_rolls_back(tracker: PgTracker) -> None:
+    with pytest.raises(RuntimeError), tracker.db.transaction():
+        submit(tracker, "wu", "t-unit")  # creates the tables, inside the unit of work
+        assert tracker.exists("wu")
+        raise RuntimeError("the unit of work fails")
+    assert not tracker.exists("wu")  # the row went with it; the tables stayed
+    submit(tracker, "wu", "t-unit")
+    assert tracker.get("wu")["status"] == "pending"
 
 
 def test_damaged_staged_object_is_found_by_check_and_read(
@@ -316,6 +332,20 @@ def test_a_failing_chunk_leaves_none_of_its_writes(pg_store: app.Store) -> None:
     assert ctx.count("notes") == 0 and ctx.count("more") == 0
 
 
+def test_a_collection_created_by_an_undone_chunk_does_not_linger(pg_store: app.Store) -> None:
+    def create_then_fail(c: Any, chunk: list[dict[str, Any]], params: dict[str, Any]) -> None:
+        c.append("fresh", chunk)
+        raise RuntimeError("after the first write")
+
+    pg_store.workflows.register("create_then_fail", create_then_fail)
+    wf = pg_store.workflows.submit("create_then_fail", context="default", items=[{"id": "a"}])
+    assert pg_store.workflows.process(wf.workflow_id).status == S.FAILED  # first use of tables
+    ctx = pg_store.context("default")
+    assert "fresh" not in ctx.collections()
+    receipt = ctx.append("fresh", [{"id": "b"}])  # the same process writes it for real
+    assert receipt.count == 1 and [r["id"] for r in ctx.query("fresh")] == ["b"]
+
+
 def test_a_chunk_taken_over_meanwhile_is_undone_and_redone_once(pg_store: app.Store) -> None:
     entered, release = threading.Event(), threading.Event()
 
@@ -350,6 +380,56 @@ def test_a_chunk_taken_over_meanwhile_is_undone_and_redone_once(pg_store: app.St
     assert {len(h) for h in history.values()} == {1}
 
 
+def test_chunks_writing_two_contexts_lock_them_in_name_order(pg_store: app.Store) -> None:
+    """Two workflows, on contexts a and b, each also writing the other's context (b, a): with
+    ``lock`` both take a then b, so they never wait for each other in a cycle."""
+    both = threading.Barrier(2)
+
+    def cross(c: Any, chunk: list[dict[str, Any]], params: dict[str, Any]) -> None:
+        c.lock(params["other"])
+        c.append("notes", chunk)
+        if chunk[0]["n"] == 0:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both.wait(2)  # the other workflow is at its first chunk too (or waits on us)
+        other = pg_store.context(params["other"])
+        other.append("mirror", [{"id": f"{c.name}-{i['id']}"} for i in chunk])  # same unit
+
+    pg_store.workflows.register("cross", cross)
+    wfs = [
+        pg_store.workflows.submit(
+            "cross",
+            context=name,
+            items=[{"id": f"n{i}", "n": i} for i in range(12)],
+            params={"other": other},
+            chunk_size=3,
+        )
+        for name, other in (("a", "b"), ("b", "a"))
+    ]
+    done: list[BatchWorkflow] = []
+    threads = [
+        threading.Thread(target=lambda w=w: done.append(pg_store.workflows.process(w.workflow_id)))
+        for w in wfs
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(w.status for w in done) == [S.COMPLETED, S.COMPLETED], done
+    for name, other in (("a", "b"), ("b", "a")):
+        assert pg_store.context(name).count("notes") == 12
+        assert pg_store.context(other).count("mirror") == 12
+
+    def late(c: Any, chunk: list[dict[str, Any]], params: dict[str, Any]) -> None:
+        c.append("x", chunk)
+        c.lock("z")  # after a write: refused (the locks would not be in name order)
+
+    pg_store.workflows.register("late", late)
+    wf = pg_store.workflows.submit("late", context="a", items=[{"id": "q"}])
+    failed = pg_store.workflows.process(wf.workflow_id)
+    assert failed.status == S.FAILED and "ConflictError" in failed.errors[0]
+    assert "x" not in pg_store.context("a").collections()  # the chunk's write went with it
+
+
 def test_cancel_and_rollback_on_postgresql(pg_store: app.Store) -> None:
     ctx = pg_store.context("default")
     ctx.append("notes", [{"id": f"n{i}", "v": "original"} for i in range(0, 30, 2)])
@@ -380,6 +460,26 @@ def test_cancel_and_rollback_on_postgresql(pg_store: app.Store) -> None:
     with pytest.raises(ConflictError):
         pg_store.workflows.rollback(wf.workflow_id)
     assert pg_store.workflows.verify() == []
+    by_status = pg_store.stats()["workflows"]["by_status"]
+    assert by_status["rolled_back"] == 1 and by_status["cancelled"] == 1
+    tracker = pg_store.workflows._tracker
+    assert isinstance(tracker, PgTracker)
+    assert len(tracker.items.location.entries(tracker.items.folder)) == 2
+    assert pg_store.workflows.purge(older_than=dt.timedelta(0)) == 2
+    assert tracker.items.location.entries(tracker.items.folder) == []  # staged items gone too
+    assert ctx.count("notes") == 15  # records stay
+
+
+def test_an_unknown_tracker_schema_version_is_refused(tracker: PgTracker) -> None:
+    submit(tracker, "wv", "t-version")
+    with tracker.db.transaction() as conn:
+        conn.execute("UPDATE ctxstore_meta SET schema_version = 99 WHERE part = 'tracker'")
+    fresh = PgTracker(tracker.db, tracker.items)  # another process opening the store
+    with pytest.raises(SchemaVersionError, match="ctxstore upgrade"):
+        fresh.get("wv")
+    with pytest.raises(SchemaVersionError):
+        fresh.insert({"workflow_id": "wz"}, [])
+    assert "schema version 99" in fresh.check()[0]
 
 
 # -- several machines ------------------------------------------------------------------------
@@ -391,6 +491,8 @@ stale_after, deadline = float(sys.argv[1]), time.monotonic() + float(sys.argv[2]
 
 def slow_append(c, chunk, params):
     c.append("notes", chunk)
+    with open("in-chunk", "a") as fh:  # in this worker's own cwd: written, not committed
+        fh.write("x")
     time.sleep(params["pause"])  # between the write and the chunk's commit
 
 with app.open_store(os.environ["CTXSTORE_ROOT"]) as store:
@@ -442,13 +544,19 @@ def several_machines(
                 text=True,
             )
         )
-    victim = procs[1]
+    victim, marker = procs[1], tmp_path / "machine1" / "cwd" / "in-chunk"
     deadline = time.monotonic() + 120
     while store.workflows.metrics()["items_processed"] < n_wf * chunks * per_chunk // 4:
         assert time.monotonic() < deadline and victim.poll() is None, "no progress"
         time.sleep(0.05)
-    victim.send_signal(signal.SIGKILL)  # chunks pause after their write: mid-chunk
+    seen = marker.stat().st_size if marker.exists() else 0
+    while not marker.exists() or marker.stat().st_size == seen:  # its next chunk's write
+        assert time.monotonic() < deadline and victim.poll() is None, "the victim is idle"
+        time.sleep(0.001)
+    victim.send_signal(signal.SIGKILL)  # in the pause after the write: mid-chunk
     victim.wait(30)
+    name = f"{socket.gethostname()}:{victim.pid}"
+    (held,) = [w for w in store.workflows.list(status="processing", limit=10) if w.worker == name]
     ran: list[str] = []
     for proc in procs:
         out, err = proc.communicate(timeout=600)
@@ -458,6 +566,8 @@ def several_machines(
         assert proc.returncode == 0, err
         ran += json.loads(out.strip().splitlines()[-1])
     assert set(ran) <= set(wids)
+    taken_over = store.workflows.get(held.workflow_id)
+    assert taken_over.status == S.COMPLETED and taken_over.worker != name  # by a survivor
     ctx = store.context("default")
     for wid in wids:
         wf = store.workflows.get(wid)
@@ -489,3 +599,70 @@ def test_several_machines_200_workflows_of_10_chunks(
     root, files = matrix_store_args
     assert files is not None
     several_machines(pg_store, root, files, tmp_path, n_wf=200, chunks=10)
+
+
+KILLED_WORKER = """
+import os, sys, time
+import app
+
+def slow_append(c, chunk, params):
+    c.append("notes", chunk)
+    with open(params["marker"], "a") as fh:  # the write is made, the chunk not committed
+        fh.write("x")
+    time.sleep(params["pause"])
+
+with app.open_store(os.environ["CTXSTORE_ROOT"]) as store:
+    store.workflows.register("slow_append", slow_append)
+    store.workflows.process(sys.argv[1])
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend_kind", ["pg-files"])
+def test_ten_sigkills_mid_chunk_then_every_chunk_once(
+    pg_store: app.Store, matrix_store_args: tuple[str, str | None], tmp_path: Path
+) -> None:
+    root, files = matrix_store_args
+    n_chunks, per = 40, 5
+    marker = tmp_path / "in-chunk"
+    pg_store.workflows.register("slow_append", lambda c, chunk, params: None)  # never run here
+    wf = pg_store.workflows.submit(
+        "slow_append",
+        context="default",
+        items=[{"id": f"n{i}"} for i in range(n_chunks * per)],
+        params={"marker": str(marker), "pause": 0.05},
+        chunk_size=per,
+    )
+    env = kind_env(root, files)
+    env["PYTHONPATH"] = str(ROOT)
+    kills = 0
+    for _ in range(10):
+        marker.write_text("")
+        worker = subprocess.Popen(
+            [sys.executable, "-c", KILLED_WORKER, wf.workflow_id],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while len(marker.read_text()) < 2:  # inside its second chunk, after the write
+            assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+            assert time.monotonic() < deadline, "the worker made no progress"
+            time.sleep(0.005)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(30)
+        kills += worker.returncode == -signal.SIGKILL
+        (back,) = pg_store.workflows.recover(stale_after=0)
+        assert back.status == S.PENDING
+    assert kills == 10
+    killed = pg_store.workflows.get(wf.workflow_id)
+    assert 10 <= killed.chunks_done < n_chunks
+    pg_store.workflows.register("slow_append", lambda c, chunk, params: c.append("notes", chunk))
+    done = pg_store.workflows.process(wf.workflow_id)
+    assert done.status == S.COMPLETED and done.chunks_done == n_chunks
+    assert len(done.batch_ids) == n_chunks == len(set(done.batch_ids))
+    ctx = pg_store.context("default")
+    assert ctx.count("notes") == n_chunks * per
+    history = ctx.history_many("notes", [f"n{i}" for i in range(n_chunks * per)])
+    assert {len(h) for h in history.values()} == {1}  # each chunk committed exactly once

@@ -100,7 +100,10 @@ class Context(icontract.DBC):
             self.on_use(self)
         self._records.ready()
 
-    @ensure(lambda result: all(INDEX_SUFFIX in p for p in result), "problems name the index")
+    @ensure(
+        lambda result: all(INDEX_SUFFIX in p or "the index" in p for p in result),
+        "problems name the index (its file, or on a server backend the index itself)",
+    )
     def missing_logs(self) -> list[str]:
         """A problem for every collection the index holds whose log is gone (its records
         would silently be missing from a copy of the context)."""

@@ -374,8 +374,9 @@ class Store(icontract.DBC):
 
     def _workflow_metrics(self) -> dict[str, Any]:
         """The tracker's metrics; a store that never ran a workflow has no tracker, and reading
-        stats must not create one (reads never write, docs/api.md "Guarantees")."""
-        if layout.tracker(self.root).is_file():
+        stats must not create one (reads never write, docs/api.md "Guarantees"); a server
+        backend's tracker reads create nothing."""
+        if not isinstance(self.backend, LocalBackend) or layout.tracker(self.root).is_file():
             return self.workflows.metrics()
         return {
             "by_status": {s.value: 0 for s in WorkflowStatus},

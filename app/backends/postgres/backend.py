@@ -59,10 +59,10 @@ class PostgresBackend:
         return redact(self._url)
 
     def records(self, context: str) -> Records:
-        """The context's ``PgRecords`` (its writer lock: the catalogue's context lock)."""
-        path = context_dir(self.work, check_name(context, "context"))
-        records: Records = PgRecords(self.db, context, path, self._catalog.context_lock(context))
-        return records
+        name = check_name(context, "context")
+        return PgRecords(
+            self.db, name, context_dir(self.work, name), self._catalog.context_lock(name)
+        )
 
     def tracker(self) -> WorkflowTracker:
         """The store's ``PgTracker`` (rows in the database, staged items under ``files``)."""

@@ -40,6 +40,7 @@ from app.backends.local.records.catalog import Catalog
 from app.backends.local.staging import holding, staging_folder, sweep
 from app.backends.local.swap import fsync_tree, refuse_linked_target, swap_in
 from app.backends.postgres.connect import Database
+from app.backends.postgres.records.tables import forget_context
 from app.backends.postgres.schema import ensure_schema, schema_version
 from app.core import layout
 from app.core.atomic import fsync_dir, write_atomic
@@ -307,6 +308,7 @@ class PgContexts:
         with release():
             with self._transaction(f"dropping context {name!r}") as conn:
                 conn.execute(SQL_DELETE, (name,))
+                forget_context(conn, name)  # its batches and records go in the same commit
             if path.is_dir():
                 self._discard(name, path)
 

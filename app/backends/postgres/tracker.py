@@ -18,115 +18,38 @@ hosts sharing one database need (PERSISTENCE_LAYER_STRATEGY.md section 11, "Trac
   ``chunk_done`` commit together (``app.managers.workflows.runner``);
 - **staged items** go to the store's files URL (``app.backends.postgres.tracker_items``).
 
-The tables are created by the first write (``ensure_schema``, part ``tracker``); reads of a
-database without them answer empty and create nothing.
+The tables are created by the first write (``tracker_base``); reads of a database without them
+answer empty and create nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import orjson
 
 from app.backends.postgres import tracker_sql as q
-from app.backends.postgres.connect import Database
-from app.backends.postgres.schema import ensure_schema, schema_version
-from app.backends.postgres.tracker_items import ObjectItems, items_size
-from app.core import clock
-from app.core.clock import Stamp
-from app.core.errors import (
-    ConflictError,
-    IntegrityError,
-    NotFoundError,
-    SchemaVersionError,
-    StorageError,
+from app.backends.postgres.tracker_base import (
+    Row,
+    chunk_index_of,
+    fetch_dict,
+    fetch_row,
+    stamp_age,
 )
+from app.backends.postgres.tracker_maint import TrackerMaintenance
+from app.core.clock import Stamp
+from app.core.errors import ConflictError, IntegrityError, NotFoundError
 from app.core.workflow_types import WorkflowStatus, check_transition
 from app.formats.staged_items import ChunkIndex, StagedItems
-from app.formats.tracker import JournalEntry, merge_errors
+from app.formats.tracker import merge_errors
 
-if TYPE_CHECKING:
-    import psycopg
-
-Row = dict[str, Any]
+__all__ = ["PgTracker", "stamp_age"]
 
 
-def stamp_age(now: Stamp) -> float:
-    """How long ago ``now`` was on this host's steady clock (0 for another boot's reading)."""
-    if now.boot != clock.boot_id():
-        return 0.0
-    return max(0.0, clock.steady() - now.steady)
-
-
-def _index(blob: bytes) -> ChunkIndex:
-    return [(int(a), int(b), int(c)) for a, b, c in orjson.loads(blob)]
-
-
-class PgTracker:
-    """The workflow rows, claims, journal and staged items of one PostgreSQL store."""
-
-    def __init__(self, database: Database, items: ObjectItems) -> None:
-        self.db = database
-        self.items = items
-        self._ready = False  # the tables are known to exist (they are never dropped)
-
-    def __repr__(self) -> str:
-        return f"PgTracker({self.db.where()!r})"
-
-    @property
-    def path(self) -> Path:
-        return Path(f"{self.db.where()}#{q.WORKFLOWS}")
-
-    # -- plumbing ---------------------------------------------------------------------------
-
-    def _error(self, exc: Exception) -> StorageError:
-        return StorageError(f"{self.db.where()}: workflow tracker: {exc}")
-
-    def _exists(self, conn: psycopg.Connection[Any]) -> bool:
-        if not self._ready:
-            version = schema_version(conn, q.PART)
-            if version is not None and version != q.VERSION:
-                raise SchemaVersionError(
-                    f"the PostgreSQL {q.PART} tables have schema version {version}, this "
-                    f"ctxstore expects {q.VERSION} (run `ctxstore upgrade`)"
-                )
-            self._ready = version is not None
-        return self._ready
-
-    def _read(self, sql: str, params: dict[str, Any] | None = None) -> list[Row]:
-        import psycopg
-        from psycopg.rows import dict_row
-
-        try:
-            with self.db.transaction() as conn:
-                if not self._exists(conn):
-                    return []
-                return conn.cursor(row_factory=dict_row).execute(sql, params).fetchall()
-        except psycopg.Error as exc:
-            raise self._error(exc) from None
-
-    @contextmanager
-    def _write(self) -> Iterator[psycopg.Connection[Any]]:
-        """A transaction (joining an ambient one) with the tables created; psycopg errors
-        become ``StorageError`` naming the database."""
-        import psycopg
-
-        try:
-            with self.db.transaction() as conn:
-                if not self._exists(conn):
-                    ensure_schema(conn, q.PART, q.DDL, q.VERSION)
-                yield conn
-        except psycopg.Error as exc:
-            raise self._error(exc) from None
-
-    def _one(self, wid: str) -> Row:
-        rows = self._read(q.SELECT_ROW, {"wid": wid})
-        if not rows:
-            raise NotFoundError(f"workflow {wid!r} not found")
-        return rows[0]
+class PgTracker(TrackerMaintenance):
+    """The workflow rows, claims, journal and staged items of one PostgreSQL store
+    (plumbing: ``tracker_base``; journal and maintenance: ``tracker_maint``)."""
 
     # -- staged items -----------------------------------------------------------------------
 
@@ -185,7 +108,7 @@ class PgTracker:
         )
         if not rows:
             raise NotFoundError(f"workflow {workflow_id!r} not found")
-        return _index(rows[0]["chunk_index"])
+        return chunk_index_of(rows[0]["chunk_index"])
 
     def list_rows(
         self,
@@ -255,7 +178,7 @@ class PgTracker:
                     f"UPDATE {q.WORKFLOWS} SET {', '.join(sets)} WHERE workflow_id = %(wid)s",
                     params,
                 )
-            return _fetch_row(conn, workflow_id)
+            return fetch_row(conn, workflow_id)
 
     def claim(
         self,
@@ -276,13 +199,13 @@ class PgTracker:
         with self._write() as conn:
             if workflow_id is None:
                 params["types"] = list(types)
-                return _dict(conn, q.CLAIM_NEXT, params)
+                return fetch_dict(conn, q.CLAIM_NEXT, params)
             params["wid"] = workflow_id
             found = conn.execute(q.LOCK_ROW, params).fetchone()
             if found is None:
                 raise NotFoundError(f"workflow {workflow_id!r} not found")
             check_transition(found[0], WorkflowStatus.PROCESSING)
-            return _dict(conn, q.CLAIM_ONE, params)
+            return fetch_dict(conn, q.CLAIM_ONE, params)
 
     def cancel(self, workflow_id: str, now: float) -> Row:
         params: dict[str, Any] = {"wid": workflow_id, "now": now}
@@ -303,7 +226,7 @@ class PgTracker:
                     " finished_at = %(now)s WHERE workflow_id = %(wid)s"
                 )
             conn.execute(sql, params)
-            out = _fetch_row(conn, workflow_id)
+            out = fetch_row(conn, workflow_id)
         assert out is not None
         return out
 
@@ -363,123 +286,11 @@ class PgTracker:
             "processing": q.PROCESSING,
         }
         with self._write() as conn:
-            row = _dict(conn, q.CHUNK_DONE, params)
+            row = fetch_dict(conn, q.CHUNK_DONE, params)
             if row is not None:
                 conn.execute(q.JOURNAL_COMMITTED, params)
             return row
 
-    # -- the write journal ------------------------------------------------------------------
-
-    def journal_add(
-        self,
-        workflow_id: str,
-        chunk_no: int,
-        call_no: int,
-        kind: str,
-        collection: str,
-        batch_id: str,
-        ids: Sequence[str],
-        existed: Sequence[str],
-    ) -> None:
-        params = {
-            "wid": workflow_id,
-            "chunk": chunk_no,
-            "call": call_no,
-            "kind": kind,
-            "collection": collection,
-            "batch": batch_id,
-            "ids": orjson.dumps(list(ids)),
-            "existed": orjson.dumps(list(existed)),
-        }
-        with self._write() as conn:
-            conn.execute(q.JOURNAL_ADD, params)
-            if call_no > 0:
-                conn.execute(q.JOURNAL_EARLIER, params)
-
-    def journal(self, workflow_id: str) -> Iterator[JournalEntry]:
-        for r in self._read(q.JOURNAL_READ, {"wid": workflow_id}):
-            yield JournalEntry(
-                chunk_no=r["chunk_no"],
-                call_no=r["call_no"],
-                kind=r["kind"],
-                collection=r["collection"],
-                batch_id=r["batch_id"],
-                ids=orjson.loads(r["ids"]),
-                existed=orjson.loads(r["existed"]),
-                committed=bool(r["committed"]),
-            )
-
-    # -- maintenance ------------------------------------------------------------------------
-
-    def purge(self, statuses: Iterable[WorkflowStatus], before: float) -> list[str | None]:
-        params: dict[str, Any] = {"statuses": [s.value for s in statuses], "before": before}
-        with self._write() as conn:
-            rows = conn.execute(q.PURGE, params).fetchall()
-            conn.execute(q.PURGE_JOURNAL, {"ids": [r[0] for r in rows]})
-        return [r[1] for r in rows]
-
-    def orphans(self, older_than: float) -> list[Path]:
-        referenced = {
-            r["items_file"]
-            for r in self._read(f"SELECT items_file FROM {q.WORKFLOWS}")
-            if r["items_file"] is not None
-        }
-        return self.items.orphans(referenced, older_than)
-
-    def aggregates(self) -> dict[str, Any]:
-        by_status = self._read(f"SELECT status, count(*) AS n FROM {q.WORKFLOWS} GROUP BY status")
-        by_type = self._read(
-            f"SELECT workflow_type, count(*) AS n FROM {q.WORKFLOWS} GROUP BY workflow_type"
-        )
-        total = self._read(f"SELECT COALESCE(sum(items_processed), 0) AS n FROM {q.WORKFLOWS}")
-        done = self._read(
-            "SELECT count(*) AS n, COALESCE(sum(finished_at - started_at), 0) AS s,"
-            f" COALESCE(sum(items_processed), 0) AS i FROM {q.WORKFLOWS}"
-            " WHERE status = %(completed)s AND started_at IS NOT NULL"
-            " AND finished_at IS NOT NULL",
-            {"completed": WorkflowStatus.COMPLETED.value},
-        )
-        return {
-            "by_status": {r["status"]: int(r["n"]) for r in by_status},
-            "by_type": {r["workflow_type"]: int(r["n"]) for r in by_type},
-            "items_processed": int(total[0]["n"]) if total else 0,
-            "completed": int(done[0]["n"]) if done else 0,
-            "completed_seconds": float(done[0]["s"]) if done else 0.0,
-            "completed_items": int(done[0]["i"]) if done else 0,
-        }
-
-    def check(self) -> list[str]:
-        """Problems in the tracker rows and their staged items, each naming the tracker (its
-        ``path``) and the object concerned; never raises for damage."""
-        try:
-            rows = self._read(
-                f"SELECT workflow_id, items_file, items_sha256, chunk_index FROM {q.WORKFLOWS}"
-                " WHERE items_file IS NOT NULL ORDER BY workflow_id"
-            )
-        except (IntegrityError, SchemaVersionError) as exc:
-            return [f"{self.path}: {exc}"]
-        problems: list[str] = []
-        for r in rows:
-            wid, name = r["workflow_id"], r["items_file"]
-            try:
-                index = _index(r["chunk_index"])
-            except (ValueError, TypeError):
-                problems.append(f"{self.path}: chunk index of workflow {wid!r} is damaged")
-                continue
-            problems += self.items.check(wid, name, r["items_sha256"], items_size(index))
-        return [p if p.startswith(str(self.path)) else f"{self.path}: {p}" for p in problems]
-
     def close(self) -> None:
         """Nothing to close: the connection pool is the backend's (``PostgresBackend.close``),
         shared with the records of every context."""
-
-
-def _dict(conn: psycopg.Connection[Any], sql: str, params: dict[str, Any]) -> Row | None:
-    from psycopg.rows import dict_row
-
-    found: Row | None = conn.cursor(row_factory=dict_row).execute(sql, params).fetchone()
-    return found
-
-
-def _fetch_row(conn: psycopg.Connection[Any], workflow_id: str) -> Row | None:
-    return _dict(conn, q.SELECT_ROW, {"wid": workflow_id})

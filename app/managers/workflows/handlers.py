@@ -25,9 +25,9 @@ from pydantic import BaseModel
 
 from app.backends.protocols import WorkflowTracker
 from app.core.codec import as_dict, check_id, delete_digest, encode, id_deriver, new_id
-from app.core.errors import InvalidInput
+from app.core.errors import ConflictError, InvalidInput
 from app.core.filters import compile_where
-from app.core.rules import CollectionName, check, checked
+from app.core.rules import CollectionName, ContextName, check, checked
 from app.core.schemas import BatchReceipt
 from app.managers.context import Context
 
@@ -65,14 +65,18 @@ class ChunkWriter:
         chunk_no: int,
         *,
         hold: contextlib.ExitStack | None = None,
+        open_context: Callable[[str], Context] | None = None,
     ) -> None:
-        """``hold``: where the context's writer lock is entered at the first write and kept
-        (the runner closes it after the chunk's unit of work committed)."""
+        """``hold``: where writer locks are entered (the context's at the first write, or
+        those ``lock`` asks for) and kept until the runner closes it, after the chunk's unit
+        of work committed; ``open_context`` opens another context of the store (``lock``)."""
         self._ctx = ctx
         self._tracker = tracker
         self._workflow_id = workflow_id
         self._chunk_no = chunk_no
         self._hold = hold
+        self._open_context = open_context
+        self._locked = False
         self.calls = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -87,8 +91,28 @@ class ChunkWriter:
         """The underlying context (writes made through it directly are not exactly-once)."""
         return self._ctx
 
+    def lock(self, *contexts: str) -> None:
+        """Hold the writer locks of this chunk's context and of ``contexts``, taken in name
+        order, until the chunk ends (docs/api.md, "Batch workflows"). A handler that also
+        writes other contexts (through the store; on a PostgreSQL store those writes commit
+        with the chunk) calls it before its first write, so chunks of different workflows
+        never wait for each other in a cycle. ``ConflictError`` once the chunk wrote (locks
+        taken then would not be in order) or when called twice."""
+        names = sorted({self._ctx.name, *(check(ContextName, c, "contexts") for c in contexts)})
+        if self.calls or self._locked:
+            raise ConflictError("lock: call it once, before the chunk's first write")
+        self._locked = True
+        if self._hold is None:
+            return  # not run by a workflow runner: nothing to hold
+        for name in names:
+            if name == self._ctx.name or self._open_context is None:
+                target = self._ctx
+            else:
+                target = self._open_context(name)
+            self._hold.enter_context(target.writer_lock.hold())
+
     def _next_batch_id(self) -> tuple[int, str]:
-        if self.calls == 0 and self._hold is not None:
+        if self.calls == 0 and self._hold is not None and not self._locked:
             self._hold.enter_context(self._ctx.writer_lock.hold())
         call = self.calls
         self.calls += 1

@@ -299,16 +299,17 @@ class WorkflowManager(icontract.DBC):
             row = self._tracker.get(workflow_id)
             check_transition(row["status"], WorkflowStatus.ROLLED_BACK)
             plan = plan_rollback(ctx, workflow_id, journal)
-            apply_rollback(ctx, workflow_id, plan)
-            errors, extra = listed(plan.left)
-            moved = self._tracker.move(
-                workflow_id,
-                WorkflowStatus.ROLLED_BACK,
-                expect=finished,
-                errors=errors,
-                extra_errors=extra,
-                finished_at=clock.wall(),
-            )
+            with ctx.backend.atomic():  # a server backend: the writes and the move, or nothing
+                apply_rollback(ctx, workflow_id, plan)
+                errors, extra = listed(plan.left)
+                moved = self._tracker.move(
+                    workflow_id,
+                    WorkflowStatus.ROLLED_BACK,
+                    expect=finished,
+                    errors=errors,
+                    extra_errors=extra,
+                    finished_at=clock.wall(),
+                )
         assert moved is not None
         return self._model(moved)
 

@@ -15,7 +15,9 @@ exactly once without relying on batch-id idempotency alone, and a chunk whose wo
 taken over meanwhile (or whose handler raised) leaves nothing behind; on the embedded backend
 each write commits on its own and the journal plus derived batch ids give the same result. The
 writer lock of the context a chunk writes is held from its first write until after the commit
-(``ChunkWriter(hold=...)``), so another writer never slips in between the chunk's writes.
+(``ChunkWriter(hold=...)``), so another writer never slips in between the chunk's writes; a
+handler that writes several contexts takes all their locks first, in name order
+(``ChunkWriter.lock``).
 
 A handler exception fails the workflow (status ``failed``, a short error line); chunks
 committed before it stay until ``rollback``.
@@ -179,6 +181,9 @@ class ChunkRunner:
         chunk_no = row["chunks_done"]
         try:
             ctx = self._store.context(row["context"], create=True)
+            # made ready (a server backend's tables created) before any chunk's unit of work,
+            # so nothing a rolled-back chunk did is remembered as done
+            ctx.collections()
             if not row["planned"]:
                 targets = (encode(item) for item in plan_delete(ctx, params))
                 staged = self._tracker.stage_items(wid, targets, row["chunk_size"])
@@ -232,7 +237,14 @@ class ChunkRunner:
         with contextlib.ExitStack() as locks:
             try:
                 with ctx.backend.atomic():
-                    writer = ChunkWriter(ctx, self._tracker, wid, chunk_no, hold=locks)
+                    writer = ChunkWriter(
+                        ctx,
+                        self._tracker,
+                        wid,
+                        chunk_no,
+                        hold=locks,
+                        open_context=self._store.context,
+                    )
                     try:
                         handler(writer, items, params)
                     except Exception as exc:

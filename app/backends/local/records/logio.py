@@ -1,5 +1,5 @@
-"""A collection's whole log as a stream: ``write_log`` / ``ingest_log`` (docs/api.md, "Whole
-contexts").
+"""A collection's whole log as a stream: ``write_log`` / ``ingest_log``
+(docs/api.md, "Whole contexts").
 
 Whole-context transfer moves collections between stores, whatever their backends, as batch-log
 streams (``app.formats.batchlog``): a header line, then every committed batch byte-exact as

@@ -1,6 +1,6 @@
 """``verify`` and ``rebuild`` of a context's records on PostgreSQL.
 
-Both read every collection's log back (``PgRecords._log_file``: the batch bodies in commit
+Both read every collection's log back (``PgRecords.log_file``: the batch bodies in commit
 order as a batch-log file, each batch checksum-verified by the embedded backend's reader).
 ``verify`` then compares the batch rows with their bodies' commit lines and the
 current-version table with the versions the log says are current (same bytes, a ``doc``
@@ -12,15 +12,33 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from app.backends.postgres.records.apply import load_log, scan, survivors
 from app.core.errors import IntegrityError, environmental
 
-if TYPE_CHECKING:
-    from app.backends.postgres.records.records import PgRecords
+
+class PgRecords(Protocol):
+    """What verification and rebuilding use of ``records.PgRecords``."""
+
+    @property
+    def name(self) -> str: ...
+
+    def where(self) -> str: ...
+
+    def collections(self) -> list[str]: ...
+
+    def log_file(self, collection: str) -> AbstractContextManager[Path | None]: ...
+
+    def transaction(self, doing: str) -> AbstractContextManager[Any]: ...
+
+    def write_transaction(self, doing: str) -> AbstractContextManager[Any]: ...
+
+    def snapshot(self, sql: str, args: Sequence[Any]) -> Iterator[tuple[Any, ...]]: ...
+
 
 OtherChecks = Callable[[], tuple[list[str], list[str]]]
 MAX_ROW_PROBLEMS = 20
@@ -69,7 +87,7 @@ def _batch_problems(where: str, rows: list[tuple[Any, ...]], path: Path) -> list
 
 
 def _check_collection(rec: PgRecords, collection: str, path: Path, where: str) -> list[str]:
-    with rec._tx("verifying the records") as conn:
+    with rec.transaction("verifying the records") as conn:
         rows = conn.execute(BATCH_ROWS, (rec.name, collection)).fetchall()
     seqs = _batch_problems(where, rows, path)
     latest, _ = survivors(path)
@@ -79,7 +97,7 @@ def _check_collection(rec: PgRecords, collection: str, path: Path, where: str) -
             if e.data is not None and latest.get(e.record_id) == (number, pos):
                 expected[e.record_id] = (seqs[number], pos, hashlib.sha256(e.data).digest())
     problems: list[str] = []
-    for rid, seq, pos, digest, doc_ok in rec._snapshot(RECORD_ROWS, (rec.name, collection)):
+    for rid, seq, pos, digest, doc_ok in rec.snapshot(RECORD_ROWS, (rec.name, collection)):
         want = expected.pop(rid, None)
         if want is None:
             problems.append(f"{where}: the index holds {rid[:80]!r}, which the log does not")
@@ -105,7 +123,7 @@ def verify(rec: PgRecords) -> tuple[list[str], list[str]]:
         where = f"{rec.where()} collection {collection!r}"
         checked.append(where)
         try:
-            with rec._log_file(collection) as path:
+            with rec.log_file(collection) as path:
                 if path is not None:
                     problems += _check_collection(rec, collection, path, where)
         except Exception as exc:  # damage is reported, not raised
@@ -120,12 +138,12 @@ def rebuild(rec: PgRecords) -> None:
     with contextlib.ExitStack() as stack:
         files: list[tuple[str, Path]] = []
         for collection in rec.collections():
-            path = stack.enter_context(rec._log_file(collection))
+            path = stack.enter_context(rec.log_file(collection))
             if path is not None:
                 for _ in scan(path):  # verified before anything changes
                     pass
                 files.append((collection, path))
-        with rec._write("rebuilding the index") as conn:
+        with rec.write_transaction("rebuilding the index") as conn:
             conn.execute("DELETE FROM ctxstore_records WHERE context = %s", (rec.name,))
             for collection, path in files:
                 seqs = [

@@ -32,7 +32,6 @@ from app.backends.local.records.catalog import _import_schema, _schema_path
 from app.backends.local.records.collection import new_generation
 from app.backends.local.records.logio import spooled, verified_batches
 from app.backends.local.staging import staging_folder
-from app.backends.postgres.catalog import PgLock
 from app.backends.postgres.connect import Database
 from app.backends.postgres.filters import compile_order_pg, compile_where_pg
 from app.backends.postgres.records import logread, maintenance
@@ -110,14 +109,14 @@ def _tie_order(order_sql: str) -> str:
 
 class PgRecords:
     """The record collections of context ``name`` in the database ``db``; ``folder`` is the
-    context's local working folder (spools); ``lock`` its writer lock (default: a ``PgLock``
-    of its own on the same key as ``PgContexts.context_lock``)."""
+    context's local working folder (spools beside it); ``lock`` its writer lock, the one the
+    context's other parts hold too (``PgContexts.context_lock``)."""
 
-    def __init__(self, db: Database, name: str, folder: Path, lock: Lock | None = None) -> None:
+    def __init__(self, db: Database, name: str, folder: Path, lock: Lock) -> None:
         self._db = db
         self.name = name
         self.path = folder
-        self.writer_lock: Lock = lock if lock is not None else PgLock(db, f"context:{name}")
+        self.writer_lock: Lock = lock
         self._ready = False
         self._schemas: dict[str, type[BaseModel]] = {}
         self._indexed: set[str] = set()
@@ -132,7 +131,7 @@ class PgRecords:
     # -- the database -------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _tx(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
+    def transaction(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
         """One transaction (joining the caller's, if one is open in this thread)."""
         import psycopg
 
@@ -146,13 +145,13 @@ class PgRecords:
             raise StorageError(f"{doing} at {self.where()}: {text}") from None
 
     @contextlib.contextmanager
-    def _write(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
+    def write_transaction(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
         """A write transaction holding the context's write key until it ends."""
-        with self._tx(doing) as conn:
+        with self.transaction(doing) as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (write_key(self.name),))
             yield conn
 
-    def _snapshot(self, sql: str, args: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+    def snapshot(self, sql: str, args: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
         """The rows of ``sql`` from one REPEATABLE READ snapshot, fetched ``FETCH`` at a time
         through a server-side cursor on a connection of their own (flat memory; the caller
         may write while iterating)."""
@@ -181,7 +180,7 @@ class PgRecords:
         of (once per process and context)."""
         if self._ready:
             return
-        with self._tx("opening the records") as conn:
+        with self.transaction("opening the records") as conn:
             ensure_schema(conn, PART, DDL, VERSION)
         self._ready = True
 
@@ -220,7 +219,7 @@ class PgRecords:
         if local is not None:
             return local
         self.ready()
-        with self._tx("reading the catalogue") as conn:
+        with self.transaction("reading the catalogue") as conn:
             row = self._row(conn, collection)
         path = None if row is None else row[0]
         if path is None:
@@ -243,7 +242,7 @@ class PgRecords:
         missing = [tuple(s) for s in specs if index_name(s) not in self._indexed]
         if not missing:
             return
-        with self._tx("creating indexes") as conn:
+        with self.transaction("creating indexes") as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
             for spec in missing:
                 found = conn.execute("SELECT to_regclass(%s)", (index_name(spec),)).fetchone()
@@ -260,7 +259,7 @@ class PgRecords:
 
     def define(self, collection: str, schema: type[BaseModel] | None, indexes: Indexes) -> None:
         self.ready()
-        with self._write(f"defining {collection!r}") as conn:
+        with self.write_transaction(f"defining {collection!r}") as conn:
             self._ensure_collection(conn, collection)
             row = self._row(conn, collection)
             assert row is not None
@@ -278,7 +277,7 @@ class PgRecords:
 
     def collections(self) -> list[str]:
         self.ready()
-        with self._tx("listing collections") as conn:
+        with self.transaction("listing collections") as conn:
             rows = conn.execute(
                 "SELECT collection FROM ctxstore_collections WHERE context = %s"
                 ' ORDER BY collection COLLATE "C"',
@@ -288,7 +287,7 @@ class PgRecords:
 
     def has(self, collection: str) -> bool:
         self.ready()
-        with self._tx("reading the catalogue") as conn:
+        with self.transaction("reading the catalogue") as conn:
             return self._row(conn, collection) is not None
 
     # -- writing ------------------------------------------------------------------------
@@ -305,7 +304,7 @@ class PgRecords:
         self._ensure_indexes(BUILTIN_INDEXES.get(collection, ()))
         at = utc_iso()
         meta = CommitMeta(batch_id, "append", at, len(records), "", None, digest)
-        with self._write(f"appending to {collection!r}") as conn:
+        with self.write_transaction(f"appending to {collection!r}") as conn:
             self._ensure_collection(conn, collection)
             seq = next_seq(conn)
             body = write_body(conn, seq, meta, records, ())
@@ -324,7 +323,7 @@ class PgRecords:
         self.ready()
         at = utc_iso()
         meta = CommitMeta(batch_id, "delete", at, len(ids), "", None, digest)
-        with self._write(f"deleting from {collection!r}") as conn:
+        with self.write_transaction(f"deleting from {collection!r}") as conn:
             self._ensure_collection(conn, collection)
             seq = next_seq(conn)
             body = write_body(conn, seq, meta, (), ids)
@@ -334,7 +333,7 @@ class PgRecords:
 
     def batch(self, batch_id: str) -> PgBatch | None:
         self.ready()
-        with self._tx("reading a batch") as conn:
+        with self.transaction("reading a batch") as conn:
             row = conn.execute(
                 f"SELECT {BATCH_COLUMNS} FROM ctxstore_batches"
                 " WHERE context = %s AND batch_id = %s",
@@ -349,7 +348,7 @@ class PgRecords:
 
     def get(self, collection: str, record_id: str) -> str | None:
         self.ready()
-        with self._tx("reading a record") as conn:
+        with self.transaction("reading a record") as conn:
             row = conn.execute(
                 f"SELECT raw {BASE} AND id = %s", (self.name, collection, record_id)
             ).fetchone()
@@ -359,7 +358,7 @@ class PgRecords:
         if not ids:
             return []
         self.ready()
-        with self._tx("reading records") as conn:
+        with self.transaction("reading records") as conn:
             found = {
                 r[0]
                 for r in conn.execute(
@@ -387,7 +386,7 @@ class PgRecords:
         self.ready()
         sql, args = self._select(collection, plan)
         sql += " LIMIT %s OFFSET %s"
-        with self._tx("querying records") as conn:
+        with self.transaction("querying records") as conn:
             rows = conn.execute(sql, [*args, limit, offset]).fetchall()
         loads = orjson.loads
         return [loads(r[0]) for r in rows]
@@ -396,11 +395,11 @@ class PgRecords:
         self.ready()
         sql, args = self._select(collection, plan)
         loads = orjson.loads
-        return (loads(r[0]) for r in self._snapshot(sql, args))
+        return (loads(r[0]) for r in self.snapshot(sql, args))
 
     def count(self, collection: str, plan: PgPlan) -> int:
         self.ready()
-        with self._tx("counting records") as conn:
+        with self.transaction("counting records") as conn:
             row = conn.execute(
                 f"SELECT count(*) {BASE} AND {plan.where_sql}",
                 [self.name, collection, *plan.params],
@@ -409,7 +408,7 @@ class PgRecords:
 
     def select_ids(self, collection: str, plan: PgPlan) -> list[str]:
         self.ready()
-        with self._tx("selecting records") as conn:
+        with self.transaction("selecting records") as conn:
             rows = conn.execute(
                 f"SELECT id {BASE} AND {plan.where_sql} ORDER BY seq, pos",
                 [self.name, collection, *plan.params],
@@ -425,21 +424,26 @@ class PgRecords:
     # -- reading the log -----------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _log_file(self, collection: str) -> Iterator[Path | None]:
-        """The collection's log read back into a local batch-log file (None: no log)."""
+    def log_file(self, collection: str) -> Iterator[Path | None]:
+        """The collection's log read back into a local batch-log file (None: no log); damage
+        found in it is named as the collection's log in the database, not as the file."""
         self.ready()
         with self.spool_folder() as folder:
             fd, name = tempfile.mkstemp(dir=folder)
             path = Path(name)
-            with self._tx("reading the log") as conn, os.fdopen(fd, "wb") as fh:
+            with self.transaction("reading the log") as conn, os.fdopen(fd, "wb") as fh:
                 row = self._row(conn, collection)
                 if row is not None:
                     read_log(conn, self.name, collection, row[2], fh)
-            yield None if row is None else path
+            try:
+                yield None if row is None else path
+            except IntegrityError as exc:
+                where = f"{self.where()}: the log of {collection!r}"
+                raise IntegrityError(str(exc).replace(str(path), where)) from None
 
     def write_log(self, collection: str, fh: IO[bytes]) -> int:
         self.ready()
-        with self._tx("reading the log") as conn:
+        with self.transaction("reading the log") as conn:
             row = self._row(conn, collection)
             if row is None:
                 raise NotFoundError(f"collection {collection!r} not found in {self.name!r}")
@@ -447,22 +451,22 @@ class PgRecords:
 
     def history(self, collection: str, ids: Iterable[str]) -> dict[str, list[RecordVersion]]:
         wanted = list(ids)
-        with self._log_file(collection) as path:
+        with self.log_file(collection) as path:
             if path is None:
                 return {rid: [] for rid in wanted}
             return logread.versions(path, collection, wanted)
 
     def latest_commits(self, collection: str, ids: Iterable[str]) -> dict[str, LatestCommit]:
         wanted = list(ids)
-        with self.writer_lock.hold(), self._log_file(collection) as path:
+        with self.writer_lock.hold(), self.log_file(collection) as path:
             return {} if path is None else logread.latest_commits(path, wanted)
 
     def current_records(self, collection: str) -> list[dict[str, Any]]:
-        with self.writer_lock.hold(), self._log_file(collection) as path:
+        with self.writer_lock.hold(), self.log_file(collection) as path:
             return [] if path is None else list(logread.current_records(path))
 
     def write_compacted(self, collection: str, fh: IO[bytes]) -> int:
-        with self._log_file(collection) as path:
+        with self.log_file(collection) as path:
             if path is None:
                 raise NotFoundError(f"collection {collection!r} not found in {self.name!r}")
             return logread.write_compacted(path, fh, new_generation())[1]
@@ -477,7 +481,7 @@ class PgRecords:
                 pass
             generation = BatchLog(path).header().generation
             self._ensure_indexes(BUILTIN_INDEXES.get(collection, ()))
-            with self._write(f"ingesting {collection!r}") as conn:
+            with self.write_transaction(f"ingesting {collection!r}") as conn:
                 taken = conn.execute(
                     "SELECT 1 FROM ctxstore_batches WHERE context = %s AND collection = %s LIMIT 1",
                     (self.name, collection),
@@ -496,7 +500,7 @@ class PgRecords:
                 return load_log(conn, self.name, collection, path, None)
 
     def compact(self, collection: str) -> CompactionReport:
-        with self._log_file(collection) as path:
+        with self.log_file(collection) as path:
             if path is None:
                 return CompactionReport(
                     collection=collection,
@@ -514,7 +518,7 @@ class PgRecords:
                 new = path.with_name(path.name + ".compacted")
                 with open(new, "wb") as fh:
                     logread.write_compacted(path, fh, generation)
-            with self._write(f"compacting {collection!r}") as conn:
+            with self.write_transaction(f"compacting {collection!r}") as conn:
                 seqs = [
                     int(r[0])
                     for r in conn.execute(
@@ -542,7 +546,7 @@ class PgRecords:
 
     def missing_logs(self) -> list[str]:
         self.ready()
-        with self._tx("checking the records") as conn:
+        with self.transaction("checking the records") as conn:
             rows = conn.execute(
                 "SELECT DISTINCT collection FROM ctxstore_records r WHERE context = %s"
                 " AND NOT EXISTS (SELECT 1 FROM ctxstore_collections c"

@@ -25,7 +25,6 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from app.backends.postgres.catalog import lock_key
 from app.backends.postgres.filters import field_expr_pg
 from app.core.filters import field_path
 
@@ -64,6 +63,15 @@ STAGE = (
     " ON COMMIT DELETE ROWS"
 )
 """Rows of a batch on their way into ``ctxstore_records`` (COPY cannot upsert)."""
+
+
+def lock_key(what: str) -> int:
+    """A signed 64-bit advisory-lock key for ``what``: the derivation of
+    ``app.backends.postgres.catalog.lock_key`` (repeated here: the catalogue imports this
+    module to forget a dropped context's records)."""
+    digest = hashlib.sha256(f"ctxstore:{what}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
 
 DDL_LOCK = lock_key("records:ddl")
 
