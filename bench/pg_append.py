@@ -73,10 +73,13 @@ def raw_copy(url: str, batches: list[list[dict[str, object]]]) -> float:
                     " FROM STDIN (FORMAT BINARY)"
                 ) as copy,
             ):
-                copy.set_types(["text", "text", "text", "int8", "int4", "jsonb", "bytea"])
+                # doc: jsonb's binary input (version byte 1 + the JSON text)
+                copy.set_types(["text", "text", "text", "int8", "int4", "bytea", "bytea"])
                 for pos, rec in enumerate(batch):
                     data = orjson.dumps(rec, option=orjson.OPT_SORT_KEYS)
-                    copy.write_row(("bench", "analogies", rec["id"], seq, pos, data.decode(), data))
+                    copy.write_row(
+                        ("bench", "analogies", rec["id"], seq, pos, b"\x01" + data, data)
+                    )
             conn.commit()
         return time.perf_counter() - t0
 

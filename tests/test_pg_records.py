@@ -468,3 +468,142 @@ def test_a_dropped_context_leaves_no_records_behind(pg_store: Callable[[str], St
     again = store.context(name)
     assert again.count("notes") == 0 and again.collections() == []
     assert not again.append("notes", [{"id": "x"}], batch_id="b").duplicate
+
+
+def test_a_server_killed_mid_batch_keeps_all_or_nothing(pg_store: Callable[[str], Store]) -> None:
+    """``kill -9`` of the server while a large batch is on its way: after the restart the
+    batch is there whole or not at all, the same store goes on, and a retry with the same
+    batch id leaves exactly one copy."""
+    from backend_servers import pg_restartable, postgres_pid, restart_postgres
+
+    if not pg_restartable():
+        pytest.skip("the PostgreSQL server was not started by .ci/services.py (cannot restart it)")
+    ctx = _fresh(pg_store("a"))
+    ctx.append("notes", [{"id": "before"}], batch_id="before")
+    n = 150_000
+
+    def batch() -> Iterator[dict[str, Any]]:
+        return ({"id": f"r{i}", "pad": "y" * 100} for i in range(n))
+
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            ctx.append("notes", batch(), batch_id="crash")
+        except BaseException as exc:
+            failed.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    time.sleep(1.0)  # encoding or COPY under way: any moment must be safe
+    old = postgres_pid()
+    os.kill(old, signal.SIGKILL)
+    writer.join(timeout=120)
+    assert not writer.is_alive()
+    assert all(isinstance(e, app.StorageError) for e in failed), failed
+    while True:  # the postmaster is gone before it is started again
+        try:
+            os.kill(old, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    restart_postgres()
+    found = ctx.count("notes")
+    assert found in (1, 1 + n)
+    receipt = ctx.append("notes", batch(), batch_id="crash")
+    assert receipt.duplicate == (found == 1 + n)
+    assert ctx.count("notes") == 1 + n
+    assert ctx.get("notes", "before") == {"id": "before"}
+    assert ctx.verify().ok
+
+
+def test_the_history_of_a_few_ids_is_found_by_searching_a_large_log(
+    pg_store: Callable[[str], Store],
+) -> None:
+    """A few ids in a large log: the server searches the bodies (also across the seam of two
+    4 MiB body parts) and the answer equals reading the whole log back."""
+    from app.backends.postgres.records import logread
+    from app.backends.postgres.records.tables import BODY_PART
+
+    ctx = _fresh(pg_store("a"))
+
+    def line(i: int, pad: int) -> bytes:
+        return b'{"put":' + encode({"id": f"r{i:07d}", "pad": "x" * pad}) + b"}\n"
+
+    needle = len(b'"id":"r0000000"')
+    # a pad that puts the "id" of one line across the end of the first body part
+    pad = next(p for p in range(100, 3000) if 9 <= BODY_PART % len(line(0, p)) < 8 + needle)
+    per_line = len(line(0, pad))
+    cut = BODY_PART // per_line  # the line whose id the part boundary cuts
+    ctx.append(
+        "t", [{"id": f"r{i:07d}", "pad": "x" * pad} for i in range(cut + 50)], batch_id="big"
+    )
+    ctx.append("t", [{"id": "r0000001", "pad": "second"}], batch_id="b2")
+    ctx.delete("t", ["r0000002"], batch_id="b3")
+    ids = [f"r{cut:07d}", "r0000001", "r0000002", "absent"]
+    found = ctx.history_many("t", ids)
+    with ctx._records.log_file("t") as path:
+        assert path is not None
+        assert path.stat().st_size > BODY_PART
+        whole = logread.versions(path, "t", ids)
+        latest = logread.latest_commits(path, ids)
+    assert found == whole
+    assert ctx.latest_commits("t", ids) == latest
+    assert latest[ids[2]].deleted and not latest[ids[1]].deleted and "absent" not in latest
+    assert [v.batch_id for v in found[f"r{cut:07d}"]] == ["big"]
+    assert [v.batch_id for v in found["r0000001"]] == ["big", "b2"]
+    assert [(v.batch_id, v.deleted) for v in found["r0000002"]] == [("big", False), ("b3", True)]
+    assert found["absent"] == []
+    # damage in a batch the search reads is named, never skipped
+    _sql(
+        pg_store("a"),
+        "UPDATE ctxstore_batch_bodies SET data = overlay(data placing 'Q' from 30 for 1)"
+        " WHERE seq = (SELECT seq FROM ctxstore_batches WHERE context = %s AND batch_id = 'b2')",
+        ctx.name,
+    )
+    with pytest.raises(app.IntegrityError, match="the log of 't'"):
+        ctx.history("t", "r0000001")
+
+
+def test_pg_ingest_refuses_damage_a_non_empty_collection_and_taken_ids(
+    pg_store: Callable[[str], Store], tmp_path: Path
+) -> None:
+    src = _local_ctx(tmp_path, "src")
+    current = _fill(src)
+    data = _log_of(src, "notes")
+    dst = _fresh(pg_store("a"))
+    records = dst._records
+    flipped = bytearray(data)
+    flipped[len(flipped) // 2] ^= 0x01
+    for bad in (bytes(flipped), data[:-3], b"", b"not a log\n"):
+        with records.writing(), pytest.raises(IntegrityError):
+            records.ingest_log("notes", io.BytesIO(bad))
+    assert dst.count("notes") == 0 and dst.collections() == []
+    dst.append("other", [{"id": "x"}], batch_id="b2")  # a batch id the log holds
+    with records.writing(), pytest.raises(ConflictError):
+        records.ingest_log("notes", io.BytesIO(data))
+    assert dst.count("notes") == 0 and dst.collections() == ["other"]  # rolled back whole
+    with records.writing(), pytest.raises(ConflictError):
+        records.ingest_log("other", io.BytesIO(data))  # not empty
+    with records.writing(), pytest.raises(NotFoundError):
+        records.write_log("missing", io.BytesIO())
+    fresh = _fresh(pg_store("a"))
+    with fresh._records.writing():
+        assert fresh._records.ingest_log("notes", io.BytesIO(data)) == 4
+    assert fresh.query("notes") == current
+    assert fresh.verify().ok
+
+
+def test_a_collection_whose_log_row_is_gone_is_reported(pg_store: Callable[[str], Store]) -> None:
+    store = pg_store("a")
+    ctx = _fresh(store)
+    ctx.append("notes", [{"id": "x"}])
+    _sql(
+        store,
+        "DELETE FROM ctxstore_collections WHERE context = %s AND collection = 'notes'",
+        ctx.name,
+    )
+    problems = ctx.missing_logs()
+    assert len(problems) == 2 and all("'notes', which has no log" in p for p in problems)
+    report = ctx.verify()
+    assert not report.ok and set(problems) <= set(report.problems)

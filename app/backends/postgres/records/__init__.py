@@ -2,7 +2,10 @@
 
 Modules:
 
-- ``records``: ``PgRecords``, the ``Records`` of one context (``app.backends.protocols``);
+- ``records``: ``PgRecords``, the ``Records`` of one context (``app.backends.protocols``):
+  the catalogue of collections, the write path, maintenance; built on ``base`` (connection,
+  transactions, readiness), ``reads`` (the index's reads) and ``logs`` (reads of the log,
+  whole collections);
 - ``tables``: the tables, their DDL and the expression indexes;
 - ``bodies``: batch bodies built by ``app.formats.batchlog``, stored in parts with COPY and
   read back as a batch-log file;

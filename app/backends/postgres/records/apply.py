@@ -47,7 +47,11 @@ def next_seq(conn: Any) -> int:
     return int(row[0])
 
 
-def stage_rows(conn: Any, rows: Iterable[tuple[str, int, int, bytes]]) -> int:
+Row = tuple[str, int, int, bytes]
+"""``(id, seq, pos, canonical JSON)`` of a record version on its way to the index."""
+
+
+def stage_rows(conn: Any, rows: Iterable[Row]) -> int:
     """COPY ``(id, seq, pos, raw)`` rows into the (emptied) stage table; returns how many."""
     conn.execute(STAGE)
     conn.execute("TRUNCATE ctxstore_stage")
@@ -58,6 +62,35 @@ def stage_rows(conn: Any, rows: Iterable[tuple[str, int, int, bytes]]) -> int:
             copy.write_row(row)
             count += 1
     return count
+
+
+COPY_RECORDS = (
+    "COPY ctxstore_records (context, collection, id, seq, pos, doc, raw) FROM STDIN (FORMAT BINARY)"
+)
+RECORD_TYPES = ["text", "text", "text", "int8", "int4", "bytea", "bytea"]
+"""The ``doc`` column goes as bytes in jsonb's binary input format: the version byte 1, then
+the JSON text (the record's canonical bytes, parsed by the server; psycopg's jsonb dumper
+would serialise a Python object again)."""
+JSONB_V1 = b"\x01"
+
+
+def put_rows(conn: Any, context: str, collection: str, rows: Iterable[Row]) -> None:
+    """Make ``rows`` (a batch's records, re-iterable) the current versions of their ids.
+
+    Most batches bring ids the collection does not hold yet, each once: they are COPYed
+    straight into ``ctxstore_records`` under a savepoint. An id the collection holds (or one
+    given twice) makes that COPY fail; the savepoint is rolled back and the batch goes through
+    the stage table and one upsert instead (the newest version of an id wins)."""
+    import psycopg
+
+    try:
+        with conn.transaction(), conn.cursor() as cur, cur.copy(COPY_RECORDS) as copy:
+            copy.set_types(RECORD_TYPES)
+            for rid, seq, pos, data in rows:
+                copy.write_row((context, collection, rid, seq, pos, JSONB_V1 + data, data))
+    except psycopg.errors.UniqueViolation:
+        stage_rows(conn, rows)
+        upsert_staged(conn, context, collection)
 
 
 def upsert_staged(conn: Any, context: str, collection: str) -> None:
@@ -229,6 +262,7 @@ __all__ = [
     "insert_batch",
     "load_log",
     "next_seq",
+    "put_rows",
     "scan",
     "stage_rows",
     "survivors",

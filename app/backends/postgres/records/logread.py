@@ -28,7 +28,7 @@ def versions(path: Path, collection: str, ids: Iterable[str]) -> dict[str, list[
         for e in batch.entries:
             found = out.get(e.record_id)
             if found is not None:
-                found.append(_version(collection, batch, e))
+                found.append(version_of(collection, batch, e, e.pos))
     return out
 
 
@@ -83,7 +83,8 @@ class _Counted(Iterator[Entry]):
         return entry
 
 
-def _version(collection: str, batch: Batch, e: Entry) -> RecordVersion:
+def version_of(collection: str, batch: Batch, e: Entry, position: int) -> RecordVersion:
+    """The version (or deletion) ``e`` of ``batch``, at ``position`` in the whole log."""
     return RecordVersion(
         id=e.record_id,
         collection=collection,
@@ -92,8 +93,8 @@ def _version(collection: str, batch: Batch, e: Entry) -> RecordVersion:
         sha256=hashlib.sha256(e.data if e.data is not None else b"null").hexdigest(),
         deleted=e.data is None,
         data=None if e.data is None else decode(e.data),
-        position=e.pos,
+        position=position,
     )
 
 
-__all__ = ["current_records", "latest_commits", "versions", "write_compacted"]
+__all__ = ["current_records", "latest_commits", "version_of", "versions", "write_compacted"]

@@ -49,7 +49,7 @@ BATCH_ROWS = (
 )
 RECORD_ROWS = (
     "SELECT id, seq, pos, sha256(raw), doc = convert_from(raw, 'UTF8')::jsonb"
-    " FROM ctxstore_records WHERE context = %s AND collection = %s"
+    " FROM ctxstore_records WHERE context = %s AND collection = %s ORDER BY seq, pos"
 )
 
 
@@ -86,26 +86,43 @@ def _batch_problems(where: str, rows: list[tuple[Any, ...]], path: Path) -> list
     return seqs
 
 
-def _check_collection(rec: PgRecords, collection: str, path: Path, where: str) -> list[str]:
-    with rec.transaction("verifying the records") as conn:
-        rows = conn.execute(BATCH_ROWS, (rec.name, collection)).fetchall()
-    seqs = _batch_problems(where, rows, path)
+def _current(path: Path, seqs: list[int]) -> Iterator[tuple[int, int, str, bytes]]:
+    """``(seq, pos, id, SHA-256 of the record)`` of every current version in the log file, in
+    commit order (what the index must hold, in its ``(seq, pos)`` order)."""
     latest, _ = survivors(path)
-    expected: dict[str, tuple[int, int, bytes]] = {}
     for number, batch in enumerate(scan(path)):
         for pos, e in enumerate(batch.entries):
             if e.data is not None and latest.get(e.record_id) == (number, pos):
-                expected[e.record_id] = (seqs[number], pos, hashlib.sha256(e.data).digest())
+                yield seqs[number], pos, e.record_id, hashlib.sha256(e.data).digest()
+
+
+def _check_collection(rec: PgRecords, collection: str, path: Path, where: str) -> list[str]:
+    """Problems of the collection's index rows against its log: both walked once, side by
+    side in commit order (memory: the log's id -> newest entry map only)."""
+    with rec.transaction("verifying the records") as conn:
+        rows = conn.execute(BATCH_ROWS, (rec.name, collection)).fetchall()
+    seqs = _batch_problems(where, rows, path)
     problems: list[str] = []
-    for rid, seq, pos, digest, doc_ok in rec.snapshot(RECORD_ROWS, (rec.name, collection)):
-        want = expected.pop(rid, None)
-        if want is None:
+    wanted = _current(path, seqs)
+    held = rec.snapshot(RECORD_ROWS, (rec.name, collection))
+    want = next(wanted, None)
+    row = next(held, None)
+    while want is not None or row is not None:
+        if row is None or (want is not None and want[:2] < (int(row[1]), int(row[2]))):
+            assert want is not None
+            problems.append(f"{where}: the index misses {want[2][:80]!r}")
+            want = next(wanted, None)
+            continue
+        rid, seq, pos, digest, doc_ok = row
+        if want is None or want[:2] > (int(seq), int(pos)):
             problems.append(f"{where}: the index holds {rid[:80]!r}, which the log does not")
-        elif (int(seq), int(pos), bytes(digest)) != want:
+        elif want[2] != rid or want[3] != bytes(digest):
             problems.append(f"{where}: the index row of {rid[:80]!r} differs from the log")
         elif not doc_ok:
             problems.append(f"{where}: the index row of {rid[:80]!r} has a damaged doc")
-    problems += [f"{where}: the index misses {rid[:80]!r}" for rid in sorted(expected)]
+        if want is not None and want[:2] == (int(seq), int(pos)):
+            want = next(wanted, None)
+        row = next(held, None)
     if len(problems) > MAX_ROW_PROBLEMS:
         rest = len(problems) - MAX_ROW_PROBLEMS
         problems = [*problems[:MAX_ROW_PROBLEMS], f"{where}: and {rest} more index problems"]

@@ -27,12 +27,13 @@ from typing import Any
 
 from app.backends.postgres.filters import field_expr_pg
 from app.core.filters import field_path
+from app.core.schemas import BUILTIN_INDEXES
 
 PART = "records"
 VERSION = 1
 BODY_PART = 4 << 20
 
-DDL = (
+TABLES = (
     "CREATE TABLE IF NOT EXISTS ctxstore_collections ("
     " context text NOT NULL, collection text NOT NULL,"
     " schema text, indexes jsonb NOT NULL DEFAULT '[]'::jsonb, generation text NOT NULL,"
@@ -96,6 +97,12 @@ def index_sql(spec: Sequence[str]) -> str:
     )
 
 
+BUILTIN_FIELD_LISTS = sorted({spec for specs in BUILTIN_INDEXES.values() for spec in specs})
+BUILTIN_INDEX_NAMES = frozenset(index_name(spec) for spec in BUILTIN_FIELD_LISTS)
+DDL = (*TABLES, *(index_sql(spec) for spec in BUILTIN_FIELD_LISTS))
+"""The tables and the expression indexes of the built-in collections' indexed fields (made
+with the tables, so an append never creates an index inside a caller's unit of work)."""
+
 FORGET = (
     "DELETE FROM ctxstore_batch_bodies WHERE seq IN"
     " (SELECT seq FROM ctxstore_batches WHERE context = %s)",
@@ -118,6 +125,7 @@ def forget_context(conn: Any, context: str) -> None:
 
 __all__ = [
     "BODY_PART",
+    "BUILTIN_INDEX_NAMES",
     "DDL",
     "DDL_LOCK",
     "PART",
