@@ -40,13 +40,20 @@ services-stop:
 
 # Starts the servers, exports their env to pytest, stops them afterwards (also on failure or
 # Ctrl-C: the trap). With CI=true a server that cannot start fails the target; elsewhere the
-# last lines name the test matrices that did not run and how to run them.
-test: lint typecheck
+# last lines name the test matrices that did not run and how to run them. WITH_SERVICES runs
+# its argument (a pytest command line) that way.
+define WITH_SERVICES
 	@$(SERVICES) start || [ "$$CI" != true ] || { $(SERVICES) stop; echo "CI: test servers did not start"; exit 1; }; \
 	trap '$(SERVICES) stop >/dev/null' EXIT; trap 'exit 130' INT TERM; \
 	if [ -f .services/env ]; then . ./.services/env; fi; \
-	$(PYTEST) -q -m "not slow" -p no:cacheprovider; rc=$$?; \
+	$(1); rc=$$?; \
 	$(SERVICES) stop; $(SERVICES) report; exit $$rc
+endef
+
+# Every non-slow test: the backend matrix (tests/conftest.py MATRIX_MODULES on embedded,
+# pg-files, pg-s3) and the quick reliability suite with the PostgreSQL crash/fault table.
+test: lint typecheck
+	$(call WITH_SERVICES,$(PYTEST) -q -m "not slow" -p no:cacheprovider)
 
 test-fast: $(STAMP)
 	$(PYTEST) -q -m "not slow and not integration" -x
@@ -61,8 +68,10 @@ test-batch-workflows: $(STAMP)
 test-persistence-integration: $(STAMP)
 	$(PYTEST) -q -m integration
 
+# The reliability suite alone, ending with its table; the PostgreSQL crash/fault rows at their
+# larger counts (>= 50 client kills mid-append and mid-workflow, >= 10 server kills).
 test-reliability: $(STAMP)
-	$(PYTEST) -q -p no:cacheprovider tests/reliability
+	$(call WITH_SERVICES,CTXSTORE_PG_CRASH=reliability $(PYTEST) -q -p no:cacheprovider tests/reliability)
 
 # CrossHair on the pure modules (filters, codec, names, workflow rules), bounded in time (~10 s).
 # app/core's pure modules carry no icontract conditions yet, so the properties are stated in

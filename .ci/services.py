@@ -420,18 +420,31 @@ def cmd_restart_pg() -> int:
     return 0
 
 
+MATRIX_WHAT = (
+    "the pg-files and pg-s3 runs of the record, filter, embedding, model, workflow and "
+    "transfer tests in tests/backend_matrix.py MATRIX_MODULES"
+)
+
+
 def cmd_report() -> int:
     """Last lines of `make test`: which server-backed matrices did not run, and how to."""
-    missing = [(PG_ENV, "PostgreSQL", "postgresql://USER@HOST:PORT/DB")]
-    missing += [(S3_ENV, "S3", "http://HOST:PORT")]
-    missing = [m for m in missing if not os.environ.get(m[0])]
-    for var, what, example in missing:
+    pg, s3 = os.environ.get(PG_ENV), os.environ.get(S3_ENV)
+    if not pg:
         print(
-            f"NOT RUN: the {what} test matrix (no {var}). Run it with a server: "
-            f"`{var}={example} make test`, or install one so `make services` can start it."
+            f"NOT RUN: the PostgreSQL test matrix ({MATRIX_WHAT}) and the PostgreSQL crash/fault "
+            f"table (tests/reliability/test_rel_pg.py): no {PG_ENV}. PostgreSQL could not be "
+            "found or started here (as root `make services` installs it with apt-get). Run "
+            f"them against a server whose user may CREATE DATABASE: `{PG_ENV}="
+            f"postgresql://USER@HOST:PORT/DB {S3_ENV}=http://HOST:PORT make test`."
         )
-    if not missing:
-        print("services: PostgreSQL and S3 test matrices ran.")
+    if not s3:
+        print(
+            "NOT RUN: the S3 test matrix (the pg-s3 runs, and the S3 rows of the crash/fault "
+            f"table): no {S3_ENV}. moto_server comes with `make install`; or run "
+            f"`{S3_ENV}=http://HOST:PORT make test` against any S3 endpoint."
+        )
+    if pg and s3:
+        print("services: the PostgreSQL (pg-files) and S3 (pg-s3) test matrices ran.")
     return 0
 
 

@@ -6,10 +6,20 @@ store gets a FRESH schema in the module's database (``pg_url``: creating a schem
 milliseconds, a database ~0.25 s), named through the URL's ``search_path`` option, and its own
 working folder (``$CTXSTORE_WORK``) under the test's tmp folder; each S3 store a fresh bucket.
 
-Use: ``matrix_store(kind, tmp_path, request)`` returns ``(root, files)`` for ``open_store``;
-the ``backend_kind`` fixture (parametrised where a module asks for it) names the kind.
-Servers missing: in CI the test fails, elsewhere it is skipped saying how to enable it
-(``tests/backend_servers.py``).
+Which tests run on which kinds: the modules in ``MATRIX_MODULES`` run every test that uses
+the ``store_root`` / ``store`` / ``ctx`` / ``people`` fixtures (tests/conftest.py) on all three
+kinds (``pytest_generate_tests`` parametrises ``backend_kind``; test ids end in ``[embedded]``,
+``[pg-files]``, ``[pg-s3]``); every other test runs once, embedded. A matrix test that reads or
+damages the embedded backend's files is marked ``@pytest.mark.embedded_only("why")``: its
+PostgreSQL params are not generated, and the run's summary counts those tests. A known gap of
+the PostgreSQL backend is listed in ``KNOWN_PG_GAPS`` (strict xfail of the PostgreSQL params,
+shown in every summary; an XPASS fails until the entry is removed), a known race in
+``KNOWN_PG_RACES`` (non-strict xfail).
+
+Use elsewhere: the ``matrix_store_args`` fixture gives ``(root, files)`` for ``open_store`` of
+a fresh store of kind ``backend_kind``; ``kind_env`` the environment of a subprocess opening
+it. Servers missing: in CI the test fails, elsewhere it is skipped saying how to enable it
+(``tests/backend_servers.py``); ``make test`` ends by naming the matrices that did not run.
 """
 
 from __future__ import annotations
@@ -23,6 +33,106 @@ from pathlib import Path
 import pytest
 
 BACKENDS = ("embedded", "pg-files", "pg-s3")
+
+# Module -> the kinds its store-level tests run on. Every listed module runs on all three
+# (measured: the matrix modules take 3.5 min embedded only, 10.4 min on all three, on this
+# 2-core machine shared with other jobs). To trim ``make test``, give the record modules
+# ("test_records_*", "test_filters": the files URL plays no part in them) ("embedded",
+# "pg-files") only.
+MATRIX_MODULES: dict[str, tuple[str, ...]] = {
+    name: BACKENDS
+    for name in (
+        "test_records_append",
+        "test_records_backend",
+        "test_records_big_batch",
+        "test_records_compaction",
+        "test_records_delete",
+        "test_records_errors",
+        "test_records_filters",
+        "test_records_history",
+        "test_records_idempotency",
+        "test_records_maintenance",
+        "test_records_query",
+        "test_records_schemas",
+        "test_filters",
+        "test_embeddings",
+        "test_models",
+        "test_workflows",
+        "test_transfer",
+    )
+}
+_EMBEDDED_ONLY: dict[str, list[str]] = {}  # reason -> test ids (for the terminal summary)
+
+# Known gaps of the PostgreSQL backend, each named with who closes it: the PostgreSQL params
+# of these tests are expected to fail (strict: once a gap closes the test XPASSes, which fails
+# the run until its line here is removed). Listed in every run's summary (-ra).
+KNOWN_PG_GAPS = {
+    "test_versions_list_load_delete": "models.list() lists a local models folder; on "
+    "PostgreSQL it finds no model (MetaStore has no item listing yet: strategy 9.2)",
+    "test_models_round_trip": "export lists models through the local models folder: no model "
+    "in a PostgreSQL store's archive (whole-context transfer on PostgreSQL, helper transfer)",
+    "test_imported_joblib_model_stays_untrusted": "export lists models through the local "
+    "models folder (whole-context transfer on PostgreSQL, helper transfer)",
+    "test_save_load_round_trip_records_and_embeddings": "save/load of a whole context loses "
+    "its embedding sets on PostgreSQL (whole-context transfer on PostgreSQL, helper transfer)",
+    "test_import_merge_later_version_wins": "a merge import copies the target context's "
+    "JSONL logs from the local working folder (whole-context transfer on PostgreSQL, helper "
+    "transfer)",
+    "test_import_skip_keeps_existing_records": "a merge import copies the target context's "
+    "JSONL logs from the local working folder (whole-context transfer on PostgreSQL, helper "
+    "transfer)",
+}
+# Races found by the matrix, not yet fixed: they fail only sometimes, so not strict.
+KNOWN_PG_RACES = {
+    "test_readers_see_whole_sets_while_a_writer_overwrites": "a reader loading a set while "
+    "a writer overwrites it sometimes gets NotFoundError 'shard file is missing' on the object "
+    "store: it read the old metadata, then the old shard's name object was removed (objects)",
+}
+
+
+def _known(name: str, kind: str) -> list[pytest.MarkDecorator]:
+    """The xfail mark of a known gap or race of the PostgreSQL backend, if any."""
+    if kind == "embedded":
+        return []
+    if name in KNOWN_PG_GAPS:
+        return [pytest.mark.xfail(strict=True, reason=f"known gap: {KNOWN_PG_GAPS[name]}")]
+    if name in KNOWN_PG_RACES:
+        return [pytest.mark.xfail(strict=False, reason=f"known race: {KNOWN_PG_RACES[name]}")]
+    return []
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend_kind" not in metafunc.fixturenames:
+        return
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if module not in MATRIX_MODULES:
+        return  # the backend_kind fixture answers "embedded"
+    kinds = MATRIX_MODULES[module]
+    marker = metafunc.definition.get_closest_marker("embedded_only")
+    if marker is not None:
+        reason = str(marker.args[0]) if marker.args else ""
+        if not reason:
+            raise pytest.UsageError(f"{metafunc.definition.nodeid}: embedded_only needs a reason")
+        _EMBEDDED_ONLY.setdefault(reason, []).append(metafunc.definition.nodeid)
+        kinds = ("embedded",)
+    params = [pytest.param(k, marks=_known(metafunc.definition.originalname, k)) for k in kinds]
+    metafunc.parametrize("backend_kind", params, indirect=True)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _EMBEDDED_ONLY:
+        return
+    tests = sum(len(v) for v in _EMBEDDED_ONLY.values())
+    terminalreporter.write_line(
+        f"backend matrix: {tests} test(s) of the matrix modules run on the embedded backend only "
+        f"(marked embedded_only), for {len(_EMBEDDED_ONLY)} reason(s)"
+    )
+
+
+@pytest.fixture
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    """The backend kind of this test's store (``embedded`` outside the matrix modules)."""
+    return str(getattr(request, "param", "embedded"))
 
 
 def schema_url(database_url: str, schema: str) -> str:

@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backend_matrix import matrix_store_args  # noqa: F401
+from backend_matrix import (  # noqa: F401
+    backend_kind,
+    matrix_store_args,
+    pytest_generate_tests,
+    pytest_terminal_summary,
+)
 from backend_servers import pg_server_url, pg_url, s3_endpoint, s3_url  # noqa: F401
 from records_support import people_data
 
@@ -21,13 +26,29 @@ os.environ["CTXSTORE_TRUST_KEY"] = "test-trust-key-" + "0123456789abcdef" * 2
 os.environ["XDG_CONFIG_HOME"] = "/nonexistent/ctxstore-test-config"  # loud if ever used
 
 
-@pytest.fixture
-def store_root(tmp_path: Path) -> Path:
-    return tmp_path / "store"
+# The backend matrix (which modules, which tests embedded-only, known gaps):
+# tests/backend_matrix.py; its hooks and fixtures are imported above.
 
 
 @pytest.fixture
-def store(store_root: Path) -> Iterator[app.Store]:
+def store_root(
+    backend_kind: str,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path | str:
+    """The root of this test's (fresh) store: a directory, or a PostgreSQL URL whose files URL
+    is ``$CTXSTORE_FILES`` (set for the test), so ``app.open_store(store_root)`` reopens it."""
+    if backend_kind == "embedded":
+        return tmp_path / "store"
+    root, files = request.getfixturevalue("matrix_store_args")
+    assert files is not None
+    monkeypatch.setenv("CTXSTORE_FILES", files)
+    return str(root)
+
+
+@pytest.fixture
+def store(store_root: Path | str) -> Iterator[app.Store]:
     s = app.open_store(store_root)
     try:
         yield s

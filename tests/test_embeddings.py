@@ -71,6 +71,7 @@ def test_save_load_round_trip(ctx: app.Context, dtype: Any, mmap: bool) -> None:
     assert es.info == info
 
 
+@pytest.mark.embedded_only("hashes the NPZ shard file in the context folder")
 def test_embedding_info_fields(ctx: app.Context) -> None:
     before = dt.datetime.now(dt.UTC)
     info = ctx.embeddings.save("words", names(10), rows(10, 4))
@@ -83,6 +84,7 @@ def test_embedding_info_fields(ctx: app.Context) -> None:
     assert ctx.embeddings.info("words") == info
 
 
+@pytest.mark.embedded_only("opens the shard files in the context folder with numpy")
 def test_every_npz_opens_with_plain_numpy_load(ctx: app.Context) -> None:
     ctx.embeddings.save("words", names(20), rows(20, 5, np.float16))
     ctx.embeddings.save("words", names(7, "x"), rows(7, 5, np.float16, 1), mode="append")
@@ -100,6 +102,7 @@ def test_every_npz_opens_with_plain_numpy_load(ctx: app.Context) -> None:
     assert np.array_equal(np.concatenate(got_vectors), expected)
 
 
+@pytest.mark.embedded_only("reads metadata.json and the shard files in the context folder")
 def test_metadata_json_is_plain_json_listing_ordered_shards(ctx: app.Context) -> None:
     ctx.embeddings.save("words", names(3), rows(3), metadata={"source": "test"})
     ctx.embeddings.save("words", names(2, "b"), rows(2, seed=2), mode="append")
@@ -233,6 +236,7 @@ def test_nothing_written_when_overflowing_the_sets_dtype(ctx: app.Context) -> No
 # ------------------------------------------------------------------- modes / listing ----
 
 
+@pytest.mark.embedded_only("lists the shard files in the set's folder")
 def test_append_adds_a_shard_and_overwrite_replaces(ctx: app.Context) -> None:
     a, b = rows(4, 3, seed=1), rows(3, 3, seed=2)
     ctx.embeddings.save("s", names(4), a, metadata={"v": 1})
@@ -390,6 +394,7 @@ def test_bad_search_raises_invalid_input(
 # ------------------------------------------------------------------------ integrity ----
 
 
+@pytest.mark.embedded_only("flips bits of the shard file in the context folder")
 def test_flipped_vector_bit_detected_by_load_search_and_verify(store: app.Store) -> None:
     ctx = store.context("c")
     ctx.embeddings.save("s", names(100), rows(100, 16))
@@ -403,6 +408,7 @@ def test_flipped_vector_bit_detected_by_load_search_and_verify(store: app.Store)
     assert not report.ok and any(shard.name in p for p in report.problems)
 
 
+@pytest.mark.embedded_only("flips bits of the shard file in the context folder")
 def test_search_notices_damage_after_a_clean_first_search(ctx: app.Context) -> None:
     ctx.embeddings.save("s", names(50), rows(50, 8))
     assert len(ctx.embeddings.search("s", rows(1, 8)[0], k=3)) == 3
@@ -412,6 +418,7 @@ def test_search_notices_damage_after_a_clean_first_search(ctx: app.Context) -> N
         ctx.embeddings.search("s", rows(1, 8)[0])
 
 
+@pytest.mark.embedded_only("flips bits of the shard file in the context folder")
 def test_any_flipped_bit_never_loads_wrong_data(ctx: app.Context) -> None:
     vectors, ids = rows(40, 8), names(40)
     ctx.embeddings.save("s", ids, vectors)
@@ -437,6 +444,7 @@ def test_any_flipped_bit_never_loads_wrong_data(ctx: app.Context) -> None:
 
 
 @pytest.mark.parametrize("mmap", [True, False])
+@pytest.mark.embedded_only("truncates the shard file in the context folder")
 def test_truncated_shard_raises_integrity_error(ctx: app.Context, mmap: bool) -> None:
     ctx.embeddings.save("s", names(30), rows(30, 8))
     (shard,) = shard_files(ctx, "s")
@@ -447,6 +455,7 @@ def test_truncated_shard_raises_integrity_error(ctx: app.Context, mmap: bool) ->
     assert any("size" in p and shard.name in p for p in ctx.embeddings.verify())
 
 
+@pytest.mark.embedded_only("removes the shard file from the context folder")
 def test_missing_shard_reported(ctx: app.Context) -> None:
     ctx.embeddings.save("s", names(3), rows(3))
     (shard,) = shard_files(ctx, "s")
@@ -456,6 +465,7 @@ def test_missing_shard_reported(ctx: app.Context) -> None:
     assert any("missing" in p for p in ctx.verify().problems)
 
 
+@pytest.mark.embedded_only("flips bits of metadata.json in the context folder")
 def test_flipped_metadata_json_detected(ctx: app.Context) -> None:
     ctx.embeddings.save("s", names(3), rows(3), metadata={"about": "colours"})
     meta = set_dir(ctx, "s") / "metadata.json"
@@ -472,6 +482,7 @@ def test_flipped_metadata_json_detected(ctx: app.Context) -> None:
     assert ctx.verify().ok
 
 
+@pytest.mark.embedded_only("rewrites metadata.json in the context folder")
 def test_newer_metadata_format_raises_schema_version_error(ctx: app.Context) -> None:
     from app.formats.hashio import dump_checked
 
@@ -484,6 +495,7 @@ def test_newer_metadata_format_raises_schema_version_error(ctx: app.Context) -> 
         ctx.embeddings.load("s")
 
 
+@pytest.mark.embedded_only("rewrites metadata.json in the context folder")
 def test_crafted_metadata_cannot_point_outside_the_set(ctx: app.Context) -> None:
     from app.formats.hashio import dump_checked
 
@@ -499,7 +511,9 @@ def test_crafted_metadata_cannot_point_outside_the_set(ctx: app.Context) -> None
 # ----------------------------------------------------------------------- concurrency ----
 
 
-def test_readers_see_whole_sets_while_a_writer_overwrites(ctx: app.Context) -> None:
+def test_readers_see_whole_sets_while_a_writer_overwrites(
+    ctx: app.Context, backend_kind: str
+) -> None:
     versions = [(names(200, f"v{v}-"), rows(200, 8, seed=v)) for v in range(6)]
     ctx.embeddings.save("s", *versions[0])
     errors: list[BaseException] = []
@@ -526,8 +540,9 @@ def test_readers_see_whole_sets_while_a_writer_overwrites(ctx: app.Context) -> N
     for t in readers:
         t.join()
     assert errors == []
-    assert len(shard_files(ctx, "s")) == 1
-    assert not [p for p in set_dir(ctx, "s").iterdir() if p.name.endswith(".tmp")]
+    if backend_kind == "embedded":  # the set's folder: one shard, no temporary file left
+        assert len(shard_files(ctx, "s")) == 1
+        assert not [p for p in set_dir(ctx, "s").iterdir() if p.name.endswith(".tmp")]
 
 
 def test_saves_from_two_processes_serialise(store_root: Path) -> None:
@@ -562,6 +577,7 @@ def test_saves_from_two_processes_serialise(store_root: Path) -> None:
 
 
 @pytest.mark.parametrize("limit", [0xFFFFFFFF, 100])
+@pytest.mark.embedded_only("opens the shard file in the context folder as a zip")
 def test_shards_are_standard_zips_also_with_zip64_records(
     ctx: app.Context, monkeypatch: pytest.MonkeyPatch, limit: int
 ) -> None:

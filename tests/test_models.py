@@ -62,6 +62,7 @@ def fitted_kmeans() -> KMeans:
 # ----------------------------------------------------------------------- what goes where ----
 
 
+@pytest.mark.embedded_only("hashes and torch.loads the .pth file in the context folder")
 def test_torch_module_saved_as_state_dict_pth(ctx: app.Context) -> None:
     torch.manual_seed(0)
     net = Net()
@@ -176,6 +177,7 @@ def test_protocol_and_persistence_across_reopen(store_root: Path) -> None:
 # ------------------------------------------------------------------------ bad inputs ----
 
 
+@pytest.mark.embedded_only("lists the model's folder in the context folder")
 def test_bad_inputs_raise_invalid_input_and_write_nothing(ctx: app.Context) -> None:
     ctx.models.save("m", {"w": torch.ones(2)})
     before = sorted(p.name for p in model_dir(ctx, "m").iterdir())
@@ -215,6 +217,7 @@ def test_into_mismatches_raise_invalid_input(ctx: app.Context) -> None:
 
 
 @pytest.mark.parametrize("kind", ["pth", "joblib"])
+@pytest.mark.embedded_only("flips bits of the model file in the context folder")
 def test_flipped_bit_in_model_file_raises_integrity_error(ctx: app.Context, kind: str) -> None:
     obj: Any = {"w": torch.randn(64, 64)} if kind == "pth" else fitted_kmeans()
     ctx.models.save("m", obj)
@@ -232,6 +235,7 @@ def test_flipped_bit_in_model_file_raises_integrity_error(ctx: app.Context, kind
 
 
 @pytest.mark.parametrize("kind", ["pth", "joblib"])
+@pytest.mark.embedded_only("truncates and removes the model file in the context folder")
 def test_truncated_or_missing_model_file_raises_integrity_error(
     ctx: app.Context, kind: str
 ) -> None:
@@ -247,6 +251,7 @@ def test_truncated_or_missing_model_file_raises_integrity_error(
     assert any("missing" in p for p in ctx.verify().problems)
 
 
+@pytest.mark.embedded_only("flips bits of the version record in the context folder")
 def test_flipped_bit_in_version_record_detected(ctx: app.Context) -> None:
     ctx.models.save("m", {"w": torch.ones(2)}, metadata={"note": "hello"})
     record = model_dir(ctx, "m") / "v0001.json"
@@ -260,6 +265,7 @@ def test_flipped_bit_in_version_record_detected(ctx: app.Context) -> None:
     assert ctx.verify().ok
 
 
+@pytest.mark.embedded_only("rewrites the version record in the context folder")
 def test_newer_record_format_raises_schema_version_error(ctx: app.Context) -> None:
     ctx.models.save("m", {"w": torch.ones(2)})
     record = model_dir(ctx, "m") / "v0001.json"
@@ -301,6 +307,7 @@ def plant(ctx: app.Context, name: str, kind: str, payload: bytes) -> Path:
     return path
 
 
+@pytest.mark.embedded_only("plants a hostile file in the context folder")
 def test_hostile_joblib_never_runs_by_default(ctx: app.Context, tmp_path: Path) -> None:
     sentinel = tmp_path / "pwned-joblib"
     ctx.models.save("m", fitted_kmeans())
@@ -326,6 +333,7 @@ def test_hostile_joblib_never_runs_by_default(ctx: app.Context, tmp_path: Path) 
     assert sentinel.exists()
 
 
+@pytest.mark.embedded_only("plants a hostile file in the context folder")
 def test_hostile_pth_never_runs_even_when_trusted(ctx: app.Context, tmp_path: Path) -> None:
     sentinel = tmp_path / "pwned-pth"
     ctx.models.save("m", {"w": torch.ones(2)})
@@ -343,6 +351,7 @@ def test_hostile_pth_never_runs_even_when_trusted(ctx: app.Context, tmp_path: Pa
     assert sentinel.exists()
 
 
+@pytest.mark.embedded_only("plants a hostile file in the context folder")
 def test_hostile_raw_pickle_named_pth_never_runs(ctx: app.Context, tmp_path: Path) -> None:
     sentinel = tmp_path / "pwned-raw"
     ctx.models.save("m", {"w": torch.ones(2)})
@@ -367,6 +376,7 @@ def test_joblib_copied_from_another_store_is_untrusted(tmp_path: Path) -> None:
         assert torch.equal(ctx.models.load("w")["w"], torch.ones(1))
 
 
+@pytest.mark.embedded_only("reads the trust mark file and copies a models folder")
 def test_trust_is_recorded_outside_contexts_by_digest(store: app.Store) -> None:
     info = store.context("c").models.save("km", fitted_kmeans())
     marker = Path(store.root) / "trust" / info.sha256
@@ -381,6 +391,7 @@ def test_trust_is_recorded_outside_contexts_by_digest(store: app.Store) -> None:
         store.context("c").models.load("km")
 
 
+@pytest.mark.embedded_only("copies the model file and removes the trust mark file")
 def test_add_untrusted_version_checks_and_never_trusts(ctx: app.Context, tmp_path: Path) -> None:
     info = ctx.models.save("km", fitted_kmeans())
     source = ctx.models.path_of("km", 1)

@@ -14,6 +14,7 @@ from records_support import canonical, log_path
 import app
 
 
+@pytest.mark.embedded_only("compares the report's byte counts with the JSONL log file")
 def test_compact_report_and_history(ctx: app.Context) -> None:
     ctx.append("notes", [{"id": f"k{i}", "v": 0} for i in range(20)])
     ctx.append("notes", [{"id": f"k{i}", "v": 1} for i in range(10)])  # 10 superseded

@@ -100,6 +100,7 @@ def test_large_ints_at_the_edges(ctx: app.Context) -> None:
     assert_nothing_written(ctx, "notes", 2, raw)
 
 
+@pytest.mark.embedded_only("reads the JSONL log file")
 def test_stored_json_is_what_is_returned(ctx: app.Context) -> None:
     """The log is plain JSON lines (SPEC: JSONL); the stored record equals the returned one."""
     rec = {"id": "j", "b": [1, 2], "a": {"x": "y"}}

@@ -16,6 +16,7 @@ from records_support import Paper, assert_nothing_written, log_bytes
 import app
 
 
+@pytest.mark.embedded_only("reads the SQLite index's CREATE INDEX statements")
 def test_define_collection_with_schema_and_indexes(ctx: app.Context) -> None:
     ctx.define_collection("papers", schema=Paper, indexes=["year", ("title", "year")])
     assert "papers" in ctx.collections()

@@ -57,6 +57,7 @@ def test_save_load_round_trip_records_and_embeddings(store: app.Store) -> None:
     assert store.context("saved").verify().ok
 
 
+@pytest.mark.embedded_only("compares the context folder's files before and after")
 def test_save_rejects_bad_state_and_leaves_context(store: app.Store) -> None:
     fill(store.context("c"))
     before = tree(store.root / "contexts" / "c")
@@ -141,6 +142,7 @@ def test_import_new_name_and_fail_conflict(store: app.Store, tmp_path: Path) -> 
         other.close()
 
 
+@pytest.mark.embedded_only("lists the contexts folder for leftover staging folders")
 def test_import_overwrite_replaces_content(store: app.Store, tmp_path: Path) -> None:
     fill(store.context("src"))
     dest = tmp_path / "a.tar.gz"
@@ -200,6 +202,7 @@ def test_import_skip_keeps_existing_records(store: app.Store, tmp_path: Path) ->
     assert ctx.count("notes") == 1
 
 
+@pytest.mark.embedded_only("compares the context folder's files before and after")
 def test_export_import_embeddings_merge_and_skip(store: app.Store, tmp_path: Path) -> None:
     src = store.context("src")
     src.append("analogies", [analogy(0)])

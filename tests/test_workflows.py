@@ -407,6 +407,7 @@ def test_metrics_values(store: app.Store) -> None:
     assert m["items_per_s"] is not None and m["items_per_s"] > 0
 
 
+@pytest.mark.embedded_only("counts the staged item files in the workflows folder")
 def test_purge_keeps_unfinished_and_records(store: app.Store, ctx: app.Context) -> None:
     wfs = store.workflows
     done = run(store, "analogy_creation", items(10))
@@ -453,6 +454,7 @@ def test_recover_honours_a_cancel_request(store: app.Store) -> None:
 # -- damage -------------------------------------------------------------------------------
 
 
+@pytest.mark.embedded_only("damages a staged item file in the workflows folder")
 def test_damaged_staged_items_fail_the_workflow_and_verify_names_the_file(
     store: app.Store, ctx: app.Context
 ) -> None:
@@ -471,6 +473,7 @@ def test_damaged_staged_items_fail_the_workflow_and_verify_names_the_file(
     assert ctx.count("analogies") == 10  # the intact first chunk was committed
 
 
+@pytest.mark.embedded_only("rewrites the version in tracker.sqlite")
 def test_unknown_tracker_version_refused(store_root: Any) -> None:
     with app.open_store(store_root) as s:
         s.workflows.metrics()
@@ -488,6 +491,7 @@ def test_batch_persistence_protocol(store: app.Store) -> None:
     assert isinstance(store.workflows, BatchPersistenceProtocol)
 
 
+@pytest.mark.embedded_only("builds a WorkflowManager over the embedded workflows folder")
 def test_heartbeat_keeps_a_slow_chunk_from_looking_stale(store: app.Store) -> None:
     from app.managers.workflows import WorkflowManager
 
@@ -547,6 +551,7 @@ def test_a_worker_that_lost_its_workflow_stops_and_the_new_owner_finishes(
     assert {len(h) for h in ctx.history_many("notes", [f"n{i}" for i in range(40)]).values()} == {1}
 
 
+@pytest.mark.embedded_only("counts the staged item files in the workflows folder")
 def test_staged_items_keep_what_the_record_store_would_store(
     store: app.Store, ctx: app.Context
 ) -> None:

@@ -32,7 +32,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     tr = terminalreporter
     width = max(len("scenario"), *(len(s) for s in _TALLY))
-    tr.write_sep("=", f"reliability ({'full' if FULL else 'quick'} mode)")
+    mode = "full mode" if FULL else "quick mode"
+    if os.environ.get("CTXSTORE_PG_CRASH") == "reliability" and not FULL:
+        mode += "; PostgreSQL rows at the make test-reliability counts"
+    tr.write_sep("=", f"reliability ({mode})")
     tr.write_line(f"{'scenario'.ljust(width)} | {'trials':>7} | {'failures':>8}")
     tr.write_line(f"{'-' * width}-+-{'-' * 7}-+-{'-' * 8}")
     total_t = total_f = 0

@@ -15,7 +15,8 @@ after a kill a line is there completely or not at all). Children are reaped auto
 
 ``{"out": PATH, "op": OP, "root": ROOT, "start": K, "count": N,
    "crash_at": K|null, "fsync_log": PATH|null, "fsize": BYTES|null}``
-    runs ``ops.run_child`` (tests/reliability), stderr to ``out`` as well. ``crash_at=k``: the
+    runs ``ops.run_child`` (tests/reliability; or ``run_child`` of the module named by an
+    optional ``"module"`` key, e.g. ``pg_ops``), stderr to ``out`` as well. ``crash_at=k``: the
     k-th call (counted from the start of the first step) of os.write/pwrite/fsync/fdatasync/
     ftruncate/replace/rename ends the process with ``os._exit`` (a crash at a well-defined
     point); the child prints ``calls N`` when it survives, so a dry run tells the parent how
@@ -186,7 +187,7 @@ def _run_op(cmd: dict[str, Any]) -> None:
     def arm() -> None:
         counter["armed"] = True
 
-    importlib.import_module("ops").run_child(
+    importlib.import_module(cmd.get("module") or "ops").run_child(
         cmd["op"], cmd["root"], cmd["start"], cmd["count"], arm
     )
     counter["armed"] = False
