@@ -16,7 +16,17 @@ from pathlib import Path
 
 from bench.common import Row, format_table
 
-SECTIONS = ["records", "artifacts", "workflows", "transfer", "service", "s3_embeddings", "pg_query"]
+SECTIONS = [
+    "records",
+    "artifacts",
+    "workflows",
+    "transfer",
+    "service",
+    "s3_embeddings",
+    "pg_query",
+    "pg_append",
+    "pg_workers",
+]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,28 +66,9 @@ _EMBEDDED_ONLY: dict[str, list[str]] = {}  # reason -> test ids (for the termina
 # Known gaps of the PostgreSQL backend, each named with who closes it: the PostgreSQL params
 # of these tests are expected to fail (strict: once a gap closes the test XPASSes, which fails
 # the run until its line here is removed). Listed in every run's summary (-ra).
-KNOWN_PG_GAPS = {
-    "test_versions_list_load_delete": "models.list() lists a local models folder; on "
-    "PostgreSQL it finds no model (MetaStore has no item listing yet: strategy 9.2)",
-    "test_models_round_trip": "export lists models through the local models folder: no model "
-    "in a PostgreSQL store's archive (whole-context transfer on PostgreSQL, helper transfer)",
-    "test_imported_joblib_model_stays_untrusted": "export lists models through the local "
-    "models folder (whole-context transfer on PostgreSQL, helper transfer)",
-    "test_save_load_round_trip_records_and_embeddings": "save/load of a whole context loses "
-    "its embedding sets on PostgreSQL (whole-context transfer on PostgreSQL, helper transfer)",
-    "test_import_merge_later_version_wins": "a merge import copies the target context's "
-    "JSONL logs from the local working folder (whole-context transfer on PostgreSQL, helper "
-    "transfer)",
-    "test_import_skip_keeps_existing_records": "a merge import copies the target context's "
-    "JSONL logs from the local working folder (whole-context transfer on PostgreSQL, helper "
-    "transfer)",
-}
+KNOWN_PG_GAPS: dict[str, str] = {}
 # Races found by the matrix, not yet fixed: they fail only sometimes, so not strict.
-KNOWN_PG_RACES = {
-    "test_readers_see_whole_sets_while_a_writer_overwrites": "a reader loading a set while "
-    "a writer overwrites it sometimes gets NotFoundError 'shard file is missing' on the object "
-    "store: it read the old metadata, then the old shard's name object was removed (objects)",
-}
+KNOWN_PG_RACES: dict[str, str] = {}
 
 
 def _known(name: str, kind: str) -> list[pytest.MarkDecorator]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ os.environ.pop("CTXSTORE_ROOT", None)
 # key, and a test that needs the per-user key file points XDG_CONFIG_HOME at a tmp folder.
 os.environ["CTXSTORE_TRUST_KEY"] = "test-trust-key-" + "0123456789abcdef" * 2
 os.environ["XDG_CONFIG_HOME"] = "/nonexistent/ctxstore-test-config"  # loud if ever used
+# A postgresql:// store opened without $CTXSTORE_WORK keeps its working folder under the cache
+# home: a private tmp folder for this test session (and its subprocesses), never ~/.cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ctxstore-test-cache-")
 
 
 # The backend matrix (which modules, which tests embedded-only, known gaps):

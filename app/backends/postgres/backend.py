@@ -72,7 +72,7 @@ class PostgresBackend:
 
     def tracker(self) -> WorkflowTracker:
         """The store's ``PgTracker`` (rows in the database, staged items under ``files``)."""
-        items = ObjectItems(self._objects.location, self._objects.cache)
+        items = ObjectItems(self.parts.location, self.parts.cache)
         tracker: WorkflowTracker = PgTracker(self.db, items)
         return tracker
 

@@ -108,15 +108,7 @@ class PgParts:
         still being committed); returns the removed objects' names (URL, password redacted).
         Each part's sweep holds that part's gc lock, so a row committing meanwhile either sees
         its blob gone (and fails) or keeps it."""
-        removed: list[str] = []
-        base = self.location.base
-        for context, kind in self.location.entries(base):
-            if kind != "directory":
-                continue
-            for part, kind2 in self.location.entries(f"{base}/{context}"):
-                if kind2 == "directory":
-                    removed += self._collect_part(context, part, older_than)
-        return removed
+        return self.remove_garbage([url for url, _size in self.garbage(older_than)])
 
     def _stored_parts(self) -> list[tuple[str, str]]:
         """``(context, part)`` of every part folder under the files URL (dropped contexts'
@@ -158,9 +150,10 @@ class PgParts:
                     out.append((self.location.name(blob), stamp[1]))
         return out
 
-    def remove_garbage(self, paths: list[str]) -> None:
+    def remove_garbage(self, paths: list[str]) -> list[str]:
         """Remove the blobs ``garbage`` listed (by their URLs), each part under its gc lock,
-        skipping any that a row has named since."""
+        skipping any that a row has named since; returns those removed."""
+        removed: list[str] = []
         shown = self.location.shown
         by_part: dict[tuple[str, str], list[str]] = {}
         for url in paths:
@@ -173,26 +166,9 @@ class PgParts:
                 conn.execute(SQL_LOCK, (gc_lock_key(context, part),))
                 named = {str(r[0]) for r in conn.execute(SQL_REFERENCED, (context, part))}
                 for sha in digests:
-                    if sha not in named:
-                        self.location.remove(object_blob(prefix, sha))
-
-    def _collect_part(self, context: str, part: str, older_than: float) -> list[str]:
-        prefix = object_part(self.location.base, context, part)
-        blobs = [
-            sha for sha, kind in self.location.entries(f"{prefix}/{OBJECT_BLOBS}") if kind == "file"
-        ]
-        if not blobs:
-            return []
-        removed: list[str] = []
-        with self.tables.writing(f"collecting unreferenced files of {context}/{part}") as conn:
-            conn.execute(SQL_LOCK, (gc_lock_key(context, part),))
-            named = {str(r[0]) for r in conn.execute(SQL_REFERENCED, (context, part)).fetchall()}
-            for sha in blobs:
-                blob = object_blob(prefix, sha)
-                if sha in named or self.location.modified(blob) >= older_than:
-                    continue
-                if self.location.remove(blob):
-                    removed.append(self.location.name(blob))
+                    blob = object_blob(prefix, sha)
+                    if sha not in named and self.location.remove(blob):
+                        removed.append(self.location.name(blob))
         return removed
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+from app.backends.postgres import tracker_sql
 from app.backends.postgres.access import ACCESS_PART, ACCESS_SCHEMA_VERSION
 from app.backends.postgres.access import DDL as ACCESS_DDL
 from app.backends.postgres.catalog import DDL as CATALOG_DDL
@@ -49,6 +50,7 @@ PARTS: list[PgPart] = [
     PgPart(ACCESS_PART, ACCESS_DDL, ACCESS_SCHEMA_VERSION),
     PgPart(RECORDS_PART, RECORDS_DDL, RECORDS_VERSION),
     PgPart(PARTS_PART, PARTS_DDL, PARTS_VERSION),
+    PgPart(tracker_sql.PART, tracker_sql.DDL, tracker_sql.VERSION),
 ]
 """The parts ``ctxstore upgrade`` brings to this version, the catalogue (the store's marker)
 first. A module adding a part appends its ``PgPart`` (``register``)."""

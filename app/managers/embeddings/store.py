@@ -128,12 +128,13 @@ class EmbeddingStore(icontract.DBC):
 
     def _snapshot(self, name: str, fn: Callable[[EmbeddingInfo], T]) -> T:
         """Run ``fn`` on the set's current info; retry when a concurrent writer replaced the
-        set between reading its document and opening a shard."""
+        set between reading its document and opening a shard (a replaced shard reads as
+        damaged on a local folder, as gone on an object store)."""
         info, _ = self._read(name)
         for _attempt in range(3):
             try:
                 return fn(info)
-            except IntegrityError:
+            except (IntegrityError, NotFoundError):
                 again, _ = self._read(name)
                 if again.shards == info.shards:
                     raise
