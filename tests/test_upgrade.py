@@ -36,6 +36,13 @@ from app.managers.maintenance.upgrade import planned, upgrade_store
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture
+def embedded_root(tmp_path: Path) -> Path:
+    """An embedded store's folder (the module's ``backend_kind`` serves the PostgreSQL tests,
+    so the matrix's ``store_root`` would be a URL here)."""
+    return tmp_path / "store"
+
+
 def env() -> dict[str, str]:
     """The test process's environment now (fixtures set $CTXSTORE_WORK, the AWS variables),
     without $CTXSTORE_ROOT."""
@@ -86,10 +93,10 @@ def old_store(root: Path) -> dict[str, str]:
     return {"completed": done.workflow_id, "pending": pending.workflow_id}
 
 
-def test_opening_never_migrates_and_use_names_the_command(store_root: Path) -> None:
-    old_store(store_root)
-    raw = layout.tracker(store_root).read_bytes()
-    with app.open_store(store_root) as store:
+def test_opening_never_migrates_and_use_names_the_command(embedded_root: Path) -> None:
+    old_store(embedded_root)
+    raw = layout.tracker(embedded_root).read_bytes()
+    with app.open_store(embedded_root) as store:
         assert store.context("c").get("t", "a") == {"id": "a", "v": 1}  # records unaffected
         with pytest.raises(app.SchemaVersionError, match="run `ctxstore upgrade`"):
             store.workflows.list()
@@ -97,13 +104,13 @@ def test_opening_never_migrates_and_use_names_the_command(store_root: Path) -> N
             store.workflows.submit(
                 "append", context="c", items=[{"id": "x"}], params={"collection": "t"}
             )
-    assert tracker_version(store_root) == 1
-    assert layout.tracker(store_root).read_bytes() == raw  # not a byte written
+    assert tracker_version(embedded_root) == 1
+    assert layout.tracker(embedded_root).read_bytes() == raw  # not a byte written
 
 
-def test_upgrade_migrates_the_tracker_and_keeps_every_workflow(store_root: Path) -> None:
-    ids = old_store(store_root)
-    with app.open_store(store_root) as store:
+def test_upgrade_migrates_the_tracker_and_keeps_every_workflow(embedded_root: Path) -> None:
+    ids = old_store(embedded_root)
+    with app.open_store(embedded_root) as store:
         steps = planned(store)
         assert len(steps) == 1 and "tracker version 1 -> 2" in steps[0].what
         seen: list[str] = []
@@ -111,8 +118,8 @@ def test_upgrade_migrates_the_tracker_and_keeps_every_workflow(store_root: Path)
         assert report.applied == [steps[0].what]
         assert seen == [steps[0].what, "c"]  # the migration, then each context checked
         assert report.checked == 1 and report.notes == []
-    assert tracker_version(store_root) == 2
-    with app.open_store(store_root) as store:
+    assert tracker_version(embedded_root) == 2
+    with app.open_store(embedded_root) as store:
         assert store.workflows.get(ids["completed"]).status == S.COMPLETED
         assert store.workflows.get(ids["pending"]).status == S.PENDING
         assert store.workflows.process(ids["pending"]).status == S.COMPLETED
@@ -123,9 +130,9 @@ def test_upgrade_migrates_the_tracker_and_keeps_every_workflow(store_root: Path)
         assert again.applied == [] and again.checked == 1
 
 
-def test_upgrade_waits_for_the_store_writer_lock(store_root: Path) -> None:
-    old_store(store_root)
-    with app.open_store(store_root) as holder, app.open_store(store_root) as other:
+def test_upgrade_waits_for_the_store_writer_lock(embedded_root: Path) -> None:
+    old_store(embedded_root)
+    with app.open_store(embedded_root) as holder, app.open_store(embedded_root) as other:
         done = threading.Event()
 
         def upgrade() -> None:
@@ -136,58 +143,58 @@ def test_upgrade_waits_for_the_store_writer_lock(store_root: Path) -> None:
             worker = threading.Thread(target=upgrade)
             worker.start()
             assert not done.wait(0.5)  # blocked behind the lock
-            assert tracker_version(store_root) == 1
+            assert tracker_version(embedded_root) == 1
         worker.join(60)
         assert done.is_set()
-    assert tracker_version(store_root) == 2
+    assert tracker_version(embedded_root) == 2
 
 
-def test_cli_upgrade_dry_run_then_upgrade(store_root: Path) -> None:
-    ids = old_store(store_root)
-    dry = cli(store_root, "upgrade", "--dry-run")
+def test_cli_upgrade_dry_run_then_upgrade(embedded_root: Path) -> None:
+    ids = old_store(embedded_root)
+    dry = cli(embedded_root, "upgrade", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert b"tracker version 1 -> 2" in dry.stdout and b"1 migration(s) pending" in dry.stdout
-    assert tracker_version(store_root) == 1
-    listed = cli(store_root, "workflows", "list")
+    assert tracker_version(embedded_root) == 1
+    listed = cli(embedded_root, "workflows", "list")
     assert listed.returncode == 1 and b"ctxstore upgrade" in listed.stderr
-    done = cli(store_root, "upgrade")
+    done = cli(embedded_root, "upgrade")
     assert done.returncode == 0, done.stderr
     assert b"1 migration(s) applied; 1 context(s) checked" in done.stdout
-    assert tracker_version(store_root) == 2
-    shown = cli(store_root, "workflows", "show", ids["completed"])
+    assert tracker_version(embedded_root) == 2
+    shown = cli(embedded_root, "workflows", "show", ids["completed"])
     assert shown.returncode == 0, shown.stderr
-    again = cli(store_root, "upgrade", "--json")
+    again = cli(embedded_root, "upgrade", "--json")
     assert orjson.loads(again.stdout)["applied"] == []
 
 
-def test_cli_upgrade_takes_root_after_the_command(store_root: Path, tmp_path: Path) -> None:
-    old_store(store_root)
-    proc = cli(tmp_path / "elsewhere", "upgrade", "--root", str(store_root))
+def test_cli_upgrade_takes_root_after_the_command(embedded_root: Path, tmp_path: Path) -> None:
+    old_store(embedded_root)
+    proc = cli(tmp_path / "elsewhere", "upgrade", "--root", str(embedded_root))
     assert proc.returncode == 0, proc.stderr
-    assert tracker_version(store_root) == 2
+    assert tracker_version(embedded_root) == 2
     assert not (tmp_path / "elsewhere").exists()
 
 
-def test_a_newer_tracker_is_refused_and_upgrade_leaves_it(store_root: Path) -> None:
-    old_store(store_root)
-    db = sqlite3.connect(layout.tracker(store_root))
+def test_a_newer_tracker_is_refused_and_upgrade_leaves_it(embedded_root: Path) -> None:
+    old_store(embedded_root)
+    db = sqlite3.connect(layout.tracker(embedded_root))
     db.execute("PRAGMA user_version=99")
     db.commit()
     db.close()
-    with app.open_store(store_root) as store:
+    with app.open_store(embedded_root) as store:
         with pytest.raises(app.SchemaVersionError, match="unknown"):
             store.workflows.list()
         assert planned(store) == []  # nothing an upgrade knows how to do
-    assert tracker_version(store_root) == 99
+    assert tracker_version(embedded_root) == 99
 
 
-def test_upgrade_notes_version_1_trust_marks_and_never_signs_them(store_root: Path) -> None:
-    old_store(store_root)
-    trust = store_root / "trust"
+def test_upgrade_notes_version_1_trust_marks_and_never_signs_them(embedded_root: Path) -> None:
+    old_store(embedded_root)
+    trust = embedded_root / "trust"
     trust.mkdir(exist_ok=True)
     sha = "ab" * 32
     (trust / sha).write_bytes(b"")  # what version 1 wrote: an empty mark
-    proc = cli(store_root, "upgrade")
+    proc = cli(embedded_root, "upgrade")
     assert proc.returncode == 0, proc.stderr
     assert b"1 model trust mark(s) written by version 1" in proc.stderr
     assert b"ctxstore models trust --existing" in proc.stderr
@@ -201,11 +208,11 @@ def test_upgrade_of_a_missing_store_creates_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "none").exists()
 
 
-def test_a_current_store_has_nothing_to_upgrade(store: app.Store, store_root: Path) -> None:
+def test_a_current_store_has_nothing_to_upgrade(store: app.Store, embedded_root: Path) -> None:
     store.context("x").append("t", [{"id": "1"}])
     report = upgrade_store(store)
     assert report.applied == [] and report.checked == 1
-    assert not layout.tracker(store_root).exists()  # checking never creates the tracker
+    assert not layout.tracker(embedded_root).exists()  # checking never creates the tracker
 
 
 # -- PostgreSQL: every part's tables, under the schema advisory lock ------------------------
