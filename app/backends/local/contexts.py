@@ -209,18 +209,7 @@ class LocalContexts:
         return folder_problems(self.folder(name), name)
 
     def copy_log(self, name: str, collection: str, fh: IO[bytes]) -> int:
-        path = self.folder(name) / layout.log_name(collection)
-        try:
-            fd = open_regular(path)
-        except FileNotFoundError:
-            raise NotFoundError(f"{path}: the collection's log is missing") from None
-        try:
-            with os.fdopen(fd, "rb", closefd=False) as src:
-                return copy_stream(src, fh)
-        except OSError as exc:
-            raise io_error("copying", path, exc) from exc
-        finally:
-            os.close(fd)
+        return copy_log_file(self.folder(name) / layout.log_name(collection), fh)
 
     def install(
         self, name: str, staged: Path, *, replace: bool, forget: Callable[[], None]
@@ -250,4 +239,20 @@ def copy_stream(src: IO[bytes], fh: IO[bytes], chunk: int = 4 << 20) -> int:
     return done
 
 
-__all__ = ["FORMAT_VERSION", "LocalContexts", "check_marker", "copy_stream"]
+def copy_log_file(path: Path, fh: IO[bytes]) -> int:
+    """Copy the log file ``path`` (never through a link) to ``fh``; returns the bytes;
+    ``NotFoundError`` when it is missing."""
+    try:
+        fd = open_regular(path)
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: the collection's log is missing") from None
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as src:
+            return copy_stream(src, fh)
+    except OSError as exc:
+        raise io_error("copying", path, exc) from exc
+    finally:
+        os.close(fd)
+
+
+__all__ = ["FORMAT_VERSION", "LocalContexts", "check_marker", "copy_log_file", "copy_stream"]

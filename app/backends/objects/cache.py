@@ -71,3 +71,21 @@ class BlobCache:
                 f"{self.location.name(blob)}: SHA-256 or size differs from the recorded ones"
             )
         return self.adopt(path, sha256)
+
+    def check(
+        self, blob: str, recorded: str, size: int, sha256: str, shown: str, what: str
+    ) -> str | None:
+        """The problem with the blob ``recorded`` names (None if whole): downloaded afresh
+        (never the cached copy), its size and SHA-256 compared with ``size`` / ``sha256``.
+        ``shown`` names the file in the problem, ``what`` its kind (``shard``, ``model``)."""
+        got = self.download(blob)
+        if got is None:
+            return f"{self.location.name(blob)}: {what} object is missing"
+        path, digest, found_size = got
+        with contextlib.suppress(OSError):
+            path.unlink()
+        if found_size != size:
+            return f"{shown}: size {found_size} differs from the recorded {size}"
+        if digest != sha256 or recorded != sha256:
+            return f"{shown}: SHA-256 mismatch (the {what} is damaged)"
+        return None

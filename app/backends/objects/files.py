@@ -12,7 +12,6 @@ before the upload (a race between two writers of the same key is the caller's wr
 from __future__ import annotations
 
 import builtins
-import contextlib
 import json
 import os
 import re
@@ -113,17 +112,7 @@ class ObjectFileStore:
         found = self._record(key)
         if found is None:
             return f"{shown}: {self.what} file is missing"
-        got = self.cache.download(self.blob(found[0]))
-        if got is None:
-            return f"{self.location.name(self.blob(found[0]))}: {self.what} object is missing"
-        path, digest, found_size = got
-        with contextlib.suppress(OSError):
-            path.unlink()
-        if found_size != size:
-            return f"{shown}: size {found_size} differs from the recorded {size}"
-        if digest != sha256 or found[0] != sha256:
-            return f"{shown}: SHA-256 mismatch (the {self.what} is damaged)"
-        return None
+        return self.cache.check(self.blob(found[0]), found[0], size, sha256, shown, self.what)
 
     def list(self, item: str) -> list[str]:
         folder = f"{self.prefix}/{OBJECT_NAMES}/{check_item(item)}"

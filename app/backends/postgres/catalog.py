@@ -36,7 +36,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from app.backends.local.contexts import copy_stream
+from app.backends.local.contexts import copy_log_file
 from app.backends.local.ctxfiles import layout_problems as folder_problems
 from app.backends.local.records.catalog import Catalog
 from app.backends.local.staging import holding, staging_folder, sweep
@@ -57,7 +57,7 @@ from app.core.errors import (
 )
 from app.core.locks import DEFAULT_TIMEOUT, ReentrantLock
 from app.core.names import child, is_valid_name
-from app.core.nofollow import exists_as, open_regular, read_regular
+from app.core.nofollow import exists_as, read_regular
 from app.core.version import UPGRADE_COMMAND
 from app.formats.sqlindex import check_index_version
 
@@ -458,18 +458,7 @@ class PgContexts:
         folder = self.folder(name)
         if self._records is not None:
             return self._records.copy_log(name, folder, self.context_lock(name), collection, fh)
-        path = folder / layout.log_name(collection)
-        try:
-            fd = open_regular(path)
-        except FileNotFoundError:
-            raise NotFoundError(f"{path}: the collection's log is missing") from None
-        try:
-            with os.fdopen(fd, "rb", closefd=False) as src:
-                return copy_stream(src, fh)
-        except OSError as exc:
-            raise io_error("copying", path, exc) from exc
-        finally:
-            os.close(fd)
+        return copy_log_file(folder / layout.log_name(collection), fh)
 
     def _upload_parts(self, name: str, staged: Path) -> Any:
         """Upload the staged context's part files as blobs of ``name`` (durable before the

@@ -17,7 +17,6 @@ a grace period (an upload whose row never committed, a deleted or dropped file).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -269,17 +268,7 @@ class PgFileStore:
         found = self._row(key)
         if found is None:
             return f"{shown}: {self.what} file is missing"
-        got = self.cache.download(self.blob(found[0]))
-        if got is None:
-            return f"{self.location.name(self.blob(found[0]))}: {self.what} object is missing"
-        path, digest, found_size = got
-        with contextlib.suppress(OSError):
-            path.unlink()
-        if found_size != size:
-            return f"{shown}: size {found_size} differs from the recorded {size}"
-        if digest != sha256 or found[0] != sha256:
-            return f"{shown}: SHA-256 mismatch (the {self.what} is damaged)"
-        return None
+        return self.cache.check(self.blob(found[0]), found[0], size, sha256, shown, self.what)
 
     def list(self, item: str) -> list[str]:
         check_item(item)
