@@ -136,6 +136,8 @@ class Database:
             raise self._fail("connecting to", exc) from None
         try:
             yield conn
+        except psycopg.OperationalError as exc:  # the server went away mid-session
+            raise self._fail("talking to", exc) from None
         finally:
             conn.close()
 
