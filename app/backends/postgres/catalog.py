@@ -123,6 +123,8 @@ class PgLock(ReentrantLock):
         deadline = time.monotonic() + wait
         stack = contextlib.ExitStack()
         conn = stack.enter_context(self._db.session())
+        import psycopg
+
         try:
             while not _one(conn.execute(SQL_TRY_LOCK, (self.key,)).fetchone()):
                 if time.monotonic() >= deadline:
@@ -131,6 +133,9 @@ class PgLock(ReentrantLock):
                         f"of {self._db.where()}"
                     )
                 time.sleep(LOCK_POLL)
+        except psycopg.OperationalError as exc:  # the server went away: retryable
+            stack.close()
+            raise self._db.lost(exc) from None
         except BaseException:
             stack.close()
             raise

@@ -55,6 +55,10 @@ class Database:
         text = str(exc).replace(self._url, self.where()).strip() or type(exc).__name__
         return StorageError(f"{action} {self.where()} failed: {text}")
 
+    def lost(self, exc: Exception) -> StorageError:
+        """The ``StorageError`` for a server lost while talking to it (URL redacted)."""
+        return self._fail("talking to", exc)
+
     def _get_pool(self) -> ConnectionPool[Any]:
         with self._lock:
             if self._pool is None:
