@@ -146,8 +146,11 @@ def test_pg_sigkill_mid_append(
                     assert not acks.done and "Traceback" not in text, text[-2000:]
                     ctx = store.context(f"a{r}")
                     nxt = acks.last(0) + 1
-                    pg_ops.check_batches(ctx, set(acks.steps), nxt)
-                    dups += pg_ops.retry_in_flight(ctx, nxt)
+                    # under the writer lock, the killed client's last transaction has ended:
+                    # its in-flight batch is committed or gone, not committing meanwhile
+                    with ctx.writer_lock.hold():
+                        pg_ops.check_batches(ctx, set(acks.steps), nxt)
+                        dups += pg_ops.retry_in_flight(ctx, nxt)
                     assert ctx.verify().ok, ctx.verify().problems
                 except Exception as exc:
                     failures.append(f"append kill {r}: {type(exc).__name__}: {exc}")

@@ -89,6 +89,7 @@ SQL_DELETE = "DELETE FROM ctxstore_contexts WHERE name = %s"
 SQL_XACT_LOCK = "SELECT pg_advisory_xact_lock(%s)"
 SQL_TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
 SQL_UNLOCK = "SELECT pg_advisory_unlock(%s)"
+SQL_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, false)"
 
 LOCK_POLL = 0.05
 
@@ -107,17 +108,37 @@ class PgLock(ReentrantLock):
     """A writer lock: ``pg_advisory_lock(key)`` held on a dedicated session connection while
     the outermost ``hold`` runs; re-entrant within a thread, shared by threads
     (``ReentrantLock``), across processes and hosts by the server. ``ConflictError`` on
-    timeout; a dead process's lock goes with its connection."""
+    timeout; a dead process's lock goes with its connection.
+
+    The lock's session is not the connection its writes commit on, so two rules make the
+    lock cover those writes (PERSISTENCE_LAYER_STRATEGY.md 11.3):
+
+    - taken inside an open ``Database.transaction()``, the lock is kept until that
+      transaction ends (its writes are not visible before), not only until the block ends;
+    - every transaction of the holding thread takes the lock's *fence* key shared
+      (``Database.add_fence``), and a new holder waits for the fence exclusively before it
+      returns: a killed holder's lock session may end while its last transaction is still
+      committing on the server; the next holder then sees that transaction's outcome.
+    """
 
     def __init__(self, db: Database, what: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         super().__init__(timeout)
         self._db = db
         self.what = what
         self.key = lock_key(what)
+        self.fence = lock_key(f"{what}:commits")
         self._session: contextlib.ExitStack | None = None
 
     def __repr__(self) -> str:
         return f"PgLock({self._db.where()!r}, {self.what!r})"
+
+    @contextlib.contextmanager
+    def hold(self, timeout: float | None = None) -> Iterator[None]:
+        """``ReentrantLock.hold``; taken inside an open transaction, kept until it ends."""
+        if not self.held and self._db.in_transaction:
+            self._db.keep_until_end(super().hold(timeout))
+        with super().hold(timeout):
+            yield
 
     def _take(self, wait: float) -> None:
         deadline = time.monotonic() + wait
@@ -128,11 +149,15 @@ class PgLock(ReentrantLock):
         try:
             while not _one(conn.execute(SQL_TRY_LOCK, (self.key,)).fetchone()):
                 if time.monotonic() >= deadline:
-                    raise ConflictError(
-                        f"timed out after {wait}s waiting for the writer lock {self.what} "
-                        f"of {self._db.where()}"
-                    )
+                    raise self._timed_out(wait)
                 time.sleep(LOCK_POLL)
+            # the previous holder's last transaction has ended (committed or rolled back)
+            left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+            conn.execute(SQL_LOCK_TIMEOUT, (f"{left_ms}ms",))
+            conn.execute(SQL_XACT_LOCK, (self.fence,))  # autocommit: released at once
+        except psycopg.errors.LockNotAvailable:
+            stack.close()
+            raise self._timed_out(wait) from None
         except psycopg.OperationalError as exc:  # the server went away: retryable
             stack.close()
             raise self._db.lost(exc) from None
@@ -140,8 +165,15 @@ class PgLock(ReentrantLock):
             stack.close()
             raise
         self._session = stack
+        self._db.add_fence(self.fence)
+
+    def _timed_out(self, wait: float) -> ConflictError:
+        return ConflictError(
+            f"timed out after {wait}s waiting for the writer lock {self.what} of {self._db.where()}"
+        )
 
     def _drop(self) -> None:
+        self._db.remove_fence(self.fence)
         stack, self._session = self._session, None
         if stack is None:
             return

@@ -12,14 +12,22 @@ block, or not at all; ``session()`` is a dedicated, unpooled connection for sess
 ``pg_advisory_lock`` that must not leak into the pool. The URL's password never appears in
 ``where()``, ``repr`` or errors (``app.core.urls.redact``).
 
+Writer locks and transactions meet here (``PgLock``, PERSISTENCE_LAYER_STRATEGY.md 11.3): a
+lock taken inside an open transaction is kept until that transaction ends
+(``keep_until_end``), so nobody else writes under it while this work is uncommitted; and each
+held lock's *fence* key (``add_fence``) is taken shared by every transaction of the holding
+thread, so the next holder, which waits for the fence exclusively, never starts while a write
+transaction of a dead holder is still committing on the server.
+
 ``psycopg`` and ``psycopg_pool`` are imported here lazily, only inside this package.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from app.core.errors import StorageError
@@ -28,6 +36,8 @@ from app.core.urls import redact
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
+
+SQL_SHARED_FENCES = "SELECT pg_advisory_xact_lock_shared(k) FROM unnest(%s::bigint[]) AS k"
 
 
 class Database:
@@ -40,7 +50,9 @@ class Database:
         self._timeout = timeout
         self._pool: ConnectionPool[Any] | None = None
         self._lock = threading.Lock()
-        self._local = threading.local()  # .conn: this thread's open transaction, if any
+        # per thread: .conn (the open transaction's connection), .keep (what is released when
+        # it ends), .fences (fence keys of the writer locks this thread holds)
+        self._local = threading.local()
 
     def where(self) -> str:
         """The URL with its password redacted."""
@@ -116,12 +128,45 @@ class Database:
             with current.transaction():
                 yield current
             return
-        with self.connection() as conn, conn.transaction():
-            self._local.conn = conn
+        # ``keep`` is closed last: after the commit or rollback
+        with contextlib.ExitStack() as keep, self.connection() as conn, conn.transaction():
+            self._local.conn, self._local.keep = conn, keep
             try:
+                fences = self._fences()
+                if fences:
+                    conn.execute(SQL_SHARED_FENCES, (sorted(set(fences)),))
                 yield conn
             finally:
-                self._local.conn = None
+                self._local.conn = self._local.keep = None
+
+    def keep_until_end(self, held: AbstractContextManager[Any]) -> bool:
+        """Enter ``held`` (a writer lock's hold) until this thread's open transaction ends,
+        committed or rolled back. False (nothing entered) outside a transaction."""
+        keep: contextlib.ExitStack | None = getattr(self._local, "keep", None)
+        if keep is None:
+            return False
+        keep.enter_context(held)
+        return True
+
+    def _fences(self) -> list[int]:
+        fences: list[int] | None = getattr(self._local, "fences", None)
+        if fences is None:
+            fences = self._local.fences = []
+        return fences
+
+    def add_fence(self, key: int) -> None:
+        """From now until ``remove_fence``, every transaction of this thread (the open one
+        included) holds ``pg_advisory_xact_lock_shared(key)`` until it ends."""
+        self._fences().append(key)
+        current: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if current is not None:
+            current.execute(SQL_SHARED_FENCES, ([key],))
+
+    def remove_fence(self, key: int) -> None:
+        """Undo one ``add_fence(key)`` of this thread (the open transaction keeps its lock)."""
+        fences = self._fences()
+        if key in fences:
+            fences.remove(key)
 
     @property
     def in_transaction(self) -> bool:
