@@ -17,6 +17,7 @@ from pathlib import Path
 from bench.common import Row, format_table
 
 SECTIONS = [
+    "growth",
     "records",
     "artifacts",
     "workflows",
