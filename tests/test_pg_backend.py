@@ -54,6 +54,17 @@ def test_the_store_shows_its_url_without_the_password(pg_store: app.Store, tmp_p
     assert "alice:***@" in secret.url
 
 
+def test_stats_name_the_database_not_the_working_folder(pg_store: app.Store) -> None:
+    ctx = pg_store.context("c1")
+    ctx.append("items", [{"id": "a", "v": 1}])
+    ctx.embeddings.save("e", ids=["a"], vectors=np.ones((1, 4), dtype="float32"))
+    stats = pg_store.stats()
+    assert stats["root"] == pg_store.backend.url and "://" in stats["root"]
+    assert str(pg_store.root) not in stats["root"]
+    assert stats["bytes"] == sum(c["bytes"] for c in stats["contexts"].values())
+    assert stats["contexts"]["c1"]["embeddings_bytes"] > 0 and stats["records"] == 1
+
+
 def test_atomic_groups_writes_into_one_transaction(pg_store: app.Store) -> None:
     backend = pg_store.backend
     assert isinstance(backend, PostgresBackend)

@@ -95,15 +95,21 @@ def _safe_context_stats(host: ContextHost, name: str) -> dict[str, Any]:
         return _damaged_stats(str(exc))
 
 
-def store_stats(host: ContextHost, workflows: dict[str, Any]) -> dict[str, Any]:
-    """The store's stats; ``workflows``: the tracker's metrics (the store reads them)."""
+def store_stats(
+    host: ContextHost, workflows: dict[str, Any], *, where: str, local: bool
+) -> dict[str, Any]:
+    """The store's stats; ``workflows``: the tracker's metrics (the store reads them);
+    ``where``: how the store is named (its backend's URL, password redacted); ``local``: the
+    whole store is the folder ``host.root`` (else that folder is only this host's working
+    folder, and the store's bytes are its contexts')."""
     contexts = {name: _safe_context_stats(host, name) for name in host.contexts()}
+    size = tree_bytes(host.root) if local else sum(c["bytes"] for c in contexts.values())
     return {
-        "root": str(host.root),
+        "root": where,
         "contexts": contexts,
         "records": sum(c["records"] for c in contexts.values()),
         "workflows": workflows,
-        "bytes": tree_bytes(host.root),
+        "bytes": size,
         "problems": [p for c in contexts.values() for p in c["problems"]],
     }
 

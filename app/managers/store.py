@@ -437,7 +437,8 @@ class Store(icontract.DBC):
     @ensure(lambda result: "contexts" in result and "bytes" in result, "stats cover contexts")
     def stats(self) -> dict[str, Any]:
         """Sizes and counts per context and part."""
-        return store_stats(self, self._workflow_metrics())
+        local = isinstance(self.backend, LocalBackend)
+        return store_stats(self, self._workflow_metrics(), where=self.backend.url, local=local)
 
     def _workflow_metrics(self) -> dict[str, Any]:
         """The tracker's metrics; a store that never ran a workflow has no tracker, and reading
