@@ -42,6 +42,7 @@ from app.backends.local.records.catalog import Catalog
 from app.backends.local.staging import holding, staging_folder, sweep
 from app.backends.local.swap import fsync_tree, refuse_linked_target, swap_in
 from app.backends.postgres.connect import Database
+from app.backends.postgres.records import tables as records_tables
 from app.backends.postgres.records.tables import forget_context
 from app.backends.postgres.schema import ensure_schema, schema_version
 from app.core import layout
@@ -300,6 +301,8 @@ class PgContexts:
                 if not create:
                     raise NotFoundError(f"no store at {self.where()}")
                 ensure_schema(conn, PART, DDL, FORMAT_VERSION)
+                # the record tables too: a read never has to create them (reads never write)
+                ensure_schema(conn, records_tables.PART, records_tables.DDL, records_tables.VERSION)
         if create:  # open_store(create=False) never writes (docs/api.md, "Guarantees")
             try:
                 self._contexts_dir.mkdir(parents=True, exist_ok=True)
