@@ -65,6 +65,21 @@ def test_stats_name_the_database_not_the_working_folder(pg_store: app.Store) -> 
     assert stats["contexts"]["c1"]["embeddings_bytes"] > 0 and stats["records"] == 1
 
 
+def test_reads_inside_a_unit_of_work_see_its_own_writes(pg_store: app.Store) -> None:
+    ctx = pg_store.context("c1")
+    ctx.append("items", [{"id": "a", "v": 1}])
+    with pg_store.backend.atomic():
+        ctx.append("items", [{"id": "b", "v": 2}, {"id": "a", "v": 3}])
+        seen = {r["id"]: r["v"] for r in ctx.iter("items")}
+        assert seen == {"a": 3, "b": 2}
+        assert ctx.count("items") == 2 and ctx.get("items", "a") == {"id": "a", "v": 3}
+        more = ctx.iter("items")
+        first = next(more)  # a stream open while the unit writes again
+        ctx.append("items", [{"id": "c", "v": 4}])
+        assert len([first, *more]) == 2  # the stream's rows are those of when it began
+    assert sorted(r["id"] for r in ctx.iter("items")) == ["a", "b", "c"]
+
+
 def test_atomic_groups_writes_into_one_transaction(pg_store: app.Store) -> None:
     backend = pg_store.backend
     assert isinstance(backend, PostgresBackend)

@@ -4,6 +4,7 @@ name, working folder and writer lock, transactions, snapshots and readiness."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -31,6 +32,18 @@ if TYPE_CHECKING:
 
 FETCH = 2000
 BASE = "FROM ctxstore_records WHERE context = %s AND collection = %s"
+
+
+_CURSORS = itertools.count()
+
+
+def _fetch(conn: Any, name: str, sql: str, args: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``sql`` through the server-side cursor ``name``, ``FETCH`` at a time."""
+    with conn.cursor(name=name) as cur:
+        cur.itersize = FETCH
+        cur.execute(sql, list(args))
+        while rows := cur.fetchmany(FETCH):
+            yield from rows
 
 
 class PgBase:
@@ -80,17 +93,18 @@ class PgBase:
     def snapshot(self, sql: str, args: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
         """The rows of ``sql`` from one REPEATABLE READ snapshot, fetched ``FETCH`` at a time
         through a server-side cursor on a connection of their own (flat memory; the caller
-        may write while iterating)."""
+        may write while iterating). Inside this thread's open transaction (a unit of work),
+        on that transaction's connection instead, so the rows include its own writes."""
         import psycopg
 
         try:
+            if self._db.in_transaction:  # inside a unit of work: see its own writes
+                with self._db.connection() as conn:
+                    yield from _fetch(conn, f"ctxstore_stream_{next(_CURSORS)}", sql, args)
+                return
             with self._db.session() as conn, conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                with conn.cursor(name="ctxstore_stream") as cur:
-                    cur.itersize = FETCH
-                    cur.execute(sql, list(args))
-                    while rows := cur.fetchmany(FETCH):
-                        yield from rows
+                yield from _fetch(conn, "ctxstore_stream", sql, args)
         except psycopg.Error as exc:
             text = str(exc).strip() or type(exc).__name__
             raise StorageError(f"reading {self.where()}: {text}") from None
