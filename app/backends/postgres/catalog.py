@@ -28,7 +28,6 @@ import hashlib
 import os
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -88,11 +87,9 @@ SQL_INSERT = (
 SQL_REPLACE = "UPDATE ctxstore_contexts SET catalog = %s, created_at = now() WHERE name = %s"
 SQL_DELETE = "DELETE FROM ctxstore_contexts WHERE name = %s"
 SQL_XACT_LOCK = "SELECT pg_advisory_xact_lock(%s)"
-SQL_TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
+SQL_LOCK = "SELECT pg_advisory_lock(%s)"
 SQL_UNLOCK = "SELECT pg_advisory_unlock(%s)"
 SQL_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, false)"
-
-LOCK_POLL = 0.05
 
 
 def lock_key(what: str) -> int:
@@ -142,19 +139,16 @@ class PgLock(ReentrantLock):
             yield
 
     def _take(self, wait: float) -> None:
-        deadline = time.monotonic() + wait
         stack = contextlib.ExitStack()
         conn = stack.enter_context(self._db.session())
         import psycopg
 
         try:
-            while not _one(conn.execute(SQL_TRY_LOCK, (self.key,)).fetchone()):
-                if time.monotonic() >= deadline:
-                    raise self._timed_out(wait)
-                time.sleep(LOCK_POLL)
-            # the previous holder's last transaction has ended (committed or rolled back)
-            left_ms = max(1, int((deadline - time.monotonic()) * 1000))
-            conn.execute(SQL_LOCK_TIMEOUT, (f"{left_ms}ms",))
+            # a blocking wait (the server queues waiters fairly), bounded by lock_timeout;
+            # then the previous holder's last transaction has ended (committed or rolled back)
+            ms = max(1, int(wait * 1000))
+            conn.execute(SQL_LOCK_TIMEOUT, (f"{ms}ms",))
+            conn.execute(SQL_LOCK, (self.key,))
             conn.execute(SQL_XACT_LOCK, (self.fence,))  # autocommit: released at once
         except psycopg.errors.LockNotAvailable:
             stack.close()
@@ -178,7 +172,7 @@ class PgLock(ReentrantLock):
         stack, self._session = self._session, None
         if stack is None:
             return
-        # Closing the session connection releases the lock on the server.
+        # Ending the session (its locks released, or it closed) releases the lock.
         with contextlib.suppress(Exception):
             stack.close()
 

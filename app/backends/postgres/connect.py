@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
 
+IDLE_SESSIONS = 4
+"""Session connections kept for reuse after ``session()`` (each costs a server process)."""
 SQL_SHARED_FENCES = "SELECT pg_advisory_xact_lock_shared(k) FROM unnest(%s::bigint[]) AS k"
 
 
@@ -49,6 +51,7 @@ class Database:
         self._max_size = max_size
         self._timeout = timeout
         self._pool: ConnectionPool[Any] | None = None
+        self._idle: list[psycopg.Connection[Any]] = []  # kept sessions, see session()
         self._lock = threading.Lock()
         # per thread: .conn (the open transaction's connection), .keep (what is released when
         # it ends), .fences (fence keys of the writer locks this thread holds)
@@ -175,24 +178,65 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[psycopg.Connection[Any]]:
-        """A dedicated connection outside the pool (``autocommit`` on), closed at the end: for
-        session-level state such as ``pg_advisory_lock`` held across transactions."""
+        """A dedicated connection outside the pool (``autocommit`` on): for session-level state
+        such as ``pg_advisory_lock`` held across transactions, or a long snapshot. Afterwards
+        its session state is reset (settings back, advisory locks released)
+        and the connection kept for the next ``session()`` (at most ``IDLE_SESSIONS``); one
+        that fails on the way is closed instead (closing releases everything too)."""
         import psycopg
 
-        try:
-            conn = psycopg.connect(self._url, autocommit=True)
-        except psycopg.OperationalError as exc:
-            raise self._fail("connecting to", exc) from None
+        conn = self._idle_session()
+        healthy = False
         try:
             yield conn
+            healthy = True
         except psycopg.OperationalError as exc:  # the server went away mid-session
             raise self._fail("talking to", exc) from None
         finally:
-            conn.close()
+            self._end_session(conn, healthy)
+
+    def _idle_session(self) -> psycopg.Connection[Any]:
+        """A kept session that still answers, else a new connection."""
+        import psycopg
+
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                break
+            try:
+                conn.execute("SELECT 1")
+                return conn
+            except psycopg.Error:  # e.g. the server restarted meanwhile
+                conn.close()
+        try:
+            return psycopg.connect(self._url, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise self._fail("connecting to", exc) from None
+
+    def _end_session(self, conn: psycopg.Connection[Any], healthy: bool) -> None:
+        import psycopg
+        from psycopg.pq import TransactionStatus
+
+        if healthy and not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE:
+            try:  # not DISCARD ALL: it would drop statements psycopg has prepared
+                conn.execute("RESET ALL")
+                conn.execute("SELECT pg_advisory_unlock_all()")
+            except psycopg.Error:
+                pass
+            else:
+                with self._lock:
+                    if len(self._idle) < IDLE_SESSIONS:
+                        self._idle.append(conn)
+                        return
+        conn.close()
 
     def close(self) -> None:
-        """Close the pool (reopened on the next use)."""
+        """Close the pool and the kept sessions (both reopened on the next use)."""
         with self._lock:
             pool, self._pool = self._pool, None
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
         if pool is not None:
             pool.close()
