@@ -10,8 +10,6 @@ import io
 import json
 import mmap
 import os
-import threading
-import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -21,8 +19,38 @@ from typing_extensions import Buffer
 
 from app.core.errors import IntegrityError, SchemaVersionError
 from app.core.rules import METADATA, check
+from app.formats.writeback import Kicker
 
 PARALLEL_MIN = 1 << 20  # buffers at least this large are hashed on the worker thread
+
+
+class PieceDigests:
+    """SHA-256 of each ``chunk``-byte piece of a byte stream fed in order (``update``); the
+    same list as ``chunk_digests`` of the whole stream (one digest of nothing when empty)."""
+
+    def __init__(self, chunk: int) -> None:
+        self._chunk = chunk
+        self._hash = hashlib.sha256()
+        self._fill = 0
+        self._digests: list[str] = []
+
+    def update(self, data: Buffer) -> None:
+        view = memoryview(data).cast("B")
+        while view.nbytes:
+            take = min(self._chunk - self._fill, view.nbytes)
+            self._hash.update(view[:take])
+            self._fill += take
+            view = view[take:]
+            if self._fill == self._chunk:
+                self._digests.append(self._hash.hexdigest())
+                self._hash = hashlib.sha256()
+                self._fill = 0
+
+    def digests(self) -> list[str]:
+        """The digests so far, the last (partial) piece included."""
+        if self._fill or not self._digests:
+            return [*self._digests, self._hash.hexdigest()]
+        return list(self._digests)
 
 
 class HashingWriter(io.RawIOBase):
@@ -32,17 +60,27 @@ class HashingWriter(io.RawIOBase):
     file writes both release the GIL). With ``immutable=True`` the caller promises that every
     buffer stays alive and unchanged until ``hexdigest()``: writes then return without waiting
     for the hash. Otherwise each write waits, because the caller may reuse its buffer.
+    ``chunk``: also the SHA-256 of each ``chunk``-byte piece (``pieces()``), on a second
+    worker. ``writeback``: after each large write, start writing the new pages back to the
+    device (``app.formats.writeback``) so that the final ``fsync`` has little left to do.
     """
 
-    def __init__(self, raw: IO[bytes], *, immutable: bool = False) -> None:
+    def __init__(
+        self, raw: IO[bytes], *, immutable: bool = False, chunk: int = 0, writeback: bool = False
+    ) -> None:
         super().__init__()
         self._raw = raw
         self._hash = hashlib.sha256()
+        self._pieces = PieceDigests(chunk) if chunk > 0 else None
         self._pos = 0
         self._immutable = immutable
-        self._pool: ThreadPoolExecutor | None = None
+        self._pools: list[ThreadPoolExecutor] = []
         self._pending: list[Future[None]] = []
         self._keep: list[Buffer] = []
+        self._kicker: Kicker | None = None
+        if writeback:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                self._kicker = Kicker(raw.fileno())  # none for a stream without a file
 
     def writable(self) -> bool:
         return True
@@ -60,12 +98,18 @@ class HashingWriter(io.RawIOBase):
             data = bytes(view)
             self._drain()
             self._hash.update(data)
+            if self._pieces is not None:
+                self._pieces.update(data)
             self._raw.write(data)
         else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="ctxstore-sha")
-            future = self._pool.submit(self._hash.update, view)
-            self._pending.append(future)
+            if not self._pools:  # one thread per digest: each sees its buffers in order
+                self._pools = [
+                    ThreadPoolExecutor(1, thread_name_prefix="ctxstore-sha")
+                    for _ in range(1 if self._pieces is None else 2)
+                ]
+            self._pending.append(self._pools[0].submit(self._hash.update, view))
+            if self._pieces is not None:
+                self._pending.append(self._pools[1].submit(self._pieces.update, view))
             if self._immutable:
                 self._keep.append(view)
                 self._raw.write(view)
@@ -74,6 +118,9 @@ class HashingWriter(io.RawIOBase):
                     self._raw.write(view)
                 finally:
                     self._drain()
+            if self._kicker is not None:
+                self._raw.flush()
+                self._kicker.written(self._pos + n)
         self._pos += n
         return n
 
@@ -87,6 +134,11 @@ class HashingWriter(io.RawIOBase):
         self._keep.clear()
         return self._hash.hexdigest()
 
+    def pieces(self) -> list[str]:
+        """The SHA-256 of each ``chunk``-byte piece written (``chunk`` given), else ``[]``."""
+        self._drain()
+        return [] if self._pieces is None else self._pieces.digests()
+
     def flush(self) -> None:
         if not self._raw.closed:
             self._raw.flush()
@@ -96,9 +148,9 @@ class HashingWriter(io.RawIOBase):
             self._drain()
         finally:
             self._keep.clear()
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+            for pool in self._pools:
+                pool.shutdown(wait=True)
+            self._pools = []
             super().close()
 
 
@@ -150,32 +202,6 @@ def chunk_digests_fd(fd: int, chunk: int) -> list[str]:
         finally:
             for piece in pieces:
                 piece.release()
-
-
-def follow_sha256(fd: int, done: threading.Event, poll: float = 0.002) -> tuple[str, int]:
-    """SHA-256 of a file that another writer fills strictly sequentially (as torch's zip
-    writer does: it refuses any out-of-order write), hashed as it grows so that hashing
-    overlaps the write. Call ``done.set()`` once the writer has closed; returns
-    ``(hex digest, bytes hashed)``."""
-    digest = hashlib.sha256()
-    buf = bytearray(4 << 20)
-    view = memoryview(buf)
-    pos = 0
-    try:
-        while True:
-            finished = done.is_set()
-            size = os.fstat(fd).st_size
-            while pos < size:
-                n = os.preadv(fd, [view[: min(len(buf), size - pos)]], pos)
-                if n <= 0:
-                    break
-                digest.update(view[:n])
-                pos += n
-            if finished:
-                return digest.hexdigest(), pos
-            time.sleep(poll)
-    finally:
-        view.release()
 
 
 def chunk_digests(data: bytes, chunk: int) -> list[str]:

@@ -26,15 +26,16 @@ def class_path(obj: object) -> str:
 
 
 def write_hashed(
-    path: Path, dump: Callable[[HashingWriter], None], *, immutable: bool = False
-) -> tuple[str, int]:
-    """Replace ``path`` atomically with what ``dump`` writes; ``(sha256, size)`` of it.
-    ``immutable``: see ``HashingWriter``."""
+    path: Path, dump: Callable[[HashingWriter], None], *, immutable: bool = False, chunk: int = 0
+) -> tuple[str, int, list[str]]:
+    """Replace ``path`` atomically with what ``dump`` writes; ``(sha256, size, SHA-256 of
+    each chunk-byte piece)`` of it (no pieces unless ``chunk``). ``immutable``: see
+    ``HashingWriter``; the pages written are handed to the device as the write goes."""
     with atomic_file(path) as fh:
-        writer = HashingWriter(fh, immutable=immutable)
+        writer = HashingWriter(fh, immutable=immutable, chunk=chunk, writeback=True)
         try:
             dump(writer)
-            return writer.hexdigest(), writer.tell()
+            return writer.hexdigest(), writer.tell(), writer.pieces()
         finally:
             writer.close()
 

@@ -31,7 +31,7 @@ from typing import Any
 from app.core.errors import IntegrityError, InvalidInput, StorageError
 from app.formats.hashio import HashingWriter
 from app.formats.modelcodecs.codec import Recorded, Written
-from app.formats.modelcodecs.hashing import class_path, open_verified, write_hashed
+from app.formats.modelcodecs.hashing import CHUNK, class_path, open_verified, write_hashed
 from app.formats.modelcodecs.tensors import (
     fill,
     holds_tensors,
@@ -210,7 +210,7 @@ class SafetensorsCodec:
     suffix = SUFFIX
     runs_code = False
     precedence: int | None = None
-    chunked = False
+    chunked = True
 
     def can_save(self, model: object) -> bool:
         torch = loaded_torch()
@@ -245,9 +245,10 @@ class SafetensorsCodec:
                 if tensors[name].numel():
                     out.write(tensors[name].reshape(-1).view(torch.uint8).numpy())
 
-        digest, size = write_hashed(path, dump)
+        # ``tensors`` keeps every buffer alive until the digests are done
+        digest, size, chunks = write_hashed(path, dump, immutable=True, chunk=CHUNK)
         versions = {"torch": str(torch.__version__)}
-        return Written(digest, size, class_path(model), count, versions)
+        return Written(digest, size, class_path(model), count, versions, chunks)
 
     def read(self, path: Path, recorded: Recorded, *, into: Any, permit: Callable[[], None]) -> Any:
         _little_endian()
