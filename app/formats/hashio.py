@@ -24,35 +24,6 @@ from app.formats.writeback import Kicker
 PARALLEL_MIN = 1 << 20  # buffers at least this large are hashed on the worker thread
 
 
-class PieceDigests:
-    """SHA-256 of each ``chunk``-byte piece of a byte stream fed in order (``update``); the
-    same list as ``chunk_digests`` of the whole stream (one digest of nothing when empty)."""
-
-    def __init__(self, chunk: int) -> None:
-        self._chunk = chunk
-        self._hash = hashlib.sha256()
-        self._fill = 0
-        self._digests: list[str] = []
-
-    def update(self, data: Buffer) -> None:
-        view = memoryview(data).cast("B")
-        while view.nbytes:
-            take = min(self._chunk - self._fill, view.nbytes)
-            self._hash.update(view[:take])
-            self._fill += take
-            view = view[take:]
-            if self._fill == self._chunk:
-                self._digests.append(self._hash.hexdigest())
-                self._hash = hashlib.sha256()
-                self._fill = 0
-
-    def digests(self) -> list[str]:
-        """The digests so far, the last (partial) piece included."""
-        if self._fill or not self._digests:
-            return [*self._digests, self._hash.hexdigest()]
-        return list(self._digests)
-
-
 class HashingWriter(io.RawIOBase):
     """Write-only, non-seekable stream over ``raw`` that hashes what passes through.
 
@@ -60,21 +31,17 @@ class HashingWriter(io.RawIOBase):
     file writes both release the GIL). With ``immutable=True`` the caller promises that every
     buffer stays alive and unchanged until ``hexdigest()``: writes then return without waiting
     for the hash. Otherwise each write waits, because the caller may reuse its buffer.
-    ``chunk``: also the SHA-256 of each ``chunk``-byte piece (``pieces()``), on a second
-    worker. ``writeback``: after each large write, start writing the new pages back to the
-    device (``app.formats.writeback``) so that the final ``fsync`` has little left to do.
+    ``writeback``: after each large write, start writing the new pages back to the device
+    (``app.formats.writeback``) so that the final ``fsync`` has little left to do.
     """
 
-    def __init__(
-        self, raw: IO[bytes], *, immutable: bool = False, chunk: int = 0, writeback: bool = False
-    ) -> None:
+    def __init__(self, raw: IO[bytes], *, immutable: bool = False, writeback: bool = False) -> None:
         super().__init__()
         self._raw = raw
         self._hash = hashlib.sha256()
-        self._pieces = PieceDigests(chunk) if chunk > 0 else None
         self._pos = 0
         self._immutable = immutable
-        self._pools: list[ThreadPoolExecutor] = []
+        self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
         self._keep: list[Buffer] = []
         self._kicker: Kicker | None = None
@@ -98,18 +65,11 @@ class HashingWriter(io.RawIOBase):
             data = bytes(view)
             self._drain()
             self._hash.update(data)
-            if self._pieces is not None:
-                self._pieces.update(data)
             self._raw.write(data)
         else:
-            if not self._pools:  # one thread per digest: each sees its buffers in order
-                self._pools = [
-                    ThreadPoolExecutor(1, thread_name_prefix="ctxstore-sha")
-                    for _ in range(1 if self._pieces is None else 2)
-                ]
-            self._pending.append(self._pools[0].submit(self._hash.update, view))
-            if self._pieces is not None:
-                self._pending.append(self._pools[1].submit(self._pieces.update, view))
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="ctxstore-sha")
+            self._pending.append(self._pool.submit(self._hash.update, view))
             if self._immutable:
                 self._keep.append(view)
                 self._raw.write(view)
@@ -134,11 +94,6 @@ class HashingWriter(io.RawIOBase):
         self._keep.clear()
         return self._hash.hexdigest()
 
-    def pieces(self) -> list[str]:
-        """The SHA-256 of each ``chunk``-byte piece written (``chunk`` given), else ``[]``."""
-        self._drain()
-        return [] if self._pieces is None else self._pieces.digests()
-
     def flush(self) -> None:
         if not self._raw.closed:
             self._raw.flush()
@@ -148,9 +103,9 @@ class HashingWriter(io.RawIOBase):
             self._drain()
         finally:
             self._keep.clear()
-            for pool in self._pools:
-                pool.shutdown(wait=True)
-            self._pools = []
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
             super().close()
 
 

@@ -5,19 +5,16 @@ the bytes that ended up in the file, whatever the sizes of the writes."""
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from app.core.atomic import atomic_file
 from app.formats import writeback
-from app.formats.hashio import PARALLEL_MIN, HashingWriter, PieceDigests, chunk_digests
+from app.formats.hashio import PARALLEL_MIN, HashingWriter
 from app.formats.modelcodecs.follow import Follower
 
 
@@ -25,29 +22,11 @@ def payload(size: int, seed: int = 0) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    data=st.binary(max_size=600),
-    chunk=st.integers(1, 64),
-    cuts=st.lists(st.integers(0, 600), max_size=8),
-)
-def test_piece_digests_equal_chunk_digests_for_any_split(
-    data: bytes, chunk: int, cuts: list[int]
-) -> None:
-    pieces = PieceDigests(chunk)
-    bounds = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
-    for begin, end in itertools.pairwise(bounds):
-        pieces.update(data[begin:end])
-    expected = chunk_digests(data, chunk) or [hashlib.sha256(b"").hexdigest()]
-    assert pieces.digests() == expected
-
-
 @pytest.mark.parametrize("immutable", [True, False])
 @pytest.mark.parametrize("writeback_on", [True, False])
 def test_hashing_writer_digests_match_the_file(
     tmp_path: Path, immutable: bool, writeback_on: bool
 ) -> None:
-    chunk = 1 << 20
     parts = [
         payload(10),
         payload(PARALLEL_MIN + 5, 1),
@@ -57,25 +36,16 @@ def test_hashing_writer_digests_match_the_file(
     ]
     path = tmp_path / "f.bin"
     with atomic_file(path) as fh:
-        writer = HashingWriter(fh, immutable=immutable, chunk=chunk, writeback=writeback_on)
+        writer = HashingWriter(fh, immutable=immutable, writeback=writeback_on)
         try:
             for part in parts:
                 writer.write(part)
-            digest, size, pieces = writer.hexdigest(), writer.tell(), writer.pieces()
+            digest, size = writer.hexdigest(), writer.tell()
         finally:
             writer.close()
     data = path.read_bytes()
     assert data == b"".join(parts)
     assert (digest, size) == (hashlib.sha256(data).hexdigest(), len(data))
-    assert pieces == chunk_digests(data, chunk)
-
-
-def test_hashing_writer_without_chunk_has_no_pieces(tmp_path: Path) -> None:
-    with atomic_file(tmp_path / "f.bin") as fh:
-        writer = HashingWriter(fh, writeback=True)
-        writer.write(payload(PARALLEL_MIN))
-        assert writer.pieces() == []
-        writer.close()
 
 
 def test_writeback_hint_changes_nothing_in_the_file(tmp_path: Path) -> None:
@@ -101,8 +71,8 @@ def test_follower_hashes_a_file_written_while_it_runs(tmp_path: Path, total: int
     path = tmp_path / "grown.bin"
     wfd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     rfd = os.open(path, os.O_RDONLY)
-    follower = Follower(rfd, 1 << 20, poll=0.0005)
-    out: list[tuple[str, int, list[str]]] = []
+    follower = Follower(rfd, poll=0.0005)
+    out: list[tuple[str, int]] = []
     thread = threading.Thread(target=lambda: out.append(follower.run()))
     thread.start()
     try:
@@ -113,6 +83,4 @@ def test_follower_hashes_a_file_written_while_it_runs(tmp_path: Path, total: int
         thread.join()
         os.close(wfd)
         os.close(rfd)
-    digest, size, pieces = out[0]
-    assert (digest, size) == (hashlib.sha256(data).hexdigest(), total)
-    assert pieces == (chunk_digests(data, 1 << 20) or [hashlib.sha256(b"").hexdigest()])
+    assert out == [(hashlib.sha256(data).hexdigest(), total)]

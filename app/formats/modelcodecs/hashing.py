@@ -18,7 +18,7 @@ from app.formats.hashio import HashingWriter, chunk_digests_fd, sha256_fd
 from app.formats.modelcodecs.codec import Recorded
 
 PROC_FD = Path("/proc/self/fd")
-CHUNK = 8 << 20  # chunked files are also checked as SHA-256 digests of pieces of this size
+CHUNK = 8 << 20  # a record's piece digests (older .pth versions) cover pieces of this size
 
 
 def class_path(obj: object) -> str:
@@ -26,16 +26,16 @@ def class_path(obj: object) -> str:
 
 
 def write_hashed(
-    path: Path, dump: Callable[[HashingWriter], None], *, immutable: bool = False, chunk: int = 0
-) -> tuple[str, int, list[str]]:
-    """Replace ``path`` atomically with what ``dump`` writes; ``(sha256, size, SHA-256 of
-    each chunk-byte piece)`` of it (no pieces unless ``chunk``). ``immutable``: see
-    ``HashingWriter``; the pages written are handed to the device as the write goes."""
+    path: Path, dump: Callable[[HashingWriter], None], *, immutable: bool = False
+) -> tuple[str, int]:
+    """Replace ``path`` atomically with what ``dump`` writes; ``(sha256, size)`` of it.
+    ``immutable``: see ``HashingWriter``; the pages written are handed to the device as the
+    write goes (``app.formats.writeback``)."""
     with atomic_file(path) as fh:
-        writer = HashingWriter(fh, immutable=immutable, chunk=chunk, writeback=True)
+        writer = HashingWriter(fh, immutable=immutable, writeback=True)
         try:
             dump(writer)
-            return writer.hexdigest(), writer.tell(), writer.pieces()
+            return writer.hexdigest(), writer.tell()
         finally:
             writer.close()
 

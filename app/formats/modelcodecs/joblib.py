@@ -40,7 +40,7 @@ class JoblibCodec:
         if module is not None and isinstance(getattr(module, "__version__", None), str):
             versions[top] = module.__version__
         try:
-            digest, size, _ = write_hashed(path, lambda out: joblib.dump(model, out))
+            digest, size = write_hashed(path, lambda out: joblib.dump(model, out))
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise InvalidInput(
                 f"model: cannot be pickled ({str(exc)[:160]})", argument="model"

@@ -2,9 +2,9 @@
 and read only with ``torch.load(weights_only=True)`` (docs/api.md, "Models").
 
 * It is written by torch's own file writer while a second thread hashes the bytes already
-  written (torch writes strictly sequentially), reading them once for both the file's
-  SHA-256 and the SHA-256 of each ``CHUNK`` piece (kept in the record so that loading checks
-  every byte on two threads).
+  written (torch writes strictly sequentially): one SHA-256 pass, overlapping the write. The
+  record keeps that digest only; records of versions saved before also list the SHA-256 of
+  each ``CHUNK`` piece, and those are checked piece by piece on two threads.
 * It is read memory-mapped from the very file descriptor that was hashed (no window for the
   file to change in between). No code from the file ever runs: ``runs_code`` is False.
 """
@@ -26,7 +26,6 @@ from app.formats.hashio import HashingWriter
 from app.formats.modelcodecs.codec import Recorded, Written
 from app.formats.modelcodecs.follow import Follower
 from app.formats.modelcodecs.hashing import (
-    CHUNK,
     PROC_FD,
     class_path,
     open_verified,
@@ -38,22 +37,22 @@ from app.formats.modelcodecs.tensors import fill, holds_tensors, import_torch, s
 SUFFIX = "pth"
 
 
-def _write_followed(path: Path, torch: ModuleType, state: Any) -> tuple[str, int, list[str]]:
-    """torch's own (C++) file writer on the temp file, followed by a thread hashing (whole
-    file and per piece, in one read) what it has written so far (``follow.Follower``)."""
+def _write_followed(path: Path, torch: ModuleType, state: Any) -> tuple[str, int]:
+    """torch's own (C++) file writer on the temp file, followed by a thread hashing what it
+    has written so far (``follow.Follower``): the SHA-256 is done when the write is."""
     with ThreadPoolExecutor(1, thread_name_prefix="ctxstore-follow") as pool:
-        future: Future[tuple[str, int, list[str]]] | None = None
+        future: Future[tuple[str, int]] | None = None
         dup = -1
         try:
             with atomic_file(path) as fh:
                 dup = os.dup(fh.fileno())
-                follower = Follower(dup, CHUNK)
+                follower = Follower(dup)
                 future = pool.submit(follower.run)
                 try:
                     torch.save(state, str(PROC_FD / str(fh.fileno())))
                 finally:
                     follower.finished()
-                digest, size, chunks = future.result()
+                digest, size = future.result()
                 if size != os.fstat(dup).st_size:
                     raise StorageError(f"{path}: file changed while being hashed")
         finally:
@@ -61,7 +60,7 @@ def _write_followed(path: Path, torch: ModuleType, state: Any) -> tuple[str, int
                 future.exception()
             if dup >= 0:
                 os.close(dup)
-    return digest, size, chunks
+    return digest, size
 
 
 def _torch_load(torch: ModuleType, source: Any, path: Path, mmap: bool) -> Any:
@@ -82,7 +81,7 @@ class PthCodec:
     suffix = SUFFIX
     runs_code = False
     precedence: int | None = 10
-    chunked = True
+    chunked = False
 
     def can_save(self, model: object) -> bool:
         return holds_tensors(model)
@@ -96,10 +95,10 @@ class PthCodec:
             def dump(out: HashingWriter) -> None:
                 torch.save(state, out)
 
-            digest, size, chunks = write_hashed(path, dump, chunk=CHUNK)
+            digest, size = write_hashed(path, dump)
         else:
-            digest, size, chunks = _write_followed(path, torch, state)
-        return Written(digest, size, class_path(model), count, versions, chunks)
+            digest, size = _write_followed(path, torch, state)
+        return Written(digest, size, class_path(model), count, versions)
 
     def read(self, path: Path, recorded: Recorded, *, into: Any, permit: Callable[[], None]) -> Any:
         if not PROC_FD.is_dir():  # no descriptor path to map: read, check, load the bytes

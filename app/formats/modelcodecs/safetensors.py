@@ -31,7 +31,7 @@ from typing import Any
 from app.core.errors import IntegrityError, InvalidInput, StorageError
 from app.formats.hashio import HashingWriter
 from app.formats.modelcodecs.codec import Recorded, Written
-from app.formats.modelcodecs.hashing import CHUNK, class_path, open_verified, write_hashed
+from app.formats.modelcodecs.hashing import class_path, open_verified, write_hashed
 from app.formats.modelcodecs.tensors import (
     fill,
     holds_tensors,
@@ -210,7 +210,7 @@ class SafetensorsCodec:
     suffix = SUFFIX
     runs_code = False
     precedence: int | None = None
-    chunked = True
+    chunked = False
 
     def can_save(self, model: object) -> bool:
         torch = loaded_torch()
@@ -246,9 +246,9 @@ class SafetensorsCodec:
                     out.write(tensors[name].reshape(-1).view(torch.uint8).numpy())
 
         # ``tensors`` keeps every buffer alive until the digests are done
-        digest, size, chunks = write_hashed(path, dump, immutable=True, chunk=CHUNK)
+        digest, size = write_hashed(path, dump, immutable=True)
         versions = {"torch": str(torch.__version__)}
-        return Written(digest, size, class_path(model), count, versions, chunks)
+        return Written(digest, size, class_path(model), count, versions)
 
     def read(self, path: Path, recorded: Recorded, *, into: Any, permit: Callable[[], None]) -> Any:
         _little_endian()
