@@ -7,13 +7,14 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from app.core.atomic import atomic_file
-from app.formats import writeback
+from app.formats import crc, writeback
 from app.formats.hashio import PARALLEL_MIN, HashingWriter
 from app.formats.modelcodecs.follow import Follower
 
@@ -84,3 +85,10 @@ def test_follower_hashes_a_file_written_while_it_runs(tmp_path: Path, total: int
         os.close(wfd)
         os.close(rfd)
     assert out == [(hashlib.sha256(data).hexdigest(), total)]
+
+
+@pytest.mark.parametrize("size", [0, 1, 5000, 3 << 20])
+def test_crc32_equals_zlib(size: int) -> None:
+    data = payload(size, 6)
+    assert crc.crc32(data) == zlib.crc32(data)
+    assert crc.crc32(data[size // 2 :], crc.crc32(data[: size // 2])) == zlib.crc32(data)
