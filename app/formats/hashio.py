@@ -31,8 +31,8 @@ class HashingWriter(io.RawIOBase):
     file writes both release the GIL). With ``immutable=True`` the caller promises that every
     buffer stays alive and unchanged until ``hexdigest()``: writes then return without waiting
     for the hash. Otherwise each write waits, because the caller may reuse its buffer.
-    ``writeback``: after each large write, start writing the new pages back to the device
-    (``app.formats.writeback``) so that the final ``fsync`` has little left to do.
+    ``writeback``: after each large write, the worker starts writing the new pages back to
+    the device (``app.formats.writeback``) so that the final ``fsync`` has little left to do.
     """
 
     def __init__(self, raw: IO[bytes], *, immutable: bool = False, writeback: bool = False) -> None:
@@ -78,9 +78,9 @@ class HashingWriter(io.RawIOBase):
                     self._raw.write(view)
                 finally:
                     self._drain()
-            if self._kicker is not None:
+            if self._kicker is not None:  # on the worker: never blocks this thread
                 self._raw.flush()
-                self._kicker.written(self._pos + n)
+                self._pending.append(self._pool.submit(self._kicker.written, self._pos + n))
         self._pos += n
         return n
 
