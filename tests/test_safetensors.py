@@ -86,6 +86,8 @@ def plant(ctx: app.Context, name: str, payload: bytes) -> Path:
     doc = json.loads(record.read_text())
     doc["sha256"] = hashlib.sha256(payload).hexdigest()
     doc["size_bytes"] = len(payload)
+    doc.pop("chunk_sha256", None)  # the whole file's SHA-256 alone then checks it
+    doc.pop("chunk_bytes", None)
     record.write_bytes(dump_checked(doc))
     return path
 

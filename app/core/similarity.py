@@ -51,6 +51,38 @@ def row_term(norms: Array, metric: str, dtype: np.dtype[Any]) -> Array | None:
     return out
 
 
+BLOCK = 256  # columns per block of ``_by_block_max``
+SMALL_BLOCKS = 4  # below this many blocks per kept row, argpartition is as fast
+CANDIDATES = 16  # more candidates per kept row than this: argpartition instead
+
+
+def _by_block_max(scores: Array, k: int) -> tuple[Array, Array] | None:
+    """The ``k`` best scores of each row and their columns (ties: lowest column first), by
+    a threshold instead of a selection over every score: ``t`` = the ``k``-th largest of the
+    rows' per-block maxima is at most the ``k``-th largest score (``k`` blocks each hold a
+    score >= ``t``), so every score of the top ``k`` is >= ``t``; those few candidates are
+    sorted exactly. ``None`` when it does not pay (NaN scores, or many equal scores)."""
+    nq, b = scores.shape
+    full = b // BLOCK
+    maxima = scores[:, : full * BLOCK].reshape(nq, full, BLOCK).max(axis=2)
+    if b > full * BLOCK:
+        tail = scores[:, full * BLOCK :].max(axis=1, keepdims=True)
+        maxima = np.concatenate([maxima, tail], axis=1)
+    nb = maxima.shape[1]
+    threshold = np.partition(maxima, nb - k, axis=1)[:, nb - k]
+    if np.isnan(threshold).any():
+        return None
+    rows, cols = np.nonzero(scores >= threshold[:, None])
+    if rows.size > CANDIDATES * k * nq:
+        return None
+    vals = scores[rows, cols]
+    order = np.lexsort((cols, -vals, rows))  # by row, best first, then by column
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    starts = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=nq))[:-1]])
+    keep = np.arange(rows.size) - starts[rows] < k  # every row has >= k candidates
+    return vals[keep].reshape(nq, k), cols[keep].reshape(nq, k)
+
+
 class TopK:
     """Running exact top-``k`` of every query row over the shards ``add``-ed so far."""
 
@@ -93,7 +125,10 @@ class TopK:
 
     def _keep(self, scores: Array, offset: int) -> None:
         b = scores.shape[1]
-        if b > self.k:
+        picked = _by_block_max(scores, self.k) if b >= SMALL_BLOCKS * self.k * BLOCK else None
+        if picked is not None:
+            vals, part = picked
+        elif b > self.k:
             part = np.argpartition(scores, b - self.k, axis=1)[:, b - self.k :]
             vals = np.take_along_axis(scores, part, axis=1)
         else:

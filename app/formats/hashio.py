@@ -10,8 +10,6 @@ import io
 import json
 import mmap
 import os
-import threading
-import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing_extensions import Buffer
 
 from app.core.errors import IntegrityError, SchemaVersionError
 from app.core.rules import METADATA, check
+from app.formats.writeback import Kicker
 
 PARALLEL_MIN = 1 << 20  # buffers at least this large are hashed on the worker thread
 
@@ -32,9 +31,11 @@ class HashingWriter(io.RawIOBase):
     file writes both release the GIL). With ``immutable=True`` the caller promises that every
     buffer stays alive and unchanged until ``hexdigest()``: writes then return without waiting
     for the hash. Otherwise each write waits, because the caller may reuse its buffer.
+    ``writeback``: after each large write, the worker starts writing the new pages back to
+    the device (``app.formats.writeback``) so that the final ``fsync`` has little left to do.
     """
 
-    def __init__(self, raw: IO[bytes], *, immutable: bool = False) -> None:
+    def __init__(self, raw: IO[bytes], *, immutable: bool = False, writeback: bool = False) -> None:
         super().__init__()
         self._raw = raw
         self._hash = hashlib.sha256()
@@ -43,6 +44,10 @@ class HashingWriter(io.RawIOBase):
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
         self._keep: list[Buffer] = []
+        self._kicker: Kicker | None = None
+        if writeback:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                self._kicker = Kicker(raw.fileno())  # none for a stream without a file
 
     def writable(self) -> bool:
         return True
@@ -64,8 +69,7 @@ class HashingWriter(io.RawIOBase):
         else:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="ctxstore-sha")
-            future = self._pool.submit(self._hash.update, view)
-            self._pending.append(future)
+            self._pending.append(self._pool.submit(self._hash.update, view))
             if self._immutable:
                 self._keep.append(view)
                 self._raw.write(view)
@@ -74,6 +78,9 @@ class HashingWriter(io.RawIOBase):
                     self._raw.write(view)
                 finally:
                     self._drain()
+            if self._kicker is not None:  # on the worker: never blocks this thread
+                self._raw.flush()
+                self._pending.append(self._pool.submit(self._kicker.written, self._pos + n))
         self._pos += n
         return n
 
@@ -150,32 +157,6 @@ def chunk_digests_fd(fd: int, chunk: int) -> list[str]:
         finally:
             for piece in pieces:
                 piece.release()
-
-
-def follow_sha256(fd: int, done: threading.Event, poll: float = 0.002) -> tuple[str, int]:
-    """SHA-256 of a file that another writer fills strictly sequentially (as torch's zip
-    writer does: it refuses any out-of-order write), hashed as it grows so that hashing
-    overlaps the write. Call ``done.set()`` once the writer has closed; returns
-    ``(hex digest, bytes hashed)``."""
-    digest = hashlib.sha256()
-    buf = bytearray(4 << 20)
-    view = memoryview(buf)
-    pos = 0
-    try:
-        while True:
-            finished = done.is_set()
-            size = os.fstat(fd).st_size
-            while pos < size:
-                n = os.preadv(fd, [view[: min(len(buf), size - pos)]], pos)
-                if n <= 0:
-                    break
-                digest.update(view[:n])
-                pos += n
-            if finished:
-                return digest.hexdigest(), pos
-            time.sleep(poll)
-    finally:
-        view.release()
 
 
 def chunk_digests(data: bytes, chunk: int) -> list[str]:

@@ -66,14 +66,16 @@ def write_shard(path: Path, ids: Array, vectors: Array, norms: Array) -> tuple[s
     ``ids`` must be a 1-D unicode array, ``vectors`` a C-contiguous 2-D float array and
     ``norms`` a 1-D float array, all with the same number of rows (the caller validates).
     Three passes over the data run at once: the write (this thread), its CRC-32 and its
-    SHA-256 (worker threads); the SHA-256 finishes while ``atomic_file`` fsyncs.
+    SHA-256 (worker threads); the SHA-256 finishes while ``atomic_file`` fsyncs. The pages
+    written are handed to the device as the write goes (``app.formats.writeback``), so the
+    closing ``fsync`` waits for the last few only.
     """
     arrays = {"ids": np.ascontiguousarray(ids), "vectors": vectors, "norms": norms}
     writer: HashingWriter | None = None
     stream: ZipStream | None = None
     try:
         with atomic_file(path) as fh:
-            writer = HashingWriter(fh, immutable=True)
+            writer = HashingWriter(fh, immutable=True, writeback=True)
             stream = ZipStream(writer, align=ALIGN)
             for name in MEMBERS:
                 arr = arrays[name]

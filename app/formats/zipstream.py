@@ -13,13 +13,14 @@ equal content gives byte-identical files.
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 from typing_extensions import Buffer
+
+from app.formats.crc import crc32
 
 LIMIT = 0xFFFFFFFF  # at or above this a size/offset goes to the zip64 extra field
 MARK = 0xFFFFFFFF  # the 32-bit field's value when the real one is in a zip64 record
@@ -54,7 +55,7 @@ def _crc(parts: Sequence[memoryview]) -> int:
     crc = 0
     for part in parts:
         for start in range(0, part.nbytes, CHUNK):
-            crc = zlib.crc32(part[start : start + CHUNK], crc)
+            crc = crc32(part[start : start + CHUNK], crc)
     return crc
 
 

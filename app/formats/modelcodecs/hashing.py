@@ -18,7 +18,7 @@ from app.formats.hashio import HashingWriter, chunk_digests_fd, sha256_fd
 from app.formats.modelcodecs.codec import Recorded
 
 PROC_FD = Path("/proc/self/fd")
-CHUNK = 8 << 20  # chunked files are also checked as SHA-256 digests of pieces of this size
+CHUNK = 8 << 20  # a record's piece digests (older .pth versions) cover pieces of this size
 
 
 def class_path(obj: object) -> str:
@@ -29,9 +29,10 @@ def write_hashed(
     path: Path, dump: Callable[[HashingWriter], None], *, immutable: bool = False
 ) -> tuple[str, int]:
     """Replace ``path`` atomically with what ``dump`` writes; ``(sha256, size)`` of it.
-    ``immutable``: see ``HashingWriter``."""
+    ``immutable``: see ``HashingWriter``; the pages written are handed to the device as the
+    write goes (``app.formats.writeback``)."""
     with atomic_file(path) as fh:
-        writer = HashingWriter(fh, immutable=immutable)
+        writer = HashingWriter(fh, immutable=immutable, writeback=True)
         try:
             dump(writer)
             return writer.hexdigest(), writer.tell()

@@ -2,8 +2,9 @@
 and read only with ``torch.load(weights_only=True)`` (docs/api.md, "Models").
 
 * It is written by torch's own file writer while a second thread hashes the bytes already
-  written (torch writes strictly sequentially); the record also keeps the SHA-256 of each
-  ``CHUNK`` piece so that loading checks every byte on two threads.
+  written (torch writes strictly sequentially): one SHA-256 pass, overlapping the write. The
+  record keeps that digest only; records of versions saved before also list the SHA-256 of
+  each ``CHUNK`` piece, and those are checked piece by piece on two threads.
 * It is read memory-mapped from the very file descriptor that was hashed (no window for the
   file to change in between). No code from the file ever runs: ``runs_code`` is False.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -22,10 +22,10 @@ from typing import Any
 
 from app.core.atomic import atomic_file
 from app.core.errors import IntegrityError, StorageError, UntrustedArtifactError
-from app.formats.hashio import chunk_digests_fd, follow_sha256
+from app.formats.hashio import HashingWriter
 from app.formats.modelcodecs.codec import Recorded, Written
+from app.formats.modelcodecs.follow import Follower
 from app.formats.modelcodecs.hashing import (
-    CHUNK,
     PROC_FD,
     class_path,
     open_verified,
@@ -37,33 +37,30 @@ from app.formats.modelcodecs.tensors import fill, holds_tensors, import_torch, s
 SUFFIX = "pth"
 
 
-def _write_followed(path: Path, torch: ModuleType, state: Any) -> tuple[str, int, list[str]]:
+def _write_followed(path: Path, torch: ModuleType, state: Any) -> tuple[str, int]:
     """torch's own (C++) file writer on the temp file, followed by a thread hashing what it
-    has written so far; the per-piece digests are computed while atomic_file fsyncs."""
-    with ThreadPoolExecutor(2, thread_name_prefix="ctxstore-sha") as pool:
-        futures: list[Future[Any]] = []
+    has written so far (``follow.Follower``): the SHA-256 is done when the write is."""
+    with ThreadPoolExecutor(1, thread_name_prefix="ctxstore-follow") as pool:
+        future: Future[tuple[str, int]] | None = None
         dup = -1
         try:
             with atomic_file(path) as fh:
                 dup = os.dup(fh.fileno())
-                done = threading.Event()
-                futures.append(pool.submit(follow_sha256, dup, done))
+                follower = Follower(dup)
+                future = pool.submit(follower.run)
                 try:
                     torch.save(state, str(PROC_FD / str(fh.fileno())))
                 finally:
-                    done.set()
-                digest, size = futures[0].result()
+                    follower.finished()
+                digest, size = future.result()
                 if size != os.fstat(dup).st_size:
                     raise StorageError(f"{path}: file changed while being hashed")
-                futures.append(pool.submit(chunk_digests_fd, dup, CHUNK))
-            chunks: list[str] = futures[1].result()
         finally:
-            for future in futures:  # never close ``dup`` under a running hash
-                if not future.cancel():
-                    future.exception()
+            if future is not None and not future.cancel():  # never close ``dup`` under it
+                future.exception()
             if dup >= 0:
                 os.close(dup)
-    return digest, size, chunks
+    return digest, size
 
 
 def _torch_load(torch: ModuleType, source: Any, path: Path, mmap: bool) -> Any:
@@ -84,7 +81,7 @@ class PthCodec:
     suffix = SUFFIX
     runs_code = False
     precedence: int | None = 10
-    chunked = True
+    chunked = False
 
     def can_save(self, model: object) -> bool:
         return holds_tensors(model)
@@ -94,10 +91,14 @@ class PthCodec:
         state, count = state_of(torch, model)
         versions = {"torch": str(torch.__version__)}
         if not PROC_FD.is_dir():
-            digest, size = write_hashed(path, lambda out: torch.save(state, out))
-            return Written(digest, size, class_path(model), count, versions)
-        digest, size, chunks = _write_followed(path, torch, state)
-        return Written(digest, size, class_path(model), count, versions, chunks)
+
+            def dump(out: HashingWriter) -> None:
+                torch.save(state, out)
+
+            digest, size = write_hashed(path, dump)
+        else:
+            digest, size = _write_followed(path, torch, state)
+        return Written(digest, size, class_path(model), count, versions)
 
     def read(self, path: Path, recorded: Recorded, *, into: Any, permit: Callable[[], None]) -> Any:
         if not PROC_FD.is_dir():  # no descriptor path to map: read, check, load the bytes

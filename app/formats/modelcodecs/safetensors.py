@@ -245,7 +245,8 @@ class SafetensorsCodec:
                 if tensors[name].numel():
                     out.write(tensors[name].reshape(-1).view(torch.uint8).numpy())
 
-        digest, size = write_hashed(path, dump)
+        # ``tensors`` keeps every buffer alive until the digests are done
+        digest, size = write_hashed(path, dump, immutable=True)
         versions = {"torch": str(torch.__version__)}
         return Written(digest, size, class_path(model), count, versions)
 
