@@ -58,6 +58,12 @@ def _row(wf: BatchWorkflow) -> list[str]:
     ]
 
 
+def _waiting(manager: Any) -> bool:
+    """Whether pending workflows this process can run are left (waiting for a retry)."""
+    pending = int(manager.metrics()["by_status"][WorkflowStatus.PENDING.value])
+    return pending > sum(manager.missing_handlers().values())
+
+
 def _load(manager: Any, modules: tuple[str, ...]) -> None:
     if modules:
         added = load_handler_modules(manager, modules)
@@ -302,7 +308,11 @@ def metrics(state: State) -> None:
     show_default=True,
     help="Seconds between looks for pending workflows.",
 )
-@click.option("--once", is_flag=True, help="Process what is pending, then exit.")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Process what is pending (waiting out retries), then exit.",
+)
 @click.option(
     "--recover-stale",
     default=None,
@@ -363,7 +373,7 @@ def worker(
                 err.print(_summary(wf), highlight=False)
             if not done:
                 tell_missing()
-            if once and not done:
+            if once and not done and not _waiting(manager):
                 break
             if not done:
                 stop.wait(poll)
