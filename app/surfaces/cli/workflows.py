@@ -21,6 +21,7 @@ import click
 
 from app.core.errors import InvalidInput
 from app.core.workflow_types import BatchWorkflow, WorkflowStatus
+from app.managers.workflows import WorkflowManager
 from app.managers.workflows.modules import load_handler_modules
 from app.managers.workflows.retry import MAX_PRIORITY, MAX_RETRIES
 from app.surfaces.cli.inputs import jsonl_items, parse_duration, parse_json_option
@@ -58,13 +59,13 @@ def _row(wf: BatchWorkflow) -> list[str]:
     ]
 
 
-def _waiting(manager: Any) -> bool:
+def _waiting(manager: WorkflowManager) -> bool:
     """Whether pending workflows this process can run are left (waiting for a retry)."""
     pending = int(manager.metrics()["by_status"][WorkflowStatus.PENDING.value])
     return pending > sum(manager.missing_handlers().values())
 
 
-def _load(manager: Any, modules: tuple[str, ...]) -> None:
+def _load(manager: WorkflowManager, modules: tuple[str, ...]) -> None:
     if modules:
         added = load_handler_modules(manager, modules)
         shown = ", ".join(added) or "none new"
