@@ -183,3 +183,32 @@ def test_priority_and_retries_are_kept_and_listed(store: app.Store) -> None:
     assert (got.priority, got.max_retries, got.attempts, got.not_before) == (-4, 2, 0, None)
     done = store.workflows.process(wf.workflow_id)
     assert done.status == S.COMPLETED and done.attempts == 1 and done.error_count == 0
+
+
+def test_backoff_doubles_with_jitter_and_a_cap() -> None:
+    import random
+
+    policy = RetryPolicy(base_s=1.0, cap_s=10.0)
+    rng = random.Random(7)
+    for failures, ceiling in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 10.0), (30, 10.0)):
+        delays = [policy.delay(failures, rng) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 100  # jittered: workers failing together spread out
+
+
+def test_a_failed_attempt_of_a_lost_claim_changes_nothing(store: app.Store) -> None:
+    from app.core import clock
+
+    wf = submit(store, "append", params={"collection": "t"})
+    tracker = store.workflows._tracker
+    assert tracker.claim(wf.workflow_id, "owner-1", "w:1", clock.now()) is not None
+    assert tracker.attempt_failed(wf.workflow_id, "someone-else", "x", 1.0, clock.wall()) is None
+    row = tracker.get(wf.workflow_id)
+    assert (row["status"], row["attempts"], row["error_count"]) == ("processing", 0, 0)
+    back = tracker.attempt_failed(
+        wf.workflow_id, "owner-1", "chunk 0, attempt 1: E", 30.0, clock.wall()
+    )
+    assert back is not None and back["status"] == "pending" and back["owner"] is None
+    assert back["not_before"] is not None and back["chunk_failures"] == 1
+    # not claimable before its time, by priority order or otherwise
+    assert tracker.claim(None, "owner-2", "w:2", clock.now(), types=["append"]) is None
