@@ -153,6 +153,9 @@ def test_a_version_1_tracker_is_upgraded_and_keeps_its_workflows(store_root: Pat
         claimed_id = _submit(store)
         store.workflows._tracker.claim(claimed_id, "old", "gone:1", clock.now())
     db = sqlite3.connect(store_root / "workflows" / "tracker.sqlite")  # make it version 1
+    db.execute("DROP INDEX workflows_queue")  # version 3's priorities and retries
+    for column in ("priority", "max_retries", "attempts", "chunk_failures", "not_before"):
+        db.execute(f"ALTER TABLE workflows DROP COLUMN {column}")
     db.execute("ALTER TABLE workflows DROP COLUMN beat_boot")
     db.execute("ALTER TABLE workflows DROP COLUMN beat_steady")
     db.execute("UPDATE workflows SET heartbeat_at = ?", (time.time() - 30,))
@@ -174,5 +177,5 @@ def test_a_version_1_tracker_is_upgraded_and_keeps_its_workflows(store_root: Pat
         assert store.workflows.process(claimed_id).status == S.COMPLETED
         assert store.workflows.verify() == []
     db = sqlite3.connect(store_root / "workflows" / "tracker.sqlite")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     db.close()

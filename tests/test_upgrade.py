@@ -3,7 +3,8 @@ older part raises ``SchemaVersionError`` naming the command, the command migrate
 store's lock and keeps everything; a newer, unknown format is refused.
 
 The old store is really written in the old format: a store used by this version, then its
-tracker rewritten as version 1 wrote it (no steady-clock heartbeat columns, user_version 1),
+tracker rewritten as version 1 wrote it (no steady-clock heartbeat, priority or retry
+columns, user_version 1) or version 2 (no priority or retry columns),
 and trust marks as version 1 wrote them (empty files).
 """
 
@@ -84,13 +85,24 @@ def old_store(root: Path) -> dict[str, str]:
         pending = store.workflows.submit(
             "append", context="c", items=[{"id": "p"}], params={"collection": "t"}
         )
+    downgrade_tracker(root, 1)
+    return {"completed": done.workflow_id, "pending": pending.workflow_id}
+
+
+V3_COLUMNS = ("priority", "max_retries", "attempts", "chunk_failures", "not_before")
+
+
+def downgrade_tracker(root: Path, version: int) -> None:
+    """Rewrite the tracker as ``version`` wrote it: version 2 had no priority or retry
+    columns (nor their queue index), version 1 no steady-clock heartbeat columns either."""
     db = sqlite3.connect(layout.tracker(root))
-    db.execute("ALTER TABLE workflows DROP COLUMN beat_boot")
-    db.execute("ALTER TABLE workflows DROP COLUMN beat_steady")
-    db.execute("PRAGMA user_version=1")
+    db.execute("DROP INDEX IF EXISTS workflows_queue")
+    dropped = V3_COLUMNS + (("beat_boot", "beat_steady") if version == 1 else ())
+    for column in dropped:
+        db.execute(f"ALTER TABLE workflows DROP COLUMN {column}")
+    db.execute(f"PRAGMA user_version={version}")
     db.commit()
     db.close()
-    return {"completed": done.workflow_id, "pending": pending.workflow_id}
 
 
 def test_opening_never_migrates_and_use_names_the_command(embedded_root: Path) -> None:
@@ -112,13 +124,13 @@ def test_upgrade_migrates_the_tracker_and_keeps_every_workflow(embedded_root: Pa
     ids = old_store(embedded_root)
     with app.open_store(embedded_root) as store:
         steps = planned(store)
-        assert len(steps) == 1 and "tracker version 1 -> 2" in steps[0].what
+        assert len(steps) == 1 and "tracker version 1 -> 3" in steps[0].what
         seen: list[str] = []
         report = upgrade_store(store, on_step=seen.append)
         assert report.applied == [steps[0].what]
         assert seen == [steps[0].what, "c"]  # the migration, then each context checked
         assert report.checked == 1 and report.notes == []
-    assert tracker_version(embedded_root) == 2
+    assert tracker_version(embedded_root) == 3
     with app.open_store(embedded_root) as store:
         assert store.workflows.get(ids["completed"]).status == S.COMPLETED
         assert store.workflows.get(ids["pending"]).status == S.PENDING
@@ -146,21 +158,21 @@ def test_upgrade_waits_for_the_store_writer_lock(embedded_root: Path) -> None:
             assert tracker_version(embedded_root) == 1
         worker.join(60)
         assert done.is_set()
-    assert tracker_version(embedded_root) == 2
+    assert tracker_version(embedded_root) == 3
 
 
 def test_cli_upgrade_dry_run_then_upgrade(embedded_root: Path) -> None:
     ids = old_store(embedded_root)
     dry = cli(embedded_root, "upgrade", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert b"tracker version 1 -> 2" in dry.stdout and b"1 migration(s) pending" in dry.stdout
+    assert b"tracker version 1 -> 3" in dry.stdout and b"1 migration(s) pending" in dry.stdout
     assert tracker_version(embedded_root) == 1
     listed = cli(embedded_root, "workflows", "list")
     assert listed.returncode == 1 and b"ctxstore upgrade" in listed.stderr
     done = cli(embedded_root, "upgrade")
     assert done.returncode == 0, done.stderr
     assert b"1 migration(s) applied; 1 context(s) checked" in done.stdout
-    assert tracker_version(embedded_root) == 2
+    assert tracker_version(embedded_root) == 3
     shown = cli(embedded_root, "workflows", "show", ids["completed"])
     assert shown.returncode == 0, shown.stderr
     again = cli(embedded_root, "upgrade", "--json")
@@ -171,7 +183,7 @@ def test_cli_upgrade_takes_root_after_the_command(embedded_root: Path, tmp_path:
     old_store(embedded_root)
     proc = cli(tmp_path / "elsewhere", "upgrade", "--root", str(embedded_root))
     assert proc.returncode == 0, proc.stderr
-    assert tracker_version(embedded_root) == 2
+    assert tracker_version(embedded_root) == 3
     assert not (tmp_path / "elsewhere").exists()
 
 
@@ -362,3 +374,83 @@ def test_pg_cli_upgrade_creates_missing_parts_and_refuses_a_newer_store(
     assert b"unknown" in newer.stderr or b"newer" in newer.stderr
     with pytest.raises(app.SchemaVersionError, match="unknown"):
         app.open_store(root, files=files, create=False)
+
+
+# -- the tracker's priorities and retries (version 3 embedded, part version 2 on PostgreSQL) --
+
+
+def test_a_version_2_tracker_is_refused_then_upgraded_with_attempts_filled(
+    embedded_root: Path,
+) -> None:
+    ids = old_store(embedded_root)  # written as version 1, brought to version 2 below
+    assert upgrade_store_to_2(embedded_root)
+    with app.open_store(embedded_root) as store:
+        with pytest.raises(app.SchemaVersionError, match="version 2 is older"):
+            store.workflows.get(ids["completed"])
+        (step,) = planned(store)
+        assert "tracker version 2 -> 3" in step.what
+        assert upgrade_store(store).applied == [step.what]
+    assert tracker_version(embedded_root) == 3
+    with app.open_store(embedded_root) as store:
+        done = store.workflows.get(ids["completed"])
+        assert (done.priority, done.max_retries, done.attempts) == (0, 0, done.chunks_done)
+        assert done.attempts == 1
+        again = store.workflows.process(ids["pending"])
+        assert again.status == S.COMPLETED and again.attempts == 1
+        late = store.workflows.submit(
+            "append", context="c", items=[{"id": "q"}], params={"collection": "t"}, priority=5
+        )
+        assert store.workflows.get(late.workflow_id).priority == 5
+
+
+def upgrade_store_to_2(root: Path) -> bool:
+    """What ``ctxstore upgrade`` of version 2 did to a version-1 tracker."""
+    db = sqlite3.connect(layout.tracker(root))
+    try:
+        db.execute("ALTER TABLE workflows ADD COLUMN beat_boot TEXT")
+        db.execute("ALTER TABLE workflows ADD COLUMN beat_steady REAL")
+        db.execute("PRAGMA user_version=2")
+        db.commit()
+    finally:
+        db.close()
+    return tracker_version(root) == 2
+
+
+def test_pg_tracker_part_1_is_refused_then_migrated_keeping_every_workflow(
+    matrix_store_args: tuple[str, str | None],
+) -> None:
+    import psycopg
+
+    root, files = matrix_store_args
+    with app.open_store(root, files=files) as store:
+        store.context("c").append("t", [{"id": "a"}])
+        done = store.workflows.submit(
+            "append",
+            context="c",
+            items=[{"id": f"w{i}"} for i in range(5)],
+            params={"collection": "t"},
+            chunk_size=2,
+        )
+        assert store.workflows.process(done.workflow_id).status == S.COMPLETED
+        pending = store.workflows.submit(
+            "append", context="c", items=[{"id": "p"}], params={"collection": "t"}
+        )
+    with psycopg.connect(root) as conn:  # the tracker tables as part version 1 created them
+        conn.execute(
+            "ALTER TABLE ctxstore_workflows DROP COLUMN max_retries, DROP COLUMN attempts,"
+            " DROP COLUMN chunk_failures, DROP COLUMN not_before"
+        )
+        conn.execute("UPDATE ctxstore_meta SET schema_version = 1 WHERE part = 'tracker'")
+    with app.open_store(root, files=files, create=False) as store:
+        with pytest.raises(app.SchemaVersionError, match="run `ctxstore upgrade`"):
+            store.workflows.list()
+        assert [s.what for s in planned(store)] == ["PostgreSQL part tracker: version 1 -> 2"]
+    proc = cli(root, "--files", files, "upgrade")
+    assert proc.returncode == 0, proc.stderr
+    assert b"1 migration(s) applied" in proc.stdout
+    with app.open_store(root, files=files, create=False) as store:
+        assert planned(store) == []
+        old = store.workflows.get(done.workflow_id)
+        assert old.status == S.COMPLETED and old.attempts == old.chunks_done == 3
+        assert store.workflows.process(pending.workflow_id).status == S.COMPLETED
+        assert store.context("c").count("t") == 7

@@ -529,6 +529,18 @@ class WorkflowTracker(Protocol):
         """Record a committed chunk: progress, heartbeat and its journal notes, together."""
         ...
 
+    def attempt_failed(
+        self, workflow_id: str, owner: str, error: str, retry_in: float | None, now: float
+    ) -> Row | None:
+        """Record a failed chunk attempt (``attempts``, ``chunk_failures``, ``errors``): with
+        ``retry_in`` the workflow goes back to pending, unowned, claimable ``retry_in`` seconds
+        later; without, it fails (``finished_at`` = ``now``). None if no longer ours."""
+        ...
+
+    def pending_types(self) -> dict[str, int]:
+        """How many pending workflows each workflow type has."""
+        ...
+
     def journal_add(
         self,
         workflow_id: str,

@@ -4,8 +4,9 @@ A step is one format migration, found by reading version markers only (nothing i
 until it runs). Opening a store never runs them; using a part of an older format raises
 ``SchemaVersionError`` naming ``ctxstore upgrade``.
 
-Embedded (``LocalBackend``): the workflow tracker of version 1 (no steady-clock heartbeat
-columns) becomes version 2 (``app.formats.tracker.upgrade_tracker``). The store marker, the
+Embedded (``LocalBackend``): the workflow tracker of an older version (1: no steady-clock
+heartbeat; 2: no priorities or retries) becomes version 3
+(``app.formats.tracker_schema.upgrade_tracker``). The store marker, the
 context descriptions, indexes, logs, embedding and model records have had one format each so
 far: nothing to migrate. On PostgreSQL each part's tables are brought to this version by
 ``app.backends.postgres.upgrade`` (missing parts created, older ones migrated, under the
@@ -23,7 +24,7 @@ from app.backends.postgres import upgrade as pg
 from app.backends.postgres.connect import Database
 from app.backends.protocols import Backend
 from app.core import layout
-from app.formats.tracker import TRACKER_VERSION, upgrade_tracker
+from app.formats.tracker_schema import TRACKER_VERSION, upgrade_tracker
 
 
 class UpgradeStep(NamedTuple):

@@ -111,6 +111,12 @@ class BatchWorkflow(BaseModel):
     batch_ids: list[str] = Field(default_factory=list)
     cancel_requested: bool = False
     worker: str | None = None
+    priority: int = 0
+    max_retries: int = 0
+    attempts: int = 0
+    """Chunk attempts in all, first tries included (a retried chunk counts each try)."""
+    not_before: dt.datetime | None = None
+    """After a failed attempt handed back for a retry: no worker claims it before this."""
 
     @property
     def finished(self) -> bool:

@@ -31,59 +31,18 @@ from app.core.errors import (
 )
 from app.core.layout import ITEMS_DIR, TRACKER_FILE
 from app.core.workflow_types import WorkflowStatus, check_transition
-from app.formats.sqlerrors import classify
 from app.formats.sqlitefile import SqliteFile
 from app.formats.staged_items import ChunkIndex, ItemsDir, StagedItems
+from app.formats.tracker_schema import SCHEMA, TRACKER_VERSION, migrate
 
-TRACKER_VERSION = 2  # 2: steady-clock heartbeats (beat_boot, beat_steady); 1: upgrade_tracker
 DB_NAME = TRACKER_FILE  # kept for callers of the old names
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS workflows(
-    workflow_id TEXT PRIMARY KEY,
-    workflow_type TEXT NOT NULL,
-    context TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    heartbeat_at REAL,
-    items_total INTEGER NOT NULL,
-    items_processed INTEGER NOT NULL DEFAULT 0,
-    chunk_size INTEGER NOT NULL,
-    chunks_total INTEGER NOT NULL,
-    chunks_done INTEGER NOT NULL DEFAULT 0,
-    error_count INTEGER NOT NULL DEFAULT 0,
-    errors TEXT NOT NULL DEFAULT '[]',
-    params TEXT NOT NULL,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    owner TEXT,
-    worker TEXT,
-    planned INTEGER NOT NULL DEFAULT 1,
-    items_file TEXT,
-    items_sha256 TEXT,
-    chunk_index BLOB NOT NULL,
-    beat_boot TEXT,
-    beat_steady REAL);
-CREATE INDEX IF NOT EXISTS workflows_by_status ON workflows(status, created_at);
-CREATE TABLE IF NOT EXISTS journal(
-    workflow_id TEXT NOT NULL,
-    chunk_no INTEGER NOT NULL,
-    call_no INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    collection TEXT NOT NULL,
-    batch_id TEXT NOT NULL,
-    ids BLOB NOT NULL,
-    existed BLOB NOT NULL,
-    committed INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY(workflow_id, chunk_no, call_no));
-"""
 
 # Columns a BatchWorkflow is built from (the chunk index stays in the database).
 SUMMARY_COLUMNS = (
     "workflow_id, workflow_type, context, status, created_at, started_at, finished_at, "
     "heartbeat_at, items_total, items_processed, chunk_size, chunks_total, chunks_done, "
-    "error_count, errors, params, cancel_requested, owner, worker, planned, items_file"
+    "error_count, errors, params, cancel_requested, owner, worker, planned, items_file, "
+    "priority, max_retries, attempts, chunk_failures, not_before"
 )
 MAX_ERRORS_KEPT = 100
 
@@ -109,50 +68,6 @@ def merge_errors(old_json: str, new: Sequence[str]) -> str:
     if room > 0:
         errors.extend(new[:room])
     return orjson.dumps(errors).decode()
-
-
-def _migrate(tx: sqlite3.Connection) -> None:
-    """Version 1 -> 2: add the steady-clock heartbeat columns (NULL: judged by the old wall
-    clock rule until the next heartbeat). Every workflow row is kept."""
-    have = {r[1] for r in tx.execute("PRAGMA table_info(workflows)")}
-    for column, kind in (("beat_boot", "TEXT"), ("beat_steady", "REAL")):
-        if column not in have:
-            tx.execute(f"ALTER TABLE workflows ADD COLUMN {column} {kind}")
-
-
-def upgrade_tracker(path: Path) -> bool:
-    """Migrate the tracker database at ``path`` from version 1 to this version in one write
-    transaction (``ctxstore upgrade``; using a version-1 tracker raises ``SchemaVersionError``
-    until then). Every workflow row is kept. Returns whether it migrated (False: missing,
-    empty, or already current); ``SchemaVersionError`` for an unknown version."""
-    if not path.is_file():
-        return False
-    try:
-        conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise classify(exc, path, "tracker database", "") from exc
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version in (0, TRACKER_VERSION):
-            conn.execute("ROLLBACK")
-            return False
-        if version != 1:
-            conn.execute("ROLLBACK")
-            raise SchemaVersionError(
-                f"{path}: tracker database version {version} is unknown (this is {TRACKER_VERSION})"
-            )
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        _migrate(conn)
-        conn.execute(f"PRAGMA user_version={TRACKER_VERSION}")
-        conn.execute("COMMIT")
-        return True
-    except sqlite3.Error as exc:
-        raise classify(exc, path, "tracker database", "") from exc
-    finally:
-        conn.close()
 
 
 # A processing workflow is stale when its last heartbeat was taken in another boot, or more
@@ -188,7 +103,7 @@ class TrackerDB(SqliteFile):
         conn.row_factory = sqlite3.Row
 
     def _first_use(self, conn: sqlite3.Connection) -> None:
-        self.create_schema(conn, _SCHEMA)
+        self.create_schema(conn, SCHEMA, migrate)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self.errors():
@@ -339,8 +254,8 @@ class TrackerDB(SqliteFile):
         now: Stamp,
         types: Sequence[str] = (),
     ) -> Row | None:
-        """Atomically move one pending workflow (the given one, or the oldest of ``types``)
-        to processing.
+        """Atomically move one pending workflow (the given one, or the next of ``types``:
+        highest priority, then oldest, among those whose retry time has come) to processing.
 
         Returns the claimed row, or ``None`` when there is nothing pending (``workflow_id``
         None). A given workflow that is not pending raises ``ConflictError``.
@@ -350,8 +265,9 @@ class TrackerDB(SqliteFile):
                 marks = ", ".join("?" for _ in types)
                 found = conn.execute(
                     "SELECT workflow_id, status FROM workflows WHERE status = ? "
-                    f"AND workflow_type IN ({marks}) ORDER BY created_at, workflow_id LIMIT 1",
-                    (WorkflowStatus.PENDING.value, *types),
+                    f"AND workflow_type IN ({marks}) AND (not_before IS NULL OR not_before <= ?) "
+                    "ORDER BY priority DESC, created_at, workflow_id LIMIT 1",
+                    (WorkflowStatus.PENDING.value, *types, now.wall),
                 ).fetchone()
                 if found is None:
                     return None
@@ -366,8 +282,8 @@ class TrackerDB(SqliteFile):
             wid = found["workflow_id"]
             conn.execute(
                 "UPDATE workflows SET status = ?, owner = ?, worker = ?, heartbeat_at = ?, "
-                "beat_boot = ?, beat_steady = ?, started_at = COALESCE(started_at, ?) "
-                "WHERE workflow_id = ? AND status = ?",
+                "beat_boot = ?, beat_steady = ?, started_at = COALESCE(started_at, ?), "
+                "not_before = NULL WHERE workflow_id = ? AND status = ?",
                 (
                     WorkflowStatus.PROCESSING.value,
                     owner,
@@ -489,6 +405,7 @@ class TrackerDB(SqliteFile):
         with self.write() as conn:
             cur = conn.execute(
                 "UPDATE workflows SET chunks_done = ?, items_processed = items_processed + ?, "
+                "attempts = attempts + 1, chunk_failures = 0, "
                 "heartbeat_at = ?, beat_boot = ?, beat_steady = ? WHERE workflow_id = ? "
                 "AND owner = ? AND status = ? AND chunks_done = ?",
                 (
@@ -513,6 +430,51 @@ class TrackerDB(SqliteFile):
                 f"SELECT {SUMMARY_COLUMNS} FROM workflows WHERE workflow_id = ?", (workflow_id,)
             ).fetchone()
         return dict(out)
+
+    def attempt_failed(
+        self, workflow_id: str, owner: str, error: str, retry_in: float | None, now: float
+    ) -> Row | None:
+        """Record a failed chunk attempt (``attempts``, ``errors``): with ``retry_in`` the
+        workflow goes back to ``pending``, unowned, not claimed before ``now + retry_in``;
+        without, it is ``failed``. ``None`` (nothing changed) if no longer ours."""
+        with self.write() as conn:
+            row = conn.execute(
+                "SELECT status, owner, errors FROM workflows WHERE workflow_id = ?",
+                (workflow_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"workflow {workflow_id!r} not found")
+            if row["owner"] != owner or row["status"] != WorkflowStatus.PROCESSING.value:
+                return None
+            new = WorkflowStatus.FAILED if retry_in is None else WorkflowStatus.PENDING
+            check_transition(WorkflowStatus.PROCESSING, new)
+            conn.execute(
+                "UPDATE workflows SET status = ?, errors = ?, error_count = error_count + 1, "
+                "attempts = attempts + 1, chunk_failures = chunk_failures + 1, "
+                "owner = CASE WHEN ? THEN NULL ELSE owner END, not_before = ?, "
+                "finished_at = CASE WHEN ? THEN finished_at ELSE ? END WHERE workflow_id = ?",
+                (
+                    new.value,
+                    merge_errors(row["errors"], [error]),
+                    retry_in is not None,
+                    None if retry_in is None else now + retry_in,
+                    retry_in is not None,
+                    now,
+                    workflow_id,
+                ),
+            )
+            out = conn.execute(
+                f"SELECT {SUMMARY_COLUMNS} FROM workflows WHERE workflow_id = ?", (workflow_id,)
+            ).fetchone()
+        return dict(out)
+
+    def pending_types(self) -> dict[str, int]:
+        """How many pending workflows each workflow type has."""
+        rows = self._query(
+            "SELECT workflow_type, COUNT(*) FROM workflows WHERE status = ? GROUP BY workflow_type",
+            (WorkflowStatus.PENDING.value,),
+        )
+        return {r[0]: int(r[1]) for r in rows}
 
     # -- the write journal --------------------------------------------------------------
 
@@ -611,10 +573,17 @@ class TrackerDB(SqliteFile):
             "AND started_at IS NOT NULL AND finished_at IS NOT NULL",
             (WorkflowStatus.COMPLETED.value,),
         )[0]
+        retries = self._query(
+            "SELECT COALESCE(SUM(attempts), 0), "
+            "COALESCE(SUM(chunk_failures > 0 AND status = ?), 0) FROM workflows",
+            (WorkflowStatus.PENDING.value,),
+        )[0]
         return {
             "by_status": by_status,
             "by_type": by_type,
             "items_processed": int(total_items),
+            "attempts": int(retries[0]),
+            "waiting_retry": int(retries[1]),
             "completed": int(done[0]),
             "completed_seconds": float(done[1]),
             "completed_items": int(done[2]),

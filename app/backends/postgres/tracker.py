@@ -5,9 +5,10 @@ machine from ``app.core.workflow_types``, every state change one transaction), w
 hosts sharing one database need (PERSISTENCE_LAYER_STRATEGY.md section 11, "Tracker"):
 
 - **claims** use the queue pattern: a ``MATERIALIZED`` CTE picks the next pending workflow
-  (priority, then age) ``FOR UPDATE SKIP LOCKED`` and the same statement moves it to
-  ``processing`` under the claimer's owner token, so two workers never get the same workflow
-  and never wait for each other;
+  (priority, then age, among those whose retry time has come on the database clock)
+  ``FOR UPDATE SKIP LOCKED`` and the same statement moves it to ``processing`` under the
+  claimer's owner token, so two workers never get the same workflow and never wait for each
+  other;
 - **heartbeats** are taken from the database clock (``clock_timestamp()``): every host judges
   liveness on one clock. A caller's ``Stamp`` only contributes its age on its own steady clock
   (0 for a fresh reading), so a claim stamped in the past looks that old.
@@ -290,6 +291,32 @@ class PgTracker(TrackerMaintenance):
             if row is not None:
                 conn.execute(q.JOURNAL_COMMITTED, params)
             return row
+
+    def attempt_failed(
+        self, workflow_id: str, owner: str, error: str, retry_in: float | None, now: float
+    ) -> Row | None:
+        params: dict[str, Any] = {"wid": workflow_id}
+        with self._write() as conn:
+            row = conn.execute(q.LOCK_ROW, params).fetchone()
+            if row is None:
+                raise NotFoundError(f"workflow {workflow_id!r} not found")
+            status, held_by, old_errors = row
+            if held_by != owner or status != q.PROCESSING:
+                return None
+            new = WorkflowStatus.FAILED if retry_in is None else WorkflowStatus.PENDING
+            check_transition(WorkflowStatus.PROCESSING, new)
+            params.update(
+                new=new.value,
+                errors=merge_errors(old_errors, [error]),
+                retry=retry_in is not None,
+                retry_in=retry_in or 0.0,
+                now=now,
+            )
+            return fetch_dict(conn, q.ATTEMPT_FAILED, params)
+
+    def pending_types(self) -> dict[str, int]:
+        rows = self._read(q.PENDING_TYPES, {"pending": q.PENDING})
+        return {r["workflow_type"]: int(r["n"]) for r in rows}
 
     def close(self) -> None:
         """Nothing to close: the connection pool is the backend's (``PostgresBackend.close``),

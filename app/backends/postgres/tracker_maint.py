@@ -96,7 +96,15 @@ class TrackerMaintenance(TrackerBase):
             " AND finished_at IS NOT NULL",
             {"completed": WorkflowStatus.COMPLETED.value},
         )
+        retries = self._read(
+            "SELECT COALESCE(sum(attempts), 0) AS a,"
+            " count(*) FILTER (WHERE chunk_failures > 0 AND status = %(pending)s) AS w"
+            f" FROM {q.WORKFLOWS}",
+            {"pending": q.PENDING},
+        )
         return {
+            "attempts": int(retries[0]["a"]) if retries else 0,
+            "waiting_retry": int(retries[0]["w"]) if retries else 0,
             "by_status": {r["status"]: int(r["n"]) for r in by_status},
             "by_type": {r["workflow_type"]: int(r["n"]) for r in by_type},
             "items_processed": int(total[0]["n"]) if total else 0,

@@ -3,7 +3,9 @@
 Two tables, created once by ``ensure_schema`` (part ``tracker``):
 
 - ``ctxstore_workflows``: one row per workflow, the same columns as the embedded
-  ``tracker.sqlite`` plus ``priority`` (higher is claimed first; 0 until priorities exist).
+  ``tracker.sqlite``: ``priority`` (higher is claimed first), ``max_retries``, ``attempts``
+  (chunk attempts in all), ``chunk_failures`` (failed attempts of the current chunk) and
+  ``not_before`` (a retry waits until then, on the DATABASE clock).
   Times are epoch seconds (``double precision``) as the managers use them; ``heartbeat_at``
   is always taken from the DATABASE clock (``clock_timestamp()``), so liveness is judged on one
   clock for every host.
@@ -17,7 +19,9 @@ from __future__ import annotations
 from app.core.workflow_types import WorkflowStatus
 
 PART = "tracker"
-VERSION = 1
+VERSION = 2
+"""1: the first; 2: retries (``max_retries``, ``attempts``, ``chunk_failures``,
+``not_before``; ``MIGRATIONS[1]``)."""
 
 WORKFLOWS = "ctxstore_workflows"
 JOURNAL = "ctxstore_workflow_journal"
@@ -47,7 +51,11 @@ DDL = (
     " planned integer NOT NULL DEFAULT 1,"
     " items_file text,"
     " items_sha256 text,"
-    " chunk_index bytea NOT NULL)",
+    " chunk_index bytea NOT NULL,"
+    " max_retries integer NOT NULL DEFAULT 0,"
+    " attempts bigint NOT NULL DEFAULT 0,"
+    " chunk_failures integer NOT NULL DEFAULT 0,"
+    " not_before double precision)",
     "CREATE INDEX IF NOT EXISTS ctxstore_workflows_queue ON ctxstore_workflows"
     " (priority DESC, created_at, workflow_id) WHERE status = 'pending'",
     "CREATE INDEX IF NOT EXISTS ctxstore_workflows_by_status ON ctxstore_workflows"
@@ -64,6 +72,19 @@ DDL = (
     " committed integer NOT NULL DEFAULT 0,"
     " PRIMARY KEY (workflow_id, chunk_no, call_no))",
 )
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE ctxstore_workflows"
+        " ADD COLUMN IF NOT EXISTS max_retries integer NOT NULL DEFAULT 0,"
+        " ADD COLUMN IF NOT EXISTS attempts bigint NOT NULL DEFAULT 0,"
+        " ADD COLUMN IF NOT EXISTS chunk_failures integer NOT NULL DEFAULT 0,"
+        " ADD COLUMN IF NOT EXISTS not_before double precision",
+        "UPDATE ctxstore_workflows SET attempts = chunks_done",
+    ),
+}
+"""``ctxstore upgrade``: the statements turning version ``v`` into ``v + 1`` (every row kept;
+an old row's ``attempts`` = the chunks it committed)."""
 
 COLUMNS = frozenset(
     {
@@ -90,6 +111,7 @@ COLUMNS = frozenset(
         "planned",
         "items_file",
         "items_sha256",
+        "max_retries",
     }
 )
 """Columns a caller may set (``insert``, ``move``); ``chunk_index`` is set by the tracker."""
@@ -97,7 +119,8 @@ COLUMNS = frozenset(
 SUMMARY = (
     "workflow_id, workflow_type, context, status, created_at, started_at, finished_at, "
     "heartbeat_at, items_total, items_processed, chunk_size, chunks_total, chunks_done, "
-    "error_count, errors, params, cancel_requested, owner, worker, planned, items_file"
+    "error_count, errors, params, cancel_requested, owner, worker, planned, items_file, "
+    "priority, max_retries, attempts, chunk_failures, not_before"
 )
 """The columns a ``BatchWorkflow`` is built from (as the embedded ``SUMMARY_COLUMNS``)."""
 
@@ -119,11 +142,12 @@ CLAIM_NEXT = (
     "WITH next AS MATERIALIZED ("
     " SELECT workflow_id FROM ctxstore_workflows"
     " WHERE status = %(pending)s AND workflow_type = ANY(%(types)s)"
+    " AND (not_before IS NULL OR not_before <= extract(epoch FROM clock_timestamp()))"
     " ORDER BY priority DESC, created_at, workflow_id"
     " LIMIT 1 FOR UPDATE SKIP LOCKED)"
     " UPDATE ctxstore_workflows AS w SET status = %(processing)s, owner = %(owner)s,"
     f" worker = %(worker)s, heartbeat_at = {BEAT},"
-    " started_at = COALESCE(w.started_at, %(wall)s)"
+    " started_at = COALESCE(w.started_at, %(wall)s), not_before = NULL"
     " FROM next WHERE w.workflow_id = next.workflow_id"
     " RETURNING " + ", ".join(f"w.{c.strip()}" for c in SUMMARY.split(","))
 )
@@ -131,7 +155,7 @@ CLAIM_NEXT = (
 CLAIM_ONE = (
     "UPDATE ctxstore_workflows SET status = %(processing)s, owner = %(owner)s,"
     f" worker = %(worker)s, heartbeat_at = {BEAT},"
-    " started_at = COALESCE(started_at, %(wall)s)"
+    " started_at = COALESCE(started_at, %(wall)s), not_before = NULL"
     f" WHERE workflow_id = %(wid)s AND status = %(pending)s RETURNING {SUMMARY}"
 )
 
@@ -158,9 +182,27 @@ PLAN = (
 
 CHUNK_DONE = (
     "UPDATE ctxstore_workflows SET chunks_done = %(next)s,"
-    f" items_processed = items_processed + %(items)s, heartbeat_at = {BEAT}"
+    f" items_processed = items_processed + %(items)s, heartbeat_at = {BEAT},"
+    " attempts = attempts + 1, chunk_failures = 0"
     " WHERE workflow_id = %(wid)s AND owner = %(owner)s AND status = %(processing)s"
     f" AND chunks_done = %(chunk)s RETURNING {SUMMARY}"
+)
+
+ATTEMPT_FAILED = (
+    "UPDATE ctxstore_workflows SET status = %(new)s, errors = %(errors)s,"
+    " error_count = error_count + 1, attempts = attempts + 1,"
+    " chunk_failures = chunk_failures + 1,"
+    " owner = CASE WHEN %(retry)s THEN NULL ELSE owner END,"
+    " not_before = CASE WHEN %(retry)s"
+    " THEN extract(epoch FROM clock_timestamp()) + %(retry_in)s ELSE NULL END,"
+    " finished_at = CASE WHEN %(retry)s THEN finished_at ELSE %(now)s END"
+    f" WHERE workflow_id = %(wid)s RETURNING {SUMMARY}"
+)
+"""A failed chunk attempt; a retry waits ``retry_in`` seconds on the database clock."""
+
+PENDING_TYPES = (
+    "SELECT workflow_type, count(*) AS n FROM ctxstore_workflows"
+    " WHERE status = %(pending)s GROUP BY workflow_type"
 )
 
 JOURNAL_COMMITTED = (

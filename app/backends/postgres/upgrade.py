@@ -50,7 +50,7 @@ PARTS: list[PgPart] = [
     PgPart(ACCESS_PART, ACCESS_DDL, ACCESS_SCHEMA_VERSION),
     PgPart(RECORDS_PART, RECORDS_DDL, RECORDS_VERSION),
     PgPart(PARTS_PART, PARTS_DDL, PARTS_VERSION),
-    PgPart(tracker_sql.PART, tracker_sql.DDL, tracker_sql.VERSION),
+    PgPart(tracker_sql.PART, tracker_sql.DDL, tracker_sql.VERSION, tracker_sql.MIGRATIONS),
 ]
 """The parts ``ctxstore upgrade`` brings to this version, the catalogue (the store's marker)
 first. A module adding a part appends its ``PgPart`` (``register``)."""

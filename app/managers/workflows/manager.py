@@ -8,6 +8,9 @@
   cancel flag are checked at every chunk boundary, and every update is conditional on still
   owning the workflow.
 - ``recover`` returns workflows whose heartbeat went stale to ``pending``.
+- Priorities and retries (``retry``): claims take the highest priority first, then the oldest;
+  a chunk whose handler raises is retried ``max_retries`` times after backoff delays, the
+  workflow waiting ``pending`` (no claim held) until its ``not_before`` time.
 - ``rollback`` undoes the writes from the journal and the records' history.
 
 The SQL lives in ``app.formats.tracker``; the built-in handlers in ``handlers``; the
@@ -21,6 +24,7 @@ import datetime as dt
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -62,6 +66,7 @@ from app.managers.workflows.handlers import (
     stage_encode,
 )
 from app.managers.workflows.host import WorkflowHost
+from app.managers.workflows.retry import MaxRetries, Priority, RetryPolicy
 from app.managers.workflows.rollback import apply_rollback, listed, plan_rollback
 from app.managers.workflows.runner import ChunkRunner, Progress, to_model
 
@@ -96,6 +101,17 @@ class WorkflowManager(icontract.DBC):
     def __repr__(self) -> str:
         return f"WorkflowManager({str(self.root)!r})"
 
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The backoff between attempts of a failing chunk this process uses (settable)."""
+        return self._runner.retry
+
+    @retry_policy.setter
+    def retry_policy(self, policy: RetryPolicy) -> None:
+        if not isinstance(policy, RetryPolicy):
+            raise InvalidInput("retry_policy: must be a RetryPolicy")
+        self._runner.retry = policy
+
     def _model(self, row: Row) -> BatchWorkflow:
         return to_model(row, self._tracker.batch_ids(row["workflow_id"]))
 
@@ -113,6 +129,12 @@ class WorkflowManager(icontract.DBC):
         "must be None or an iterable of records",
     )
     @ensure(lambda result: result.status == WorkflowStatus.PENDING, "a new workflow is pending")
+    @ensure(
+        lambda priority, max_retries, result: (
+            result.priority == priority and result.max_retries == max_retries
+        ),
+        "the workflow keeps its priority and retries",
+    )
     def submit(
         self,
         workflow_type: WorkflowType,
@@ -122,9 +144,12 @@ class WorkflowManager(icontract.DBC):
         params: Mapping[str, Any] | None = None,
         workflow_id: WorkflowId | None = None,
         chunk_size: ChunkSize = 1000,
+        priority: Priority = 0,
+        max_retries: MaxRetries = 0,
     ) -> BatchWorkflow:
         """Stage ``items`` durably and return a ``pending`` workflow; nothing is written to the
-        context before ``process``."""
+        context before ``process``. Higher ``priority`` is claimed first; a chunk whose handler
+        raises is retried up to ``max_retries`` times (docs/api.md, "Batch workflows")."""
         if workflow_type not in self._handlers:
             known = ", ".join(sorted(self._handlers))
             raise InvalidInput(f"workflow_type: {workflow_type!r} is unknown (known: {known})")
@@ -153,6 +178,8 @@ class WorkflowManager(icontract.DBC):
             "planned": 0 if workflow_type == DELETE_TYPE and items is None else 1,
             "items_file": staged.name,
             "items_sha256": staged.sha256,
+            "priority": priority,
+            "max_retries": max_retries,
         }
         try:
             self._tracker.insert(row, staged.index)
@@ -187,7 +214,8 @@ class WorkflowManager(icontract.DBC):
         stop: threading.Event | None = None,
         on_progress: Progress | None = None,
     ) -> BatchWorkflow:
-        """Claim a pending workflow and run it to its end (``ConflictError`` if not pending).
+        """Claim a pending workflow and run it to its end (``ConflictError`` if not pending),
+        waiting out the backoff delays of its retries without holding its claim.
 
         With ``stop`` set, the workflow is handed back as ``pending`` at the next chunk boundary.
         """
@@ -196,13 +224,30 @@ class WorkflowManager(icontract.DBC):
         if row["workflow_type"] not in self._handlers:
             raise InvalidInput(
                 f"workflow_type: {row['workflow_type']!r} has no handler in this process "
-                "(register it first)"
+                "(register it first, or run a worker started with --import of a module that "
+                "registers it)"
             )
+        handler = self._handlers[row["workflow_type"]]
         owner = os.urandom(8).hex()
         claimed = self._tracker.claim(workflow_id, owner, self._worker, clock.now())
         assert claimed is not None
-        handler = self._handlers[claimed["workflow_type"]]
-        return self._runner.run(claimed, owner, handler, stop, on_progress)
+        wf = self._runner.run(claimed, owner, handler, stop, on_progress)
+        while wf.status == WorkflowStatus.PENDING and wf.not_before is not None:
+            # handed back for a retry: wait (holding no claim), then take it again
+            wait = (wf.not_before - dt.datetime.now(dt.UTC)).total_seconds()
+            wait = min(max(wait, 0.0), self._runner.retry.cap_s)
+            if stop is not None and stop.wait(wait):
+                break
+            if stop is None:
+                time.sleep(wait)
+            owner = os.urandom(8).hex()
+            try:
+                claimed = self._tracker.claim(workflow_id, owner, self._worker, clock.now())
+            except ConflictError:  # another worker took it, or it was cancelled meanwhile
+                return self.get(workflow_id)
+            assert claimed is not None
+            wf = self._runner.run(claimed, owner, handler, stop, on_progress)
+        return wf
 
     @checked
     @ensure(
@@ -216,8 +261,11 @@ class WorkflowManager(icontract.DBC):
         stop: threading.Event | None = None,
         on_progress: Progress | None = None,
     ) -> list[BatchWorkflow]:
-        """Claim and run pending workflows (oldest first) until none is left, ``limit`` were
-        run, or ``stop`` is set; returns them as they ended. Safe from many processes."""
+        """Claim and run pending workflows (highest priority first, then oldest; a workflow
+        waiting for a retry only once its time has come) until none is left, ``limit`` were
+        run, or ``stop`` is set; returns them as they ended (a workflow handed back for a
+        retry is ``pending``). Types without a handler here are left alone. Safe from many
+        processes."""
         self._store.check_open()
         done: list[BatchWorkflow] = []
         while (limit is None or len(done) < limit) and not (stop is not None and stop.is_set()):
@@ -348,8 +396,8 @@ class WorkflowManager(icontract.DBC):
         "every status is counted",
     )
     def metrics(self) -> dict[str, Any]:
-        """Counts by status and type, items processed, mean duration and items/s of the
-        completed workflows."""
+        """Counts by status and type, items processed, chunk attempts, workflows waiting for a
+        retry, mean duration and items/s of the completed workflows."""
         agg = self._tracker.aggregates()
         by_status = {s.value: int(agg["by_status"].get(s.value, 0)) for s in WorkflowStatus}
         seconds, completed = agg["completed_seconds"], agg["completed"]
@@ -358,10 +406,22 @@ class WorkflowManager(icontract.DBC):
             "by_type": dict(sorted(agg["by_type"].items())),
             "total": sum(by_status.values()),
             "items_processed": agg["items_processed"],
+            "attempts": agg["attempts"],
+            "waiting_retry": agg["waiting_retry"],
             "completed_items": agg["completed_items"],
             "mean_duration_s": seconds / completed if completed else None,
             "items_per_s": agg["completed_items"] / seconds if seconds > 0 else None,
         }
+
+    @ensure(
+        lambda self, result: not set(result) & set(self._handlers) and all(result.values()),
+        "only types without a handler here, each with its pending count",
+    )
+    def missing_handlers(self) -> dict[str, int]:
+        """Workflow types that have pending workflows but no handler in this process, with
+        how many are pending (a worker leaves them for one that has the handler)."""
+        pending = self._tracker.pending_types()
+        return {t: n for t, n in sorted(pending.items()) if t not in self._handlers}
 
     @ensure(lambda result: set(result) >= BUILTIN_TYPES, "the built-in types are always there")
     def handlers(self) -> builtins.list[str]:

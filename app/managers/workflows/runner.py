@@ -19,8 +19,12 @@ writer lock of the context a chunk writes is held from its first write until aft
 handler that writes several contexts takes all their locks first, in name order
 (``ChunkWriter.lock``).
 
-A handler exception fails the workflow (status ``failed``, a short error line); chunks
-committed before it stay until ``rollback``.
+A handler exception (not ``InvalidInput``) of a workflow with retries left hands the workflow
+back: ``pending``, unowned, not claimed again before a backoff delay (``retry.RetryPolicy``),
+the attempt counted and its error listed; the chunk's unit of work was undone (server backend)
+or its committed calls are duplicates when it runs again (embedded: derived batch ids), so a
+retried chunk never commits twice. Otherwise it fails the workflow (status ``failed``, every
+attempt's error listed); chunks committed before it stay until ``rollback``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from app.core.workflow_types import BatchWorkflow, WorkflowStatus
 from app.managers.context import Context
 from app.managers.workflows.handlers import ChunkWriter, Handler, plan_delete
 from app.managers.workflows.host import WorkflowHost
+from app.managers.workflows.retry import RetryPolicy, retryable
 
 MAX_ERROR_TEXT = 300
 Progress = Callable[[BatchWorkflow], None]
@@ -50,11 +55,12 @@ def _ts(value: float | None) -> dt.datetime | None:
     return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
 
 
-def error_text(chunk_no: int, exc: BaseException) -> str:
+def error_text(chunk_no: int, exc: BaseException, attempt: int | None = None) -> str:
     text = " ".join(str(exc).split())
     if len(text) > MAX_ERROR_TEXT:
         text = text[: MAX_ERROR_TEXT - 3] + "..."
-    return f"chunk {chunk_no}: {type(exc).__name__}: {text}"
+    where = f"chunk {chunk_no}" if attempt is None else f"chunk {chunk_no}, attempt {attempt}"
+    return f"{where}: {type(exc).__name__}: {text}"
 
 
 def to_model(row: Row, batch_ids: list[str]) -> BatchWorkflow:
@@ -78,6 +84,10 @@ def to_model(row: Row, batch_ids: list[str]) -> BatchWorkflow:
         batch_ids=batch_ids,
         cancel_requested=bool(row["cancel_requested"]),
         worker=row["worker"],
+        priority=row["priority"],
+        max_retries=row["max_retries"],
+        attempts=row["attempts"],
+        not_before=_ts(row["not_before"]),
     )
 
 
@@ -148,6 +158,7 @@ class ChunkRunner:
         self._tracker = tracker
         self._store = store
         self.heartbeat = Heartbeat(tracker, heartbeat_interval)
+        self.retry = RetryPolicy()
 
     def model(self, row: Row) -> BatchWorkflow:
         return to_model(row, self._tracker.batch_ids(row["workflow_id"]))
@@ -211,7 +222,7 @@ class ChunkRunner:
             try:
                 updated = self._chunk(ctx, wid, owner, chunk_no, handler, items, params)
             except _HandlerFailed as failed:
-                return self._fail(wid, owner, chunk_no, failed.error)
+                return self._attempt_failed(row, owner, chunk_no, failed.error)
             if updated is None:  # recovered or taken over meanwhile: no longer ours
                 return self.model(self._tracker.get(wid))
             row = updated
@@ -266,6 +277,20 @@ class ChunkRunner:
             fields["owner"] = None
         row = self._tracker.move(wid, status, if_owner=owner, **fields)
         return self.model(row if row is not None else self._tracker.get(wid))
+
+    def _attempt_failed(self, row: Row, owner: str, chunk_no: int, exc: Exception) -> BatchWorkflow:
+        """A handler raised in chunk ``chunk_no``: hand the workflow back for a retry after a
+        backoff delay while it has retries left (and the error is retryable), else fail it."""
+        failures = int(row["chunk_failures"]) + 1
+        retry = retryable(exc) and failures <= int(row["max_retries"])
+        found = self._tracker.attempt_failed(
+            row["workflow_id"],
+            owner,
+            error_text(chunk_no, exc, failures if row["max_retries"] else None),
+            self.retry.delay(failures) if retry else None,
+            clock.wall(),
+        )
+        return self.model(found if found is not None else self._tracker.get(row["workflow_id"]))
 
     def _fail(self, wid: str, owner: str, chunk_no: int, exc: BaseException) -> BatchWorkflow:
         row = self._tracker.move(

@@ -3,6 +3,9 @@ and ``worker``.
 
 Errors are raised as ``StorageError``/``InvalidInput`` and turned into one line on stderr by
 ``app.surfaces.cli.main``; a workflow that ends ``failed`` makes ``process`` exit 1.
+``worker`` and ``workflows process`` take ``--import MODULE`` (repeatable): handler modules
+whose ``register(workflows)`` registers custom types (``app.managers.workflows.modules``); a
+worker lacking the handler of a pending workflow's type says so once per type and leaves it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import click
 
 from app.core.errors import InvalidInput
 from app.core.workflow_types import BatchWorkflow, WorkflowStatus
+from app.managers.workflows import WorkflowManager
+from app.managers.workflows.modules import load_handler_modules
+from app.managers.workflows.retry import MAX_PRIORITY, MAX_RETRIES
 from app.surfaces.cli.inputs import jsonl_items, parse_duration, parse_json_option
 from app.surfaces.cli.output import err, out, print_json, progress
 from app.surfaces.cli.root import State, cli, pass_state, workflows
@@ -25,10 +31,45 @@ from app.surfaces.cli.root import State, cli, pass_state, workflows
 STATUSES = [s.value for s in WorkflowStatus]
 
 
+IMPORT_OPTION = click.option(
+    "--import",
+    "modules",
+    multiple=True,
+    metavar="MODULE",
+    help="Import this handler module at start; its register(workflows) registers workflow "
+    "types (repeatable).",
+)
+
+
 def _row(wf: BatchWorkflow) -> list[str]:
     progress = f"{wf.items_processed}/{wf.items_total}"
     created = wf.created_at.strftime("%Y-%m-%d %H:%M:%S")
-    return [wf.workflow_id, wf.workflow_type, wf.context, wf.status.value, progress, created]
+    status = wf.status.value
+    if wf.status == WorkflowStatus.PENDING and wf.not_before is not None:
+        status += f" (retry after {wf.not_before.strftime('%H:%M:%S')})"
+    return [
+        wf.workflow_id,
+        wf.workflow_type,
+        wf.context,
+        status,
+        str(wf.priority),
+        f"{wf.attempts}",
+        progress,
+        created,
+    ]
+
+
+def _waiting(manager: WorkflowManager) -> bool:
+    """Whether pending workflows this process can run are left (waiting for a retry)."""
+    pending = int(manager.metrics()["by_status"][WorkflowStatus.PENDING.value])
+    return pending > sum(manager.missing_handlers().values())
+
+
+def _load(manager: WorkflowManager, modules: tuple[str, ...]) -> None:
+    if modules:
+        added = load_handler_modules(manager, modules)
+        shown = ", ".join(added) or "none new"
+        click.echo(f"imported {', '.join(modules)}: workflow types {shown}", err=True)
 
 
 def _summary(wf: BatchWorkflow) -> str:
@@ -36,9 +77,13 @@ def _summary(wf: BatchWorkflow) -> str:
         f"{wf.workflow_id}: {wf.status.value} ({wf.items_processed}/{wf.items_total} items, "
         f"{wf.chunks_done}/{wf.chunks_total} chunks"
     )
+    if wf.attempts > wf.chunks_done:
+        text += f", {wf.attempts} attempts"
     if wf.error_count:
         text += f", {wf.error_count} errors"
     text += ")"
+    if wf.status == WorkflowStatus.PENDING and wf.not_before is not None:
+        text += f" - retry after {wf.not_before.strftime('%Y-%m-%d %H:%M:%S')} UTC"
     if wf.cancel_requested and wf.status == WorkflowStatus.PROCESSING:
         text += " - cancel requested: stops at its next chunk"
     return text
@@ -90,8 +135,9 @@ def list_(
     from rich.table import Table
 
     table = Table(title="workflows")
-    for column in ("id", "type", "context", "status", "items", "created (UTC)"):
-        table.add_column(column, justify="right" if column == "items" else "left")
+    for column in ("id", "type", "context", "status", "prio", "attempts", "items", "created (UTC)"):
+        right = column in ("prio", "attempts", "items")
+        table.add_column(column, justify="right" if right else "left")
     for wf in found:
         table.add_row(*_row(wf))
     out.print(table)
@@ -131,6 +177,21 @@ def show(state: State, workflow_id: str, as_json: bool) -> None:
 @click.option("--params", default=None, help="Workflow params as a JSON object.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--id", "workflow_id", default=None, help="Workflow id (default: generated).")
+@click.option(
+    "--priority",
+    type=click.IntRange(-MAX_PRIORITY, MAX_PRIORITY),
+    default=0,
+    show_default=True,
+    help="Higher is claimed first (then oldest).",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(0, MAX_RETRIES),
+    default=0,
+    show_default=True,
+    help="Retries of a chunk whose handler raises (exponential backoff with jitter).",
+)
+@IMPORT_OPTION
 @pass_state
 def submit(
     state: State,
@@ -140,29 +201,39 @@ def submit(
     params: str | None,
     chunk_size: int,
     workflow_id: str | None,
+    priority: int,
+    max_retries: int,
+    modules: tuple[str, ...],
 ) -> None:
     """Stage ITEMS (a JSON-lines file, '-' for stdin) as a pending workflow."""
     parsed = parse_json_option(params, "--params")
     if parsed is not None and not isinstance(parsed, dict):
         raise InvalidInput("--params: must be a JSON object")
     records = None if items is None else jsonl_items(items)
-    wf = state.store(create=True).workflows.submit(
+    manager = state.store(create=True).workflows
+    _load(manager, modules)
+    wf = manager.submit(
         workflow_type,
         context=context,
         items=records,
         params=parsed,
         workflow_id=workflow_id,
         chunk_size=chunk_size,
+        priority=priority,
+        max_retries=max_retries,
     )
     click.echo(_summary(wf))
 
 
 @workflows.command()
 @click.argument("workflow_id")
+@IMPORT_OPTION
 @pass_state
-def process(state: State, workflow_id: str) -> None:
-    """Process one pending workflow now (Ctrl-C hands it back after the current chunk)."""
+def process(state: State, workflow_id: str, modules: tuple[str, ...]) -> None:
+    """Process one pending workflow now, retries included (Ctrl-C hands it back after the
+    current chunk)."""
     manager = state.store().workflows
+    _load(manager, modules)
     total = manager.get(workflow_id).items_total
     with _stop_on_signals() as stop, progress(total, workflow_id) as bar:
         task = bar.add_task(workflow_id, total=total or None)
@@ -238,23 +309,48 @@ def metrics(state: State) -> None:
     show_default=True,
     help="Seconds between looks for pending workflows.",
 )
-@click.option("--once", is_flag=True, help="Process what is pending, then exit.")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Process what is pending (waiting out retries), then exit.",
+)
 @click.option(
     "--recover-stale",
     default=None,
     help="Also hand back workflows whose heartbeat is older than this (60s, 5m).",
 )
+@IMPORT_OPTION
 @pass_state
-def worker(state: State, poll: float, once: bool, recover_stale: str | None) -> None:
-    """Process pending workflows until SIGINT/SIGTERM (the current chunk is finished)."""
+def worker(
+    state: State, poll: float, once: bool, recover_stale: str | None, modules: tuple[str, ...]
+) -> None:
+    """Process pending workflows until SIGINT/SIGTERM (the current chunk is finished).
+
+    Workflow types come from this process only: the built-in ones and those registered by the
+    --import modules. A pending workflow of another type is left for a worker that has it
+    (said once per type)."""
     stale_after = (
         None
         if recover_stale is None
         else parse_duration(recover_stale, "--recover-stale").total_seconds()
     )
     manager = state.store().workflows
+    _load(manager, modules)
     click.echo(f"worker started on {state.store().backend.url} (poll {poll}s)", err=True)
     processed = 0
+    told: set[str] = set()
+
+    def tell_missing() -> None:
+        for wtype, n in manager.missing_handlers().items():
+            if wtype not in told:
+                told.add(wtype)
+                err.print(
+                    f"worker: {wtype!r} has no handler in this worker ({n} pending): left for "
+                    "a worker that has it (start one with --import of a module registering it)",
+                    highlight=False,
+                    markup=False,
+                )
+
     with _stop_on_signals() as stop, progress(None, "worker") as bar:
         tasks: dict[str, Any] = {}
 
@@ -276,7 +372,9 @@ def worker(state: State, poll: float, once: bool, recover_stale: str | None) -> 
                 if task is not None:
                     bar.remove_task(task)
                 err.print(_summary(wf), highlight=False)
-            if once and not done:
+            if not done:
+                tell_missing()
+            if once and not done and not _waiting(manager):
                 break
             if not done:
                 stop.wait(poll)

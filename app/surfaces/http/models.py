@@ -87,6 +87,8 @@ class SubmitRequest(_In):
     params: Json | None = None
     workflow_id: str | None = None
     chunk_size: int = Field(default=1000, ge=1, le=1_000_000)
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    max_retries: int = Field(default=0, ge=0, le=50)
 
 
 __all__ = [

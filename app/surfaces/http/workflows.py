@@ -42,6 +42,8 @@ def submit(
         params=body.params,
         workflow_id=body.workflow_id,
         chunk_size=body.chunk_size,
+        priority=body.priority,
+        max_retries=body.max_retries,
     )
     audit_target(request, flow.workflow_id)
     service.schedule(tasks, flow)
