@@ -14,10 +14,11 @@ files, setuid/setgid/sticky bits, duplicates, unlisted members, too many members
 bytes, a compression ratio beyond the limit and checksum mismatches raise ``IntegrityError``.
 ``tarfile``'s own extraction is never used: each file is created here with
 ``O_CREAT | O_EXCL | O_NOFOLLOW`` below the destination directory, hashed while written, and
-fsync'd. Three things overlap (each releases the GIL): the gzip stream is inflated ahead on a
-worker thread (``app.formats.gzstream``, which also stops a decompression bomb), each block
-is hashed on a second worker while this thread writes it. This module knows tar and gzip,
-nothing of contexts.
+fsync'd. The work overlaps (each step releases the GIL): the gzip stream is inflated ahead on
+a worker thread (``app.formats.gzstream``, which also stops a decompression bomb), each block
+is hashed on a second worker while this thread writes it, and each finished file is fsync'd
+on a third while the next one is written (all are fsync'd before ``read_archive`` returns).
+This module knows tar and gzip, nothing of contexts.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from app.formats.gzstream import Inflater
 MANIFEST_NAME = "manifest.json"
 BLOCK = 4 << 20
 READ_CHUNK = 1 << 20
+SYNC_AHEAD = 8
 TEXT_SUFFIXES = (".json", ".jsonl", ".txt", ".csv", ".md")
 COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,254}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -278,11 +280,42 @@ def _check_member(member: tarfile.TarInfo) -> None:
         raise IntegrityError(f"archive: {member.name[:80]!r} is not a regular file")
 
 
+class _Workers:
+    """The extraction's helpers: ``hasher`` hashes a block while the reader writes it;
+    ``sync`` fsyncs and closes a finished file on another thread while the next one is
+    written (at most ``SYNC_AHEAD`` files pending, so few descriptors stay open); ``finish``
+    waits for every fsync (its error is raised) before anything is reported done."""
+
+    def __init__(self, hasher: Executor, syncer: Executor) -> None:
+        self.hasher = hasher
+        self._syncer = syncer
+        self._pending: deque[Future[None]] = deque()
+
+    def sync(self, fd: int, target: Path) -> None:
+        while len(self._pending) >= SYNC_AHEAD:
+            self._pending.popleft().result()
+        self._pending.append(self._syncer.submit(_fsync_close, fd, target))
+
+    def finish(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
+
+def _fsync_close(fd: int, target: Path) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise io_error("extracting", target, exc) from exc
+    finally:
+        os.close(fd)
+
+
 def _extract(
-    tf: tarfile.TarFile, member: tarfile.TarInfo, listed: Listed, dest_dir: Path, hasher: Executor
+    tf: tarfile.TarFile, member: tarfile.TarInfo, listed: Listed, dest_dir: Path, work: _Workers
 ) -> None:
-    """Write ``member`` to its place below ``dest_dir``, hashing each block on ``hasher``
-    while this thread writes it (hashlib and the write both release the GIL)."""
+    """Write ``member`` to its place below ``dest_dir``, hashing each block on a worker
+    while this thread writes it (hashlib and the write both release the GIL); once its size
+    and SHA-256 match, the file is handed to ``work.sync`` (fsync, close)."""
     src = tf.extractfile(member)
     if src is None:
         raise IntegrityError(f"archive: {listed.path!r} has no data")
@@ -297,6 +330,7 @@ def _extract(
     except OSError as exc:
         raise io_error("extracting", target, exc) from exc
     hashing: Future[None] | None = None
+    handed = False
     try:
         with removed_on_failure(target, "extracting"):
             while chunk := src.read(READ_CHUNK):
@@ -305,18 +339,20 @@ def _extract(
                     raise IntegrityError(f"archive: {listed.path!r} is larger than listed")
                 if hashing is not None:
                     hashing.result()
-                hashing = hasher.submit(digest.update, chunk)
+                hashing = work.hasher.submit(digest.update, chunk)
                 _write_all(fd, chunk)
             if hashing is not None:
                 hashing.result()
                 hashing = None
-            os.fsync(fd)
+        if size != listed.size:
+            raise IntegrityError(f"archive: {listed.path!r} has {size} bytes, listed {listed.size}")
+        if digest.hexdigest() != listed.sha256:
+            raise IntegrityError(f"archive: checksum mismatch for {listed.path!r}")
+        work.sync(fd, target)
+        handed = True
     finally:
-        os.close(fd)  # a hash still running works on its own bytes, not on the file
-    if size != listed.size:
-        raise IntegrityError(f"archive: {listed.path!r} has {size} bytes, listed {listed.size}")
-    if digest.hexdigest() != listed.sha256:
-        raise IntegrityError(f"archive: checksum mismatch for {listed.path!r}")
+        if not handed:
+            os.close(fd)  # a hash still running works on its own bytes, not on the file
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -343,8 +379,12 @@ def read_archive(src: Path, dest_dir: Path, *, limits: Limits | None = None) -> 
         if os.fstat(raw.fileno()).st_size == 0:
             raise IntegrityError(f"{src}: empty file, not a ctxstore archive")
         try:
-            with Inflater(raw, _bomb_check(lim)) as reader, ThreadPoolExecutor(1) as hasher:
-                return _read_members(reader, dest_dir, lim, src, hasher)
+            with (
+                Inflater(raw, _bomb_check(lim)) as reader,
+                ThreadPoolExecutor(1, thread_name_prefix="ctxstore-hash") as hasher,
+                ThreadPoolExecutor(1, thread_name_prefix="ctxstore-fsync") as syncer,
+            ):
+                return _read_members(reader, dest_dir, lim, src, _Workers(hasher, syncer))
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise IntegrityError(f"{src}: not a valid tar.gz archive ({exc})") from None
         except UnicodeDecodeError:
@@ -356,7 +396,7 @@ def read_archive(src: Path, dest_dir: Path, *, limits: Limits | None = None) -> 
 
 
 def _read_members(
-    reader: Inflater, dest_dir: Path, lim: Limits, src: Path, hasher: Executor
+    reader: Inflater, dest_dir: Path, lim: Limits, src: Path, work: _Workers
 ) -> dict[str, Any]:
     with tarfile.open(
         fileobj=reader, mode="r|", encoding="utf-8", errors="strict", bufsize=READ_CHUNK
@@ -402,10 +442,11 @@ def _read_members(
                 raise IntegrityError(
                     f"{src}: {name!r} has {member.size} bytes, the manifest says {entry.size}"
                 )
-            _extract(tf, member, entry, dest_dir, hasher)
+            _extract(tf, member, entry, dest_dir, work)
         missing = sorted(set(listed) - seen)
         if missing:
             raise IntegrityError(f"{src}: listed files missing from the archive: {missing[:5]}")
+    work.finish()  # every extracted file fsync'd (an fsync error raised here)
     for d in sorted({dest_dir.joinpath(*p.split("/")).parent for p in listed}):
         fsync_dir(d)
     return manifest
