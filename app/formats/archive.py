@@ -446,6 +446,8 @@ def _read_members(
         missing = sorted(set(listed) - seen)
         if missing:
             raise IntegrityError(f"{src}: listed files missing from the archive: {missing[:5]}")
+    while reader.read(READ_CHUNK):  # the gzip stream to its end: its framing is checked too
+        pass  # (a CRC, junk after the last member), as a plain gzip read would
     work.finish()  # every extracted file fsync'd (an fsync error raised here)
     for d in sorted({dest_dir.joinpath(*p.split("/")).parent for p in listed}):
         fsync_dir(d)
