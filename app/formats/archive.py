@@ -14,14 +14,17 @@ files, setuid/setgid/sticky bits, duplicates, unlisted members, too many members
 bytes, a compression ratio beyond the limit and checksum mismatches raise ``IntegrityError``.
 ``tarfile``'s own extraction is never used: each file is created here with
 ``O_CREAT | O_EXCL | O_NOFOLLOW`` below the destination directory, hashed while written, and
-fsync'd. This module knows tar and gzip, nothing of contexts.
+fsync'd. The work overlaps (each step releases the GIL): the gzip stream is inflated ahead on
+a worker thread (``app.formats.gzstream``, which also stops a decompression bomb), each block
+is hashed on a second worker while this thread writes it, and each finished file is fsync'd
+on a third while the next one is written (all are fsync'd before ``read_archive`` returns).
+This module knows tar and gzip, nothing of contexts.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 import re
 import shutil
@@ -31,19 +34,21 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
 from app.core.atomic import atomic_file, fsync_dir, removed_on_failure
 from app.core.errors import IntegrityError, StorageError, io_error
+from app.formats.gzstream import Inflater
 
 MANIFEST_NAME = "manifest.json"
 BLOCK = 4 << 20
 READ_CHUNK = 1 << 20
+SYNC_AHEAD = 8
 TEXT_SUFFIXES = (".json", ".jsonl", ".txt", ".csv", ".md")
 COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,254}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -246,53 +251,20 @@ def write_archive(
 # -- reading --------------------------------------------------------------------------------
 
 
-class _Counting(io.RawIOBase):
-    """The compressed input, counted."""
+def _bomb_check(limits: Limits) -> Callable[[int, int], None]:
+    """The check the inflater runs after every block: stops a compression bomb early."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
-        super().__init__()
-        self._raw = raw
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.count += n
-        return n
-
-
-class _Guarded(io.RawIOBase):
-    """The decompressed stream, counted; stops a compression bomb early."""
-
-    def __init__(self, raw: IO[bytes], limits: Limits) -> None:
-        super().__init__()
-        self._limits = limits
-        self._compressed = _Counting(raw)
-        self._gz = gzip.GzipFile(fileobj=self._compressed, mode="rb")
-        self.decompressed = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._gz.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.decompressed += n
-        lim = self._limits
-        if self.decompressed > lim.ratio_floor_bytes and self.decompressed > lim.max_ratio * max(
-            self._compressed.count, 1
+    def check(compressed: int, decompressed: int) -> None:
+        if decompressed > limits.ratio_floor_bytes and decompressed > limits.max_ratio * max(
+            compressed, 1
         ):
             raise IntegrityError(
-                f"archive: compression ratio above {lim.max_ratio:g} (a decompression bomb?)"
+                f"archive: compression ratio above {limits.max_ratio:g} (a decompression bomb?)"
             )
-        if self.decompressed > lim.max_total_bytes + lim.max_manifest_bytes + (64 << 20):
+        if decompressed > limits.max_total_bytes + limits.max_manifest_bytes + (64 << 20):
             raise IntegrityError("archive: more data than the size limit allows")
-        return n
+
+    return check
 
 
 def _check_member(member: tarfile.TarInfo) -> None:
@@ -308,7 +280,42 @@ def _check_member(member: tarfile.TarInfo) -> None:
         raise IntegrityError(f"archive: {member.name[:80]!r} is not a regular file")
 
 
-def _extract(tf: tarfile.TarFile, member: tarfile.TarInfo, listed: Listed, dest_dir: Path) -> None:
+class _Workers:
+    """The extraction's helpers: ``hasher`` hashes a block while the reader writes it;
+    ``sync`` fsyncs and closes a finished file on another thread while the next one is
+    written (at most ``SYNC_AHEAD`` files pending, so few descriptors stay open); ``finish``
+    waits for every fsync (its error is raised) before anything is reported done."""
+
+    def __init__(self, hasher: Executor, syncer: Executor) -> None:
+        self.hasher = hasher
+        self._syncer = syncer
+        self._pending: deque[Future[None]] = deque()
+
+    def sync(self, fd: int, target: Path) -> None:
+        while len(self._pending) >= SYNC_AHEAD:
+            self._pending.popleft().result()
+        self._pending.append(self._syncer.submit(_fsync_close, fd, target))
+
+    def finish(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
+
+def _fsync_close(fd: int, target: Path) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise io_error("extracting", target, exc) from exc
+    finally:
+        os.close(fd)
+
+
+def _extract(
+    tf: tarfile.TarFile, member: tarfile.TarInfo, listed: Listed, dest_dir: Path, work: _Workers
+) -> None:
+    """Write ``member`` to its place below ``dest_dir``, hashing each block on a worker
+    while this thread writes it (hashlib and the write both release the GIL); once its size
+    and SHA-256 match, the file is handed to ``work.sync`` (fsync, close)."""
     src = tf.extractfile(member)
     if src is None:
         raise IntegrityError(f"archive: {listed.path!r} has no data")
@@ -322,22 +329,37 @@ def _extract(tf: tarfile.TarFile, member: tarfile.TarInfo, listed: Listed, dest_
         fd = os.open(target, flags, 0o644)
     except OSError as exc:
         raise io_error("extracting", target, exc) from exc
-    with removed_on_failure(target, "extracting"), os.fdopen(fd, "wb", closefd=True) as out:
-        while True:
-            chunk = src.read(READ_CHUNK)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > listed.size:
-                raise IntegrityError(f"archive: {listed.path!r} is larger than listed")
-            digest.update(chunk)
-            out.write(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    if size != listed.size:
-        raise IntegrityError(f"archive: {listed.path!r} has {size} bytes, listed {listed.size}")
-    if digest.hexdigest() != listed.sha256:
-        raise IntegrityError(f"archive: checksum mismatch for {listed.path!r}")
+    hashing: Future[None] | None = None
+    handed = False
+    try:
+        with removed_on_failure(target, "extracting"):
+            while chunk := src.read(READ_CHUNK):
+                size += len(chunk)
+                if size > listed.size:
+                    raise IntegrityError(f"archive: {listed.path!r} is larger than listed")
+                if hashing is not None:
+                    hashing.result()
+                hashing = work.hasher.submit(digest.update, chunk)
+                _write_all(fd, chunk)
+            if hashing is not None:
+                hashing.result()
+                hashing = None
+        if size != listed.size:
+            raise IntegrityError(f"archive: {listed.path!r} has {size} bytes, listed {listed.size}")
+        if digest.hexdigest() != listed.sha256:
+            raise IntegrityError(f"archive: checksum mismatch for {listed.path!r}")
+        work.sync(fd, target)
+        handed = True
+    finally:
+        if not handed:
+            os.close(fd)  # a hash still running works on its own bytes, not on the file
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
 
 
 def read_archive(src: Path, dest_dir: Path, *, limits: Limits | None = None) -> dict[str, Any]:
@@ -356,10 +378,13 @@ def read_archive(src: Path, dest_dir: Path, *, limits: Limits | None = None) -> 
     try:
         if os.fstat(raw.fileno()).st_size == 0:
             raise IntegrityError(f"{src}: empty file, not a ctxstore archive")
-        guarded = _Guarded(raw, lim)
-        reader = io.BufferedReader(guarded, buffer_size=READ_CHUNK)
         try:
-            return _read_members(reader, dest_dir, lim, src)
+            with (
+                Inflater(raw, _bomb_check(lim)) as reader,
+                ThreadPoolExecutor(1, thread_name_prefix="ctxstore-hash") as hasher,
+                ThreadPoolExecutor(1, thread_name_prefix="ctxstore-fsync") as syncer,
+            ):
+                return _read_members(reader, dest_dir, lim, src, _Workers(hasher, syncer))
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise IntegrityError(f"{src}: not a valid tar.gz archive ({exc})") from None
         except UnicodeDecodeError:
@@ -370,8 +395,12 @@ def read_archive(src: Path, dest_dir: Path, *, limits: Limits | None = None) -> 
         raw.close()
 
 
-def _read_members(reader: IO[bytes], dest_dir: Path, lim: Limits, src: Path) -> dict[str, Any]:
-    with tarfile.open(fileobj=reader, mode="r|", encoding="utf-8", errors="strict") as tf:
+def _read_members(
+    reader: Inflater, dest_dir: Path, lim: Limits, src: Path, work: _Workers
+) -> dict[str, Any]:
+    with tarfile.open(
+        fileobj=reader, mode="r|", encoding="utf-8", errors="strict", bufsize=READ_CHUNK
+    ) as tf:
         it = iter(tf)
         first = next(it, None)
         if first is None or first.name != MANIFEST_NAME:
@@ -413,10 +442,13 @@ def _read_members(reader: IO[bytes], dest_dir: Path, lim: Limits, src: Path) -> 
                 raise IntegrityError(
                     f"{src}: {name!r} has {member.size} bytes, the manifest says {entry.size}"
                 )
-            _extract(tf, member, entry, dest_dir)
+            _extract(tf, member, entry, dest_dir, work)
         missing = sorted(set(listed) - seen)
         if missing:
             raise IntegrityError(f"{src}: listed files missing from the archive: {missing[:5]}")
+    while reader.read(READ_CHUNK):  # the gzip stream to its end: its framing is checked too
+        pass  # (a CRC, junk after the last member), as a plain gzip read would
+    work.finish()  # every extracted file fsync'd (an fsync error raised here)
     for d in sorted({dest_dir.joinpath(*p.split("/")).parent for p in listed}):
         fsync_dir(d)
     return manifest

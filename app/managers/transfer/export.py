@@ -1,10 +1,11 @@
 """``export_context``: a consistent snapshot of a context written to a ``.tar.gz`` archive.
 
 Under the context's writer lock a snapshot is staged inside the store (compacted copies of the
-record logs, ``context.json``, hard links to every part's files, which are only ever replaced
-by rename); outside the lock the files are hashed, the manifest is built and the archive
-written (``app.formats.archive``: temp file + rename). The SQLite index is derived data and
-never exported; it is rebuilt when the imported context is first opened. See docs/api.md,
+record logs, or checked byte copies when compaction would drop nothing: ``logcopy``;
+``context.json``; hard links to every part's files, which are only ever replaced by rename);
+outside the lock the files are hashed, the manifest is built and the archive written
+(``app.formats.archive``: temp file + rename). The SQLite index is derived data and never
+exported; import builds it in the staged copy before the context becomes visible. See docs/api.md,
 "Whole contexts".
 """
 
@@ -25,6 +26,7 @@ from app.managers.context import Context
 from app.managers.host import ContextHost
 from app.managers.parts import parts
 from app.managers.transfer.fs import copy_part
+from app.managers.transfer.logcopy import write_export_log
 from app.managers.transfer.manifest import build_manifest, summaries
 
 
@@ -51,8 +53,7 @@ def _snapshot(
         _refuse_incomplete(ctx)
         write_atomic(layout.catalog(dest), ctx.backend.catalog().catalog_document(ctx.name))
         for coll in ctx.collections():
-            with open(dest / layout.log_name(coll), "wb") as fh:
-                counts[coll] = ctx.write_compacted_log(coll, fh)
+            counts[coll] = write_export_log(ctx, coll, dest / layout.log_name(coll))
             files.append(layout.log_name(coll))
         for part in parts():
             copied = copy_part(ctx, part, dest / part.folder)

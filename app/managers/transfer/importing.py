@@ -3,16 +3,19 @@
 The archive is checked member by member and extracted into a private staging folder inside
 the store (``app.formats.archive.read_archive``), the manifest is validated, the layout checked
 (only ``context.json``, ``<collection>.jsonl`` and the registered parts' folders), every log
-scanned (batch checksums, record counts against the manifest) and every part verified. Only
-then does anything become visible: a rename (new context), an exchange of folders
-(``overwrite``) or a merge applied to a staged copy of the live context which is then
-exchanged with it (``merge``, ``skip``: ``app.managers.transfer.merge``). Any failure before
-that leaves the store as it was; the trust marks of pickled models are never written by an
-import, so imported ``.joblib`` models stay untrusted. See docs/api.md, "Whole contexts".
+scanned (batch checksums, record counts against the manifest) and every part verified (on a
+worker thread while the staged index is built: the index of a context that has none is built
+in bulk when it is first opened). Only then does anything become visible: a rename (new
+context), an exchange of folders (``overwrite``) or a merge applied to a staged copy of the
+live context which is then exchanged with it (``merge``, ``skip``:
+``app.managers.transfer.merge``). Any failure before that leaves the store as it was; the
+trust marks of pickled models are never written by an import, so imported ``.joblib``
+models stay untrusted. See docs/api.md, "Whole contexts".
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import orjson
@@ -116,6 +119,20 @@ def _verify_parts(host: ContextHost, name: str, staged: Path) -> None:
         )
 
 
+def _check_parts_and_index(
+    host: ContextHost, target: str, staged: Path, manifest: Manifest, src: Path
+) -> None:
+    """Verify the staged parts (hashing, on a worker thread: hashlib releases the GIL) while
+    this thread builds the staged index; both must succeed (the index's error first)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="ctxstore-import-verify") as pool:
+        verified = pool.submit(_verify_parts, host, target, staged)
+        try:
+            _build_index(host, target, staged, manifest, src)
+        finally:
+            wait([verified])  # never leave it reading a folder that is about to go
+        verified.result()
+
+
 def import_context(
     host: ContextHost,
     src: Path,
@@ -139,8 +156,7 @@ def import_context(
             raise ConflictError(f"context {target!r} already exists (on_conflict='fail')")
         _check_layout(manifest, staged, src)
         _retarget(staged, target)
-        _verify_parts(host, target, staged)
-        _build_index(host, target, staged, manifest, src)
+        _check_parts_and_index(host, target, staged, manifest, src)
         with host.writer_lock.hold():
             if not host.exists(target):
                 host.install(target, staged, replace=False)
