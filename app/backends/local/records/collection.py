@@ -14,7 +14,9 @@ Records reach this module as their canonical JSON bytes and leave the log as ``B
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -35,8 +37,17 @@ from app.core.codec import decode
 from app.core.errors import IntegrityError, StorageError, environmental
 from app.core.schemas import CompactionReport, LatestCommit, RecordVersion
 from app.core.spool import SizedIterable
-from app.formats.batchlog import Batch, BatchLog, Entry, LogScan, LogWriter, placed_puts
-from app.formats.sqlindex import BatchRow, PutRow, SqliteIndex
+from app.formats.batchlog import (
+    Batch,
+    BatchLog,
+    BatchReader,
+    Entry,
+    LogScan,
+    LogWriter,
+    placed_puts,
+)
+from app.formats.indexsnapshot import BatchSpan, open_snapshot
+from app.formats.sqlindex import BatchRow, CollectionState, PutRow, SqliteIndex
 
 FEW_IDS = 4
 FULL_SCAN_BELOW = 1 << 20
@@ -434,6 +445,46 @@ class CollectionLog:
                 if e.data is not None and latest.get(e.record_id) == e.pos:
                     yield decode(e.data)
 
+    def stream_all(self) -> Iterator[dict[str, Any]]:
+        """Every current record in commit order, as of one committed state of the index,
+        read from the log: each batch checksum verified before its records are handed out.
+
+        The index says (in one read transaction, ``open_snapshot``) which log and how much of
+        it is committed, its batches, and which lines are current: when no record version was
+        ever superseded or deleted, every put line is, and a batch's records are parsed by a
+        C-level iterator (``ReadBatch.records``), about the cost of parsing its lines; other
+        batches are filtered by the current positions in them. Where the log is not the one
+        the index describes (a compaction replaced it meanwhile) or its batches do not tile
+        the log, the records are read from the index instead (``SqliteIndex.stream``)."""
+        return itertools.chain.from_iterable(self._current_parts())
+
+    def _current_parts(self) -> Iterator[Iterable[dict[str, Any]]]:
+        with open_snapshot(self.index, self.name) as snap:
+            if snap is None:
+                return
+            spans = snap.batches()
+            try:
+                reader = BatchReader(self.log.path)
+            except StorageError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+                reader = None  # a log the index names is missing: as the index reads
+            with contextlib.ExitStack() as stack:
+                if reader is not None:
+                    stack.callback(reader.close)
+                if reader is None or not _tiles(spans, reader, snap.state):
+                    yield self.index.stream(self.name, "(1)", (), "pos")
+                    return
+                every_put = snap.all_current()
+                for span in spans:
+                    batch = reader.batch(span.start, span.end)
+                    if every_put and batch.only_puts:
+                        yield batch.records()
+                    elif batch.body_end > batch.start:
+                        wanted = snap.positions(span)
+                        if wanted:
+                            yield _current_of(batch.entries(), wanted)
+
     def iter_log(self) -> Iterator[Batch]:
         if not self.log.exists():
             return
@@ -452,6 +503,23 @@ class CollectionLog:
                 raise
             problems.append(str(exc))
         return problems
+
+
+def _tiles(spans: list[BatchSpan], reader: BatchReader, state: CollectionState) -> bool:
+    """Whether ``spans`` cover the log ``reader`` reads from its header to the committed end
+    ``state`` names, back to back, in the generation ``state`` names."""
+    at = reader.header_length
+    for span in spans:
+        if span.start != at or span.end <= at:
+            return False
+        at = span.end
+    return reader.generation == state.generation and at == state.log_end
+
+
+def _current_of(entries: Iterable[Entry], wanted: set[int]) -> Iterator[dict[str, Any]]:
+    for e in entries:
+        if e.data is not None and e.pos in wanted:
+            yield decode(e.data)
 
 
 class _Counted(Iterator[Entry]):
