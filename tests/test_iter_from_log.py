@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import app
+from app.backends.local.records import collection
 from app.core.errors import IntegrityError
 from app.formats import batchlog
 
@@ -116,3 +117,26 @@ def test_filters_and_orders_still_read_the_index(tmp_path: Path) -> None:
         ordered = list(ctx.iter("t", order_by="-v"))
         assert [r["v"] for r in ordered] == sorted((i % 5 for i in range(40)), reverse=True)
         assert list(ctx.iter("missing")) == []
+
+
+def test_the_next_batch_is_verified_by_a_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``AHEAD_FROM`` bytes the next batch is verified while this one is parsed: the
+    same records, and damage in a later batch still raises when that batch is reached."""
+    monkeypatch.setattr(collection, "AHEAD_FROM", 0)
+    with app.open_store(tmp_path) as s:
+        ctx = s.context("c")
+        for b in range(6):
+            ctx.append("t", [{"id": f"r{b}-{i}", "b": b} for i in range(50)])
+        ctx.append("t", [{"id": "r2-3", "b": 9}])
+        assert list(ctx.iter("t")) == _from_index(ctx)
+    data = _log(tmp_path).read_bytes()
+    at = data.index(b'"b":4')
+    _log(tmp_path).write_bytes(data[:at] + b'"b":5' + data[at + 5 :])
+    with app.open_store(tmp_path) as s:
+        it = s.context("c").iter("t")
+        firsts = [next(it)["b"] for _ in range(199)]  # batches 0-3 (r2-3 is superseded)
+        assert firsts == [0] * 50 + [1] * 50 + [2] * 49 + [3] * 50
+        with pytest.raises(IntegrityError, match="checksum mismatch"):
+            list(it)

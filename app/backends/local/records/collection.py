@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,12 +45,16 @@ from app.formats.batchlog import (
     Entry,
     LogScan,
     LogWriter,
+    ReadBatch,
     placed_puts,
 )
 from app.formats.indexsnapshot import BatchSpan, open_snapshot
 from app.formats.sqlindex import BatchRow, CollectionState, PutRow, SqliteIndex
 
 FEW_IDS = 4
+AHEAD_FROM = 8 << 20
+"""A whole-collection pass over a log of at least this many bytes verifies the next batch in
+a worker thread while this one is parsed (``_verified_ahead``)."""
 FULL_SCAN_BELOW = 1 << 20
 
 
@@ -476,8 +481,7 @@ class CollectionLog:
                     yield self.index.stream(self.name, "(1)", (), "pos")
                     return
                 every_put = snap.all_current()
-                for span in spans:
-                    batch = reader.batch(span.start, span.end)
+                for span, batch in zip(spans, _verified_ahead(reader, spans), strict=True):
                     if every_put and batch.only_puts:
                         yield batch.records()
                     elif batch.body_end > batch.start:
@@ -514,6 +518,23 @@ def _tiles(spans: list[BatchSpan], reader: BatchReader, state: CollectionState) 
             return False
         at = span.end
     return reader.generation == state.generation and at == state.log_end
+
+
+def _verified_ahead(reader: BatchReader, spans: list[BatchSpan]) -> Iterator[ReadBatch]:
+    """``reader.batch`` of each span, in order; past ``AHEAD_FROM`` bytes the next batch is
+    read and verified by a worker thread while the records of this one are handed out
+    (``pread`` and SHA-256 release the GIL), so a pass costs about the larger of the two."""
+    if not spans or spans[-1].end - spans[0].start < AHEAD_FROM or len(spans) < 2:
+        for span in spans:
+            yield reader.batch(span.start, span.end)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="ctxstore-verify") as pool:
+        ahead = pool.submit(reader.batch, spans[0].start, spans[0].end)
+        for following in [*spans[1:], None]:
+            batch = ahead.result()
+            if following is not None:
+                ahead = pool.submit(reader.batch, following.start, following.end)
+            yield batch
 
 
 def _current_of(entries: Iterable[Entry], wanted: set[int]) -> Iterator[dict[str, Any]]:
