@@ -18,7 +18,7 @@ import errno
 import hashlib
 import itertools
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -481,7 +481,9 @@ class CollectionLog:
                     yield self.index.stream(self.name, "(1)", (), "pos")
                     return
                 every_put = snap.all_current()
-                for span, batch in zip(spans, _verified_ahead(reader, spans), strict=True):
+                # closed before the reader (LIFO): its worker never reads a closed descriptor
+                batches = stack.enter_context(contextlib.closing(_verified_ahead(reader, spans)))
+                for span, batch in zip(spans, batches, strict=True):
                     if every_put and batch.only_puts:
                         yield batch.records()
                     elif batch.body_end > batch.start:
@@ -520,7 +522,9 @@ def _tiles(spans: list[BatchSpan], reader: BatchReader, state: CollectionState) 
     return reader.generation == state.generation and at == state.log_end
 
 
-def _verified_ahead(reader: BatchReader, spans: list[BatchSpan]) -> Iterator[ReadBatch]:
+def _verified_ahead(
+    reader: BatchReader, spans: list[BatchSpan]
+) -> Generator[ReadBatch, None, None]:
     """``reader.batch`` of each span, in order; past ``AHEAD_FROM`` bytes the next batch is
     read and verified by a worker thread while the records of this one are handed out
     (``pread`` and SHA-256 release the GIL), so a pass costs about the larger of the two."""
