@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -454,13 +454,16 @@ def _prepare(
     for i, record in enumerate(records):
         if i >= MAX_BATCH_RECORDS:
             raise _too_large(argument, "too many records")
-        rec = as_dict(record, f"{argument}[{i}]")
+        # the record's name (an f-string) is only built where an error may need it
+        rec = record if type(record) is dict else as_dict(record, f"{argument}[{i}]")
         rid = rec.get("id")
         generated = rid is None and "id" not in rec
         if generated:
             rid = new_id() if derive is None else derive(i)
             rec = {**rec, "id": rid}
-        held.add_id(check_id(rid, f"{argument}[{i}]"), generated)
+        elif type(rid) is not str or not rid or len(rid) > MAX_ID_CHARS:
+            check_id(rid, f"{argument}[{i}]")
+        held.add_id(cast(str, rid), generated)
         step.append(rec)
         if len(step) >= step_len:
             before = size
