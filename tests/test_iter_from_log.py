@@ -16,6 +16,13 @@ from app.core.errors import IntegrityError
 from app.formats import batchlog
 
 
+@pytest.fixture(autouse=True)
+def small_batches_read_from_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests' batches are small: read them from the log all the same (by default a log
+    of batches under ``LOG_READ_BATCH`` bytes on average is read from the index)."""
+    monkeypatch.setattr(collection, "LOG_READ_BATCH", 0)
+
+
 def _log(root: Path) -> Path:
     return root / "contexts" / "c" / "t.jsonl"
 
@@ -140,3 +147,18 @@ def test_the_next_batch_is_verified_by_a_worker_thread(
         assert firsts == [0] * 50 + [1] * 50 + [2] * 49 + [3] * 50
         with pytest.raises(IntegrityError, match="checksum mismatch"):
             list(it)
+
+
+def test_many_tiny_batches_read_from_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below ``LOG_READ_BATCH`` bytes per batch on average (the default) a batch read costs
+    more than the index row: the same records, from the index."""
+    monkeypatch.setattr(collection, "LOG_READ_BATCH", 16 << 10)
+    with app.open_store(tmp_path) as s:
+        ctx = s.context("c")
+        for i in range(30):
+            ctx.append("t", [{"id": f"r{i % 20}", "v": i}])
+        got = list(ctx.iter("t"))
+        assert got == _from_index(ctx)
+        assert [r["v"] for r in got] == list(range(10, 30))

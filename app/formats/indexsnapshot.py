@@ -15,6 +15,7 @@ This module knows the index's SQLite schema (``app.formats.sqlindex``) and nothi
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -29,6 +30,15 @@ class BatchSpan(NamedTuple):
     end: int
 
 
+class BatchLayout(NamedTuple):
+    """``IndexSnapshot.layout``: ``first``/``last`` are None without batches."""
+
+    batches: int
+    first: int | None
+    last: int | None
+    breaks: int
+
+
 class IndexSnapshot:
     """What the index says of one collection, read in one transaction (see the module)."""
 
@@ -38,12 +48,26 @@ class IndexSnapshot:
         self.collection = collection
         self.state = state
 
-    def batches(self) -> list[BatchSpan]:
-        """The collection's batches in log order."""
+    def batches(self) -> Iterator[BatchSpan]:
+        """The collection's batches in log order (read as iterated, within the snapshot)."""
         cur = self._conn.execute(
             "SELECT start, end FROM batches WHERE collection=? ORDER BY start", (self.collection,)
         )
-        return [BatchSpan(*row) for row in cur]
+        return itertools.starmap(BatchSpan, cur)
+
+    def layout(self) -> BatchLayout:
+        """How many batches, where the first starts and the last ends, and how many of them
+        do not start where the one before ended (a gap or an overlap)."""
+        batches, first, last = self._conn.execute(
+            "SELECT count(*), min(start), max(end) FROM batches WHERE collection=?",
+            (self.collection,),
+        ).fetchone()
+        (breaks,) = self._conn.execute(
+            "SELECT count(*) FROM (SELECT start, lag(end) OVER (ORDER BY start) AS prev "
+            "FROM batches WHERE collection=?) WHERE prev IS NOT NULL AND prev != start",
+            (self.collection,),
+        ).fetchone()
+        return BatchLayout(batches, first, last, breaks)
 
     def all_current(self) -> bool:
         """True when the collection holds as many records as were ever appended to it (the

@@ -48,13 +48,16 @@ from app.formats.batchlog import (
     ReadBatch,
     placed_puts,
 )
-from app.formats.indexsnapshot import BatchSpan, open_snapshot
+from app.formats.indexsnapshot import BatchLayout, BatchSpan, open_snapshot
 from app.formats.sqlindex import BatchRow, CollectionState, PutRow, SqliteIndex
 
 FEW_IDS = 4
 AHEAD_FROM = 8 << 20
 """A whole-collection pass over a log of at least this many bytes verifies the next batch in
-a worker thread while this one is parsed (``_verified_ahead``)."""
+a worker thread while this one is parsed (``_verified``)."""
+LOG_READ_BATCH = 16 << 10
+"""Below this many bytes per batch on average, a whole collection is read from the index
+(``_fits``)."""
 FULL_SCAN_BELOW = 1 << 20
 
 
@@ -467,7 +470,6 @@ class CollectionLog:
         with open_snapshot(self.index, self.name) as snap:
             if snap is None:
                 return
-            spans = snap.batches()
             try:
                 reader = BatchReader(self.log.path)
             except StorageError as exc:
@@ -477,13 +479,17 @@ class CollectionLog:
             with contextlib.ExitStack() as stack:
                 if reader is not None:
                     stack.callback(reader.close)
-                if reader is None or not _tiles(spans, reader, snap.state):
+                layout = snap.layout()
+                if reader is None or not _fits(layout, reader, snap.state):
                     yield self.index.stream(self.name, "(1)", (), "pos")
                     return
                 every_put = snap.all_current()
+                size = snap.state.log_end - reader.header_length
+                ahead = layout.batches > 1 and size >= AHEAD_FROM
+                spans = snap.batches()
                 # closed before the reader (LIFO): its worker never reads a closed descriptor
-                batches = stack.enter_context(contextlib.closing(_verified_ahead(reader, spans)))
-                for span, batch in zip(spans, batches, strict=True):
+                batches = stack.enter_context(contextlib.closing(_verified(reader, spans, ahead)))
+                for span, batch in batches:
                     if every_put and batch.only_puts:
                         yield batch.records()
                     elif batch.body_end > batch.start:
@@ -511,34 +517,44 @@ class CollectionLog:
         return problems
 
 
-def _tiles(spans: list[BatchSpan], reader: BatchReader, state: CollectionState) -> bool:
-    """Whether ``spans`` cover the log ``reader`` reads from its header to the committed end
-    ``state`` names, back to back, in the generation ``state`` names."""
-    at = reader.header_length
-    for span in spans:
-        if span.start != at or span.end <= at:
-            return False
-        at = span.end
-    return reader.generation == state.generation and at == state.log_end
+def _fits(layout: BatchLayout, reader: BatchReader, state: CollectionState) -> bool:
+    """Whether the log is read from the log itself: the batches cover the log ``reader`` reads
+    from its header to the committed end ``state`` names, back to back, in the generation
+    ``state`` names, and are on average at least ``LOG_READ_BATCH`` bytes (each batch read
+    costs a ``pread``, a hash and a few Python calls: many tiny batches read faster from the
+    index)."""
+    if reader.generation != state.generation:
+        return False
+    if layout.batches == 0:
+        return state.log_end == reader.header_length
+    return (
+        layout.first == reader.header_length
+        and layout.last == state.log_end
+        and layout.breaks == 0
+        and (state.log_end - reader.header_length) >= LOG_READ_BATCH * layout.batches
+    )
 
 
-def _verified_ahead(
-    reader: BatchReader, spans: list[BatchSpan]
-) -> Generator[ReadBatch, None, None]:
-    """``reader.batch`` of each span, in order; past ``AHEAD_FROM`` bytes the next batch is
-    read and verified by a worker thread while the records of this one are handed out
-    (``pread`` and SHA-256 release the GIL), so a pass costs about the larger of the two."""
-    if not spans or spans[-1].end - spans[0].start < AHEAD_FROM or len(spans) < 2:
+def _verified(
+    reader: BatchReader, spans: Iterator[BatchSpan], ahead: bool
+) -> Generator[tuple[BatchSpan, ReadBatch], None, None]:
+    """Each span with ``reader.batch`` of it, in order. With ``ahead`` the next batch is read
+    and verified by a worker thread while the records of this one are handed out (``pread``
+    and SHA-256 release the GIL), so a pass costs about the larger of the two."""
+    if not ahead:
         for span in spans:
-            yield reader.batch(span.start, span.end)
+            yield span, reader.batch(span.start, span.end)
         return
     with ThreadPoolExecutor(1, thread_name_prefix="ctxstore-verify") as pool:
-        ahead = pool.submit(reader.batch, spans[0].start, spans[0].end)
-        for following in [*spans[1:], None]:
-            batch = ahead.result()
+        current: BatchSpan | None = next(spans, None)
+        pending = None if current is None else pool.submit(reader.batch, *current)
+        while current is not None and pending is not None:
+            batch = pending.result()
+            following = next(spans, None)
             if following is not None:
-                ahead = pool.submit(reader.batch, following.start, following.end)
-            yield batch
+                pending = pool.submit(reader.batch, *following)
+            yield current, batch
+            current = following
 
 
 def _current_of(entries: Iterable[Entry], wanted: set[int]) -> Iterator[dict[str, Any]]:
