@@ -37,7 +37,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import itertools
 import mmap
+import operator
 import os
 import weakref
 from collections.abc import Generator, Iterable, Iterator, Sequence
@@ -56,6 +59,7 @@ PUT = b'{"put":'
 DEL = b'{"del":'
 COMMIT = b'{"commit":'
 _END = b"}\n"
+_PUT_LINE = b"\n" + PUT
 _PUT_SEP = _END + PUT
 FRAME = len(PUT) + len(_END)
 """Bytes an entry line adds around its JSON (the put and del prefixes have the same length)."""
@@ -348,16 +352,7 @@ class BatchLog:
                 line = fh.readline(4096)
         except OSError as exc:
             raise io_error("reading", self.path, exc) from exc
-        try:
-            meta = orjson.loads(line)["log"]
-            fmt, generation = meta["format"], meta["generation"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise IntegrityError(f"{self.path}: damaged log header") from None
-        if not isinstance(fmt, int) or not isinstance(generation, str) or not line.endswith(b"\n"):
-            raise IntegrityError(f"{self.path}: damaged log header")
-        if fmt > LOG_FORMAT:
-            raise SchemaVersionError(f"{self.path}: log format {fmt} is newer than {LOG_FORMAT}")
-        return LogHeader(generation, len(line))
+        return _parse_header(line, self.path)
 
     def size(self) -> int:
         try:
@@ -667,6 +662,147 @@ class LogScan(Iterator[Batch]):
         self.tail = True
 
 
+class BatchReader:
+    """Reads a log's committed batches at byte ranges the caller already knows (the index's
+    batch rows), each checksum verified before any of its records is handed out.
+
+    Open it, compare ``generation`` with the generation the ranges belong to, then call
+    ``batch`` per range in log order. The file descriptor is held until ``close``: a log
+    replaced meanwhile (compaction) is still read as it was."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise io_error("reading", path, exc) from exc
+        try:
+            first = self._read_upto(0, 4096)
+            header = _parse_header(first[: first.find(b"\n") + 1 or len(first)], path)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.generation = header.generation
+        self.header_length = header.length
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> BatchReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read_upto(self, start: int, size: int) -> bytes:
+        try:
+            return os.pread(self._fd, size, start)
+        except OSError as exc:
+            raise io_error("reading", self.path, exc) from exc
+
+    def _read(self, start: int, end: int) -> bytes:
+        data = self._read_upto(start, end - start)
+        if len(data) != end - start:
+            raise IntegrityError(f"{self.path}: the log ends before byte {end}")
+        return data
+
+    def _pieces(self, start: int, end: int) -> Iterator[bytes]:
+        """Bytes ``[start, end)`` as whole lines, about ``MappedEntries.READ_CHUNK`` at a time."""
+        rest = b""
+        at = start
+        while at < end:
+            chunk = self._read(at, min(end, at + MappedEntries.READ_CHUNK))
+            at += len(chunk)
+            cut = chunk.rfind(b"\n") + 1
+            if cut == 0:
+                rest += chunk
+                continue
+            yield rest + chunk[:cut]
+            rest = chunk[cut:]
+        if rest:
+            raise IntegrityError(f"{self.path}: damaged data at byte {end - len(rest)}")
+
+    def batch(self, start: int, end: int) -> ReadBatch:
+        """The batch at ``[start, end)``, verified (its commit line closes the range and its
+        SHA-256 matches; the bytes are then the writer's, whose commit counts its lines, so
+        ``only_puts`` when the put lines are as many); ``IntegrityError`` otherwise. A batch
+        of up to ``LAZY_BATCH`` bytes is read once; a larger one is hashed a piece at a time
+        and read again when its records are iterated, so it is never held whole."""
+        tail = self._read(max(start, end - 4096), end)
+        nl = tail.rfind(b"\n", 0, len(tail) - 1)
+        if nl < 0 and end - start > len(tail):
+            tail = self._read(start, end)  # a commit line over 4 KiB (a long batch id)
+            nl = tail.rfind(b"\n", 0, len(tail) - 1)
+        commit_at = end - len(tail) + nl + 1
+        meta = _parse_commit(tail[nl + 1 :])
+        if meta is None or not tail.endswith(b"\n"):
+            raise IntegrityError(f"{self.path}: damaged batch at byte {start}")
+        h = hashlib.sha256()
+        puts = 0
+        body: bytes | None = None
+        if commit_at - start <= LAZY_BATCH:
+            body = self._read(start, commit_at)
+            h.update(body)
+            puts = _put_lines(body)
+        else:
+            for piece in self._pieces(start, commit_at):
+                h.update(piece)
+                puts += _put_lines(piece)
+        h.update(_meta_bytes(meta))
+        if h.hexdigest() != meta.sha256:
+            raise IntegrityError(f"{self.path}: checksum mismatch at byte {start}")
+        dels = puts != meta.entries
+        return ReadBatch(self, start, commit_at, meta.kind, not dels, body)
+
+
+def _put_lines(lines: bytes) -> int:
+    """How many of the whole entry lines ``lines`` are record versions (a ``{"put":`` nested
+    in a record is never at a line start: JSON text holds no raw newline)."""
+    return lines.count(_PUT_LINE) + lines.startswith(PUT)
+
+
+class ReadBatch(NamedTuple):
+    """A verified batch (``BatchReader.batch``): entry lines ``[start, body_end)``;
+    ``only_puts`` when every one of them is a record version."""
+
+    reader: BatchReader
+    start: int
+    body_end: int
+    kind: str
+    only_puts: bool
+    body: bytes | None
+
+    def _bodies(self) -> Iterator[bytes]:
+        if self.body is not None:
+            yield self.body
+        else:
+            yield from self.reader._pieces(self.start, self.body_end)
+
+    def records(self) -> Iterator[dict[str, object]]:
+        """Every record of a batch that holds only record versions, decoded: a C-level
+        iterator (lines of the verified bytes, parsed, their record taken), so a pass costs
+        about what parsing the lines does."""
+        if not self.only_puts:
+            raise ValueError("the batch holds tombstones")
+        take = operator.itemgetter("put")
+        return itertools.chain.from_iterable(
+            map(take, map(orjson.loads, io.BytesIO(body))) for body in self._bodies()
+        )
+
+    def entries(self) -> Iterator[Entry]:
+        """The batch's entries with their offsets (each line parsed)."""
+        pos = self.start
+        for body in self._bodies():
+            for line in io.BytesIO(body):
+                entry = _parse_entry(line, pos)
+                if entry is None:
+                    raise IntegrityError(f"{self.reader.path}: damaged data at byte {pos}")
+                yield entry
+                pos += len(line)
+        if pos != self.body_end:
+            raise IntegrityError(f"{self.reader.path}: damaged data at byte {pos}")
+
+
 class LogWriter:
     """Writes a whole new log to an open binary file: its header, then batches rewritten from
     an existing log (compaction, a compacted copy for export). ``end`` is the offset the next
@@ -756,6 +892,20 @@ def _parse_entry(line: bytes, pos: int) -> Entry | None:
     if not isinstance(value, str):
         return None
     return Entry(pos, value, None)
+
+
+def _parse_header(line: bytes, path: Path) -> LogHeader:
+    """The header in ``line`` (the log's first line, read up to 4096 bytes)."""
+    try:
+        meta = orjson.loads(line)["log"]
+        fmt, generation = meta["format"], meta["generation"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise IntegrityError(f"{path}: damaged log header") from None
+    if not isinstance(fmt, int) or not isinstance(generation, str) or not line.endswith(b"\n"):
+        raise IntegrityError(f"{path}: damaged log header")
+    if fmt > LOG_FORMAT:
+        raise SchemaVersionError(f"{path}: log format {fmt} is newer than {LOG_FORMAT}")
+    return LogHeader(generation, len(line))
 
 
 def _parse_commit(line: bytes) -> CommitMeta | None:

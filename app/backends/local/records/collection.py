@@ -14,9 +14,12 @@ Records reach this module as their canonical JSON bytes and leave the log as ``B
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import itertools
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,10 +38,26 @@ from app.core.codec import decode
 from app.core.errors import IntegrityError, StorageError, environmental
 from app.core.schemas import CompactionReport, LatestCommit, RecordVersion
 from app.core.spool import SizedIterable
-from app.formats.batchlog import Batch, BatchLog, Entry, LogScan, LogWriter, placed_puts
-from app.formats.sqlindex import BatchRow, PutRow, SqliteIndex
+from app.formats.batchlog import (
+    Batch,
+    BatchLog,
+    BatchReader,
+    Entry,
+    LogScan,
+    LogWriter,
+    ReadBatch,
+    placed_puts,
+)
+from app.formats.indexsnapshot import BatchLayout, BatchSpan, open_snapshot
+from app.formats.sqlindex import BatchRow, CollectionState, PutRow, SqliteIndex
 
 FEW_IDS = 4
+AHEAD_FROM = 8 << 20
+"""A whole-collection pass over a log of at least this many bytes verifies the next batch in
+a worker thread while this one is parsed (``_verified``)."""
+LOG_READ_BATCH = 16 << 10
+"""Below this many bytes per batch on average, a whole collection is read from the index
+(``_fits``)."""
 FULL_SCAN_BELOW = 1 << 20
 
 
@@ -434,6 +453,50 @@ class CollectionLog:
                 if e.data is not None and latest.get(e.record_id) == e.pos:
                     yield decode(e.data)
 
+    def stream_all(self) -> Iterator[dict[str, Any]]:
+        """Every current record in commit order, as of one committed state of the index,
+        read from the log: each batch checksum verified before its records are handed out.
+
+        The index says (in one read transaction, ``open_snapshot``) which log and how much of
+        it is committed, its batches, and which lines are current: when no record version was
+        ever superseded or deleted, every put line is, and a batch's records are parsed by a
+        C-level iterator (``ReadBatch.records``), about the cost of parsing its lines; other
+        batches are filtered by the current positions in them. Where the log is not the one
+        the index describes (a compaction replaced it meanwhile) or its batches do not tile
+        the log, the records are read from the index instead (``SqliteIndex.stream``)."""
+        return itertools.chain.from_iterable(self._current_parts())
+
+    def _current_parts(self) -> Iterator[Iterable[dict[str, Any]]]:
+        with open_snapshot(self.index, self.name) as snap:
+            if snap is None:
+                return
+            try:
+                reader = BatchReader(self.log.path)
+            except StorageError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+                reader = None  # a log the index names is missing: as the index reads
+            with contextlib.ExitStack() as stack:
+                if reader is not None:
+                    stack.callback(reader.close)
+                layout = snap.layout()
+                if reader is None or not _fits(layout, reader, snap.state):
+                    yield self.index.stream(self.name, "(1)", (), "pos")
+                    return
+                every_put = snap.all_current()
+                size = snap.state.log_end - reader.header_length
+                ahead = layout.batches > 1 and size >= AHEAD_FROM
+                spans = snap.batches()
+                # closed before the reader (LIFO): its worker never reads a closed descriptor
+                batches = stack.enter_context(contextlib.closing(_verified(reader, spans, ahead)))
+                for span, batch in batches:
+                    if every_put and batch.only_puts:
+                        yield batch.records()
+                    elif batch.body_end > batch.start:
+                        wanted = snap.positions(span)
+                        if wanted:
+                            yield _current_of(batch.entries(), wanted)
+
     def iter_log(self) -> Iterator[Batch]:
         if not self.log.exists():
             return
@@ -452,6 +515,52 @@ class CollectionLog:
                 raise
             problems.append(str(exc))
         return problems
+
+
+def _fits(layout: BatchLayout, reader: BatchReader, state: CollectionState) -> bool:
+    """Whether the log is read from the log itself: the batches cover the log ``reader`` reads
+    from its header to the committed end ``state`` names, back to back, in the generation
+    ``state`` names, and are on average at least ``LOG_READ_BATCH`` bytes (each batch read
+    costs a ``pread``, a hash and a few Python calls: many tiny batches read faster from the
+    index)."""
+    if reader.generation != state.generation:
+        return False
+    if layout.batches == 0:
+        return state.log_end == reader.header_length
+    return (
+        layout.first == reader.header_length
+        and layout.last == state.log_end
+        and layout.breaks == 0
+        and (state.log_end - reader.header_length) >= LOG_READ_BATCH * layout.batches
+    )
+
+
+def _verified(
+    reader: BatchReader, spans: Iterator[BatchSpan], ahead: bool
+) -> Generator[tuple[BatchSpan, ReadBatch], None, None]:
+    """Each span with ``reader.batch`` of it, in order. With ``ahead`` the next batch is read
+    and verified by a worker thread while the records of this one are handed out (``pread``
+    and SHA-256 release the GIL), so a pass costs about the larger of the two."""
+    if not ahead:
+        for span in spans:
+            yield span, reader.batch(span.start, span.end)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="ctxstore-verify") as pool:
+        current: BatchSpan | None = next(spans, None)
+        pending = None if current is None else pool.submit(reader.batch, *current)
+        while current is not None and pending is not None:
+            batch = pending.result()
+            following = next(spans, None)
+            if following is not None:
+                pending = pool.submit(reader.batch, *following)
+            yield current, batch
+            current = following
+
+
+def _current_of(entries: Iterable[Entry], wanted: set[int]) -> Iterator[dict[str, Any]]:
+    for e in entries:
+        if e.data is not None and e.pos in wanted:
+            yield decode(e.data)
 
 
 class _Counted(Iterator[Entry]):

@@ -47,6 +47,8 @@ from app.core.spool import SizedIterable
 from app.formats.sqlindex import BatchRow, SqliteIndex
 
 READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+ALL_ROWS = compile_where(None)[0]
+COMMIT_ORDER = compile_order(None)
 
 
 class QueryPlan(NamedTuple):
@@ -261,6 +263,10 @@ class LocalRecords:
         )
 
     def stream(self, collection: str, plan: QueryPlan) -> Iterator[dict[str, Any]]:
+        """Matching records; a whole collection in commit order is read from its log
+        (``CollectionLog.stream_all``), anything else from the index."""
+        if plan.where_sql == ALL_ROWS and not plan.params and plan.order_sql == COMMIT_ORDER:
+            return self._log(collection).stream_all()
         return self.index.stream(collection, plan.where_sql, plan.params, plan.order_sql)
 
     def count(self, collection: str, plan: QueryPlan) -> int:
