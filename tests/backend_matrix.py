@@ -53,7 +53,14 @@ _RECORD_MODULES = (
     "test_records_schemas",
     "test_filters",
 )
-_FILE_MODULES = ("test_embeddings", "test_models", "test_workflows", "test_transfer")
+_FILE_MODULES = (
+    "test_embeddings",
+    "test_embeddings_search_filtered",
+    "test_ann_index",
+    "test_models",
+    "test_workflows",
+    "test_transfer",
+)
 MATRIX_MODULES: dict[str, tuple[str, ...]] = {
     **{name: BACKENDS[:2] for name in _RECORD_MODULES},
     **{name: BACKENDS for name in _FILE_MODULES},
