@@ -51,7 +51,7 @@ def test_approximate_search_uses_the_index_with_exact_scores(ctx: app.Context) -
     queries = clustered(40, seed=11)
     exact = ctx.embeddings.search("s", queries, k=10)
     assert ctx.embeddings.search("s", queries, k=10, exact=False) == exact  # no index: exact
-    ctx.embeddings.build_index("s", expansion_search=64)
+    ctx.embeddings.build_index("s", expansion_search=200)
     info = ctx.embeddings.index_info("s")
     assert info is not None and info["kind"] == "hnsw" and info["count"] == 3000
     assert info["params"]["metric"] == "cosine" and len(info["sha256"]) == 64
@@ -71,7 +71,7 @@ def test_approximate_search_uses_the_index_with_exact_scores(ctx: app.Context) -
 def test_other_metrics_and_a_metric_mismatch(ctx: app.Context, metric: str) -> None:
     vectors = clustered(1500)
     ctx.embeddings.save("s", names(1500), vectors)
-    ctx.embeddings.build_index("s", metric=metric, dtype="f32")
+    ctx.embeddings.build_index("s", metric=metric, dtype="f32", expansion_search=200)
     queries = clustered(20, seed=12)
     exact = ctx.embeddings.search("s", queries, k=5, metric=metric)
     approx = ctx.embeddings.search("s", queries, k=5, metric=metric, exact=False)
