@@ -18,6 +18,7 @@ from bench.common import Row, format_table
 
 SECTIONS = [
     "records",
+    "search",
     "artifacts",
     "workflows",
     "transfer",

@@ -385,7 +385,8 @@ class Context(icontract.DBC):
         return self._records.count(collection, plan)
 
     @checked
-    @ensure(lambda result: len(set(result)) == len(result), "each id once")
+    @ensure(lambda result: isinstance(result, list), "the matching ids, as a list")
+    @ensure_full(lambda result: len(set(result)) == len(result), "each id once")
     def matching_ids(self, collection: CollectionName, where: Where = None) -> list[str]:
         """Ids of the current records of ``collection`` matching ``where``, in commit order
         (the candidates of a filtered embedding search, docs/api.md "Embeddings")."""

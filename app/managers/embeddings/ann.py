@@ -57,6 +57,7 @@ class AnnIndexes:
         self._files = files
         self._meta = meta
         self._graphs: dict[str, tuple[tuple[int, ...], str, Any]] = {}
+        self._docs: dict[tuple[str, bytes], dict[str, Any]] = {}
         self._guard = threading.Lock()
 
     def __len__(self) -> int:
@@ -66,7 +67,17 @@ class AnnIndexes:
         """The set's index document (checked), or None when it has none."""
         key = doc_key(name)
         data = self._meta.read(key)
-        return None if data is None else annindex.parse(data, self._meta.where(key))
+        if data is None:
+            return None
+        with self._guard:
+            parsed = self._docs.get((name, data))
+        if parsed is None:  # parse (checksum, fields) once per document version
+            parsed = annindex.parse(data, self._meta.where(key))
+            with self._guard:
+                if len(self._docs) >= CACHE_GRAPHS:
+                    self._docs.pop(next(iter(self._docs)))
+                self._docs[(name, data)] = parsed
+        return parsed
 
     def current(self, name: str, info: EmbeddingInfo, metric: str) -> Current | None:
         """The set's index if it is current, built for ``metric`` and the extra is installed;

@@ -170,8 +170,8 @@ class RowMaps:
 def candidate_rows(row_of: dict[str, int], ids: list[str]) -> Any:
     """The sorted, unique row numbers of those of ``ids`` the set holds."""
     get = row_of.get
-    rows = np.fromiter((r for r in map(get, ids) if r is not None), dtype=np.int64)
-    return np.unique(rows)
+    rows = [r for r in map(get, ids) if r is not None]
+    return np.unique(np.array(rows, dtype=np.int64))
 
 
 def subset_top(
@@ -187,7 +187,8 @@ def subset_top(
         if local.size == 0:
             continue
         term = entry.term(metric)
-        top.add(entry.arrays.vectors[local], None if term is None else term[local], at)
+        rows_of = np.asarray(entry.arrays.vectors)[local]  # plain view: no memmap overhead
+        top.add(rows_of, None if term is None else term[local], at)
         at += local.size
     scores, picked = top.result()
     return scores, rows[picked] if rows.size else picked
@@ -229,19 +230,32 @@ def ann_top(
     return out
 
 
+def gather(shards: list[CachedShard], starts: list[int], rows: Any, field: str) -> Any:
+    """``vectors`` or ``ids`` (``field``) of the global ``rows``, in their order: one fancy
+    index per shard on a plain view of the mapped array."""
+    where = np.searchsorted(starts, rows, side="right") - 1
+    parts = []
+    order = []
+    for s in np.unique(where).tolist():
+        mask = where == s
+        source = np.asarray(getattr(shards[s].arrays, field))
+        parts.append(source[rows[mask] - starts[s]])
+        order.append(np.flatnonzero(mask))
+    if len(parts) == 1:
+        return parts[0]
+    out = np.concatenate(parts)
+    back = np.empty(rows.size, dtype=np.int64)
+    back[np.concatenate(order)] = np.arange(rows.size)
+    return out[back]
+
+
 def exact_scores(
     shards: list[CachedShard], starts: list[int], rows: Any, query: Any, metric: str
 ) -> Any:
     """The exact scores of global ``rows`` for one query (float64)."""
     if rows.size == 0:
         return np.empty(0)
-    where = np.searchsorted(starts, rows, side="right") - 1
-    picked = np.stack(
-        [
-            np.asarray(shards[s].arrays.vectors[r - starts[s]], dtype=np.float64)
-            for s, r in zip(where.tolist(), rows.tolist(), strict=True)
-        ]
-    )
+    picked = np.asarray(gather(shards, starts, rows, "vectors"), dtype=np.float64)
     q = np.asarray(query, dtype=np.float64)
     if metric == "l2":
         return np.asarray(np.linalg.norm(picked - q, axis=1))
@@ -258,10 +272,12 @@ def ann_hit_lists(
     """``Hit`` lists from ``ann_top``'s rows and scores."""
     out: list[list[Hit]] = []
     for pairs in found:
-        hits = []
-        for row, score in pairs:
-            s = bisect.bisect_right(starts, row) - 1
-            rid = str(shards[s].arrays.ids[row - starts[s]])
-            hits.append(Hit.model_construct(id=rid, score=score))
-        out.append(hits)
+        rows = np.array([row for row, _ in pairs], dtype=np.int64)
+        ids = gather(shards, starts, rows, "ids").tolist() if pairs else []
+        out.append(
+            [
+                Hit.model_construct(id=str(rid), score=score)
+                for rid, (_, score) in zip(ids, pairs, strict=True)
+            ]
+        )
     return out

@@ -24,6 +24,7 @@ for ``search``; ``load(verify=False)`` skips that check explicitly.
 from __future__ import annotations
 
 import builtins
+import copy
 import itertools
 import tempfile
 import warnings
@@ -464,7 +465,7 @@ class EmbeddingStore(icontract.DBC):
         file, size and SHA-256, built_at), or None when it has none or it is stale."""
         info = self.info(name)
         doc = self._ann.document(name)
-        return doc if doc is not None and is_current(doc, info) else None
+        return copy.deepcopy(doc) if doc is not None and is_current(doc, info) else None
 
     def _index_changed(self, name: str, info: EmbeddingInfo | None) -> None:
         """After the set changed (``info``; None: deleted), under the writer lock: rebuild
