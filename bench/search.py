@@ -4,7 +4,8 @@
 * ctxstore: ``ctx.embeddings.search(name, q, k=10, where={"lang": "en"}, collection="docs")``
   (one query; the set's shard is mapped and verified once, the id -> row map built once);
 * raw: the same SQL on the same SQLite index (the statement the index runs for that filter:
-  the compiled plan's WHERE over the collection's table, ``ORDER BY pos``), then a prebuilt
+  the compiled plan's WHERE over the collection's table, ``ORDER BY pos``; the connection
+  checks cell sizes as the index's own do), then a prebuilt
   ``dict`` id -> row, ``np.unique`` of the rows, the subset of an in-memory matrix and numpy
   cosine top-10 (``argpartition``). Same data, same machine, same run; medians of 7 runs
 taken alternately.
@@ -100,6 +101,7 @@ def run(quick: bool, workdir: Path) -> list[Row]:
     sql, params = _raw_sql(ctx, where)
     index_file = next(Path(ctx.path).glob("*.sqlite"))
     conn = sqlite3.connect(f"file:{index_file}?mode=ro", uri=True)
+    conn.execute("PRAGMA cell_size_check=ON")  # as the index's own connections (same work)
     row_of = {rid: i for i, rid in enumerate(ids)}
     matrix = np.array(vectors)
     norms = np.linalg.norm(matrix, axis=1)
