@@ -151,6 +151,22 @@ def test_a_damaged_index_is_found_on_load_and_by_verify(ctx: app.Context) -> Non
         ctx.embeddings.search("s", vectors[0], k=3, exact=False)
 
 
+@pytest.mark.embedded_only("plants a link in the ann folder")
+def test_a_link_where_an_index_belongs_is_damage(ctx: app.Context, tmp_path: Path) -> None:
+    vectors = clustered(300)
+    ctx.embeddings.save("s", names(300), vectors)
+    ctx.embeddings.build_index("s")
+    elsewhere = tmp_path / "elsewhere"
+    ann_dir(ctx, "s").rename(elsewhere)
+    ann_dir(ctx, "s").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(app.IntegrityError) as err:
+        ctx.embeddings.search("s", vectors[0], k=3, exact=False)
+    assert str(ann_dir(ctx, "s")) in str(err.value)
+    problems = ctx.embeddings.verify()
+    assert len(problems) == 1 and str(ann_dir(ctx, "s")) in problems[0]
+    assert not ctx.verify().ok
+
+
 def test_the_index_is_never_exported(store: app.Store, ctx: app.Context, tmp_path: Path) -> None:
     vectors = clustered(600)
     ctx.embeddings.save("s", names(600), vectors)

@@ -59,7 +59,7 @@ from app.core.layout import (
 )
 from app.core.locks import Lock
 from app.core.names import is_valid_name
-from app.core.nofollow import entries, part_problems
+from app.core.nofollow import entries, link_problems, part_problems
 from app.core.rules import (
     CollectionName,
     Count,
@@ -537,7 +537,9 @@ class EmbeddingStore(icontract.DBC):
             others = []
         for name in others:
             problems += self._verify_set(self.root / name)
-        return problems + self._ann.verify(self.exists)
+        ann = self._ann.verify(self.exists)
+        links = link_problems(self.root.parent / ANN_DIR)  # the embedded ann folder, if any
+        return problems + ann + [p for p in links if not any(p.split(":")[0] in a for a in ann)]
 
     def _verify_set(self, set_dir: Path) -> builtins.list[str]:
         name = set_dir.name
