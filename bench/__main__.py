@@ -19,6 +19,7 @@ from bench.common import Row, format_table
 SECTIONS = [
     "growth",
     "records",
+    "search",
     "artifacts",
     "workflows",
     "transfer",

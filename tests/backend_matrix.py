@@ -55,6 +55,8 @@ _RECORD_MODULES = (
 )
 _FILE_MODULES = (
     "test_embeddings",
+    "test_embeddings_search_filtered",
+    "test_ann_index",
     "test_models",
     "test_workflows",
     "test_workflow_retries",

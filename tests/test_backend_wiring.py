@@ -13,7 +13,7 @@ import app
 from app.backends.local import LocalBackend, LocalFileStore, LocalMetaStore
 from app.backends.protocols import Backend
 from app.backends.registry import SCHEMES
-from app.core.layout import EMBEDDINGS_DIR
+from app.core.layout import ANN_DIR, EMBEDDINGS_DIR
 from app.formats.tracker import TrackerDB
 from app.managers.store import open_store
 
@@ -139,7 +139,9 @@ def test_parts_and_workflows_use_the_backends_stores(
     try:
         ctx = store.context("c")
         ctx.embeddings.save("e", ["a", "b"], np.ones((2, 3), dtype=np.float32))
-        assert files_calls == [("c", EMBEDDINGS_DIR)] and meta_calls == [("c", EMBEDDINGS_DIR)]
+        # the sets' files and documents, and those of their ANN indexes (derived data)
+        wanted = [("c", EMBEDDINGS_DIR), ("c", ANN_DIR)]
+        assert files_calls == wanted and meta_calls == wanted
         assert ctx.embeddings.info("e").count == 2
         assert store.workflows.list() == []
         assert len(trackers) == 1

@@ -21,6 +21,8 @@ Inside the part folders::
     embeddings/<set>/shard-NNNNNN.npz one shard
     models/<name>/vNNNN.json          commit point of a model version
     models/<name>/vNNNN.<suffix>      its file (pth, joblib, safetensors)
+    ann/<set>/index.json              commit point of a set's approximate-search index
+    ann/<set>/hnsw-NNNNNN.usearch     the index (derived from the set; never exported)
 
 Only names live here; no module but this one spells them. Nothing here touches the disk.
 """
@@ -121,6 +123,21 @@ STAGING_PURPOSES = ("import", "export", "save", "merge", "dropped", "replaced", 
 """Purposes of the dot-named staging folders in the contexts folder (never listed as contexts)."""
 
 
+ANN_DIR = "ann"
+"""Folder of a context's approximate-search (ANN) indexes, one item folder per embedding set:
+derived data, rebuilt from the set, never part of an export (not a context part)."""
+ANN_META = "index.json"
+"""Commit point of a set's ANN index (what it was built from, its file's size and SHA-256)."""
+ANN_META_PATTERN = re.compile(re.escape(ANN_META))
+ANN_FILE_PATTERN = re.compile(r"hnsw-(\d{6,})\.usearch")
+"""An ANN index file (``ann_file``); numbers are never reused within a set's folder."""
+
+
+def ann_file(number: int) -> str:
+    """File name of the ANN index number ``number`` of a set."""
+    return f"hnsw-{number:06d}.usearch"
+
+
 def staging_prefix(purpose: str) -> str:
     """Start of the name of a staging folder for ``purpose``: ``.<purpose>-``."""
     return f".{purpose}-"
@@ -166,6 +183,10 @@ def rebuild_name(index_file: str) -> str:
 
 
 __all__ = [
+    "ANN_DIR",
+    "ANN_FILE_PATTERN",
+    "ANN_META",
+    "ANN_META_PATTERN",
     "CATALOG_FILE",
     "CONTEXTS_DIR",
     "EMBEDDINGS_DIR",
@@ -188,6 +209,7 @@ __all__ = [
     "TRACKER_FILE",
     "TRUST_DIR",
     "WORKFLOWS_DIR",
+    "ann_file",
     "catalog",
     "collection_of",
     "context_dir",

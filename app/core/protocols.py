@@ -81,7 +81,19 @@ class EmbeddingStoreProtocol(Protocol):
 
     def load(self, name: str, *, mmap: bool = True) -> Any: ...
 
-    def search(self, name: str, query: Any, *, k: int = 10, metric: str = "cosine") -> Any: ...
+    def search(
+        self,
+        name: str,
+        query: Any,
+        *,
+        k: int = 10,
+        metric: str = "cosine",
+        where: Mapping[str, Any] | None = None,
+        collection: str | None = None,
+        exact: bool = True,
+    ) -> Any: ...
+
+    def build_index(self, name: str, *, kind: str = "hnsw", **params: Any) -> None: ...
 
     def list(self) -> builtins.list[Any]: ...
 

@@ -385,6 +385,16 @@ class Context(icontract.DBC):
         return self._records.count(collection, plan)
 
     @checked
+    @ensure(lambda result: isinstance(result, list), "the matching ids, as a list")
+    @ensure_full(lambda result: len(set(result)) == len(result), "each id once")
+    def matching_ids(self, collection: CollectionName, where: Where = None) -> list[str]:
+        """Ids of the current records of ``collection`` matching ``where``, in commit order
+        (the candidates of a filtered embedding search, docs/api.md "Embeddings")."""
+        plan = self._plan(where, None)
+        self._ensure_ready()
+        return self._records.select_ids(collection, plan)
+
+    @checked
     @ensure(lambda result: isinstance(result, list), "the existing ids, as a list")
     def existing(self, collection: CollectionName, ids: Iterable[str]) -> list[str]:
         """Those of ``ids`` that currently exist (not deleted), in the given order."""

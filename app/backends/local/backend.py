@@ -23,6 +23,9 @@ from app.backends.local.records import LocalRecords
 from app.backends.protocols import Records
 from app.core.errors import InvalidInput
 from app.core.layout import (
+    ANN_DIR,
+    ANN_FILE_PATTERN,
+    ANN_META_PATTERN,
     EMBEDDINGS_DIR,
     MODEL_DOCUMENT_PATTERN,
     MODEL_FILE_PATTERN,
@@ -51,6 +54,9 @@ class PartFiles:
 PARTS: dict[str, PartFiles] = {
     EMBEDDINGS_DIR: PartFiles(SHARD_PATTERN, "shard", SET_META_PATTERN),
     MODELS_DIR: PartFiles(MODEL_FILE_PATTERN, "model", MODEL_DOCUMENT_PATTERN),
+    # derived data of the embeddings part (approximate-search indexes): kept through the same
+    # seam, but no context part (never exported, imported or merged)
+    ANN_DIR: PartFiles(ANN_FILE_PATTERN, "ANN index", ANN_META_PATTERN),
 }
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from app.core.artifacts import EmbeddingInfo, Hit, ShardInfo
 from app.core.errors import IntegrityError
 from app.core.nofollow import lstat_as
-from app.core.similarity import compute_dtype, row_term
+from app.core.similarity import TopK, compute_dtype, row_term
 from app.formats import npz
 from app.formats.filecheck import VERIFIED, identity
 
@@ -134,3 +134,150 @@ def search_result_ok(result: Hits, query: Any, k: int, metric: str) -> bool:
     if np.ndim(query) == 2 and len(lists) != np.shape(query)[0]:
         return False
     return all(len(h) <= k and _best_first(h, metric) for h in lists)
+
+
+# -- filtered search: candidates from a collection's filter ------------------------------------
+
+
+class RowMaps:
+    """Per set version (its ``sha256``): the row number of every id, built once from the
+    verified shards' ids and kept (bounded) for later filtered searches."""
+
+    def __init__(self, limit: int = 8) -> None:
+        self._maps: dict[tuple[str, str], dict[str, int]] = {}
+        self._limit = limit
+        self._guard = threading.Lock()
+
+    def get(self, name: str, info: EmbeddingInfo, shards: list[CachedShard]) -> dict[str, int]:
+        key = (name, info.sha256)
+        with self._guard:
+            found = self._maps.get(key)
+        if found is not None:
+            return found
+        ids: list[str] = []
+        for entry in shards:
+            ids += entry.arrays.ids.tolist()
+        made = dict(zip(ids, range(len(ids)), strict=True))
+        with self._guard:
+            for old in [k for k in self._maps if k[0] == name]:
+                del self._maps[old]
+            if len(self._maps) >= self._limit:
+                self._maps.pop(next(iter(self._maps)))
+            self._maps[key] = made
+        return made
+
+
+def candidate_rows(row_of: dict[str, int], ids: list[str]) -> Any:
+    """The sorted, unique row numbers of those of ``ids`` the set holds."""
+    get = row_of.get
+    rows = [r for r in map(get, ids) if r is not None]
+    return np.unique(np.array(rows, dtype=np.int64))
+
+
+def subset_top(
+    shards: list[CachedShard], starts: list[int], rows: Any, queries: Any, metric: str, k: int
+) -> tuple[Any, Any]:
+    """Exact top-``k`` over the global ``rows`` only (sorted): ``(scores, rows)`` as
+    ``TopK.result`` gives them, rows mapped back to global row numbers."""
+    top = TopK(queries, metric, k)
+    bounds = np.searchsorted(rows, starts)
+    at = 0
+    for s, entry in enumerate(shards):
+        local = rows[bounds[s] : bounds[s + 1]] - starts[s]
+        if local.size == 0:
+            continue
+        term = entry.term(metric)
+        rows_of = np.asarray(entry.arrays.vectors)[local]  # plain view: no memmap overhead
+        top.add(rows_of, None if term is None else term[local], at)
+        at += local.size
+    scores, picked = top.result()
+    return scores, rows[picked] if rows.size else picked
+
+
+# -- approximate search: candidates from the set's ANN index, re-scored exactly ----------------
+
+
+def ann_top(
+    graph: Any,
+    doc: dict[str, Any],
+    shards: list[CachedShard],
+    starts: list[int],
+    queries: Any,
+    metric: str,
+    k: int,
+) -> list[list[tuple[int, float]]]:
+    """Per query, ``(row, exact score)`` of the best ``k`` of the graph's candidates (``k``
+    times the index's ``oversample`` of them), best first (ties: row order)."""
+    count = starts[-1]
+    fetch = min(count, k * int(doc["params"]["oversample"]))
+    if fetch == 0:
+        return [[] for _ in range(queries.shape[0])]
+    graph.expansion_search = max(int(doc["params"]["expansion_search"]), fetch)
+    q32 = np.ascontiguousarray(queries, dtype=np.float32)
+    found = graph.search(q32, fetch)
+    keys = np.atleast_2d(np.asarray(found.keys))
+    if hasattr(found, "counts"):  # several queries: BatchMatches
+        counts = np.atleast_1d(np.asarray(found.counts))
+    else:  # one query: Matches holds only what it found
+        counts = np.array([keys.shape[1]])
+    out: list[list[tuple[int, float]]] = []
+    for qi in range(queries.shape[0]):
+        rows = keys[qi, : int(counts[qi])].astype(np.int64)
+        rows = rows[(rows >= 0) & (rows < count)]
+        scores = exact_scores(shards, starts, rows, queries[qi], metric)
+        order = np.lexsort((rows, scores if metric == "l2" else -scores))[:k]
+        out.append([(int(rows[i]), float(scores[i])) for i in order])
+    return out
+
+
+def gather(shards: list[CachedShard], starts: list[int], rows: Any, field: str) -> Any:
+    """``vectors`` or ``ids`` (``field``) of the global ``rows``, in their order: one fancy
+    index per shard on a plain view of the mapped array."""
+    where = np.searchsorted(starts, rows, side="right") - 1
+    parts = []
+    order = []
+    for s in np.unique(where).tolist():
+        mask = where == s
+        source = np.asarray(getattr(shards[s].arrays, field))
+        parts.append(source[rows[mask] - starts[s]])
+        order.append(np.flatnonzero(mask))
+    if len(parts) == 1:
+        return parts[0]
+    out = np.concatenate(parts)
+    back = np.empty(rows.size, dtype=np.int64)
+    back[np.concatenate(order)] = np.arange(rows.size)
+    return out[back]
+
+
+def exact_scores(
+    shards: list[CachedShard], starts: list[int], rows: Any, query: Any, metric: str
+) -> Any:
+    """The exact scores of global ``rows`` for one query (float64)."""
+    if rows.size == 0:
+        return np.empty(0)
+    picked = np.asarray(gather(shards, starts, rows, "vectors"), dtype=np.float64)
+    q = np.asarray(query, dtype=np.float64)
+    if metric == "l2":
+        return np.asarray(np.linalg.norm(picked - q, axis=1))
+    dots = picked @ q
+    if metric == "dot":
+        return np.asarray(dots)
+    norms = np.linalg.norm(picked, axis=1) * float(np.linalg.norm(q))
+    return np.asarray(np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0))
+
+
+def ann_hit_lists(
+    shards: list[CachedShard], starts: list[int], found: list[list[tuple[int, float]]]
+) -> list[list[Hit]]:
+    """``Hit`` lists from ``ann_top``'s rows and scores."""
+    out: list[list[Hit]] = []
+    for pairs in found:
+        rows = np.array([row for row, _ in pairs], dtype=np.int64)
+        ids = gather(shards, starts, rows, "ids").tolist() if pairs else []
+        out.append(
+            [
+                Hit.model_construct(id=str(rid), score=score)
+                for rid, (_, score) in zip(ids, pairs, strict=True)
+            ]
+        )
+    return out

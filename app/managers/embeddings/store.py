@@ -24,9 +24,11 @@ for ``search``; ``load(verify=False)`` skips that check explicitly.
 from __future__ import annotations
 
 import builtins
+import copy
 import itertools
 import tempfile
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,14 +48,32 @@ from app.core.errors import (
     StorageError,
     environmental,
 )
-from app.core.layout import SET_META, SET_META_PATTERN, SHARD_PATTERN, shard_name
+from app.core.layout import (
+    ANN_DIR,
+    ANN_FILE_PATTERN,
+    ANN_META_PATTERN,
+    SET_META,
+    SET_META_PATTERN,
+    SHARD_PATTERN,
+    shard_name,
+)
 from app.core.locks import Lock
 from app.core.names import is_valid_name
-from app.core.nofollow import entries, part_problems
-from app.core.rules import Count, Flag, Metadata, Metric, SaveMode, SetName, checked
+from app.core.nofollow import entries, link_problems, part_problems
+from app.core.rules import (
+    CollectionName,
+    Count,
+    Flag,
+    Metadata,
+    Metric,
+    SaveMode,
+    SetName,
+    checked,
+)
 from app.core.similarity import TopK, compute_dtype, row_norms
-from app.formats import npz, setmeta
+from app.formats import annindex, npz, setmeta
 from app.formats.hashio import plain_json
+from app.managers.embeddings.ann import CACHE_GRAPHS, AnnIndexes, is_current
 from app.managers.embeddings.checks import (
     as_ids,
     as_matrix,
@@ -65,10 +85,19 @@ from app.managers.embeddings.search import (
     CACHE_SHARDS,
     CachedShard,
     Hits,
+    RowMaps,
     ShardCache,
+    ann_hit_lists,
+    ann_top,
+    candidate_rows,
     hit_lists,
     search_result_ok,
+    subset_top,
 )
+
+Candidates = Callable[[str, Mapping[str, Any] | None], builtins.list[str]]
+"""``(collection, where) -> ids`` of the current records of ``collection`` matching ``where``
+(``Context.matching_ids``): the candidates of a filtered search."""
 
 T = TypeVar("T")
 
@@ -90,6 +119,7 @@ def _number(key: str) -> int:
 
 
 @invariant(lambda self: len(self._cache) <= CACHE_SHARDS, "the search cache stays bounded")
+@invariant(lambda self: len(self._ann) <= CACHE_GRAPHS, "the ANN graph cache stays bounded")
 class EmbeddingStore(icontract.DBC):
     """Embedding sets of one context: save / load / search / list / info / delete."""
 
@@ -101,15 +131,28 @@ class EmbeddingStore(icontract.DBC):
         *,
         files: FileStore | None = None,
         meta: MetaStore | None = None,
+        ann_files: FileStore | None = None,
+        ann_meta: MetaStore | None = None,
+        candidates: Candidates | None = None,
     ) -> None:
         """The sets of ``context`` in its part folder ``root``; ``files`` and ``meta`` are
-        the backend's stores for this part (default: the embedded ones over ``root``)."""
+        the backend's stores for this part (default: the embedded ones over ``root``),
+        ``ann_files`` and ``ann_meta`` those of the sets' ANN indexes (default: the embedded
+        ones over the context's ``ann`` folder); ``candidates`` finds the ids a filtered
+        search may return (without it, ``search(where=...)`` raises ``InvalidInput``)."""
         self.root = root
         self.context = context
         self._lock = lock
         self._files: FileStore = files or LocalFileStore(root, SHARD_PATTERN, "shard")
         self._meta: MetaStore = meta or LocalMetaStore(root, SET_META_PATTERN)
+        ann_root = root.parent / ANN_DIR
+        self._ann = AnnIndexes(
+            ann_files or LocalFileStore(ann_root, ANN_FILE_PATTERN, "ANN index"),
+            ann_meta or LocalMetaStore(ann_root, ANN_META_PATTERN),
+        )
+        self._candidates = candidates
         self._cache = ShardCache()
+        self._row_maps = RowMaps()
 
     def __repr__(self) -> str:
         return f"EmbeddingStore({self.context!r})"
@@ -245,7 +288,9 @@ class EmbeddingStore(icontract.DBC):
             self._meta.write(key, setmeta.dump(doc))  # the commit point
             self._files.retain(name, {shard_key(name, s.file) for s in shards})
             self._cache.forget(name)
-            return setmeta.info_of(doc, self._meta.where(key))[0]
+            saved = setmeta.info_of(doc, self._meta.where(key))[0]
+            self._index_changed(name, saved)
+            return saved
 
     def _appendable(self, name: str, old: EmbeddingInfo, ids: Any, matrix: Any) -> Any:
         """Check rows appended to ``old``; returns them in the set's dtype."""
@@ -275,6 +320,7 @@ class EmbeddingStore(icontract.DBC):
                 raise self._missing(name)
             self._files.retain(name, set())
             self._cache.forget(name)
+            self._index_changed(name, None)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -328,16 +374,40 @@ class EmbeddingStore(icontract.DBC):
 
     @checked
     @require(lambda query: check_query(query), "query", "invalid")
+    @require(
+        lambda where, collection: where is None or collection is not None,
+        "collection",
+        "a where filter needs the collection whose records it selects",
+    )
     @ensure(
         lambda query, k, metric, result: search_result_ok(result, query, k, metric),
         "at most k hits per query, best first",
     )
     def search(
-        self, name: SetName, query: Any, *, k: Count = 10, metric: Metric = "cosine"
+        self,
+        name: SetName,
+        query: Any,
+        *,
+        k: Count = 10,
+        metric: Metric = "cosine",
+        where: Mapping[str, Any] | None = None,
+        collection: CollectionName | None = None,
+        exact: Flag = True,
     ) -> Hits:
-        """Exact top-``k`` search. A 1-D ``query`` gives ``list[Hit]``; a 2-D one gives one
-        list per row. ``l2`` scores are distances (smaller first)."""
+        """Top-``k`` search. A 1-D ``query`` gives ``list[Hit]``; a 2-D one gives one list per
+        row. ``l2`` scores are distances (smaller first).
+
+        With ``collection`` (and optionally ``where``), only the ids whose current record in
+        ``collection`` matches ``where`` are candidates, and the result is exact over exactly
+        those rows. ``exact=False`` (no filter) uses the set's index from ``build_index``
+        when it is current and built for ``metric`` (candidates re-scored exactly, so scores
+        are exact; recall is approximate); otherwise the search is exact."""
         queries = as_queries(query)
+        wanted = None
+        if collection is not None:
+            if self._candidates is None:
+                raise InvalidInput("collection: this store cannot filter by records")
+            wanted = self._candidates(collection, where)
 
         def run(info: EmbeddingInfo) -> builtins.list[builtins.list[Hit]]:
             if queries.shape[1] != info.dim:
@@ -345,9 +415,18 @@ class EmbeddingStore(icontract.DBC):
                     f"query: dimension {queries.shape[1]} differs from the set's {info.dim}"
                 )
             q = queries.astype(compute_dtype(np.dtype(info.dtype)), copy=False)
-            top = TopK(q, metric, k)
             shards = [self._cached(name, s, info) for s in info.shards]
             starts = [0, *itertools.accumulate(s.count for s in info.shards)]
+            if wanted is not None:
+                rows = candidate_rows(self._row_maps.get(name, info, shards), wanted)
+                scores, picked = subset_top(shards, starts, rows, q, metric, k)
+                return hit_lists(shards, starts, scores, picked, queries, metric)
+            if not exact:
+                current = self._ann.current(name, info, metric)
+                if current is not None:
+                    found = ann_top(*current, shards, starts, queries, metric, k)
+                    return ann_hit_lists(shards, starts, found)
+            top = TopK(q, metric, k)
             for entry, start in zip(shards, starts, strict=False):
                 top.add(entry.arrays.vectors, entry.term(metric), start)
             scores, rows = top.result()
@@ -355,6 +434,58 @@ class EmbeddingStore(icontract.DBC):
 
         result = self._snapshot(name, run)
         return result[0] if np.ndim(query) == 1 else result
+
+    @checked
+    @require(lambda kind: kind in annindex.KINDS, "kind", f"must be one of {annindex.KINDS}")
+    @ensure(lambda self, name: self.index_info(name) is not None, "the set has a current index")
+    def build_index(self, name: SetName, *, kind: str = "hnsw", **params: Any) -> None:
+        """Build (or rebuild) the set's approximate-search index (optional extra ``ann``;
+        ``StorageError`` naming it when missing). ``params``: ``metric`` ("cosine", the
+        metric ``search(exact=False)`` must ask for), ``connectivity``, ``expansion_add``,
+        ``expansion_search``, ``dtype`` ("f16", "f32" or "i8": how the graph stores rows)
+        and ``oversample`` (candidates re-scored per hit). Takes the writer lock while it
+        builds; the index is rebuilt after each later save of the set and dropped with it."""
+        full = _checked_params(params)
+        annindex.engine()
+        with self._lock.hold():
+            info = self.info(name)
+            self._build(name, info, kind, full)
+
+    def _build(self, name: str, info: EmbeddingInfo, kind: str, params: dict[str, Any]) -> None:
+        shards = [self._cached(name, s, info) for s in info.shards]
+        self._ann.build(name, info, [e.arrays.vectors for e in shards], kind, params)
+
+    @checked
+    @ensure(
+        lambda result: result is None or {"kind", "params", "count", "sha256"} <= set(result),
+        "what the current index records",
+    )
+    def index_info(self, name: SetName) -> dict[str, Any] | None:
+        """The document of the set's current approximate-search index (kind, params, count,
+        file, size and SHA-256, built_at), or None when it has none or it is stale."""
+        info = self.info(name)
+        doc = self._ann.document(name)
+        return copy.deepcopy(doc) if doc is not None and is_current(doc, info) else None
+
+    def _index_changed(self, name: str, info: EmbeddingInfo | None) -> None:
+        """After the set changed (``info``; None: deleted), under the writer lock: rebuild
+        its index with the same parameters, or drop it. The set is committed already, so a
+        failure only leaves the index stale (searches are then exact) and warns."""
+        try:
+            doc = self._ann.document(name)
+            if doc is None:
+                return
+            if info is None:
+                self._ann.drop(name)
+            elif not is_current(doc, info) and annindex.available():
+                self._build(name, info, str(doc["kind"]), dict(doc["params"]))
+        except StorageError as exc:
+            warnings.warn(
+                f"the ANN index of embedding set {name!r} was not updated ({exc}); "
+                "search(exact=False) is exact until build_index runs again",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     @ensure(
         lambda result: [i.name for i in result] == sorted({i.name for i in result}),
@@ -406,7 +537,9 @@ class EmbeddingStore(icontract.DBC):
             others = []
         for name in others:
             problems += self._verify_set(self.root / name)
-        return problems
+        ann = self._ann.verify(self.exists)
+        links = link_problems(self.root.parent / ANN_DIR)  # the embedded ann folder, if any
+        return problems + ann + [p for p in links if not any(p.split(":")[0] in a for a in ann)]
 
     def _verify_set(self, set_dir: Path) -> builtins.list[str]:
         name = set_dir.name
@@ -484,3 +617,12 @@ def _spilled(parts: list[npt.NDArray[Any]]) -> npt.NDArray[Any]:
         view = np.memmap(fh, dtype=parts[0].dtype, mode="r", shape=shape)
     del out
     return view
+
+
+def _checked_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``build_index``'s parameters with the defaults filled in (``InvalidInput`` naming
+    ``params`` for a bad one: keyword arguments cannot be bound by a precondition)."""
+    try:
+        return annindex.check_params(params)
+    except ValueError as exc:
+        raise InvalidInput(f"params: {exc}", argument="params") from None

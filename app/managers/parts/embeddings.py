@@ -41,6 +41,9 @@ class EmbeddingsPart:
             ctx.name,
             files=ctx.backend.files(ctx.name, self.folder),
             meta=ctx.backend.meta(ctx.name, self.folder),
+            ann_files=ctx.backend.files(ctx.name, layout.ANN_DIR),
+            ann_meta=ctx.backend.meta(ctx.name, layout.ANN_DIR),
+            candidates=ctx.matching_ids,
         )
 
     def recorded_files(self, folder: Path) -> dict[str, tuple[int, str]]:

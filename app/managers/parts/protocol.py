@@ -55,6 +55,10 @@ class PartContext(Protocol):
 
     def part(self, part: ContextPart[H]) -> H: ...
 
+    def matching_ids(self, collection: str, where: Mapping[str, Any] | None = None) -> list[str]:
+        """Ids of the current records of ``collection`` matching ``where``."""
+        ...
+
 
 class ContextPart(Protocol[H_co]):
     """One kind of content of a context, kept in the folder ``folder`` of the context.
