@@ -12,7 +12,7 @@ PYTEST := $(BIN)/python -m pytest
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,torch,service,postgres,objects,ann]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,torch,service,postgres,objects,ann,fast]'
 	touch $(STAMP)
 
 install: $(STAMP)
