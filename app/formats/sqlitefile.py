@@ -86,6 +86,11 @@ class _Slot:
 class SqliteFile:
     VERSION: ClassVar[int] = 1
     SYNCHRONOUS: ClassVar[str] = "NORMAL"
+    WRITE_CACHE_KIB: ClassVar[int] = 0
+    """Page cache a connection keeps once it has written (0: SQLite's default, 2 MiB): a
+    writer's transactions then dirty pages in memory instead of spilling them to the WAL
+    mid-transaction, and the next one finds the pages it needs; reading connections keep
+    the default."""
     WHAT: ClassVar[str] = "database"
     REPAIR: ClassVar[str] = ""
     UNKNOWN_VERSION_HINT: ClassVar[str] = ""
@@ -303,6 +308,8 @@ class SqliteFile:
         """One ``BEGIN IMMEDIATE`` transaction, committed on success, rolled back otherwise."""
         with self.errors():
             conn = self.conn()
+            if self.WRITE_CACHE_KIB:
+                conn.execute(f"PRAGMA cache_size=-{int(self.WRITE_CACHE_KIB)}")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
