@@ -226,7 +226,7 @@ class SqliteIndex(SqliteFile):
     by the writer-lock holder."""
 
     VERSION = INDEX_VERSION
-    WRITE_CACHE_KIB = 128 << 10
+    WRITE_CACHE_KIB = 64 << 10
     WHAT = "index"
     REPAIR = "; repair it with rebuild_index()"
     UNKNOWN_VERSION_HINT = (
