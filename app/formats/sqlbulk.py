@@ -127,8 +127,8 @@ class BulkIndex:
         """Could an id occur twice? (Equal hashes; a collision only costs the removal pass.)"""
         if len(self._hashes) < 2:
             return False
-        hashes = np.frombuffer(self._hashes, dtype=np.int64)
-        return bool(np.unique(hashes).size != hashes.size)
+        ordered = np.sort(np.frombuffer(self._hashes, dtype=np.int64))
+        return bool((ordered[1:] == ordered[:-1]).any())
 
     def _keep_current(self, t: str) -> None:
         """Delete every version superseded by a later version or a later tombstone."""
