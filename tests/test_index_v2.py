@@ -272,3 +272,23 @@ def test_cli_upgrade_rebuilds_a_version_1_index(v1_store: Path) -> None:
     assert version(index_file(v1_store)) == INDEX_VERSION
     with app.open_store(v1_store) as store:
         assert store.context("c").count("people") == 242
+
+
+def test_a_rebuild_stopped_by_a_damaged_log_leaves_the_old_index_and_no_scratch_file(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "s"
+    with app.open_store(root) as store:
+        ctx = store.context("c")
+        ctx.append("t", [{"id": "a", "v": "first"}])
+        ctx.append("t", [{"id": "b", "v": "second"}])
+        before = dump(index_file(root))
+        log = layout.context_dir(root, "c") / "t.jsonl"
+        raw = log.read_bytes()
+        log.write_bytes(raw.replace(b'"first"', b'"fir5t"'))  # a committed batch, damaged
+        with pytest.raises(app.IntegrityError):
+            ctx.rebuild_index()
+        assert dump(index_file(root)) == before
+        assert ctx.get("t", "b") == {"id": "b", "v": "second"}
+    leftovers = [p.name for p in index_file(root).parent.iterdir() if "rebuild" in p.name]
+    assert leftovers == []

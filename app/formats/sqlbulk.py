@@ -59,15 +59,19 @@ class BulkIndex:
             self._conn = sqlite3.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
             raise classify(exc, path, "index") from exc
-        with self._errors():
-            conn = self._conn
-            conn.execute("PRAGMA journal_mode=OFF")
-            conn.execute("PRAGMA synchronous=OFF")
-            conn.execute(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
-            conn.execute("BEGIN")
-            for statement in schema_statements():
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={INDEX_VERSION}")
+        try:
+            with self._errors():
+                conn = self._conn
+                conn.execute("PRAGMA journal_mode=OFF")
+                conn.execute("PRAGMA synchronous=OFF")
+                conn.execute(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
+                conn.execute("BEGIN")
+                for statement in schema_statements():
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={INDEX_VERSION}")
+        except BaseException:
+            self._conn.close()
+            raise
 
     def _errors(self) -> _Errors:
         return _Errors(self.path)

@@ -56,7 +56,11 @@ def rebuild_index(
     _remove_db(fresh_path)
     old = index.path.exists() and not replace  # else no old index can witness anything
     witnesses = {log.name: _witness(index, log.name) if old else None for log in logs}
-    bulk = BulkIndex(fresh_path)
+    try:
+        bulk = BulkIndex(fresh_path)
+    except BaseException:
+        _remove_db(fresh_path)
+        raise
     try:
         for log in logs:
             log.rebuild_into(bulk, witnesses[log.name])
