@@ -145,7 +145,7 @@ def test_a_torn_tail_is_not_indexed_by_a_rebuild_and_is_cut_after(tmp_path: Path
     assert log.stat().st_size == size
 
 
-def test_a_writing_connection_keeps_a_larger_page_cache(tmp_path: Path) -> None:
+def test_a_writing_connection_keeps_a_larger_page_cache_and_a_longer_wal(tmp_path: Path) -> None:
     index = SqliteIndex(tmp_path / "i.sqlite")
     try:
         index.initialise()
@@ -156,6 +156,9 @@ def test_a_writing_connection_keeps_a_larger_page_cache(tmp_path: Path) -> None:
             writer_pages = conn.execute("PRAGMA cache_size").fetchone()[0]
         assert reader_pages == -2000  # SQLite's default, 2 MB
         assert writer_pages == -SqliteIndex.WRITE_CACHE_KIB
+        with index.errors():
+            pages = index.conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert pages == SqliteIndex.CHECKPOINT_PAGES > 1000  # SQLite's default: 1000
     finally:
         index.close()
 
