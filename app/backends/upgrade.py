@@ -4,11 +4,12 @@ A step is one format migration, found by reading version markers only (nothing i
 until it runs). Opening a store never runs them; using a part of an older format raises
 ``SchemaVersionError`` naming ``ctxstore upgrade``.
 
-Embedded (``LocalBackend``): the workflow tracker of an older version (1: no steady-clock
-heartbeat; 2: no priorities or retries) becomes version 3
-(``app.formats.tracker_schema.upgrade_tracker``). The store marker, the
-context descriptions, indexes, logs, embedding and model records have had one format each so
-far: nothing to migrate. On PostgreSQL each part's tables are brought to this version by
+Embedded (``LocalBackend``): a context's SQLite index of version 1 (ids unique through a
+column constraint) is rebuilt from its logs as version 2 (``index_upgrade``: the index is
+derived data); the workflow tracker of an older version (1: no steady-clock heartbeat; 2: no
+priorities or retries) becomes version 3 (``app.formats.tracker_schema.upgrade_tracker``). The
+store marker, the context descriptions, logs, embedding and model records have had one format
+each so far: nothing to migrate. On PostgreSQL each part's tables are brought to this version by
 ``app.backends.postgres.upgrade`` (missing parts created, older ones migrated, under the
 schema advisory lock).
 """
@@ -17,13 +18,16 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 from app.backends.local.backend import LocalBackend
+from app.backends.local.records.index_upgrade import index_version, needs_upgrade, upgrade_index
 from app.backends.postgres import upgrade as pg
 from app.backends.postgres.connect import Database
 from app.backends.protocols import Backend
 from app.core import layout
+from app.formats.sqlindex import INDEX_VERSION
 from app.formats.tracker_schema import TRACKER_VERSION, upgrade_tracker
 
 
@@ -45,8 +49,26 @@ def _file_version(path: object) -> int | None:
         return None
 
 
-def _local_steps(backend: LocalBackend) -> list[UpgradeStep]:
+def _index_step(folder: Path, name: str) -> UpgradeStep:
+    return UpgradeStep(
+        f"{folder / layout.index_name(name)}: index version {index_version(folder, name)} -> "
+        f"{INDEX_VERSION} (rebuilt from the logs)",
+        lambda: upgrade_index(folder, name),
+    )
+
+
+def _index_steps(backend: LocalBackend) -> list[UpgradeStep]:
+    """A rebuild of every context index of an older version (derived data)."""
     steps: list[UpgradeStep] = []
+    for name in backend.catalog().names():
+        folder = backend.context_folder(name)
+        if needs_upgrade(folder, name):
+            steps.append(_index_step(folder, name))
+    return steps
+
+
+def _local_steps(backend: LocalBackend) -> list[UpgradeStep]:
+    steps: list[UpgradeStep] = _index_steps(backend)
     tracker = layout.tracker(backend.root)
     if tracker.is_file():
         version = _file_version(tracker)

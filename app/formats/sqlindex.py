@@ -7,6 +7,17 @@ detect changed row content. ``collections.log_end`` records how far into each lo
 applied. Writes happen in ``BEGIN IMMEDIATE`` transactions in WAL mode; durability comes from the
 log (the index may lag after a power loss and is caught up on open), so ``synchronous=NORMAL``.
 
+Version 2 (``INDEX_VERSION``): a record's id is unique through a separate ``CREATE UNIQUE
+INDEX`` (version 1 declared ``id ... UNIQUE`` in the table, an index SQLite builds row by row
+and never after a load): a bulk build (``app.formats.sqlbulk``) loads the rows first and sorts
+every index, the id one included, afterwards. A writing connection keeps ``WRITE_CACHE_KIB`` of
+page cache, so a batch's random index inserts do not spill dirty pages to the WAL mid-batch
+nor re-read the pages the previous batch touched, and the WAL is checkpointed every
+``CHECKPOINT_PAGES`` (64 MiB) instead of SQLite's 4 MB (one 10k-record batch writes more
+than that: the default checkpoints, with two fsyncs, after every batch). Version 1 files
+are refused on use (``SchemaVersionError`` naming ``ctxstore upgrade``, which rebuilds them
+from the logs).
+
 This module knows SQLite and nothing of contexts, logs or locks.
 """
 
@@ -15,6 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import os
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,7 +40,7 @@ from app.core.errors import IntegrityError, SchemaVersionError
 from app.core.filters import field_expr, field_path
 from app.formats.sqlitefile import SqliteFile
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 FETCH = 2000
 
 
@@ -45,6 +57,24 @@ def _next_rows(part: list[Any]) -> int:
     text = sum(map(len, itertools.islice(part, 2, None, 4))) or 1
     fit = max(1, INSERT_BYTES * rows // text)
     return min(ROWS_PER_INSERT, 1 << (fit.bit_length() - 1))
+
+
+def insert_puts(conn: sqlite3.Connection, quoted_table: str, puts: Iterable[PutRow]) -> None:
+    """Insert (or replace) record versions into a collection table, a few rows per statement:
+    memory stays flat however large the batch (``puts`` is streamed)."""
+    crc32 = zlib.crc32
+    rows = iter(puts)
+    n = FIRST_ROWS
+    while True:
+        part = [
+            v
+            for pos, rid, data in itertools.islice(rows, n)
+            for v in (pos, rid, data.decode(), crc32(data))
+        ]
+        if not part:
+            break
+        conn.execute(insert_sql(quoted_table, len(part) // 4), part)
+        n = _next_rows(part)
 
 
 PutRow = tuple[int, str, bytes]
@@ -114,8 +144,23 @@ def side_batches(collection: str) -> str:
 
 
 _RECORDS_COLUMNS = (
-    "(pos INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, data TEXT NOT NULL, crc INTEGER NOT NULL)"
+    "(pos INTEGER PRIMARY KEY, id TEXT NOT NULL, data TEXT NOT NULL, crc INTEGER NOT NULL)"
 )
+"""A collection table; its ids are made unique by ``unique_id_sql`` (created before rows are
+applied one batch at a time, after the load in a bulk build)."""
+
+
+def records_table_sql(quoted_table: str) -> str:
+    """``CREATE TABLE`` of a collection table (live, side or bulk-built), without indexes."""
+    return f"CREATE TABLE {quoted_table}{_RECORDS_COLUMNS}"
+
+
+def unique_id_sql(quoted_table: str, collection: str) -> str:
+    """The unique index on a collection table's ids. Its name carries a random tag: a side
+    table (``start_side``) and the live table it replaces each hold one at the same time."""
+    return f'CREATE UNIQUE INDEX "u_{collection}_{os.urandom(4).hex()}" ON {quoted_table}(id)'
+
+
 _BATCHES_COLUMNS = (
     "(batch_id TEXT PRIMARY KEY, collection TEXT NOT NULL, kind TEXT NOT NULL, "
     "start INTEGER NOT NULL, end INTEGER NOT NULL, count INTEGER NOT NULL, "
@@ -131,8 +176,23 @@ CREATE INDEX IF NOT EXISTS batches_by_pos ON batches(collection, start);
 """
 
 
+def schema_statements() -> list[str]:
+    """The statements creating an empty index file's shared tables."""
+    return [statement for statement in _SCHEMA.split(";") if statement.strip()]
+
+
+def index_sql(collection: str, spec: Sequence[str]) -> str:
+    """``CREATE INDEX`` of one indexed-fields spec on a collection table (expression index:
+    the same ``json_extract`` text the filter compiler emits, so queries use it)."""
+    exprs = [field_expr(field_path(f, "indexes")) for f in spec]
+    tag = hashlib.sha1("\x00".join(spec).encode()).hexdigest()[:12]
+    return f'CREATE INDEX IF NOT EXISTS "i_{collection}_{tag}" ON {table(collection)}(' + (
+        ", ".join(exprs) + ")"
+    )
+
+
 @functools.lru_cache(maxsize=64)
-def _insert_sql(quoted_table: str, rows: int) -> str:
+def insert_sql(quoted_table: str, rows: int) -> str:
     """One multi-row INSERT: a single step for SQLite, so the GIL is handed over once per
     statement instead of once per row as ``executemany`` does (with busy threads each
     hand-over can wait a whole switch interval)."""
@@ -144,7 +204,9 @@ def check_index_version(path: Path) -> None:
     """``SchemaVersionError`` if the index at ``path`` was written by an unknown version.
 
     Reads only the header (read-only connection); a missing or unreadable file passes here
-    and is dealt with on use (``rebuild_index`` repairs it)."""
+    and is dealt with on use (``rebuild_index`` repairs it). An older version passes too: the
+    store opens, and using that context raises ``SchemaVersionError`` naming ``ctxstore
+    upgrade`` (``SqliteFile.check_version``)."""
     if not path.is_file():
         return
     try:
@@ -155,7 +217,7 @@ def check_index_version(path: Path) -> None:
             conn.close()
     except sqlite3.DatabaseError:
         return
-    if version not in (0, INDEX_VERSION):
+    if not 0 <= version <= INDEX_VERSION:
         raise SchemaVersionError(
             f"{path}: index version {version} is unknown (this is {INDEX_VERSION})"
             + SqliteIndex.UNKNOWN_VERSION_HINT
@@ -167,6 +229,8 @@ class SqliteIndex(SqliteFile):
     by the writer-lock holder."""
 
     VERSION = INDEX_VERSION
+    WRITE_CACHE_KIB = 64 << 10
+    CHECKPOINT_PAGES = 16384  # 64 MiB of WAL: a checkpoint every few batches, not every one
     WHAT = "index"
     REPAIR = "; repair it with rebuild_index()"
     UNKNOWN_VERSION_HINT = (
@@ -186,19 +250,10 @@ class SqliteIndex(SqliteFile):
         super().close()
         self._known.clear()
 
-    def checkpoint_and_close(self) -> None:
-        """Fold the WAL into the main file and close, leaving one self-contained file."""
-        with self.errors():
-            conn = self.conn()
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            conn.execute("PRAGMA journal_mode=DELETE")
-        self.close()
-
     def initialise(self) -> None:
         with self.write() as conn:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in schema_statements():
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version={INDEX_VERSION}")
 
     # -- collections and their state ----------------------------------------------------
@@ -244,7 +299,8 @@ class SqliteIndex(SqliteFile):
         t = table(collection)
         with self.write() as conn:
             conn.execute(f"DROP TABLE IF EXISTS {t}")
-            conn.execute(f"CREATE TABLE {t}{_RECORDS_COLUMNS}")
+            conn.execute(records_table_sql(t))
+            conn.execute(unique_id_sql(t, collection))
             for spec in indexes:
                 conn.execute(self._index_sql(collection, spec))
             conn.execute("DELETE FROM batches WHERE collection=?", (collection,))
@@ -261,7 +317,8 @@ class SqliteIndex(SqliteFile):
         never look at them: they keep reading the live table until ``swap_side``."""
         with self.write() as conn:
             self._drop_side(conn, collection)
-            conn.execute(f"CREATE TABLE {side_table(collection)}{_RECORDS_COLUMNS}")
+            conn.execute(records_table_sql(side_table(collection)))
+            conn.execute(unique_id_sql(side_table(collection), collection))
             conn.execute(f"CREATE TABLE {side_batches(collection)}{_BATCHES_COLUMNS}")
 
     def drop_side(self, collection: str) -> None:
@@ -312,11 +369,7 @@ class SqliteIndex(SqliteFile):
 
     @staticmethod
     def _index_sql(collection: str, spec: Sequence[str]) -> str:
-        exprs = [field_expr(field_path(f, "indexes")) for f in spec]
-        tag = hashlib.sha1("\x00".join(spec).encode()).hexdigest()[:12]
-        return f'CREATE INDEX IF NOT EXISTS "i_{collection}_{tag}" ON {table(collection)}(' + (
-            ", ".join(exprs) + ")"
-        )
+        return index_sql(collection, spec)
 
     # -- applying batches ---------------------------------------------------------------
 
@@ -340,19 +393,7 @@ class SqliteIndex(SqliteFile):
         puts: Iterable[PutRow],
         deletes: Sequence[str],
     ) -> None:
-        crc32 = zlib.crc32
-        rows = iter(puts)
-        n = FIRST_ROWS
-        while True:  # a few rows at a time: memory stays flat however large the batch
-            part = [
-                v
-                for pos, rid, data in itertools.islice(rows, n)
-                for v in (pos, rid, data.decode(), crc32(data))
-            ]
-            if not part:
-                break
-            conn.execute(_insert_sql(t, len(part) // 4), part)
-            n = _next_rows(part)
+        insert_puts(conn, t, puts)
         if deletes:
             conn.executemany(f"DELETE FROM {t} WHERE id=?", [(d,) for d in deletes])
         conn.execute(f"INSERT OR REPLACE INTO {batches} VALUES (?,?,?,?,?,?,?,?)", batch.values())

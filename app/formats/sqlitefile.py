@@ -86,6 +86,14 @@ class _Slot:
 class SqliteFile:
     VERSION: ClassVar[int] = 1
     SYNCHRONOUS: ClassVar[str] = "NORMAL"
+    CHECKPOINT_PAGES: ClassVar[int] = 0
+    """``wal_autocheckpoint`` of every connection (0: SQLite's default, 1000 pages): a commit
+    that leaves a longer WAL checkpoints it (two fsyncs, and every page copied back)."""
+    WRITE_CACHE_KIB: ClassVar[int] = 0
+    """Page cache a connection keeps once it has written (0: SQLite's default, 2 MiB): a
+    writer's transactions then dirty pages in memory instead of spilling them to the WAL
+    mid-transaction, and the next one finds the pages it needs; reading connections keep
+    the default."""
     WHAT: ClassVar[str] = "database"
     REPAIR: ClassVar[str] = ""
     UNKNOWN_VERSION_HINT: ClassVar[str] = ""
@@ -186,6 +194,8 @@ class SqliteFile:
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.SYNCHRONOUS}")
+            if self.CHECKPOINT_PAGES:
+                conn.execute(f"PRAGMA wal_autocheckpoint={int(self.CHECKPOINT_PAGES)}")
             conn.execute("PRAGMA cell_size_check=ON")
             self._configure(conn)
         except sqlite3.Error as exc:
@@ -303,6 +313,8 @@ class SqliteFile:
         """One ``BEGIN IMMEDIATE`` transaction, committed on success, rolled back otherwise."""
         with self.errors():
             conn = self.conn()
+            if self.WRITE_CACHE_KIB:
+                conn.execute(f"PRAGMA cache_size=-{int(self.WRITE_CACHE_KIB)}")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn

@@ -45,10 +45,12 @@ from app.formats.batchlog import (
     Entry,
     LogScan,
     LogWriter,
+    MappedEntries,
     ReadBatch,
     placed_puts,
 )
 from app.formats.indexsnapshot import BatchLayout, BatchSpan, open_snapshot
+from app.formats.sqlbulk import BulkIndex
 from app.formats.sqlindex import BatchRow, CollectionState, PutRow, SqliteIndex
 
 FEW_IDS = 4
@@ -135,21 +137,23 @@ class CollectionLog:
                     f"{self.log.path}: damaged committed data at byte {scan.valid_end}"
                 )
 
-    def rebuild_into(self, index: SqliteIndex, witness_end: int | None) -> None:
-        """Index this log from scratch into ``index`` (a new file) without changing the log.
+    def rebuild_into(self, bulk: BulkIndex, witness_end: int | None) -> None:
+        """Index this log from scratch into ``bulk`` (a new file being built in one pass, rows
+        in log order, indexes after the load) without changing the log.
 
         ``witness_end``: how far the old index said the log was committed, if it could still
         be read; a tail starting before it is damage, not a torn write."""
         header = self.log.header()
-        index.reset_collection(
-            self.name, header.generation, header.length, self.catalog.indexes(self.name)
-        )
-        builder = CollectionLog(self.name, self.log.path, index, self.catalog)
-        scan = builder._apply_scan(header.length)
+        bulk.start(self.name)
+        scan = self.log.scan(header.length)
+        for batch in scan:
+            tombstones = [(e.record_id, e.pos) for e in _tombstones(batch.entries)]
+            bulk.add(self.name, batch_row(self.name, batch), put_rows(batch.entries), tombstones)
         if scan.tail and witness_end is not None and scan.valid_end < witness_end:
             raise IntegrityError(
                 f"{self.log.path}: damaged committed data at byte {scan.valid_end}"
             )
+        bulk.finish(self.name, header.generation, scan.valid_end, self.catalog.indexes(self.name))
 
     def _apply_scan(self, start: int) -> LogScan:
         """Apply every batch from ``start`` to the index; returns the finished scan."""
@@ -574,6 +578,14 @@ class _Counted(Iterator[Entry]):
         entry = next(self._entries)
         self.count += 1
         return entry
+
+
+def _tombstones(entries: Iterable[Entry]) -> Iterable[Entry]:
+    """The tombstones among ``entries`` (a large batch of record versions only is not read
+    again for them)."""
+    if isinstance(entries, MappedEntries) and entries.puts == len(entries):
+        return ()
+    return [e for e in entries if e.data is None]
 
 
 def _check_kept(path: Path, kept: int, current: int) -> None:

@@ -98,9 +98,12 @@ class LocalRecords:
         """Catch the index up with every log and cut torn tails (caller holds the lock)."""
         check_layout(self.path, self.name)
         self._catalog.check()
+        names = self.collections()
+        if names and not self.index.path.exists():  # new here (an import), or deleted
+            rebuild_index(self.index, [self._log(n) for n in names])  # in bulk, then renamed
         if not self.index.is_initialised():
             self.index.initialise()
-        for name in self.collections():
+        for name in names:
             self._log(name).recover(create=False)
 
     def _caught_up(self) -> bool:
@@ -373,9 +376,11 @@ class LocalRecords:
             problems += [p for p in link_problems(self.path) if p not in problems]
         return problems, checked
 
-    def rebuild(self) -> None:
+    def rebuild(self, *, replace: bool = False) -> None:
+        """``replace``: put the new file in place of the old one instead of copying it in
+        (``ctxstore upgrade``: the old file is of a version this one never writes to)."""
         with self.writer_lock.hold():
-            rebuild_index(self.index, [self._log(n) for n in self.collections()])
+            rebuild_index(self.index, [self._log(n) for n in self.collections()], replace=replace)
             self._recover_all()
             self._ready = True
 

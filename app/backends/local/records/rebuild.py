@@ -12,6 +12,7 @@ from app.backends.local.records.collection import CollectionLog
 from app.core.atomic import fsync_dir
 from app.core.errors import IntegrityError, StorageError, io_error
 from app.core.layout import rebuild_name
+from app.formats.sqlbulk import BulkIndex
 from app.formats.sqlindex import SqliteIndex
 
 SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -32,30 +33,42 @@ def _witness(index: SqliteIndex, name: str) -> int | None:
     return None if state is None else state.log_end
 
 
-def rebuild_index(index: SqliteIndex, logs: Iterable[CollectionLog]) -> None:
+def rebuild_index(
+    index: SqliteIndex, logs: Iterable[CollectionLog], *, replace: bool = False
+) -> None:
     """Build a new index file from the logs, then put its content in place of the old one.
 
-    Caller holds the writer lock. Until the new file is complete the old one stays in place,
-    so a rebuild that stops on a damaged log leaves reads as they were. The new content is
-    copied into the live file page by page in ONE write transaction (SQLite's backup API), so
+    Caller holds the writer lock. The new file is built in bulk (``app.formats.sqlbulk``: one
+    transaction without a journal, rows in log order, indexes sorted after the load, one
+    fsync) beside the old one, which stays in place until the new file is complete: a rebuild
+    that stops on a damaged log leaves reads as they were. Where there is no live file (a new
+    or imported context) the new file is renamed into place. Otherwise its content is copied
+    into the live file page by page in ONE write transaction (SQLite's backup API), so
     readers in every thread and process, old connections included, see the old index or the
     new one, never a partial one, and keep their connections. Only when the live file cannot
-    take it (unreadable, not a database) is the file itself replaced; its old WAL is removed
-    first (an old WAL must never be replayed into a new database) and other processes notice
-    the new file at their next operation and reconnect.
+    take it (unreadable, not a database) or ``replace`` is set (``ctxstore upgrade``: the
+    live file is of an older version, which this version never writes to) is the file itself
+    replaced; its old WAL is removed first (an old WAL must never be replayed into a new
+    database) and other processes notice the new file at their next operation and reconnect.
     """
+    logs = list(logs)
     fresh_path = index.path.with_name(rebuild_name(index.path.name))
     _remove_db(fresh_path)
-    fresh = SqliteIndex(fresh_path)
+    old = index.path.exists() and not replace  # else no old index can witness anything
+    witnesses = {log.name: _witness(index, log.name) if old else None for log in logs}
     try:
-        fresh.initialise()
+        bulk = BulkIndex(fresh_path)
+    except BaseException:
+        _remove_db(fresh_path)
+        raise
+    try:
         for log in logs:
-            log.rebuild_into(fresh, _witness(index, log.name))
-        fresh.checkpoint_and_close()
-        if not _copy_into(fresh_path, index):
+            log.rebuild_into(bulk, witnesses[log.name])
+        bulk.commit()
+        if replace or not _copy_into(fresh_path, index):
             _replace(fresh_path, index)
     finally:
-        fresh.close()
+        bulk.close()
         _remove_db(fresh_path)
 
 
