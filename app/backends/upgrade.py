@@ -16,7 +16,6 @@ schema advisory lock).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -28,6 +27,7 @@ from app.backends.postgres.connect import Database
 from app.backends.protocols import Backend
 from app.core import layout
 from app.formats.sqlindex import INDEX_VERSION
+from app.formats.sqlitefile import file_version
 from app.formats.tracker_schema import TRACKER_VERSION, upgrade_tracker
 
 
@@ -36,17 +36,6 @@ class UpgradeStep(NamedTuple):
 
     what: str
     run: Callable[[], object]
-
-
-def _file_version(path: object) -> int | None:
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60.0)
-        try:
-            return int(conn.execute("PRAGMA user_version").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return None
 
 
 def _index_step(folder: Path, name: str) -> UpgradeStep:
@@ -71,7 +60,7 @@ def _local_steps(backend: LocalBackend) -> list[UpgradeStep]:
     steps: list[UpgradeStep] = _index_steps(backend)
     tracker = layout.tracker(backend.root)
     if tracker.is_file():
-        version = _file_version(tracker)
+        version = file_version(tracker)
         if version is not None and 0 < version < TRACKER_VERSION:
             steps.append(
                 UpgradeStep(

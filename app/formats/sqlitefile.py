@@ -40,6 +40,19 @@ MAX_IDLE_CONNECTIONS = 64
 operation closes its thread's connection when it ends."""
 
 
+def file_version(path: object) -> int | None:
+    """The ``user_version`` of the SQLite file at ``path``, opened read-only (None when it
+    cannot be read: missing, not a database, damaged)."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60.0)
+        try:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
+
 class _Count:
     """Connections open in this process (all ``SqliteFile`` objects)."""
 

@@ -49,6 +49,17 @@ MAX_ERRORS_KEPT = 100
 Row = dict[str, Any]
 
 
+def _state_row(conn: sqlite3.Connection, workflow_id: str) -> sqlite3.Row:
+    """The status, owner and errors of a workflow (in the caller's write transaction);
+    ``NotFoundError`` when there is no such workflow."""
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT status, owner, errors FROM workflows WHERE workflow_id = ?", (workflow_id,)
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"workflow {workflow_id!r} not found")
+    return row
+
+
 @dataclass(frozen=True)
 class JournalEntry:
     chunk_no: int
@@ -213,12 +224,7 @@ class TrackerDB(SqliteFile):
         with ``extra_errors`` more that were not listed.
         """
         with self.write() as conn:
-            row = conn.execute(
-                "SELECT status, owner, errors FROM workflows WHERE workflow_id = ?",
-                (workflow_id,),
-            ).fetchone()
-            if row is None:
-                raise NotFoundError(f"workflow {workflow_id!r} not found")
+            row = _state_row(conn, workflow_id)
             old = WorkflowStatus(row["status"])
             if if_owner is not None and (
                 row["owner"] != if_owner or old != WorkflowStatus.PROCESSING
@@ -438,12 +444,7 @@ class TrackerDB(SqliteFile):
         workflow goes back to ``pending``, unowned, not claimed before ``now + retry_in``;
         without, it is ``failed``. ``None`` (nothing changed) if no longer ours."""
         with self.write() as conn:
-            row = conn.execute(
-                "SELECT status, owner, errors FROM workflows WHERE workflow_id = ?",
-                (workflow_id,),
-            ).fetchone()
-            if row is None:
-                raise NotFoundError(f"workflow {workflow_id!r} not found")
+            row = _state_row(conn, workflow_id)
             if row["owner"] != owner or row["status"] != WorkflowStatus.PROCESSING.value:
                 return None
             new = WorkflowStatus.FAILED if retry_in is None else WorkflowStatus.PENDING

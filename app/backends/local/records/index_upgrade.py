@@ -7,28 +7,19 @@ in bulk), never an in-place change, and never done on open (using an older index
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from app.backends.local.records.context_records import LocalRecords
 from app.core.layout import index_name
 from app.formats.sqlindex import INDEX_VERSION
+from app.formats.sqlitefile import file_version
 
 
 def index_version(folder: Path, name: str) -> int | None:
     """The version recorded in the index of context ``name`` kept in ``folder`` (None when
     there is no readable index: it is built on first use)."""
     path = folder / index_name(name)
-    if not path.is_file():
-        return None
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60.0)
-        try:
-            return int(conn.execute("PRAGMA user_version").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return None
+    return file_version(path) if path.is_file() else None
 
 
 def needs_upgrade(folder: Path, name: str) -> bool:
