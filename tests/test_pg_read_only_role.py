@@ -4,9 +4,10 @@ embeddings, models, stats, workflow listings). A REAL PostgreSQL server."""
 
 from __future__ import annotations
 
+import contextlib
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -50,22 +51,40 @@ def _grant_select(url: str, reader: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def written_then_read(
+    owner_url: str,
+    reader_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fill: Callable[[app.Store], None],
+) -> Iterator[app.Store]:
+    """The store filled by ``fill`` as its owner, then opened (``create=False``) by the
+    SELECT-only reader on another host (its own working folder)."""
+    files = str(tmp_path / "files")
+    monkeypatch.setenv("CTXSTORE_WORK", str(tmp_path / "work-writer"))
+    with app.open_store(owner_url, files=files) as store:
+        fill(store)
+    _grant_select(owner_url, reader_url)
+    monkeypatch.setenv("CTXSTORE_WORK", str(tmp_path / "work-reader"))
+    with app.open_store(reader_url, files=files, create=False) as store:
+        yield store
+
+
+def _fill(store: app.Store) -> None:
+    ctx = store.context("c")
+    ctx.append("items", [{"id": "a", "v": 1}, {"id": "b", "v": 2}], batch_id="b1")
+    ctx.embeddings.save("e", ["a", "b"], np.eye(2, 4, dtype="float32"))
+    ctx.models.save("m", {"w": 1}, format="joblib")
+
+
 def test_a_select_only_role_reads_everything(
     pg_database: str,  # noqa: F811
     reader_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    files = str(tmp_path / "files")
-    monkeypatch.setenv("CTXSTORE_WORK", str(tmp_path / "work-writer"))
-    with app.open_store(pg_database, files=files) as store:
-        ctx = store.context("c")
-        ctx.append("items", [{"id": "a", "v": 1}, {"id": "b", "v": 2}], batch_id="b1")
-        ctx.embeddings.save("e", ["a", "b"], np.eye(2, 4, dtype="float32"))
-        ctx.models.save("m", {"w": 1}, format="joblib")
-    _grant_select(pg_database, reader_url)
-    monkeypatch.setenv("CTXSTORE_WORK", str(tmp_path / "work-reader"))  # another host
-    with app.open_store(reader_url, files=files, create=False) as store:
+    with written_then_read(pg_database, reader_url, tmp_path, monkeypatch, _fill) as store:
         assert store.contexts() == ["c"]
         ctx = store.context("c", create=False)
         assert ctx.collections() == ["items"]
@@ -87,13 +106,10 @@ def test_a_select_only_role_reads_a_store_that_never_held_a_record(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    files = str(tmp_path / "files")
-    monkeypatch.setenv("CTXSTORE_WORK", str(tmp_path / "work-writer"))
-    with app.open_store(pg_database, files=files) as store:
+    def fill(store: app.Store) -> None:
         store.context("c")
-    _grant_select(pg_database, reader_url)
-    monkeypatch.setenv("CTXSTORE_WORK", str(tmp_path / "work-reader"))
-    with app.open_store(reader_url, files=files, create=False) as store:
+
+    with written_then_read(pg_database, reader_url, tmp_path, monkeypatch, fill) as store:
         ctx = store.context("c", create=False)
         assert ctx.collections() == []
         assert ctx.count("items") == 0  # an unknown collection holds nothing
