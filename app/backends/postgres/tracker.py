@@ -48,6 +48,15 @@ from app.formats.tracker import merge_errors
 __all__ = ["PgTracker", "stamp_age"]
 
 
+def _locked_state(conn: Any, params: dict[str, Any]) -> tuple[Any, ...]:
+    """``(status, owner, errors)`` of the workflow ``params["wid"]``, its row locked for the
+    caller's transaction; ``NotFoundError`` when there is no such workflow."""
+    row: tuple[Any, ...] | None = conn.execute(q.LOCK_ROW, params).fetchone()
+    if row is None:
+        raise NotFoundError(f"workflow {params['wid']!r} not found")
+    return row
+
+
 class PgTracker(TrackerMaintenance):
     """The workflow rows, claims, journal and staged items of one PostgreSQL store
     (plumbing: ``tracker_base``; journal and maintenance: ``tracker_maint``)."""
@@ -155,9 +164,7 @@ class PgTracker(TrackerMaintenance):
             raise ValueError(f"unknown workflow columns: {sorted(unknown)}")
         params: dict[str, Any] = {"wid": workflow_id}
         with self._write() as conn:
-            row = conn.execute(q.LOCK_ROW, params).fetchone()
-            if row is None:
-                raise NotFoundError(f"workflow {workflow_id!r} not found")
+            row = _locked_state(conn, params)
             status, owner, old_errors = row
             old = WorkflowStatus(status)
             if if_owner is not None and (owner != if_owner or old != WorkflowStatus.PROCESSING):
@@ -211,9 +218,7 @@ class PgTracker(TrackerMaintenance):
     def cancel(self, workflow_id: str, now: float) -> Row:
         params: dict[str, Any] = {"wid": workflow_id, "now": now}
         with self._write() as conn:
-            row = conn.execute(q.LOCK_ROW, params).fetchone()
-            if row is None:
-                raise NotFoundError(f"workflow {workflow_id!r} not found")
+            row = _locked_state(conn, params)
             old = WorkflowStatus(row[0])
             check_transition(old, WorkflowStatus.CANCELLED)
             if old == WorkflowStatus.PROCESSING:
@@ -297,9 +302,7 @@ class PgTracker(TrackerMaintenance):
     ) -> Row | None:
         params: dict[str, Any] = {"wid": workflow_id}
         with self._write() as conn:
-            row = conn.execute(q.LOCK_ROW, params).fetchone()
-            if row is None:
-                raise NotFoundError(f"workflow {workflow_id!r} not found")
+            row = _locked_state(conn, params)
             status, held_by, old_errors = row
             if held_by != owner or status != q.PROCESSING:
                 return None
